@@ -1,0 +1,71 @@
+"""Error classes shared by every layer.
+
+Each error carries an ARM-style ``code`` and the HTTP status the API answers
+with, so a layer deep in the node agent can raise something the API turns into
+a clear response without translating it again.
+"""
+
+from __future__ import annotations
+
+
+class CorralError(Exception):
+    """Base class: ``code`` and ``status`` are what the API reports."""
+
+    code = "InternalError"
+    status = 500
+
+    def __init__(self, message: str, *, target: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.target = target
+
+
+class InvalidRequest(CorralError):
+    """The request names something wrong; the message says which field and why."""
+
+    code = "InvalidRequestContent"
+    status = 400
+
+
+class NotFound(CorralError):
+    code = "ResourceNotFound"
+    status = 404
+
+
+class Conflict(CorralError):
+    code = "Conflict"
+    status = 409
+
+
+class VersionConflict(Conflict):
+    """A compare-and-swap write lost against a newer version."""
+
+    code = "ResourceVersionConflict"
+
+
+class Unauthorized(CorralError):
+    code = "AuthenticationFailed"
+    status = 401
+
+
+class ImageError(CorralError):
+    """An image could not be found, pulled, unpacked or pushed."""
+
+    code = "InaccessibleImage"
+    status = 400
+
+
+class RegistryAuthError(ImageError):
+    code = "RegistryAuthenticationFailed"
+
+
+class RuntimeFailure(CorralError):
+    """The OCI runtime or conmon refused or failed to run a container."""
+
+    code = "ContainerRuntimeError"
+
+
+class NetworkError(CorralError):
+    """A network sandbox could not be built or removed."""
+
+    code = "NetworkSetupError"
