@@ -1,0 +1,6 @@
+"""Node networking: network sandboxes for container groups (CNI)."""
+
+from corral.node.network.etcfiles import DnsSettings
+from corral.node.network.sandbox import NetworkConfig, NetworkManager, PortMapping, Sandbox
+
+__all__ = ["DnsSettings", "NetworkConfig", "NetworkManager", "PortMapping", "Sandbox"]

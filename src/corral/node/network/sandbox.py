@@ -1,0 +1,360 @@
+"""Network sandboxes for container groups, built with the standard CNI plugins.
+
+A sandbox is a pinned network namespace (``/var/run/netns/<name>``) plus pinned
+UTS and IPC namespaces under the state dir, an address on the network's bridge
+(bridge + host-local + portmap plugins) and the /etc files its containers get.
+
+Crash safety: an intent record is written before anything is built, so a crash
+anywhere leaves something ``delete`` (or a re-run of ``create``) can find and
+undo. All on-disk state lives under ``state_dir``; a restarted agent sees the
+same sandboxes through ``get``/``list``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from corral.errors import Conflict, CorralError, InvalidRequest, NetworkError
+from corral.node.network import cni, etcfiles, iptables, nsfiles
+from corral.node.network.etcfiles import DnsSettings
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
+_IFNAME = "eth0"
+_HOSTPORT_CHAINS = (
+    # (chain, chains that jump to it), in an order where nothing jumps to a removed chain
+    ("CNI-HOSTPORT-DNAT", ("PREROUTING", "OUTPUT")),
+    ("CNI-HOSTPORT-SNAT", ("POSTROUTING",)),
+    ("CNI-HOSTPORT-MASQ", ("POSTROUTING",)),
+    ("CNI-HOSTPORT-SETMARK", ("PREROUTING", "OUTPUT")),
+)
+
+
+class PortMapping(BaseModel):
+    host_port: int = Field(ge=1, le=65535)
+    container_port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+class Sandbox(BaseModel):
+    id: str
+    netns: str
+    netns_path: str
+    uts_path: str
+    ipc_path: str
+    ip: str
+    gateway: str
+    prefix_len: int
+    port_mappings: list[PortMapping] = Field(default_factory=list)
+    resolv_conf: Path
+    hosts: Path
+    hostname_file: Path
+
+
+def _default_dns() -> list[str]:
+    return etcfiles.host_nameservers() or ["1.1.1.1"]
+
+
+class NetworkConfig(BaseModel):
+    name: str = "corral"
+    bridge: str = "corral0"
+    subnet: str = "10.88.0.0/16"
+    gateway: str | None = None  # default: the subnet's first address
+    state_dir: Path
+    cni_bin_dir: Path = Path("/usr/lib/cni")
+    dns_servers: list[str] = Field(default_factory=_default_dns)
+    netns_prefix: str = "corral-"
+    cni_version: str = "1.0.0"
+
+    def gateway_ip(self) -> str:
+        if self.gateway:
+            return self.gateway
+        return str(next(ipaddress.ip_network(self.subnet).hosts()))
+
+
+class _Record(BaseModel):
+    """What is on disk for one sandbox; ``status`` is ``creating`` until it is whole."""
+
+    id: str
+    status: Literal["creating", "ready"] = "creating"
+    hostname: str
+    netns: str
+    port_mappings: list[PortMapping] = Field(default_factory=list)
+    dns: DnsSettings
+    conflist: dict[str, Any]
+    cni_result: dict[str, Any] | None = None
+    sandbox: Sandbox | None = None
+
+
+class NetworkManager:
+    """Create, find and delete sandboxes of one CNI bridge network. Thread-safe."""
+
+    def __init__(self, config: NetworkConfig) -> None:
+        self.config = config
+        self._root = config.state_dir / "sandboxes"
+        self._root.mkdir(parents=True, exist_ok=True)
+        (config.state_dir / "ipam").mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # guards _id_locks and port reservations
+        self._id_locks: dict[str, threading.Lock] = {}
+        self._reserved_ports: dict[tuple[int, str], str] = {}
+
+    # ---- public API -------------------------------------------------------
+
+    def create(
+        self,
+        sandbox_id: str,
+        hostname: str,
+        port_mappings: list[PortMapping] | None = None,
+        dns: DnsSettings | None = None,
+    ) -> Sandbox:
+        """Build the sandbox, or return it if it already exists whole. Rolls back on failure."""
+        self._check_id(sandbox_id)
+        ports = list(port_mappings or [])
+        with self._id_lock(sandbox_id):
+            rec = self._load(sandbox_id)
+            if rec is not None and rec.status == "ready" and rec.sandbox and self._intact(rec.sandbox):
+                return rec.sandbox
+            if rec is not None or nsfiles.netns_path(self._netns_name(sandbox_id)).exists():
+                # Left by a crash (half built, or netns/state out of step): undo, then rebuild.
+                self._destroy(sandbox_id, rec)
+            self._reserve_ports(sandbox_id, ports)
+            try:
+                return self._build(sandbox_id, hostname, ports, dns)
+            except BaseException as exc:
+                try:
+                    self._destroy(sandbox_id, self._load(sandbox_id))
+                finally:
+                    self._release_ports(sandbox_id)
+                if not isinstance(exc, Exception) or isinstance(exc, CorralError):
+                    raise
+                raise NetworkError(f"creating network sandbox {sandbox_id!r} failed: {exc}") from exc
+            finally:
+                self._release_ports(sandbox_id)
+
+    def get(self, sandbox_id: str) -> Sandbox | None:
+        rec = self._load(sandbox_id)
+        return rec.sandbox if rec is not None and rec.status == "ready" else None
+
+    def list(self) -> list[Sandbox]:
+        out: list[Sandbox] = []
+        for d in sorted(self._root.iterdir()):
+            rec = self._load(d.name)
+            if rec is not None and rec.status == "ready" and rec.sandbox is not None:
+                out.append(rec.sandbox)
+        return out
+
+    def delete(self, sandbox_id: str) -> None:
+        """Remove everything of the sandbox; a no-op when nothing is left."""
+        self._check_id(sandbox_id)
+        with self._id_lock(sandbox_id):
+            self._destroy(sandbox_id, self._load(sandbox_id))
+
+    def recover(self) -> list[str]:
+        """Undo sandboxes a crash left half built; returns their ids. Call at agent start."""
+        undone: list[str] = []
+        for d in sorted(self._root.iterdir()):
+            with self._id_lock(d.name):
+                rec = self._load(d.name)
+                whole = rec is not None and rec.status == "ready" and rec.sandbox is not None
+                if not whole or not self._intact(rec.sandbox):  # type: ignore[union-attr]
+                    self._destroy(d.name, rec)
+                    undone.append(d.name)
+        return undone
+
+    def teardown(self) -> None:
+        """Remove the bridge and the unused global CNI chains once no sandbox is left."""
+        if any((d / "state.json").exists() for d in self._root.iterdir()):
+            raise Conflict(
+                f"network {self.config.name!r} still has sandboxes; delete them before tearing it down",
+                target=self.config.name,
+            )
+        from pyroute2 import IPRoute  # only needed here; keeps the import off the hot path
+
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=self.config.bridge)
+            if idx:
+                ipr.link("del", index=idx[0])
+        # The CNI-HOSTPORT-* chains are shared by every CNI network on the host: they go
+        # only when no port mapping of anyone is left in the DNAT chain.
+        if not iptables.chain_rules("nat", "CNI-HOSTPORT-DNAT"):
+            for chain, parents in _HOSTPORT_CHAINS:
+                iptables.remove_chain("nat", chain, parents)
+        shutil.rmtree(self.config.state_dir / "ipam" / self.config.name, ignore_errors=True)
+
+    # ---- building and undoing ----------------------------------------------
+
+    def _build(
+        self, sandbox_id: str, hostname: str, ports: list[PortMapping], dns: DnsSettings | None
+    ) -> Sandbox:
+        cfg = self.config
+        d = self._dir(sandbox_id)
+        d.mkdir(parents=True, exist_ok=True)
+        netns_name = self._netns_name(sandbox_id)
+        dns = dns or DnsSettings(nameservers=list(cfg.dns_servers))
+        if not dns.nameservers:
+            dns = dns.model_copy(update={"nameservers": list(cfg.dns_servers)})
+        conflist = self._conflist(with_portmap=bool(ports))
+        rec = _Record(id=sandbox_id, hostname=hostname, netns=netns_name, port_mappings=ports, dns=dns,
+                      conflist=conflist)
+        self._save(rec)  # intent first: a crash from here on leaves a record to undo
+
+        netns_path = nsfiles.netns_path(netns_name)
+        nsfiles.create_namespaces(netns_path, d / "uts", d / "ipc", hostname)
+        runtime = _runtime_config(ports)
+        try:
+            result = cni.add(cfg.cni_bin_dir, conflist, container_id=sandbox_id, netns=str(netns_path),
+                             ifname=_IFNAME, runtime=runtime)
+        except BaseException:
+            rec.cni_result = None
+            self._save(rec)
+            raise
+        rec.cni_result = result
+        self._save(rec)
+        ip, prefix_len, gateway = _primary_address(result, cfg.gateway_ip())
+        resolv, hosts, hostname_file = etcfiles.write_all(d / "etc", ip, hostname, dns)
+        sb = Sandbox(
+            id=sandbox_id, netns=netns_name, netns_path=str(netns_path), uts_path=str(d / "uts"),
+            ipc_path=str(d / "ipc"), ip=ip, gateway=gateway, prefix_len=prefix_len, port_mappings=ports,
+            resolv_conf=resolv, hosts=hosts, hostname_file=hostname_file,
+        )
+        rec.sandbox = sb
+        rec.status = "ready"
+        self._save(rec)
+        return sb
+
+    def _destroy(self, sandbox_id: str, rec: _Record | None) -> None:
+        cfg = self.config
+        netns_name = rec.netns if rec is not None else self._netns_name(sandbox_id)
+        netns_path = nsfiles.netns_path(netns_name)
+        pinned = nsfiles.is_pinned(netns_path)
+        conflist = rec.conflist if rec is not None else self._conflist(with_portmap=True)
+        runtime: dict[str, Any] = {}
+        if rec is not None:
+            runtime = _runtime_config(rec.port_mappings)
+        cni.delete(cfg.cni_bin_dir, conflist, container_id=sandbox_id,
+                   netns=str(netns_path) if pinned else "", ifname=_IFNAME,
+                   prev=rec.cni_result if rec is not None else None, runtime=runtime)
+        if not pinned:
+            # Without the netns the bridge plugin cannot find its masquerade rules.
+            iptables.purge_by_comment(iptables.cni_comment(cfg.name, sandbox_id))
+        nsfiles.remove_namespace_file(netns_path)
+        d = self._dir(sandbox_id)
+        nsfiles.remove_namespace_file(d / "uts")
+        nsfiles.remove_namespace_file(d / "ipc")
+        shutil.rmtree(d, ignore_errors=True)
+
+    def _intact(self, sb: Sandbox) -> bool:
+        return all(nsfiles.is_pinned(Path(p)) for p in (sb.netns_path, sb.uts_path, sb.ipc_path))
+
+    # ---- ports ------------------------------------------------------------
+
+    def _reserve_ports(self, sandbox_id: str, ports: list[PortMapping]) -> None:
+        if not ports:
+            return
+        wanted = [(p.host_port, p.protocol) for p in ports]
+        if len(set(wanted)) != len(wanted):
+            raise InvalidRequest(f"sandbox {sandbox_id!r} maps the same host port twice", target="ports")
+        with self._lock:
+            taken = dict(self._reserved_ports)
+            for d in self._root.iterdir():
+                if d.name == sandbox_id:
+                    continue
+                rec = self._load(d.name)
+                for p in rec.port_mappings if rec is not None else []:
+                    taken[(p.host_port, p.protocol)] = d.name
+            for key in wanted:
+                owner = taken.get(key)
+                if owner is not None and owner != sandbox_id:
+                    raise Conflict(
+                        f"host port {key[0]}/{key[1]} is already used by sandbox {owner!r}",
+                        target=str(key[0]),
+                    )
+            for key in wanted:
+                self._reserved_ports[key] = sandbox_id
+
+    def _release_ports(self, sandbox_id: str) -> None:
+        # The on-disk record holds the ports from here on; the in-memory hold only covers the race.
+        with self._lock:
+            for key in [k for k, v in self._reserved_ports.items() if v == sandbox_id]:
+                del self._reserved_ports[key]
+
+    # ---- state ------------------------------------------------------------
+
+    def _conflist(self, *, with_portmap: bool) -> dict[str, Any]:
+        cfg = self.config
+        plugins: list[dict[str, Any]] = [{
+            "type": "bridge", "bridge": cfg.bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True,
+            "ipam": {
+                "type": "host-local", "dataDir": str(cfg.state_dir / "ipam"),
+                "ranges": [[{"subnet": cfg.subnet, "gateway": cfg.gateway_ip()}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+            },
+        }]
+        if with_portmap:
+            plugins.append({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True})
+        return {"cniVersion": cfg.cni_version, "name": cfg.name, "plugins": plugins}
+
+    def _netns_name(self, sandbox_id: str) -> str:
+        return f"{self.config.netns_prefix}{sandbox_id}"
+
+    def _dir(self, sandbox_id: str) -> Path:
+        return self._root / sandbox_id
+
+    def _load(self, sandbox_id: str) -> _Record | None:
+        try:
+            raw = (self._dir(sandbox_id) / "state.json").read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            return _Record.model_validate_json(raw)
+        except ValueError:
+            return None  # torn write cannot happen (rename), but never let junk block a delete
+
+    def _save(self, rec: _Record) -> None:
+        d = self._dir(rec.id)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / ".state.json.tmp"
+        with open(tmp, "w") as f:
+            f.write(rec.model_dump_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, d / "state.json")
+
+    def _id_lock(self, sandbox_id: str) -> threading.Lock:
+        with self._lock:
+            lock = self._id_locks.get(sandbox_id)
+            if lock is None:
+                lock = self._id_locks[sandbox_id] = threading.Lock()
+            return lock
+
+    @staticmethod
+    def _check_id(sandbox_id: str) -> None:
+        if not _ID_RE.match(sandbox_id):
+            raise InvalidRequest(
+                f"sandbox id {sandbox_id!r} must be 1-63 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit",
+                target="id",
+            )
+
+
+def _primary_address(result: dict[str, Any], default_gw: str) -> tuple[str, int, str]:
+    """(ip, prefix length, gateway) of the first IPv4 address of a CNI result."""
+    for entry in result.get("ips", []):
+        iface = ipaddress.ip_interface(entry["address"])
+        if iface.version == 4:
+            return str(iface.ip), iface.network.prefixlen, entry.get("gateway", default_gw)
+    raise NetworkError(f"CNI result has no IPv4 address: {json.dumps(result)[:200]}")
+
+
+def _runtime_config(ports: list[PortMapping]) -> dict[str, Any]:
+    return {"portMappings": [
+        {"hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol} for p in ports
+    ]}
