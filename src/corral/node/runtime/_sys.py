@@ -1,0 +1,88 @@
+"""Thin libc wrappers the runtime needs and Python's os module lacks."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import select
+
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+UNIFIED_CGROUP = b"/sys/fs/cgroup/unified"
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def detach_unified_cgroup() -> None:
+    """Enter a private mount namespace without the cgroup2 mount.
+
+    crun refuses hybrid cgroup hosts while cgroup2 holds a controller; hiding
+    the unified mount in a throwaway namespace makes it use plain cgroup v1,
+    without touching the host's mounts.
+    """
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / rprivate")
+    if _libc.umount2(UNIFIED_CGROUP, MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):  # not mounted: nothing to hide
+            raise OSError(err, f"umount2(unified): {os.strerror(err)}")
+
+
+def enter_netns(path: str) -> None:
+    """Join the network namespace at ``path`` (for runtimes that must run inside it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc.setns(fd, CLONE_NEWNET), f"setns({path})")
+    finally:
+        os.close(fd)
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Start time (clock ticks since boot) of a live, non-zombie process, else None.
+
+    Pairing a pid with its start time guards against pid reuse.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm may contain spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+def pid_alive(pid: int, start_time: int | None = None) -> bool:
+    st = proc_start_time(pid)
+    if st is None:
+        return False
+    return start_time is None or st == start_time
+
+
+def wait_pid_exit(pid: int, timeout: float | None) -> bool:
+    """Wait for any process (not only a child) to exit, via a pidfd; True when gone."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if proc_start_time(pid) is None:  # already a zombie
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        ms = None if timeout is None else max(0, int(timeout * 1000))
+        return bool(poller.poll(ms))
+    finally:
+        os.close(fd)

@@ -1,0 +1,119 @@
+"""Launching conmon: the per-container monitor that outlives the agent and records the exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from corral.errors import RuntimeFailure
+
+CONMON = shutil.which("conmon") or "/usr/bin/conmon"
+SYNC_TIMEOUT = 60.0
+
+
+def conmon_argv(
+    *,
+    cid: str,
+    runtime_path: str,
+    runtime_args: list[str],
+    bundle: Path,
+    log_path: Path,
+    exits_dir: Path,
+    sock_dir: Path,
+    terminal: bool,
+) -> list[str]:
+    argv = [
+        CONMON, "--api-version", "1", "-c", cid, "-u", cid, "-n", cid,
+        "-r", runtime_path, "-b", str(bundle),
+        "-p", str(bundle / "pidfile"), "-P", str(bundle / "conmon.pid"),
+        "-l", f"k8s-file:{log_path}", "--exit-dir", str(exits_dir),
+        "--socket-dir-path", str(sock_dir), "--persist-dir", str(bundle / "persist"),
+        "--syslog", "--log-level", "error",
+    ]  # fmt: skip
+    for arg in runtime_args:
+        argv += ["--runtime-arg", arg]
+    if terminal:
+        argv.append("-t")
+    return argv
+
+
+def spawn(argv: list[str], bundle: Path, preexec: Callable[[], None] | None) -> int:
+    """Start conmon, which forks, detaches and runs `<runtime> create`; return the container pid.
+
+    conmon reports the create result as JSON on the pipe named by _OCI_SYNCPIPE,
+    including the runtime's error text, so nothing here waits on the container's stdio.
+    """
+    r, w = os.pipe()
+    try:
+        with open(bundle / "conmon.err", "wb") as err:
+            env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "_OCI_SYNCPIPE": str(w)}
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    pass_fds=(w,),
+                    env=env,
+                    preexec_fn=preexec,
+                    start_new_session=True,  # our signals (e.g. ^C to the agent) must not reach it
+                    cwd=bundle,
+                )
+            except OSError as e:
+                raise RuntimeFailure(f"cannot start conmon ({argv[0]}): {e}") from e
+        os.close(w)
+        w = -1
+        proc.wait()  # the launching parent exits right after forking the monitor
+        msg = _read_sync(r)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    if msg is None:
+        detail = _tail(bundle / "conmon.err")
+        raise RuntimeFailure(
+            f"conmon exited without reporting the container's creation (exit {proc.returncode})"
+            + (f": {detail}" if detail else "")
+        )
+    pid = int(msg.get("data", -1))
+    if pid <= 0:
+        text = str(msg.get("message") or _tail(bundle / "conmon.err") or "unknown error")
+        raise RuntimeFailure(f"container create failed: {text.strip()}")
+    return pid
+
+
+def _read_sync(fd: int) -> dict[str, object] | None:
+    buf = b""
+    deadline = time.monotonic() + SYNC_TIMEOUT
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RuntimeFailure(f"conmon did not report the container's creation within {SYNC_TIMEOUT:.0f}s")
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buf += chunk
+    line = buf.split(b"\n", 1)[0].strip()
+    if not line:
+        return None
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return {"data": -1, "message": line.decode(errors="replace")}
+    return data if isinstance(data, dict) else None
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    try:
+        return path.read_bytes()[-limit:].decode(errors="replace").strip()
+    except OSError:
+        return ""

@@ -1,0 +1,436 @@
+"""Container lifecycle on one node: OCI runtime (crun/runc/runsc) supervised by conmon.
+
+On-disk layout under ``state_dir`` (everything a restarted agent needs to adopt containers):
+
+    containers/<id>/   bundle: config.json, meta.json, pidfile, conmon.pid, persist/{exit,oom}
+    exits/<id>         conmon's exit-code file (its appearance is the exit event)
+    sock/              conmon attach-socket links
+    oci/               the OCI runtime's --root (kept per state_dir so agents don't collide)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal as _signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from corral.errors import InvalidRequest, NotFound, RuntimeFailure
+from corral.node.runtime import _sys, cgroups, conmon
+from corral.node.runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO, Inotify
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+RUNTIMES = ("crun", "runc", "runsc")
+CMD_TIMEOUT = 60.0
+
+
+class ContainerState(BaseModel):
+    id: str
+    status: Literal["created", "running", "stopped", "absent"]
+    pid: int | None = None
+    exit_code: int | None = None
+    oom_killed: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class _Meta(BaseModel):
+    """What we remember about a container beyond what conmon writes."""
+
+    runtime: str
+    log_path: str
+    cgroup_path: str | None = None
+    netns: str | None = None  # runsc only: the runtime itself runs inside this netns
+    created_at: datetime
+    started_at: datetime | None = None
+    pid: int | None = None
+    pid_start: int | None = None
+
+
+def check_id(cid: str) -> None:
+    if not _ID_RE.match(cid):
+        raise InvalidRequest(
+            f"container id {cid!r} is invalid: use 1-128 letters, digits, '_', '.', '-' (not first)"
+        )
+
+
+def _write_atomic(path: Path, data: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ExitWatcher:
+    """Learn about container exits without polling: inotify on conmon's exit directory.
+
+    ``wait(timeout)`` returns ids whose exit file appeared since the last call (may
+    be empty on timeout). Pair it with a periodic ``Runtime.state`` sweep: the
+    watcher is an optimisation, the on-disk state is the truth.
+    """
+
+    def __init__(self, exits_dir: Path) -> None:
+        self._ino = Inotify()
+        self._ino.add_watch(exits_dir, IN_CLOSE_WRITE | IN_MOVED_TO)
+
+    def wait(self, timeout: float | None) -> list[str]:
+        seen: list[str] = []
+        for _path, name, _mask in self._ino.wait(timeout):
+            if name and not name.startswith(".") and name not in seen:
+                seen.append(name)
+        return seen
+
+    def close(self) -> None:
+        self._ino.close()
+
+    def __enter__(self) -> ExitWatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Runtime:
+    def __init__(self, state_dir: Path, runtime: str = "crun") -> None:
+        if runtime not in RUNTIMES:
+            raise InvalidRequest(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        path = shutil.which(runtime)
+        if path is None:
+            raise RuntimeFailure(f"OCI runtime {runtime!r} is not installed on this node")
+        self.name = runtime
+        self.runtime_path = path
+        self.state_dir = Path(state_dir).absolute()
+        self.containers_dir = self.state_dir / "containers"
+        self.exits_dir = self.state_dir / "exits"
+        self.sock_dir = self.state_dir / "sock"
+        self.oci_root = self.state_dir / "oci"
+        for d in (self.containers_dir, self.exits_dir, self.sock_dir, self.oci_root):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # ---- paths and small helpers -------------------------------------------------
+
+    def bundle(self, cid: str) -> Path:
+        check_id(cid)
+        return self.containers_dir / cid
+
+    def _global_args(self, runtime: str) -> list[str]:
+        args = ["--root", str(self.oci_root / runtime)]
+        if runtime == "runsc":
+            # Hybrid cgroups defeat runsc's cgroup code; its netstack can't start in a netns here.
+            args += ["--ignore-cgroups", "--network=host"]
+        return args
+
+    def _preexec(self, runtime: str, netns: str | None, creating: bool) -> Callable[[], None] | None:
+        if runtime == "runsc" and netns:
+            return lambda: _sys.enter_netns(netns)
+        if runtime == "crun" and creating:
+            return _sys.detach_unified_cgroup
+        return None
+
+    def _oci(
+        self,
+        cid: str,
+        *args: str,
+        meta: _Meta | None = None,
+        check: bool = True,
+        timeout: float = CMD_TIMEOUT,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one OCI runtime verb for ``cid`` (the runtime the container was created with)."""
+        runtime = meta.runtime if meta else self.name
+        path = self.runtime_path if runtime == self.name else (shutil.which(runtime) or runtime)
+        argv = [path, *self._global_args(runtime), *args]
+        try:
+            res = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                preexec_fn=self._preexec(runtime, meta.netns if meta else None, creating=False),
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as e:
+            raise RuntimeFailure(f"{runtime} {args[0]} {cid} timed out after {timeout:.0f}s") from e
+        if check and res.returncode != 0:
+            raise RuntimeFailure(
+                f"{runtime} {args[0]} {cid} failed: {res.stderr.strip() or res.stdout.strip()}"
+            )
+        return res
+
+    def _meta(self, cid: str) -> _Meta | None:
+        try:
+            return _Meta.model_validate_json((self.bundle(cid) / "meta.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _save_meta(self, cid: str, meta: _Meta) -> None:
+        _write_atomic(self.bundle(cid) / "meta.json", meta.model_dump_json())
+
+    @staticmethod
+    def _read_int(path: Path) -> int | None:
+        try:
+            text = path.read_text().strip()
+            return int(text) if text else None
+        except (OSError, ValueError):
+            return None
+
+    def _conmon_pid(self, cid: str) -> int | None:
+        return self._read_int(self.bundle(cid) / "conmon.pid")
+
+    # ---- lifecycle ---------------------------------------------------------------
+
+    def run(self, cid: str, spec: dict[str, Any], log_path: Path) -> ContainerState:
+        """Create and start ``cid``; returns once it runs. Re-running converges.
+
+        Already running: returned as is. Created but not started (a crash in
+        between): started. Stopped or half-made: cleaned up and created afresh.
+        """
+        check_id(cid)
+        cur = self.state(cid)
+        if cur.status == "running":
+            return cur
+        if cur.status == "created" and self._meta(cid) is not None:
+            return self._start(cid)
+        if cur.status != "absent":
+            self.delete(cid)
+        bundle = self.bundle(cid)
+        try:
+            return self._create_and_start(cid, spec, Path(log_path).absolute(), bundle)
+        except BaseException:
+            # Leave nothing half-made behind; the error says what went wrong.
+            try:
+                self.delete(cid)
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+            raise
+
+    def _create_and_start(
+        self, cid: str, spec: dict[str, Any], log_path: Path, bundle: Path
+    ) -> ContainerState:
+        spec = json.loads(json.dumps(spec))  # private copy: we may adapt it
+        netns: str | None = None
+        if self.name == "runsc":
+            netns = self._runsc_adapt(spec)
+        bundle.mkdir(parents=True)
+        (bundle / "persist").mkdir()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        (self.exits_dir / cid).unlink(missing_ok=True)
+        _write_atomic(bundle / "config.json", json.dumps(spec))
+        meta = _Meta(
+            runtime=self.name, log_path=str(log_path), netns=netns, created_at=datetime.now(UTC),
+            cgroup_path=(spec.get("linux") or {}).get("cgroupsPath"),
+        )  # fmt: skip
+        self._save_meta(cid, meta)
+        argv = conmon.conmon_argv(
+            cid=cid, runtime_path=self.runtime_path, runtime_args=self._global_args(self.name),
+            bundle=bundle, log_path=log_path, exits_dir=self.exits_dir, sock_dir=self.sock_dir,
+            terminal=bool((spec.get("process") or {}).get("terminal")),
+        )  # fmt: skip
+        pid = conmon.spawn(argv, bundle, self._preexec(self.name, netns, creating=True))
+        meta.pid = pid
+        meta.pid_start = _sys.proc_start_time(pid)
+        self._save_meta(cid, meta)
+        return self._start(cid)
+
+    def _runsc_adapt(self, spec: dict[str, Any]) -> str | None:
+        """gVisor runs with --network=host inside the group's netns: drop the netns from the spec."""
+        linux = spec.setdefault("linux", {})
+        netns: str | None = None
+        kept = []
+        for ns in linux.get("namespaces", []):
+            if ns.get("type") == "network":
+                netns = ns.get("path")
+                continue
+            kept.append(ns)
+        linux["namespaces"] = kept
+        return netns
+
+    def _start(self, cid: str) -> ContainerState:
+        meta = self._meta(cid)
+        if meta is None:
+            raise RuntimeFailure(f"container {cid} has no metadata; delete and run it again")
+        self._oci(cid, "start", cid, meta=meta)
+        meta.started_at = datetime.now(UTC)
+        self._save_meta(cid, meta)
+        return self.state(cid)
+
+    def state(self, cid: str) -> ContainerState:
+        """Current state from files and /proc only (no runtime process spawned)."""
+        bundle = self.bundle(cid)
+        if not bundle.is_dir():
+            return ContainerState(id=cid, status="absent")
+        meta = self._meta(cid)
+        started = meta.started_at if meta else None
+        exited = self._exited_state(cid, started, meta)
+        if exited is not None:
+            return exited
+        pid = meta.pid if meta and meta.pid else self._read_int(bundle / "pidfile")
+        pid_start = meta.pid_start if meta else None
+        if pid and _sys.pid_alive(pid, pid_start):
+            status: Literal["created", "running"] = "running" if started else "created"
+            return ContainerState(id=cid, status=status, pid=pid, started_at=started)
+        cpid = self._conmon_pid(cid)
+        if cpid and _sys.pid_alive(cpid):
+            # The container just died; conmon writes the exit file within moments.
+            if self.wait_exit(cid, 2.0):
+                exited = self._exited_state(cid, started, meta)
+                if exited is not None:
+                    return exited
+            if pid is None:
+                return ContainerState(id=cid, status="created", started_at=started)
+        # conmon is gone without an exit record (killed, or creation never finished).
+        return ContainerState(id=cid, status="stopped", started_at=started)
+
+    def _exited_state(self, cid: str, started: datetime | None, meta: _Meta | None) -> ContainerState | None:
+        exit_file = self.exits_dir / cid
+        code = self._read_int(exit_file)
+        if code is None:
+            return None
+        try:
+            finished = datetime.fromtimestamp(exit_file.stat().st_mtime, UTC)
+        except OSError:
+            finished = None
+        oom = (self.bundle(cid) / "persist" / "oom").exists()
+        if not oom and meta and meta.cgroup_path:
+            oom = cgroups.read_oom_kill_count(meta.cgroup_path) > 0
+        return ContainerState(
+            id=cid, status="stopped", exit_code=code, oom_killed=oom, started_at=started, finished_at=finished
+        )
+
+    def wait_exit(self, cid: str, timeout: float | None = None) -> bool:
+        """Block until ``cid`` has exited (True) or ``timeout`` passes (False). inotify, not polling."""
+        exit_file = self.exits_dir / cid
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with Inotify() as ino:
+            ino.add_watch(self.exits_dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE)
+            while True:
+                if exit_file.exists():
+                    return True
+                cpid = self._conmon_pid(cid)
+                if not self.bundle(cid).is_dir() or (cpid is not None and not _sys.pid_alive(cpid)):
+                    return exit_file.exists()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                # Wake at least twice a second to notice a conmon that died without a word.
+                ino.wait(0.5 if left is None else min(left, 0.5))
+
+    def exit_watcher(self) -> ExitWatcher:
+        return ExitWatcher(self.exits_dir)
+
+    def kill(self, cid: str, signal: int = _signal.SIGTERM) -> None:
+        """Send ``signal`` to the container's init; a no-op if it is not running."""
+        st = self.state(cid)
+        if st.status == "absent":
+            raise NotFound(f"container {cid} does not exist on this node")
+        if st.status not in ("running", "created"):
+            return
+        res = self._oci(cid, "kill", cid, str(int(signal)), meta=self._meta(cid), check=False)
+        if res.returncode != 0 and self.state(cid).status in ("running", "created"):
+            raise RuntimeFailure(f"{self.name} kill {cid} failed: {res.stderr.strip()}")
+
+    def stop(self, cid: str, timeout: float = 10) -> ContainerState:
+        """SIGTERM, wait up to ``timeout`` s, then SIGKILL; returns the final state."""
+        st = self.state(cid)
+        if st.status not in ("running", "created"):
+            return st
+        self.kill(cid, _signal.SIGTERM)
+        if not self.wait_exit(cid, timeout):
+            self.kill(cid, _signal.SIGKILL)
+            self.wait_exit(cid, 30)
+        return self.state(cid)
+
+    def delete(self, cid: str) -> None:
+        """Remove every trace of ``cid``: process, runtime state, conmon, cgroups, bundle. Idempotent."""
+        bundle = self.bundle(cid)
+        meta = self._meta(cid)
+        cgroup_path = meta.cgroup_path if meta else self._cgroup_from_config(bundle)
+        pid = meta.pid if meta and meta.pid else self._read_int(bundle / "pidfile")
+        if pid and _sys.pid_alive(pid, meta.pid_start if meta else None):
+            self._oci(cid, "kill", cid, "KILL", meta=meta, check=False)
+            _sys.wait_pid_exit(pid, 5.0)
+        res = self._oci(cid, "delete", "--force", cid, meta=meta, check=False)
+        if res.returncode != 0 and "does not exist" not in res.stderr and "not exist" not in res.stderr:
+            # Still try to clean the rest; a re-run of delete converges.
+            pass
+        cpid = self._conmon_pid(cid)
+        if cpid and _sys.pid_alive(cpid) and self._is_conmon(cpid, cid):
+            if not _sys.wait_pid_exit(cpid, 2.0):
+                try:
+                    os.kill(cpid, _signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                _sys.wait_pid_exit(cpid, 2.0)
+        if cgroup_path:
+            cgroups.remove_cgroup(cgroup_path)
+        (self.exits_dir / cid).unlink(missing_ok=True)
+        sock = self.sock_dir / cid
+        if sock.is_symlink() or sock.is_file():
+            sock.unlink(missing_ok=True)
+        elif sock.is_dir():
+            shutil.rmtree(sock, ignore_errors=True)
+        shutil.rmtree(bundle, ignore_errors=True)
+        if meta and meta.runtime == "runsc":
+            shutil.rmtree(self.oci_root / "runsc" / cid, ignore_errors=True)
+
+    @staticmethod
+    def _is_conmon(pid: int, cid: str) -> bool:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return bool(cmd) and cmd[0].endswith(b"conmon") and cid.encode() in cmd
+
+    @staticmethod
+    def _cgroup_from_config(bundle: Path) -> str | None:
+        try:
+            cfg = json.loads((bundle / "config.json").read_text())
+            return (cfg.get("linux") or {}).get("cgroupsPath")
+        except (OSError, ValueError):
+            return None
+
+    def list_ids(self) -> list[str]:
+        """Containers this runtime has on disk, running or not (for adoption after a restart)."""
+        try:
+            return sorted(
+                p.name for p in self.containers_dir.iterdir() if p.is_dir() and _ID_RE.match(p.name)
+            )
+        except FileNotFoundError:
+            return []
+
+    def log_path(self, cid: str) -> Path | None:
+        meta = self._meta(cid)
+        return Path(meta.log_path) if meta else None
+
+    def cgroup_path(self, cid: str) -> str | None:
+        meta = self._meta(cid)
+        return meta.cgroup_path if meta else None
+
+    def update_resources(self, cid: str, cpu: float, cpu_limit: float, memory_bytes: int) -> None:
+        """Change CPU shares/quota and the memory limit of a running container in place."""
+        from corral.node.runtime.spec import CFS_PERIOD, SHARES_PER_CORE
+
+        meta = self._meta(cid)
+        if meta is None:
+            raise NotFound(f"container {cid} does not exist on this node")
+        if meta.runtime == "runsc":
+            raise RuntimeFailure("resource updates are not supported for sandboxed (runsc) containers")
+        res: dict[str, Any] = {"cpu": {"period": CFS_PERIOD, "quota": -1}}
+        if cpu > 0:
+            res["cpu"]["shares"] = max(2, int(round(cpu * SHARES_PER_CORE)))
+        if cpu_limit > 0:
+            res["cpu"]["quota"] = max(1000, int(round(cpu_limit * CFS_PERIOD)))
+        if memory_bytes > 0:
+            res["memory"] = {"limit": memory_bytes, "swap": memory_bytes}
+        path = self.bundle(cid) / "resources.json"
+        _write_atomic(path, json.dumps(res))
+        self._oci(cid, "update", "--resources", str(path), cid, meta=meta)
