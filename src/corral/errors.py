@@ -69,3 +69,10 @@ class NetworkError(CorralError):
     """A network sandbox could not be built or removed."""
 
     code = "NetworkSetupError"
+
+
+class NetworkCapacityExceeded(NetworkError):
+    """A node or virtual network has no room for another sandbox (address block or limit full)."""
+
+    code = "NetworkCapacityExceeded"
+    status = 409
