@@ -67,6 +67,11 @@ def resolve_user(rootfs: Path, user: str, uid: int | None = None, gid: int | Non
             username = ""
     if gid is not None:
         r_gid = gid
+    if not name_part:
+        # No name given: the image's entry for the effective uid supplies home and groups.
+        entry = next((p for p in passwd if len(p) > 3 and p[2] == str(r_uid)), None)
+        username = entry[0] if entry else ""
+        home = entry[5] if entry and len(entry) > 5 and entry[5] else "/"
     extra: list[int] = []
     if username:
         for g in groups:
