@@ -90,8 +90,8 @@ def parse_created(value: Any) -> datetime | None:
     # Go emits nanoseconds; Python 3.11 takes at most microseconds.
     if "." in text:
         head, _, rest = text.partition(".")
-        frac = "".join(ch for ch in rest if ch.isdigit())
-        tz = rest[len(frac):]
+        n = len(rest) - len(rest.lstrip("0123456789"))
+        frac, tz = rest[:n], rest[n:]
         text = f"{head}.{frac[:6]}{tz}"
     try:
         return datetime.fromisoformat(text)
