@@ -76,3 +76,10 @@ class NetworkCapacityExceeded(NetworkError):
 
     code = "NetworkCapacityExceeded"
     status = 409
+
+
+class ExecTimeout(RuntimeFailure):
+    """A command run inside a container did not finish within its timeout."""
+
+    code = "ContainerExecTimeout"
+    status = 408

@@ -166,6 +166,15 @@ class Runtime:
             )
         return res
 
+    def oci_command(self, cid: str, *args: str) -> tuple[list[str], Callable[[], None] | None]:
+        """argv and preexec_fn for a runtime verb on ``cid`` (used by exec/attach helpers)."""
+        meta = self._meta(cid)
+        if meta is None:
+            raise NotFound(f"container {cid} does not exist on this node")
+        path = self.runtime_path if meta.runtime == self.name else (shutil.which(meta.runtime) or meta.runtime)
+        argv = [path, *self._global_args(meta.runtime), *args]
+        return argv, self._preexec(meta.runtime, meta.netns, creating=False)
+
     def _meta(self, cid: str) -> _Meta | None:
         try:
             return _Meta.model_validate_json((self.bundle(cid) / "meta.json").read_text())
