@@ -83,3 +83,10 @@ class ExecTimeout(RuntimeFailure):
 
     code = "ContainerExecTimeout"
     status = 408
+
+
+class VolumeError(CorralError):
+    """A volume of a container group could not be prepared (bad git repo, missing share, ...)."""
+
+    code = "VolumeSetupError"
+    status = 400
