@@ -101,9 +101,7 @@ def _select(lines: Iterable[LogLine], tail: int | None, since: datetime | None) 
     return list(lines)
 
 
-def read_logs(
-    path: Path, tail: int | None = None, timestamps: bool = False, since: datetime | None = None
-) -> str:
+def read_logs(path: Path, tail: int | None = None, timestamps: bool = False, since: datetime | None = None) -> str:
     """The container's output as text, one line per full log line; "" if there is no log yet."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -134,6 +132,7 @@ def follow_logs(
         buf = ""
         asm = _Assembler()
         first = True
+        draining = False
         try:
             while True:
                 if f is None:
@@ -186,8 +185,12 @@ def follow_logs(
                         continue
                 elif first and tail is not None:
                     first = False
-                if stop():
+                if draining:
                     return
+                if stop():
+                    # One more pass: lines written just before the stop condition still count.
+                    draining = True
+                    continue
                 ino.wait(FOLLOW_WAKE)
         finally:
             if f is not None:

@@ -1,0 +1,129 @@
+"""exec (captured and on a pty) and attach, against real crun + conmon (root only)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from corral.errors import Conflict, ExecTimeout, RuntimeFailure
+from corral.node.exec import PtySession, attach, exec_capture, exec_pty
+from corral.node.runtime import cgroups
+from corral.node.runtime.runtime import Runtime
+from corral.node.runtime.spec import SpecRequest, build_spec
+from corral.node.runtime.testing import make_busybox_rootfs
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or not shutil.which("crun") or not shutil.which("conmon"),
+        reason="needs root, crun and conmon",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_busybox_rootfs(tmp_path_factory.mktemp("rootfs"))
+
+
+class Box:
+    def __init__(self, rt: Runtime, rootfs: Path, cg_root: str, tmp: Path) -> None:
+        self.rt, self.rootfs, self.cg_root, self.tmp = rt, rootfs, cg_root, tmp
+
+    def run(self, args: list[str]) -> str:
+        cid = f"rttest-{uuid.uuid4().hex[:10]}"
+        req = SpecRequest(
+            rootfs=self.rootfs, args=args, hostname="x", cpu=0.5, cpu_limit=1.0,
+            memory_bytes=64 << 20, cgroup_path=f"{self.cg_root}/{cid}",
+        )  # fmt: skip
+        self.rt.run(cid, build_spec(req), self.tmp / f"{cid}.log")
+        return cid
+
+
+@pytest.fixture
+def box(tmp_path: Path, rootfs: Path) -> Iterator[Box]:
+    rt = Runtime(tmp_path / "state")
+    cg_root = f"/corral-rttest/{uuid.uuid4().hex[:8]}"
+    try:
+        yield Box(rt, rootfs, cg_root, tmp_path)
+    finally:
+        for cid in rt.list_ids():
+            try:
+                rt.delete(cid)
+            except Exception as e:  # noqa: BLE001 - keep cleaning the rest
+                print(f"cleanup of {cid} failed: {e}")
+        cgroups.remove_cgroup(cg_root)
+        for h in cgroups.hierarchies():
+            try:
+                os.rmdir(h / "corral-rttest")
+            except OSError:
+                pass
+
+
+def test_exec_capture(box: Box) -> None:
+    cid = box.run(["sleep", "1000"])
+    code, out, err = exec_capture(box.rt, cid, ["sh", "-c", "echo out $GREETING; pwd; echo err >&2; exit 7"],
+                                  env={"GREETING": "hello"}, cwd="/tmp")  # fmt: skip
+    assert (code, out, err) == (7, b"out hello\n/tmp\n", b"err\n")
+    assert exec_capture(box.rt, cid, ["sh", "-c", "kill -9 $$"])[0] == 137
+    with pytest.raises(RuntimeFailure) as e:
+        exec_capture(box.rt, cid, ["/no/such/tool"])
+    assert "/no/such/tool" in e.value.message
+
+
+def test_exec_timeout_kills_the_command(box: Box) -> None:
+    cid = box.run(["sleep", "1000"])
+    with pytest.raises(ExecTimeout):
+        exec_capture(box.rt, cid, ["sleep", "777"], timeout=0.5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        _, ps, _ = exec_capture(box.rt, cid, ["ps", "-o", "args"])
+        if b"sleep 777" not in ps:
+            break
+        time.sleep(0.05)
+    assert b"sleep 777" not in ps
+
+
+def test_exec_needs_a_running_container(box: Box) -> None:
+    cid = box.run(["true"])
+    assert box.rt.wait_exit(cid, 30)
+    with pytest.raises(Conflict):
+        exec_capture(box.rt, cid, ["true"])
+
+
+def _read_until(sess: PtySession, needle: bytes, timeout: float = 15) -> bytes:
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while needle not in buf and time.monotonic() < deadline:
+        chunk = sess.read(timeout=0.2)
+        if chunk == b"":
+            break
+        buf += chunk or b""
+    return buf
+
+
+def test_exec_pty_interactive_resize_and_exit_code(box: Box) -> None:
+    cid = box.run(["sleep", "1000"])
+    with exec_pty(box.rt, cid, ["sh"], rows=30, cols=100) as sess:
+        sess.write(b"stty size; tty; echo mark-$((40+2))\n")
+        out = _read_until(sess, b"mark-42\r\n")
+        assert b"30 100" in out and b"/dev/pts/" in out
+        sess.resize(50, 132)
+        sess.write(b"stty size\n")
+        assert b"50 132" in _read_until(sess, b"50 132")
+        sess.write(b"exit 5\n")
+        assert sess.wait(15) == 5
+        assert sess.exit_code == 5
+
+
+def test_attach_streams_output_until_exit(box: Box) -> None:
+    cid = box.run(["sh", "-c", "sleep 0.3; for i in 1 2 3; do echo n$i; sleep 0.1; done"])
+    lines = list(attach(box.rt, cid, stop=lambda: False, tail=None))
+    assert lines == ["n1\n", "n2\n", "n3\n"]
+    assert box.rt.state(cid).exit_code == 0
