@@ -1,0 +1,93 @@
+"""`corral up`: control plane, API server and a local node agent in one process."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import uvicorn
+from pydantic import BaseModel
+
+from corral.api.app import create_app
+from corral.api.auth import load_or_create_token
+from corral.api.tls import ensure_certificates
+from corral.config import ClientConfig
+from corral.control.plane import ControlPlane
+from corral.node.client import LocalNodeClient
+from corral.node.setup import NodeSettings, build_agent, build_host
+from corral.store.sqlite import SqliteStore
+
+log = logging.getLogger("corral")
+
+
+class UpSettings(BaseModel):
+    data_dir: Path
+    listen: str
+    insecure_http: bool = False
+    config_path: Path
+    node: NodeSettings
+    location: str = "local"
+
+
+class AllInOne:
+    def __init__(self, settings: UpSettings) -> None:
+        self.settings = settings
+        host, _, port = settings.listen.rpartition(":")
+        self.host, self.port = host or "127.0.0.1", int(port)
+        d = settings.data_dir
+        self.store = SqliteStore(d / "control" / "store.db")
+        self.token = load_or_create_token(d / "control" / "token")
+        self.plane = ControlPlane(self.store, self.token, location=settings.location)
+        self.node_host = build_host(settings.node)
+        self.agent = build_agent(settings.node, self.plane.link, self.node_host)
+        self.plane.nodes.register(settings.node.name, LocalNodeClient(self.node_host))
+        self.app = create_app(self.plane)
+        self.server: uvicorn.Server | None = None
+
+    def client_config(self) -> ClientConfig:
+        scheme = "http" if self.settings.insecure_http else "https"
+        ca = None if self.settings.insecure_http else str(self.settings.data_dir / "control" / "tls" / "ca.pem")
+        return ClientConfig(
+            endpoint=f"{scheme}://{self.host}:{self.port}", token=self.token, ca_cert=ca,
+            location=self.settings.location,
+        )
+
+    def serve(self, ready: threading.Event | None = None) -> None:
+        """Run until stopped (Ctrl-C / SIGTERM, or ``shutdown()``)."""
+        kwargs = {}
+        if not self.settings.insecure_http:
+            names = sorted({self.host, "127.0.0.1", "localhost"})
+            _, cert, key = ensure_certificates(self.settings.data_dir / "control" / "tls", names)
+            kwargs = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+        self.plane.start()
+        self.agent.start()
+        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning", **kwargs)
+        self.server = uvicorn.Server(config)
+        path = self.client_config().write(self.settings.config_path)
+        log.info("client config written to %s", path)
+        if ready is not None:
+            threading.Thread(target=self._signal_ready, args=(ready,), daemon=True).start()
+        try:
+            self.server.run()
+        finally:
+            self.agent.stop()
+            self.plane.stop()
+            self.store.close()
+
+    def _signal_ready(self, ready: threading.Event) -> None:
+        while self.server is not None and not self.server.started:
+            threading.Event().wait(0.02)
+        ready.set()
+
+    def shutdown(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+
+
+def install_signal_handlers(app: AllInOne) -> None:
+    def _stop(*_: object) -> None:
+        app.shutdown()
+
+    signal.signal(signal.SIGTERM, _stop)

@@ -1,0 +1,24 @@
+"""ARM paths are case-insensitive and clients send doubled slashes: canonicalize before routing."""
+
+from __future__ import annotations
+
+import re
+
+# Literal path segments of the routes, by their lowercase spelling.
+LITERALS = {
+    s.lower(): s
+    for s in (
+        "subscriptions", "resourceGroups", "providers", "Microsoft.ContainerInstance", "containerGroups",
+        "containers", "logs", "exec", "attach", "restart", "stop", "start", "locations", "operations",
+        "usages", "capabilities", "cachedImages", "metadata", "endpoints", "identity", "oauth2", "token",
+        "Microsoft.Network", "virtualNetworks", "subnets", "networkSecurityGroups", "securityRules",
+        "operationResults", "execSync",
+    )
+}
+_SLASHES = re.compile(r"/{2,}")
+
+
+def canonical_path(path: str) -> str:
+    path = _SLASHES.sub("/", path)
+    parts = path.split("/")
+    return "/".join(LITERALS.get(p.lower(), p) for p in parts)

@@ -1,0 +1,77 @@
+"""A small HTTP client for Corral's ARM-shaped API, configured from the client config."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from corral.config import ClientConfig, client_config_path
+from corral.errors import CorralError
+
+API_VERSION = "2023-05-01"
+
+
+class ApiError(CorralError):
+    """The server answered with an error; the message is the server's."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+
+
+class ConfigMissing(CorralError):
+    code = "ConfigMissing"
+
+
+class Client:
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        self.sub = config.subscription
+        self.http = httpx.Client(
+            base_url=config.endpoint,
+            headers={"Authorization": f"Bearer {config.token}"},
+            verify=config.ca_cert or True,
+            timeout=60.0,
+        )
+
+    @classmethod
+    def from_config(cls, path: Path | None = None) -> Client:
+        path = path or client_config_path()
+        if not path.exists():
+            raise ConfigMissing(
+                f"no client config at {path}: start Corral with `corral up` (it writes one), "
+                "or point CORRAL_CONFIG at one"
+            )
+        return cls(ClientConfig.load(path))
+
+    def group_path(self, rg: str, name: str | None = None) -> str:
+        p = f"/subscriptions/{self.sub}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance/containerGroups"
+        return f"{p}/{name}" if name else p
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        params = dict(kwargs.pop("params", {}) or {})
+        params.setdefault("api-version", API_VERSION)
+        resp = self.http.request(method, path, params=params, **kwargs)
+        if resp.status_code >= 400:
+            try:
+                err = resp.json()["error"]
+                raise ApiError(resp.status_code, err.get("code", "Error"), err.get("message", resp.text))
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(resp.status_code, "Error", resp.text) from None
+        return resp
+
+    def wait_operation(self, resp: httpx.Response, timeout: float = 600) -> dict[str, Any]:
+        """Follow ``Azure-AsyncOperation`` until the operation ends; returns its last status body."""
+        url = resp.headers.get("Azure-AsyncOperation")
+        if not url:
+            return {"status": "Succeeded"}
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.http.get(url).json()
+            if body.get("status") != "InProgress" or time.monotonic() > deadline:
+                return body
+            time.sleep(min(float(resp.headers.get("Retry-After", 1)), 0.2))

@@ -1,0 +1,262 @@
+"""`corral container ...`: the verbs of `az container`, against Corral's API."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Group as RichGroup
+
+from corral.cli.client import Client
+from corral.cli.output import Format, console, containers_table, emit, err_console, groups_table
+
+app = typer.Typer(help="Create and manage container groups (the verbs of `az container`).", no_args_is_help=True)
+
+RG = typer.Option(..., "-g", "--resource-group", help="Resource group.")
+NAME = typer.Option(..., "-n", "--name", help="Container group name.")
+OUT = typer.Option(Format.table, "-o", "--output", help="Output format.")
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """Accept both repeated flags and space-separated lists in one flag, as az does."""
+    out: list[str] = []
+    for v in values or []:
+        out.extend(shlex.split(v))
+    return out
+
+
+def _env(values: list[str] | None, secure: bool) -> list[dict[str, str]]:
+    out = []
+    for item in _split(values):
+        if "=" not in item:
+            raise typer.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="environment variables")
+        k, v = item.split("=", 1)
+        out.append({"name": k, "secureValue" if secure else "value": v})
+    return out
+
+
+def _ports(values: list[str] | None, protocol: str) -> list[dict[str, Any]]:
+    ports = []
+    for item in _split(values):
+        for part in item.split(","):
+            public, _, container = part.partition(":")
+            try:
+                p: dict[str, Any] = {"port": int(container or public), "protocol": protocol.upper()}
+                if container:
+                    p["publicPort"] = int(public)
+            except ValueError:
+                raise typer.BadParameter(f"'{part}' is not PORT or PUBLIC:CONTAINER", param_hint="--ports") from None
+            ports.append(p)
+    return ports
+
+
+def body_from_flags(
+    image: str, cpu: float, memory: float, ports: list[dict[str, Any]], ip_address: str | None,
+    dns_name_label: str | None, env: list[dict[str, str]], command_line: str | None, restart_policy: str,
+    location: str | None, container_name: str, os_type: str,
+) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": container_name,
+        "properties": {
+            "image": image,
+            "resources": {"requests": {"cpu": cpu, "memoryInGB": memory}},
+        },
+    }
+    if ports:
+        container["properties"]["ports"] = [{"port": p["port"], "protocol": p["protocol"]} for p in ports]
+    if env:
+        container["properties"]["environmentVariables"] = env
+    if command_line:
+        container["properties"]["command"] = shlex.split(command_line)
+    props: dict[str, Any] = {"containers": [container], "osType": os_type, "restartPolicy": restart_policy}
+    if ip_address or dns_name_label:
+        props["ipAddress"] = {"type": ip_address or "Public", "ports": ports}
+        if dns_name_label:
+            props["ipAddress"]["dnsNameLabel"] = dns_name_label
+    body: dict[str, Any] = {"properties": props}
+    if location:
+        body["location"] = location
+    return body
+
+
+def body_from_file(path: Path) -> tuple[str | None, dict[str, Any]]:
+    doc = yaml.safe_load(path.read_text())
+    if not isinstance(doc, dict) or "properties" not in doc:
+        raise typer.BadParameter(f"{path} is not an ACI deployment file (it needs 'properties')", param_hint="--file")
+    body = {k: doc[k] for k in ("location", "tags", "zones", "identity", "properties") if k in doc}
+    return doc.get("name"), body
+
+
+def _show(g: dict[str, Any], output: Format) -> None:
+    if output == Format.table:
+        console.print(RichGroup(groups_table([g]), containers_table(g)))
+    else:
+        emit(g, output, None)
+
+
+@app.command()
+def create(
+    resource_group: str = RG,
+    name: str | None = typer.Option(None, "-n", "--name", help="Container group name."),
+    image: str | None = typer.Option(None, "--image", help="Container image, e.g. corral/busybox:latest."),
+    cpu: float = typer.Option(1.0, "--cpu", help="CPU cores requested."),
+    memory: float = typer.Option(1.5, "--memory", help="Memory requested, in GB."),
+    ports: list[str] = typer.Option(None, "--ports", help="Ports to open: PORT or PUBLIC:CONTAINER (repeatable)."),
+    protocol: str = typer.Option("TCP", "--protocol", help="TCP or UDP."),
+    ip_address: str | None = typer.Option(None, "--ip-address", help="Public or Private."),
+    dns_name_label: str | None = typer.Option(None, "--dns-name-label"),
+    env: list[str] = typer.Option(None, "-e", "--environment-variables", help="KEY=VALUE (repeatable)."),
+    secure_env: list[str] = typer.Option(None, "--secure-environment-variables", help="KEY=VALUE, never shown."),
+    command_line: str | None = typer.Option(None, "--command-line"),
+    restart_policy: str = typer.Option("Always", "--restart-policy", help="Always, OnFailure or Never."),
+    location: str | None = typer.Option(None, "-l", "--location"),
+    os_type: str = typer.Option("Linux", "--os-type"),
+    file: Path | None = typer.Option(None, "-f", "--file", help="ACI YAML deployment file."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Return without waiting for the group to run."),
+    output: Format = OUT,
+) -> None:
+    """Create (or update) a container group."""
+    if file is not None:
+        file_name, body = body_from_file(file)
+        name = name or file_name
+    else:
+        if not image:
+            raise typer.BadParameter("--image is required (or give --file)", param_hint="--image")
+        if not name:
+            raise typer.BadParameter("--name is required", param_hint="--name")
+        body = body_from_flags(
+            image, cpu, memory, _ports(ports, protocol), ip_address, dns_name_label,
+            _env(env, False) + _env(secure_env, True), command_line, restart_policy, location, name, os_type,
+        )
+    if not name:
+        raise typer.BadParameter("--name is required (or a 'name' in the file)", param_hint="--name")
+    client = Client.from_config()
+    resp = client.request("PUT", client.group_path(resource_group, name), json=body)
+    if not no_wait:
+        with console.status(f"waiting for {name} to start..."):
+            result = client.wait_operation(resp)
+        if result.get("status") == "Failed":
+            err_console.print(f"[red]deployment failed:[/red] {(result.get('error') or {}).get('message', '')}")
+            _show(client.request("GET", client.group_path(resource_group, name)).json(), output)
+            raise typer.Exit(1)
+        resp = client.request("GET", client.group_path(resource_group, name))
+    _show(resp.json(), output)
+
+
+@app.command()
+def show(resource_group: str = RG, name: str = NAME, output: Format = OUT) -> None:
+    """Show a container group with its containers' state."""
+    client = Client.from_config()
+    _show(client.request("GET", client.group_path(resource_group, name)).json(), output)
+
+
+@app.command("list")
+def list_(
+    resource_group: str | None = typer.Option(None, "-g", "--resource-group"), output: Format = OUT
+) -> None:
+    """List container groups (in a resource group, or the whole subscription)."""
+    client = Client.from_config()
+    if resource_group:
+        path = client.group_path(resource_group)
+    else:
+        path = f"/subscriptions/{client.sub}/providers/Microsoft.ContainerInstance/containerGroups"
+    groups = client.request("GET", path).json()["value"]
+    emit(groups, output, groups_table(groups))
+
+
+def _first_container(client: Client, rg: str, name: str, container: str | None) -> str:
+    if container:
+        return container
+    g = client.request("GET", client.group_path(rg, name)).json()
+    return g["properties"]["containers"][0]["name"]
+
+
+@app.command()
+def logs(
+    resource_group: str = RG, name: str = NAME,
+    container_name: str | None = typer.Option(None, "--container-name", help="Default: the first container."),
+    tail: int | None = typer.Option(None, "--tail"),
+    timestamps: bool = typer.Option(False, "--timestamps"),
+) -> None:
+    """Print a container's logs."""
+    client = Client.from_config()
+    container = _first_container(client, resource_group, name, container_name)
+    params: dict[str, Any] = {"timestamps": str(timestamps).lower()}
+    if tail is not None:
+        params["tail"] = tail
+    resp = client.request("GET", client.group_path(resource_group, name) + f"/containers/{container}/logs",
+                          params=params)
+    sys.stdout.write(resp.json()["content"])
+
+
+@app.command("exec")
+def exec_(
+    resource_group: str = RG, name: str = NAME,
+    container_name: str | None = typer.Option(None, "--container-name", help="Default: the first container."),
+    exec_command: str = typer.Option(..., "--exec-command", help="Command line to run in the container."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Seconds before the command is killed."),
+) -> None:
+    """Run a command in a running container; prints its output and exits with its exit code."""
+    client = Client.from_config()
+    container = _first_container(client, resource_group, name, container_name)
+    body: dict[str, Any] = {"command": shlex.split(exec_command)}
+    if timeout is not None:
+        body["timeoutSeconds"] = timeout
+    resp = client.request("POST", client.group_path(resource_group, name) + f"/containers/{container}/execSync",
+                          json=body)
+    result = resp.json()
+    sys.stdout.write(result.get("stdout", ""))
+    sys.stderr.write(result.get("stderr", ""))
+    err_console.print(f"exit code: {result['exitCode']}", style="dim")
+    raise typer.Exit(result["exitCode"])
+
+
+@app.command()
+def delete(
+    resource_group: str = RG, name: str = NAME,
+    yes: bool = typer.Option(False, "-y", "--yes", help="Do not ask for confirmation."),
+    no_wait: bool = typer.Option(False, "--no-wait"),
+) -> None:
+    """Delete a container group and everything it left on its node."""
+    if not yes and sys.stdin.isatty():
+        typer.confirm(f"Delete container group '{name}'?", abort=True)
+    client = Client.from_config()
+    resp = client.request("DELETE", client.group_path(resource_group, name))
+    if resp.status_code == 204:
+        console.print(f"container group '{name}' does not exist")
+        return
+    if not no_wait:
+        with console.status(f"deleting {name}..."):
+            client.wait_operation(resp)
+    console.print(f"deleted {name}")
+
+
+@app.command()
+def restart(resource_group: str = RG, name: str = NAME) -> None:
+    """Restart all containers of a group in place."""
+    client = Client.from_config()
+    client.request("POST", client.group_path(resource_group, name) + "/restart")
+    console.print(f"restarting {name}")
+
+
+@app.command()
+def stop(resource_group: str = RG, name: str = NAME) -> None:
+    """Stop a group: its containers are terminated and its address released."""
+    client = Client.from_config()
+    client.request("POST", client.group_path(resource_group, name) + "/stop")
+    console.print(f"stopped {name}")
+
+
+@app.command()
+def start(resource_group: str = RG, name: str = NAME, no_wait: bool = typer.Option(False, "--no-wait")) -> None:
+    """Start a stopped group again."""
+    client = Client.from_config()
+    resp = client.request("POST", client.group_path(resource_group, name) + "/start")
+    if not no_wait:
+        with console.status(f"starting {name}..."):
+            client.wait_operation(resp)
+    console.print(f"started {name}")

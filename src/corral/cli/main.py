@@ -1,0 +1,31 @@
+"""The `corral` command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from corral.cli import container, image, node
+from corral.cli.output import err_console
+from corral.cli.up import up
+from corral.errors import CorralError
+
+app = typer.Typer(help="Corral: serverless container groups on your own machines.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.command("up")(up)
+app.add_typer(container.app, name="container")
+app.add_typer(image.app, name="image")
+app.add_typer(node.app, name="node")
+
+
+def main() -> None:
+    try:
+        app()
+    except CorralError as exc:
+        err_console.print(f"[red]error:[/red] {exc.message}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

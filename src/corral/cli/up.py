@@ -1,0 +1,62 @@
+"""`corral up`: run the all-in-one (control plane, API, local node agent) in the foreground."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from pathlib import Path
+
+import typer
+
+from corral.allinone import AllInOne, UpSettings, install_signal_handlers
+from corral.cli.output import console
+from corral.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, client_config_path
+from corral.node.setup import NodeSettings
+
+
+def up(
+    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--data-dir", help="Where Corral keeps its state."),
+    listen: str = typer.Option(DEFAULT_LISTEN, "--listen", help="HOST:PORT of the API."),
+    insecure_http: bool = typer.Option(False, "--insecure-http", help="Serve plain HTTP (development only)."),
+    public_ip: str = typer.Option("127.0.0.1", "--public-ip", help="Address where public ports are reachable."),
+    node_name: str = typer.Option(socket.gethostname(), "--node-name"),
+    runtime: str = typer.Option("crun", "--runtime", help="crun, runc or runsc."),
+    bridge: str = typer.Option("corral0", "--bridge", help="Linux bridge of the group network."),
+    subnet: str = typer.Option("10.88.0.0/16", "--subnet", help="Address range of the group network."),
+    location: str = typer.Option("local", "--location", help="The location this installation reports."),
+    cgroup_parent: str = typer.Option("/corral", "--cgroup-parent", help="Parent cgroup of all containers."),
+    demo: bool = typer.Option(False, "--demo", help="Deploy the demo web group once Corral is up."),
+    demo_port: int = typer.Option(8080, "--demo-port", help="Public port of the demo group."),
+    verbose: bool = typer.Option(False, "-v", "--verbose"),
+) -> None:
+    """Start Corral on this machine: API, control plane and node agent, until Ctrl-C."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    node = NodeSettings(name=node_name, data_dir=data_dir, public_ip=public_ip, runtime=runtime,
+                        bridge=bridge, subnet=subnet, cgroup_parent=cgroup_parent)
+    settings = UpSettings(data_dir=data_dir, listen=listen, insecure_http=insecure_http,
+                          config_path=client_config_path(), node=node, location=location)
+    app = AllInOne(settings)
+    install_signal_handlers(app)
+    cfg = app.client_config()
+    console.print(f"Corral is starting: API at [bold]{cfg.endpoint}[/bold], data in {data_dir}")
+    console.print(f"client config: {settings.config_path}  (Ctrl-C stops Corral; containers keep running)")
+    ready = threading.Event()
+    if demo:
+        threading.Thread(target=_demo_when_ready, args=(app, ready, demo_port), daemon=True).start()
+    try:
+        app.serve(ready)
+    except KeyboardInterrupt:
+        pass
+    console.print("Corral stopped.")
+
+
+def _demo_when_ready(app: AllInOne, ready: threading.Event, port: int) -> None:
+    from corral.demo import deploy_demo
+
+    if ready.wait(60):
+        try:
+            deploy_demo(app.node_host.images, app.client_config(), port)
+        except Exception as exc:  # the server keeps running; say what went wrong
+            console.print(f"[red]could not deploy the demo group:[/red] {exc}")

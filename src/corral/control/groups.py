@@ -1,0 +1,237 @@
+"""Container group operations on desired state: what the API routes call.
+
+Each operation validates, then writes the store with compare-and-swap; the
+scheduler and the node agents converge on what was written. Nothing here
+touches a host.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+from corral.errors import Conflict, InvalidRequest, NotFound, VersionConflict
+from corral.model.group import ContainerGroup, check_name
+from corral.model.records import GROUPS, OPERATIONS, GroupMeta, GroupRecord, group_key, status_key
+from corral.model.status import GroupStatus
+from corral.store.base import ABSENT, Record, Store
+
+OperationKind = Literal["Create", "Update", "Delete", "Start", "Restart"]
+
+
+class Operation(BaseModel):
+    id: str
+    kind: OperationKind
+    key: str
+    uid: str
+    generation: int
+    restartGeneration: int
+    createdAt: datetime
+
+
+class GroupView(BaseModel):
+    """A group's desired state with what its node last reported."""
+
+    key: str
+    version: int
+    record: GroupRecord
+    status: GroupStatus | None
+
+
+class OperationStatus(BaseModel):
+    status: Literal["InProgress", "Succeeded", "Failed", "Canceled"]
+    error: str | None = None
+
+
+# Fields that cannot change in place: the group would need a new sandbox.
+IMMUTABLE = ("osType",)
+
+
+class GroupService:
+    def __init__(self, store: Store, default_location: str = "local") -> None:
+        self.store = store
+        self.default_location = default_location
+
+    # reads -----------------------------------------------------------------
+    def get(self, sub: str, rg: str, name: str) -> GroupView:
+        key = group_key(sub, rg, name)
+        rec = self.store.get(key)
+        if rec is None:
+            raise NotFound(
+                f"The Resource 'Microsoft.ContainerInstance/containerGroups/{name}' under resource group "
+                f"'{rg}' was not found."
+            )
+        return self._view(rec)
+
+    def _view(self, rec: Record) -> GroupView:
+        record = GroupRecord.model_validate(rec.value)
+        st = self.store.get(status_key(record.meta.uid))
+        status = GroupStatus.model_validate(st.value) if st else None
+        return GroupView(key=rec.key, version=rec.version, record=record, status=status)
+
+    def list(self, sub: str, rg: str | None = None) -> list[GroupView]:
+        prefix = f"{GROUPS}{sub.lower()}/" + (f"{rg.lower()}/" if rg else "")
+        return [self._view(r) for r in self.store.list(prefix)]
+
+    # writes ----------------------------------------------------------------
+    def create_or_update(self, sub: str, rg: str, name: str, body: ContainerGroup) -> tuple[GroupView, bool, Operation]:
+        try:
+            check_name(name, "container group")
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), target="name") from None
+        body.location = body.location or self.default_location
+        key = group_key(sub, rg, name)
+        for _ in range(5):
+            rec = self.store.get(key)
+            if rec is None:
+                meta = GroupMeta(
+                    uid=uuid.uuid4().hex[:16], subscription=sub, resourceGroup=rg, name=name,
+                    createdAt=datetime.now(UTC), lastOperation="Create",
+                )
+                record = GroupRecord(spec=body, meta=meta)
+                expect = ABSENT
+                kind: OperationKind = "Create"
+            else:
+                old = GroupRecord.model_validate(rec.value)
+                if old.meta.deleting:
+                    raise Conflict(f"container group '{name}' is being deleted; retry when the delete has finished")
+                self._check_update(old.spec, body)
+                meta = old.meta.model_copy()
+                if old.spec.model_dump(mode="json") != body.model_dump(mode="json"):
+                    meta.generation += 1
+                meta.lastOperation = "Update"
+                record = GroupRecord(spec=body, meta=meta)
+                expect = rec.version
+                kind = "Update"
+            try:
+                new = self.store.put(key, record.dump(), expect_version=expect)
+            except VersionConflict:
+                continue  # raced with another writer: re-read and re-apply
+            op = self._operation(kind, key, record.meta)
+            return self._view(new), rec is None, op
+        raise Conflict(f"container group '{name}' is changing too often to update; retry")
+
+    @staticmethod
+    def _check_update(old: ContainerGroup, new: ContainerGroup) -> None:
+        for field in IMMUTABLE:
+            if getattr(old.properties, field) != getattr(new.properties, field):
+                raise Conflict(
+                    f"properties.{field} cannot change on an existing container group "
+                    f"({getattr(old.properties, field)} -> {getattr(new.properties, field)}); "
+                    "delete the group and create it again"
+                )
+        if old.location and new.location and old.location.lower() != new.location.lower():
+            raise Conflict(f"location cannot change on an existing container group ({old.location} -> {new.location})")
+
+    def update_tags(self, sub: str, rg: str, name: str, tags: dict[str, str] | None) -> GroupView:
+        return self._mutate(sub, rg, name, lambda r: setattr(r.spec, "tags", tags))[0]
+
+    def delete(self, sub: str, rg: str, name: str) -> Operation | None:
+        try:
+            view, _ = self._mutate(sub, rg, name, self._mark_deleting)
+        except NotFound:
+            return None
+        return self._operation("Delete", view.key, view.record.meta)
+
+    @staticmethod
+    def _mark_deleting(r: GroupRecord) -> None:
+        r.meta.deleting = True
+        r.meta.lastOperation = "Delete"
+
+    def stop(self, sub: str, rg: str, name: str) -> GroupView:
+        def apply(r: GroupRecord) -> None:
+            r.meta.desiredState = "Stopped"
+        return self._mutate(sub, rg, name, apply)[0]
+
+    def start(self, sub: str, rg: str, name: str) -> Operation:
+        def apply(r: GroupRecord) -> None:
+            r.meta.desiredState = "Running"
+            r.meta.restartGeneration += 1
+            r.meta.lastOperation = "Start"
+        view, _ = self._mutate(sub, rg, name, apply)
+        return self._operation("Start", view.key, view.record.meta)
+
+    def restart(self, sub: str, rg: str, name: str) -> Operation:
+        def apply(r: GroupRecord) -> None:
+            if r.meta.desiredState == "Stopped":
+                raise Conflict(f"container group '{name}' is stopped; start it instead of restarting it")
+            r.meta.restartGeneration += 1
+        view, _ = self._mutate(sub, rg, name, apply)
+        return self._operation("Restart", view.key, view.record.meta)
+
+    def _mutate(self, sub: str, rg: str, name: str, apply) -> tuple[GroupView, Record]:  # type: ignore[no-untyped-def]
+        key = group_key(sub, rg, name)
+        for _ in range(10):
+            view = self.get(sub, rg, name)
+            record = view.record
+            if record.meta.deleting and apply is not self._mark_deleting:
+                raise Conflict(f"container group '{name}' is being deleted")
+            apply(record)
+            try:
+                new = self.store.put(key, record.dump(), expect_version=view.version)
+            except VersionConflict:
+                continue
+            return self._view(new), new
+        raise Conflict(f"container group '{name}' is changing too often; retry")
+
+    # long-running operations ----------------------------------------------
+    def _operation(self, kind: OperationKind, key: str, meta: GroupMeta) -> Operation:
+        op = Operation(
+            id=uuid.uuid4().hex, kind=kind, key=key, uid=meta.uid, generation=meta.generation,
+            restartGeneration=meta.restartGeneration, createdAt=datetime.now(UTC),
+        )
+        self.store.put(OPERATIONS + op.id, op.model_dump(mode="json"))
+        return op
+
+    def operation_status(self, op_id: str) -> OperationStatus:
+        rec = self.store.get(OPERATIONS + op_id)
+        if rec is None:
+            raise NotFound(f"operation '{op_id}' was not found")
+        op = Operation.model_validate(rec.value)
+        group = self.store.get(op.key)
+        same = group is not None and group.value["meta"]["uid"] == op.uid
+        if op.kind == "Delete":
+            return OperationStatus(status="InProgress" if same else "Succeeded")
+        if not same:
+            return OperationStatus(status="Canceled", error="the container group was deleted")
+        view = self._view(group)  # type: ignore[arg-type]
+        return provisioning_result(view, op)
+
+
+def provisioning_result(view: GroupView, op: Operation | None = None) -> OperationStatus:
+    """Whether the node has carried out the last change of the group."""
+    meta, st = view.record.meta, view.status
+    if st is None:
+        return OperationStatus(status="InProgress")
+    if st.provisioningError:
+        return OperationStatus(status="Failed", error=st.provisioningError)
+    generation = op.generation if op else meta.generation
+    restart = op.restartGeneration if op else meta.restartGeneration
+    if st.observedGeneration < generation or st.observedRestartGeneration < restart:
+        return OperationStatus(status="InProgress")
+    if meta.desiredState == "Stopped":
+        return OperationStatus(status="Succeeded")
+    if st.state in ("Running", "Succeeded", "Failed"):
+        return OperationStatus(status="Succeeded")
+    names = [c.name for c in view.record.spec.properties.containers]
+    if names and all(n in st.containers and (st.containers[n].currentState.state != "Waiting"
+                                              or st.containers[n].restartCount > 0) for n in names):
+        return OperationStatus(status="Succeeded")  # every container started once (some crash-loop)
+    return OperationStatus(status="InProgress")
+
+
+def provisioning_state(view: GroupView) -> str:
+    meta = view.record.meta
+    if meta.deleting:
+        return "Deleting"
+    result = provisioning_result(view)
+    if result.status == "Succeeded":
+        return "Succeeded"
+    if result.status == "Failed":
+        return "Failed"
+    if view.status is None or meta.node is None:
+        return "Pending"
+    return {"Create": "Creating", "Update": "Updating", "Start": "Starting"}.get(meta.lastOperation, "Creating")

@@ -1,0 +1,83 @@
+"""The interface between the control plane and node agents.
+
+An agent sees only this: its assignments (group records bound to its node),
+a way to wait for them to change, and a place to report what it observes.
+``LocalLink`` serves it from the store in the same process; a remote agent
+will get the same interface over HTTP, so nothing in the agent knows which.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from corral.model.records import GROUPS, NODES, GroupRecord, NodeInfo, status_key
+from corral.model.status import GroupStatus
+from corral.store.base import Compacted, Store
+
+
+class ControlPlaneLink(Protocol):
+    def register(self, node: NodeInfo) -> None: ...
+
+    def assignments(self, node: str) -> tuple[int, dict[str, GroupRecord]]:
+        """The groups bound to ``node`` now, and the revision to wait from."""
+        ...
+
+    def wait(self, node: str, after: int, timeout: float) -> tuple[int, set[str] | None]:
+        """Keys of groups changed since ``after`` (None: history lost, re-list), and the new revision."""
+        ...
+
+    def assignment(self, node: str, key: str) -> GroupRecord | None: ...
+
+    def last_status(self, uid: str) -> GroupStatus | None: ...
+
+    def report(self, status: GroupStatus) -> None: ...
+
+    def release(self, key: str, uid: str) -> None:
+        """The agent removed everything of a deleted group: forget it."""
+        ...
+
+
+class LocalLink:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def register(self, node: NodeInfo) -> None:
+        self.store.put(NODES + node.name, node.model_dump(mode="json"))
+
+    def assignments(self, node: str) -> tuple[int, dict[str, GroupRecord]]:
+        rev = self.store.revision()
+        out = {}
+        for rec in self.store.list(GROUPS):
+            group = GroupRecord.model_validate(rec.value)
+            if group.meta.node == node:
+                out[rec.key] = group
+        return rev, out
+
+    def wait(self, node: str, after: int, timeout: float) -> tuple[int, set[str] | None]:
+        try:
+            events = self.store.watch(GROUPS, after, timeout)
+        except Compacted:
+            return self.store.revision(), None
+        if not events:
+            return after, set()
+        return events[-1].revision, {e.key for e in events}
+
+    def assignment(self, node: str, key: str) -> GroupRecord | None:
+        rec = self.store.get(key)
+        if rec is None:
+            return None
+        group = GroupRecord.model_validate(rec.value)
+        return group if group.meta.node == node else None
+
+    def last_status(self, uid: str) -> GroupStatus | None:
+        rec = self.store.get(status_key(uid))
+        return GroupStatus.model_validate(rec.value) if rec else None
+
+    def report(self, status: GroupStatus) -> None:
+        self.store.put(status_key(status.uid), status.model_dump(mode="json"))
+
+    def release(self, key: str, uid: str) -> None:
+        rec = self.store.get(key)
+        if rec is not None and rec.value["meta"]["uid"] == uid:
+            self.store.delete(key, expect_version=rec.version)
+        self.store.delete(status_key(uid))

@@ -1,0 +1,35 @@
+"""The control plane: the store, the services the API calls, and the controllers."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from corral.control.binder import Binder
+from corral.control.groups import GroupService
+from corral.control.link import LocalLink
+from corral.control.nodes import NodeDirectory
+from corral.store.base import Store
+
+
+class Quota(BaseModel):
+    groups: int = 16000
+    cores: int = 1000
+
+
+class ControlPlane:
+    def __init__(self, store: Store, token: str, location: str = "local", dns_zone: str = "corral.local") -> None:
+        self.store = store
+        self.token = token
+        self.location = location
+        self.dns_zone = dns_zone
+        self.quota = Quota()
+        self.groups = GroupService(store, default_location=location)
+        self.nodes = NodeDirectory()
+        self.link = LocalLink(store)
+        self.binder = Binder(store)
+
+    def start(self) -> None:
+        self.binder.start()
+
+    def stop(self) -> None:
+        self.binder.stop()

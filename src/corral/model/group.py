@@ -1,0 +1,321 @@
+"""The container group as the ACI API carries it.
+
+Field names are the wire names (camelCase) so the models read like the REST
+spec; unknown fields are kept (``extra="allow"``) because newer api-versions
+add fields that must round-trip even before Corral understands them.
+Read-only fields (``instanceView``, ``provisioningState``, ``fqdn``) are
+filled by the API from observed state, never trusted from a request.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_LABEL_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+DEFAULT_CPU = 1.0
+DEFAULT_MEMORY_GB = 1.5
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class Port(Wire):
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["TCP", "UDP"] = "TCP"
+    # Corral extension: the host-side port of a public group, when it differs
+    # from the container port (ACI always maps port to port).
+    publicPort: int | None = Field(default=None, ge=1, le=65535)
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class EnvironmentVariable(Wire):
+    name: str
+    value: str | None = None
+    secureValue: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        if not ENV_NAME_RE.match(v):
+            raise ValueError(f"'{v}' is not a valid environment variable name")
+        return v
+
+
+class GpuResource(Wire):
+    count: int = Field(ge=1)
+    sku: str
+
+
+class ResourceRequests(Wire):
+    cpu: float = Field(default=DEFAULT_CPU, gt=0, le=64)
+    memoryInGB: float = Field(default=DEFAULT_MEMORY_GB, gt=0, le=1024)
+    gpu: GpuResource | None = None
+
+
+class ResourceLimits(Wire):
+    cpu: float | None = Field(default=None, gt=0, le=64)
+    memoryInGB: float | None = Field(default=None, gt=0, le=1024)
+    gpu: GpuResource | None = None
+
+
+class ResourceRequirements(Wire):
+    requests: ResourceRequests = Field(default_factory=ResourceRequests)
+    limits: ResourceLimits | None = None
+
+
+class VolumeMount(Wire):
+    name: str
+    mountPath: str
+    readOnly: bool = False
+
+    @field_validator("mountPath")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/") or ".." in v.split("/"):
+            raise ValueError("mountPath must be an absolute path without '..'")
+        return v
+
+
+class ExecAction(Wire):
+    command: list[str] = Field(min_length=1)
+
+
+class HttpHeader(Wire):
+    name: str
+    value: str = ""
+
+
+class HttpGetAction(Wire):
+    path: str = "/"
+    port: int = Field(ge=1, le=65535)
+    scheme: Literal["http", "https"] = "http"
+    httpHeaders: list[HttpHeader] | None = None
+
+    @field_validator("scheme", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+
+class Probe(Wire):
+    exec: ExecAction | None = None
+    httpGet: HttpGetAction | None = None
+    initialDelaySeconds: int = Field(default=0, ge=0)
+    periodSeconds: int = Field(default=10, ge=1)
+    failureThreshold: int = Field(default=3, ge=1)
+    successThreshold: int = Field(default=1, ge=1)
+    timeoutSeconds: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Probe:
+        if (self.exec is None) == (self.httpGet is None):
+            raise ValueError("a probe needs exactly one of 'exec' or 'httpGet'")
+        return self
+
+
+class Capabilities(Wire):
+    add: list[str] | None = None
+    drop: list[str] | None = None
+
+
+class SecurityContext(Wire):
+    privileged: bool | None = None
+    allowPrivilegeEscalation: bool | None = None
+    capabilities: Capabilities | None = None
+    runAsUser: int | None = Field(default=None, ge=0)
+    runAsGroup: int | None = Field(default=None, ge=0)
+    seccompProfile: str | None = None
+
+
+class ContainerProperties(Wire):
+    image: str = Field(min_length=1)
+    command: list[str] | None = None
+    ports: list[Port] | None = None
+    environmentVariables: list[EnvironmentVariable] | None = None
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    volumeMounts: list[VolumeMount] | None = None
+    livenessProbe: Probe | None = None
+    readinessProbe: Probe | None = None
+    securityContext: SecurityContext | None = None
+    # Corral extension (ACI has none): the working directory.
+    workingDir: str | None = None
+
+
+def check_name(v: str, what: str = "container") -> str:
+    if not NAME_RE.match(v):
+        raise ValueError(
+            f"'{v}' is not a valid {what} name: use 1-63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return v
+
+
+class Container(Wire):
+    name: str
+    properties: ContainerProperties
+
+    _valid_name = field_validator("name")(lambda v: check_name(v))
+
+
+class InitContainerProperties(Wire):
+    image: str = Field(min_length=1)
+    command: list[str] | None = None
+    environmentVariables: list[EnvironmentVariable] | None = None
+    volumeMounts: list[VolumeMount] | None = None
+    securityContext: SecurityContext | None = None
+
+
+class InitContainer(Wire):
+    name: str
+    properties: InitContainerProperties
+
+    _valid_name = field_validator("name")(lambda v: check_name(v, "init container"))
+
+
+class IpAddress(Wire):
+    type: Literal["Public", "Private"] = "Public"
+    ports: list[Port] = Field(default_factory=list)
+    ip: str | None = None
+    dnsNameLabel: str | None = None
+    autoGeneratedDomainNameLabelScope: str | None = None
+    fqdn: str | None = None
+
+    @field_validator("dnsNameLabel")
+    @classmethod
+    def _valid_label(cls, v: str | None) -> str | None:
+        if v is not None and not DNS_LABEL_RE.match(v):
+            raise ValueError(
+                f"'{v}' is not a valid DNS name label: 1-63 lowercase letters, digits and '-', "
+                "starting with a letter"
+            )
+        return v
+
+
+class AzureFileVolume(Wire):
+    shareName: str
+    storageAccountName: str
+    storageAccountKey: str | None = None
+    readOnly: bool = False
+
+
+class GitRepoVolume(Wire):
+    repository: str
+    directory: str | None = None
+    revision: str | None = None
+
+
+class Volume(Wire):
+    name: str
+    azureFile: AzureFileVolume | None = None
+    emptyDir: dict[str, Any] | None = None
+    secret: dict[str, str] | None = None
+    gitRepo: GitRepoVolume | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Volume:
+        kinds = [k for k in ("azureFile", "emptyDir", "secret", "gitRepo") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                f"volume '{self.name}' needs exactly one of azureFile, emptyDir, secret, gitRepo "
+                f"(got {', '.join(kinds) or 'none'})"
+            )
+        return self
+
+
+class RegistryCredential(Wire):
+    server: str
+    username: str | None = None
+    password: str | None = None
+    identity: str | None = None
+    identityUrl: str | None = None
+
+
+class DnsConfig(Wire):
+    nameServers: list[str] = Field(default_factory=list)
+    searchDomains: str | None = None
+    options: str | None = None
+
+
+class SubnetId(Wire):
+    id: str
+    name: str | None = None
+
+
+class GroupProperties(Wire):
+    containers: list[Container] = Field(min_length=1)
+    initContainers: list[InitContainer] | None = None
+    osType: Literal["Linux", "Windows"] = "Linux"
+    restartPolicy: Literal["Always", "OnFailure", "Never"] = "Always"
+    ipAddress: IpAddress | None = None
+    volumes: list[Volume] | None = None
+    imageRegistryCredentials: list[RegistryCredential] | None = None
+    subnetIds: list[SubnetId] | None = None
+    dnsConfig: DnsConfig | None = None
+    sku: Literal["Standard", "Dedicated", "Confidential"] = "Standard"
+    priority: Literal["Regular", "Spot"] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GroupProperties:
+        names = [c.name for c in self.containers] + [c.name for c in self.initContainers or []]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"container names must be unique in a group: {', '.join(sorted(dup))} repeated")
+        vols = {v.name for v in self.volumes or []}
+        for c in [*self.containers, *(self.initContainers or [])]:
+            for m in c.properties.volumeMounts or []:
+                if m.name not in vols:
+                    raise ValueError(f"container '{c.name}' mounts volume '{m.name}', which the group does not define")
+        cpu, mem = total_requests(self)
+        for c in self.containers:
+            lim = c.properties.resources.limits
+            if lim and lim.cpu is not None and lim.cpu > cpu:
+                raise ValueError(
+                    f"the CPU limit {lim.cpu} of container '{c.name}' is greater than the total request {cpu} "
+                    "of the container group"
+                )
+            if lim and lim.memoryInGB is not None and lim.memoryInGB > mem:
+                raise ValueError(
+                    f"the memory limit {lim.memoryInGB} GB of container '{c.name}' is greater than the total "
+                    f"request {mem} GB of the container group"
+                )
+        if self.ipAddress is not None:
+            exposed = {(p.port, p.protocol) for c in self.containers for p in c.properties.ports or []}
+            for p in self.ipAddress.ports:
+                if (p.port, p.protocol) not in exposed:
+                    raise ValueError(
+                        f"ipAddress port {p.port}/{p.protocol} is not a port of any container "
+                        "(list it in the container's ports too)"
+                    )
+        return self
+
+
+class ContainerGroup(Wire):
+    """A PUT body; also the stored desired state."""
+
+    location: str | None = None
+    tags: dict[str, str] | None = None
+    zones: list[str] | None = None
+    identity: dict[str, Any] | None = None
+    properties: GroupProperties
+
+
+class TagsPatch(Wire):
+    tags: dict[str, str] | None = None
+
+
+def total_requests(props: GroupProperties) -> tuple[float, float]:
+    """Sum of CPU cores and memory GB the group's containers request."""
+    cpu = sum(c.properties.resources.requests.cpu for c in props.containers)
+    mem = sum(c.properties.resources.requests.memoryInGB for c in props.containers)
+    return cpu, mem

@@ -1,0 +1,56 @@
+"""How desired state is kept in the store: keys and record shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from corral.model.group import ContainerGroup
+
+GROUPS = "/groups/"
+STATUS = "/status/"
+OPERATIONS = "/operations/"
+NODES = "/nodes/"
+
+
+def group_key(subscription: str, resource_group: str, name: str) -> str:
+    # ARM names are case-insensitive; the record keeps the spelling of the creator.
+    return f"{GROUPS}{subscription.lower()}/{resource_group.lower()}/{name.lower()}"
+
+
+def status_key(uid: str) -> str:
+    return f"{STATUS}{uid}"
+
+
+class GroupMeta(BaseModel):
+    uid: str
+    subscription: str
+    resourceGroup: str
+    name: str
+    createdAt: datetime
+    generation: int = 1  # bumped by every spec change
+    desiredState: Literal["Running", "Stopped"] = "Running"
+    restartGeneration: int = 0  # bumped by restart/start: containers are recreated
+    node: str | None = None  # set by the scheduler
+    deleting: bool = False
+    lastOperation: str = "Create"  # Create | Update | Delete | Start
+
+
+class GroupRecord(BaseModel):
+    spec: ContainerGroup
+    meta: GroupMeta
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class NodeInfo(BaseModel):
+    name: str
+    address: str  # where its public ports are reachable
+    cpu: float
+    memoryGB: float
+    maxGroups: int = 250
+    lastHeartbeat: datetime
+    osType: Literal["Linux", "Windows"] = "Linux"

@@ -1,0 +1,206 @@
+"""What a node offers the group workers: sandboxes, containers and their files.
+
+Joins the image store, the network and the OCI runtime, and owns the naming
+of everything a group leaves on the host, so that teardown (and the clean-up
+of groups deleted while the agent was down) can find all of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from corral.model.group import ContainerProperties, InitContainerProperties, Port
+from corral.model.group import RegistryCredential as GroupCredential
+from corral.node.images.store import Image, ImageStore, RegistryCredential
+from corral.node.network.sandbox import NetworkManager, PortMapping, Sandbox
+from corral.node.runtime.cgroups import remove_cgroup
+from corral.node.runtime.runtime import ContainerState, Runtime
+from corral.node.runtime.spec import MountSpec, SpecRequest, build_spec
+
+log = logging.getLogger(__name__)
+
+GIB = 1024**3
+UID_LEN = 16
+
+
+def container_id(uid: str, name: str, init: bool = False) -> str:
+    """Runtime id of a container: the group uid first, so leftovers map back to their group."""
+    return f"{uid}-{'i' if init else 'c'}-{name}"
+
+
+def group_of(cid: str) -> str:
+    return cid[:UID_LEN]
+
+
+def port_mappings(ports: list[Port]) -> list[PortMapping]:
+    return [
+        PortMapping(host_port=p.publicPort or p.port, container_port=p.port, protocol=p.protocol.lower())
+        for p in ports
+    ]
+
+
+def catches_sigterm(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & (1 << (15 - 1)))
+    except OSError:
+        pass
+    return True
+
+
+def registry_credentials(creds: list[GroupCredential]) -> list[RegistryCredential]:
+    return [RegistryCredential(server=c.server, username=c.username, password=c.password) for c in creds]
+
+
+class NodeHost:
+    def __init__(
+        self,
+        root: Path,
+        images: ImageStore,
+        runtime: Runtime,
+        network: NetworkManager,
+        public_ip: str,
+        cgroup_parent: str = "/corral",
+    ) -> None:
+        self.root = root
+        self.images = images
+        self.runtime = runtime
+        self.network = network
+        self.public_ip = public_ip
+        self.cgroup_parent = cgroup_parent
+        (root / "groups").mkdir(parents=True, exist_ok=True)
+
+    # paths -----------------------------------------------------------------
+    def group_dir(self, uid: str) -> Path:
+        return self.root / "groups" / uid
+
+    def log_path(self, uid: str, name: str, init: bool = False) -> Path:
+        return self.group_dir(uid) / "logs" / f"{'init-' if init else ''}{name}.log"
+
+    def _container_dir(self, uid: str, cid: str) -> Path:
+        return self.group_dir(uid) / "containers" / cid
+
+    # sandboxes -------------------------------------------------------------
+    def ensure_sandbox(self, uid: str, hostname: str, ports: list[Port]) -> Sandbox:
+        return self.network.create(uid, hostname=hostname, port_mappings=port_mappings(ports))
+
+    def remove_sandbox(self, uid: str) -> None:
+        self.network.delete(uid)
+
+    # containers ------------------------------------------------------------
+    def run_container(
+        self,
+        uid: str,
+        name: str,
+        props: ContainerProperties | InitContainerProperties,
+        image: Image,
+        sandbox: Sandbox,
+        hostname: str,
+        init: bool = False,
+    ) -> ContainerState:
+        cid = container_id(uid, name, init)
+        # A leftover of an earlier attempt (crash mid-start) would make crun refuse the id.
+        self.remove_container(uid, cid)
+        cdir = self._container_dir(uid, cid)
+        cdir.mkdir(parents=True, exist_ok=True)
+        rootfs = self.images.mount_rootfs(image, cdir)
+        log_path = self.log_path(uid, name, init)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        spec = build_spec(self._spec_request(uid, cid, props, image, sandbox, rootfs, hostname))
+        try:
+            return self.runtime.run(cid, spec, log_path)
+        except Exception:
+            self.remove_container(uid, cid)
+            raise
+
+    def _spec_request(
+        self,
+        uid: str,
+        cid: str,
+        props: ContainerProperties | InitContainerProperties,
+        image: Image,
+        sandbox: Sandbox,
+        rootfs: Path,
+        hostname: str,
+    ) -> SpecRequest:
+        cfg = image.config
+        args = list(props.command) if props.command else [*cfg.entrypoint, *cfg.cmd]
+        if not args:
+            args = ["sh"]
+        env = dict(e.split("=", 1) for e in cfg.env if "=" in e)
+        for var in props.environmentVariables or []:
+            env[var.name] = var.value if var.value is not None else (var.secureValue or "")
+        if isinstance(props, ContainerProperties):
+            req = props.resources.requests
+            lim = props.resources.limits
+            cpu, memory = req.cpu, req.memoryInGB
+            cpu_limit = lim.cpu if lim and lim.cpu else cpu
+            mem_limit = lim.memoryInGB if lim and lim.memoryInGB else memory
+            cwd = props.workingDir or cfg.working_dir or "/"
+        else:  # init containers share the group's resources; bound them by a modest default
+            cpu, cpu_limit, mem_limit = 1.0, 1.0, 1.0
+            cwd = cfg.working_dir or "/"
+        mounts = [
+            MountSpec(source=sandbox.resolv_conf, destination="/etc/resolv.conf", read_only=True),
+            MountSpec(source=sandbox.hosts, destination="/etc/hosts", read_only=True),
+            MountSpec(source=sandbox.hostname_file, destination="/etc/hostname", read_only=True),
+        ]
+        return SpecRequest(
+            rootfs=rootfs,
+            args=args,
+            env=[f"{k}={v}" for k, v in env.items()],
+            cwd=cwd,
+            user=cfg.user,
+            hostname=hostname,
+            cpu=cpu,
+            cpu_limit=cpu_limit,
+            memory_bytes=int(mem_limit * GIB),
+            cgroup_path=f"{self.cgroup_parent}/{uid}/{cid}",
+            namespace_paths={"network": sandbox.netns_path, "uts": sandbox.uts_path, "ipc": sandbox.ipc_path},
+            mounts=mounts,
+        )
+
+    def container_state(self, cid: str) -> ContainerState:
+        return self.runtime.state(cid)
+
+    def stop_container(self, cid: str, timeout: float = 10) -> ContainerState:
+        st = self.runtime.state(cid)
+        if st.status == "running" and st.pid and not catches_sigterm(st.pid):
+            # PID 1 without a SIGTERM handler never sees SIGTERM: waiting would only delay the kill.
+            timeout = 0.05
+        return self.runtime.stop(cid, timeout=timeout)
+
+    def remove_container(self, uid: str, cid: str) -> None:
+        """Idempotent: no process, cgroup, bundle or rootfs mount of ``cid`` is left."""
+        self.runtime.delete(cid)
+        cdir = self._container_dir(uid, cid)
+        if cdir.exists():
+            self.images.unmount_rootfs(cdir)
+            shutil.rmtree(cdir, ignore_errors=True)
+
+    # whole groups ----------------------------------------------------------
+    def group_uids_on_disk(self) -> set[str]:
+        uids = {group_of(cid) for cid in self.runtime.list_ids()}
+        uids |= {sb.id for sb in self.network.list()}
+        uids |= {p.name for p in (self.root / "groups").iterdir() if p.is_dir()}
+        return uids
+
+    def containers_of(self, uid: str) -> list[str]:
+        return [cid for cid in self.runtime.list_ids() if group_of(cid) == uid]
+
+    def teardown_group(self, uid: str) -> None:
+        """Remove everything of a group: containers, rootfs mounts, sandbox, files. Idempotent."""
+        for cid in self.containers_of(uid):
+            self.stop_container(cid, timeout=5)
+            self.remove_container(uid, cid)
+        cdir = self.group_dir(uid) / "containers"
+        if cdir.exists():
+            for leftover in cdir.iterdir():
+                self.images.unmount_rootfs(leftover)
+        self.network.delete(uid)
+        remove_cgroup(f"{self.cgroup_parent}/{uid}")
+        shutil.rmtree(self.group_dir(uid), ignore_errors=True)

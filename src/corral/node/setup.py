@@ -1,0 +1,59 @@
+"""Assemble a node from its settings: image store, runtime, network, host and agent."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from corral.control.link import ControlPlaneLink
+from corral.model.records import NodeInfo
+from corral.model.status import now
+from corral.node.agent import NodeAgent
+from corral.node.host import NodeHost
+from corral.node.images.store import ImageStore
+from corral.node.network.sandbox import NetworkConfig, NetworkManager
+from corral.node.runtime.runtime import Runtime
+
+
+class NodeSettings(BaseModel):
+    name: str = socket.gethostname()
+    data_dir: Path
+    public_ip: str = "127.0.0.1"
+    runtime: str = "crun"
+    bridge: str = "corral0"
+    subnet: str = "10.88.0.0/16"
+    cgroup_parent: str = "/corral"
+    max_groups: int = 250
+
+
+def capacity() -> tuple[float, float]:
+    """CPU cores and memory GB this node offers."""
+    cores = float(os.cpu_count() or 1)
+    mem_kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    return cores, round(mem_kb / 1024 / 1024, 1)
+
+
+def build_host(settings: NodeSettings) -> NodeHost:
+    root = settings.data_dir / "node"
+    images = ImageStore(settings.data_dir / "images")
+    runtime = Runtime(root / "runtime", runtime=settings.runtime)
+    network = NetworkManager(
+        NetworkConfig(state_dir=root / "network", bridge=settings.bridge, subnet=settings.subnet)
+    )
+    return NodeHost(root, images, runtime, network, settings.public_ip, cgroup_parent=settings.cgroup_parent)
+
+
+def build_agent(settings: NodeSettings, link: ControlPlaneLink, host: NodeHost) -> NodeAgent:
+    cores, mem = capacity()
+    info = NodeInfo(
+        name=settings.name, address=settings.public_ip, cpu=cores, memoryGB=mem,
+        maxGroups=settings.max_groups, lastHeartbeat=now(),
+    )
+    return NodeAgent(link, host, info)

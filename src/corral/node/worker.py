@@ -1,0 +1,349 @@
+"""One group's reconciler on a node.
+
+Each pass compares the group's desired state (the record from the control
+plane) with what is on the host (sandbox, containers, exit codes) and takes
+the next step: build the sandbox, pull images, run init containers in order,
+start or restart containers under the restart policy with back-off, stop, or
+tear everything down. Every step is safe to repeat, so a pass may be cut at
+any point (agent killed) and the next agent's first pass picks up from the
+host's state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+
+from corral.control.link import ControlPlaneLink
+from corral.errors import CorralError
+from corral.model.group import Container, GroupProperties, InitContainer
+from corral.model.records import GroupRecord
+from corral.model.status import ContainerStateView, ContainerStatus, GroupStatus, record_event
+from corral.node.host import NodeHost, container_id, registry_credentials
+from corral.node.runtime.runtime import ContainerState
+
+log = logging.getLogger(__name__)
+
+# Restart back-off: doubles per consecutive failure, reset after a long enough run.
+BACKOFF_BASE = 1.0
+BACKOFF_MAX = 60.0
+BACKOFF_RESET_AFTER = 60.0
+POLL_INTERVAL = 0.5
+
+
+def spec_hash(c: Container | InitContainer) -> str:
+    return hashlib.sha256(json.dumps(c.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def terminated_view(st: ContainerState, started: datetime | None) -> ContainerStateView:
+    code = st.exit_code if st.exit_code is not None else -1
+    detail = "OOMKilled" if st.oom_killed else ("Completed" if code == 0 else "Error")
+    return ContainerStateView(
+        state="Terminated",
+        startTime=st.started_at or started,
+        finishTime=st.finished_at or datetime.now(UTC),
+        exitCode=code,
+        detailStatus=detail,
+    )
+
+
+class GroupWorker:
+    def __init__(self, key: str, group: GroupRecord, link: ControlPlaneLink, host: NodeHost) -> None:
+        self.key = key
+        self.uid = group.meta.uid
+        self.link = link
+        self.host = host
+        self.finished = False
+        self._desired: GroupRecord | None = group
+        self._wake = threading.Condition()
+        self._dirty = True
+        self._stopping = False
+        self.status = link.last_status(self.uid) or GroupStatus(uid=self.uid, node=group.meta.node or "")
+        self.status.node = group.meta.node or self.status.node
+        self._reported = ""
+        # name -> (consecutive failures, monotonic time the next start is allowed)
+        self._backoff: dict[str, tuple[int, float]] = {}
+        self._started_mono: dict[str, float] = {}
+        self._thread = threading.Thread(target=self._run, name=f"group-{self.uid}", daemon=True)
+
+    # control ---------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def update(self, group: GroupRecord | None) -> None:
+        with self._wake:
+            self._desired = group
+            self._dirty = True
+            self._wake.notify()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if self._stopping:
+                    return
+                group = self._desired
+                self._dirty = False
+            try:
+                delay = self.reconcile(group)
+            except Exception as exc:  # keep going: the next pass retries from the host's state
+                log.exception("group %s: reconcile failed", self.uid)
+                record_event(self.status.events, "ReconcileFailed", str(exc), "Warning")
+                delay = 2.0
+            self._report()
+            if self.finished:
+                return
+            with self._wake:
+                if not self._dirty and not self._stopping:
+                    self._wake.wait(delay)
+
+    def _report(self) -> None:
+        if self.finished and self.status.released:
+            return
+        text = self.status.model_dump_json()
+        if text != self._reported:
+            self.link.report(self.status)
+            self._reported = text
+
+    # reconcile -------------------------------------------------------------
+    def reconcile(self, group: GroupRecord | None) -> float | None:
+        """One pass; returns how long to wait before the next one unless woken."""
+        if group is None or group.meta.deleting:
+            self.host.teardown_group(self.uid)
+            self.status.released = True
+            self.link.release(self.key, self.uid)
+            self.finished = True
+            return None
+        props = group.spec.properties
+        self.status.observedGeneration = group.meta.generation
+        if props.osType != "Linux":
+            self.status.state = "Pending"
+            record_event(
+                self.status.events,
+                "UnsupportedOsType",
+                f"node {self.status.node} runs Linux containers only; the {props.osType} group stays Pending",
+                "Warning",
+            )
+            return None
+        if group.meta.desiredState == "Stopped":
+            self._stop_all(props, "Stopped")
+            self.host.remove_sandbox(self.uid)
+            self.status.observedRestartGeneration = group.meta.restartGeneration
+            self.status.state = "Stopped"
+            self.status.stoppedAt = self.status.stoppedAt or datetime.now(UTC)
+            return None
+        if group.meta.restartGeneration != self.status.observedRestartGeneration:
+            self._stop_all(props, "Restarted")
+            self._backoff.clear()
+            self.status.initContainers = {}
+            for cs in self.status.containers.values():
+                # A restart of the group starts everything afresh.
+                cs.previousState = cs.currentState if cs.currentState.state != "Waiting" else cs.previousState
+                cs.currentState = ContainerStateView(state="Waiting", detailStatus="Restarting")
+            self.status.observedRestartGeneration = group.meta.restartGeneration
+            self.status.stoppedAt = None
+            record_event(self.status.events, "Restarting", "group restart requested")
+        return self._converge_running(group, props)
+
+    def _converge_running(self, group: GroupRecord, props: GroupProperties) -> float | None:
+        hostname = group.meta.name
+        ports = props.ipAddress.ports if props.ipAddress else []
+        try:
+            sandbox = self.host.ensure_sandbox(self.uid, hostname, ports)
+        except CorralError as exc:
+            self.status.provisioningError = exc.message
+            record_event(self.status.events, "NetworkSetupFailed", exc.message, "Warning")
+            self.status.state = "Failed" if exc.status == 409 else "Pending"
+            return 5.0
+        public = props.ipAddress is not None and props.ipAddress.type == "Public"
+        self.status.ip = self.host.public_ip if public else sandbox.ip
+
+        images = {}
+        creds = props.imageRegistryCredentials or []
+        for c in [*(props.initContainers or []), *props.containers]:
+            ref = c.properties.image
+            if ref in images:
+                continue
+            try:
+                image = self.host.images.get(ref)
+                if image is None:
+                    record_event(self.status.events, "Pulling", f"pulling image {ref}")
+                    self._report()
+                    image = self.host.images.pull(ref, credentials=registry_credentials(creds))
+                    record_event(self.status.events, "Pulled", f"pulled image {ref}")
+                images[ref] = image
+            except CorralError as exc:
+                self.status.provisioningError = f"image {ref}: {exc.message}"
+                record_event(self.status.events, "Failed", f"failed to pull image {ref}: {exc.message}", "Warning")
+                self.status.state = "Pending"
+                return 10.0
+        self.status.provisioningError = None
+
+        # Init containers, in order, each to successful completion.
+        for ic in props.initContainers or []:
+            cs = self.status.initContainers.setdefault(ic.name, ContainerStatus())
+            if cs.currentState.state == "Terminated" and cs.currentState.exitCode == 0:
+                continue
+            delay = self._step_container(ic, cs, images[ic.properties.image], sandbox, hostname, props, init=True)
+            if cs.currentState.state == "Terminated" and cs.currentState.exitCode == 0:
+                continue
+            self.status.state = "Failed" if self._given_up(cs, props) else "Pending"
+            return delay
+
+        self._remove_unlisted(props)
+        delays = []
+        for c in props.containers:
+            cs = self.status.containers.setdefault(c.name, ContainerStatus())
+            delays.append(self._step_container(c, cs, images[c.properties.image], sandbox, hostname, props))
+        self._summarize(props)
+        pending = [d for d in delays if d is not None]
+        return min(pending) if pending else None
+
+    def _step_container(
+        self,
+        c: Container | InitContainer,
+        cs: ContainerStatus,
+        image,  # type: ignore[no-untyped-def]
+        sandbox,  # type: ignore[no-untyped-def]
+        hostname: str,
+        props: GroupProperties,
+        init: bool = False,
+    ) -> float | None:
+        cid = container_id(self.uid, c.name, init)
+        st = self.host.container_state(cid)
+        now = time.monotonic()
+        want = spec_hash(c)
+        known = self.status.specHashes.get(cid)
+        if st.status != "absent" and known is not None and known != want:
+            # The spec of this container changed (PUT update): replace it, leave the others alone.
+            self.host.stop_container(cid, timeout=5)
+            self.host.remove_container(self.uid, cid)
+            record_event(cs.events, "Updating", f"container {c.name} changed; replacing it")
+            cs.currentState = ContainerStateView(state="Waiting", detailStatus="Updating")
+            self._backoff.pop(c.name, None)
+            st = self.host.container_state(cid)
+        if st.status == "running":
+            if cs.currentState.state != "Running":  # adopted after an agent restart, or just started
+                cs.currentState = ContainerStateView(state="Running", startTime=st.started_at or datetime.now(UTC))
+            self._started_mono.setdefault(c.name, now)
+            return POLL_INTERVAL
+        if st.status in ("stopped", "created"):
+            # It exited: record how, and free its runtime resources (the log stays).
+            cs.currentState = terminated_view(st, cs.currentState.startTime)
+            level = "Normal" if cs.currentState.exitCode == 0 else "Warning"
+            msg = f"container exited with code {cs.currentState.exitCode}"
+            if st.oom_killed:
+                msg = "container was killed for exceeding its memory limit (OOMKilled)"
+            record_event(cs.events, "Killed" if st.oom_killed else "Terminated", msg, level)
+            self.host.remove_container(self.uid, cid)
+            ran = now - self._started_mono.pop(c.name, now)
+            fails, _ = self._backoff.get(c.name, (0, 0.0))
+            if ran >= BACKOFF_RESET_AFTER:
+                fails = 0
+            wait = min(BACKOFF_MAX, BACKOFF_BASE * (2**fails))
+            self._backoff[c.name] = (fails + 1, now + wait)
+            if not self._should_restart(cs, props):
+                return None
+            record_event(cs.events, "BackOff", f"restarting in {wait:.0f}s (restart policy {props.restartPolicy})")
+            return wait
+        # absent: start it, unless it finished and must not run again
+        if cs.currentState.state == "Terminated":
+            if not self._should_restart(cs, props):
+                return None
+            _, not_before = self._backoff.get(c.name, (0, 0.0))
+            if now < not_before:
+                return not_before - now
+        try:
+            self.host.run_container(self.uid, c.name, c.properties, image, sandbox, hostname, init=init)
+        except CorralError as exc:
+            cs.currentState = ContainerStateView(state="Waiting", detailStatus=exc.message)
+            record_event(cs.events, "Failed", exc.message, "Warning")
+            fails, _ = self._backoff.get(c.name, (0, 0.0))
+            wait = min(BACKOFF_MAX, BACKOFF_BASE * (2**fails))
+            self._backoff[c.name] = (fails + 1, now + wait)
+            return wait
+        self.status.specHashes[cid] = want
+        if cs.currentState.state == "Terminated":
+            cs.previousState = cs.currentState
+            cs.restartCount += 1
+        cs.currentState = ContainerStateView(state="Running", startTime=datetime.now(UTC))
+        self._started_mono[c.name] = now
+        record_event(cs.events, "Started", f"started container {c.name} from {c.properties.image}")
+        return POLL_INTERVAL
+
+    @staticmethod
+    def _should_restart(cs: ContainerStatus, props: GroupProperties) -> bool:
+        if cs.currentState.detailStatus in ("Stopped",):
+            return False
+        if props.restartPolicy == "Always":
+            return True
+        if props.restartPolicy == "OnFailure":
+            return cs.currentState.exitCode != 0
+        return False
+
+    def _given_up(self, cs: ContainerStatus, props: GroupProperties) -> bool:
+        return cs.currentState.state == "Terminated" and not self._should_restart(cs, props)
+
+    def _summarize(self, props: GroupProperties) -> None:
+        states = [cs.currentState for name, cs in self.status.containers.items()
+                  if name in {c.name for c in props.containers}]
+        if all(s.state == "Running" for s in states):
+            state = "Running"
+        elif all(s.state == "Terminated" for s in states) and not any(
+            self._should_restart(cs, props) for cs in self.status.containers.values()
+        ):
+            state = "Succeeded" if all(s.exitCode == 0 for s in states) else "Failed"
+        elif any(s.state == "Running" for s in states):
+            state = "Running"
+        else:
+            state = "Pending"
+        if state == "Running" and self.status.startedAt is None:
+            self.status.startedAt = datetime.now(UTC)
+        if state in ("Succeeded", "Failed") and self.status.stoppedAt is None:
+            self.status.stoppedAt = datetime.now(UTC)
+        if state != self.status.state:
+            record_event(self.status.events, state, f"group is {state}")
+        self.status.state = state  # type: ignore[assignment]
+
+    def _remove_unlisted(self, props: GroupProperties) -> None:
+        """Containers no longer in the spec (removed by an update) go away."""
+        wanted = {container_id(self.uid, c.name) for c in props.containers}
+        wanted |= {container_id(self.uid, c.name, True) for c in props.initContainers or []}
+        for cid in self.host.containers_of(self.uid):
+            if cid not in wanted:
+                self.host.stop_container(cid, timeout=5)
+                self.host.remove_container(self.uid, cid)
+                self.status.specHashes.pop(cid, None)
+        names = {c.name for c in props.containers}
+        for name in [n for n in self.status.containers if n not in names]:
+            del self.status.containers[name]
+
+    def _stop_all(self, props: GroupProperties, reason: str) -> None:
+        for c in [*props.containers, *(props.initContainers or [])]:
+            init = not isinstance(c, Container)
+            cid = container_id(self.uid, c.name, init)
+            st = self.host.container_state(cid)
+            if st.status == "absent":
+                continue
+            if st.status == "running":
+                st = self.host.stop_container(cid)
+            table = self.status.initContainers if init else self.status.containers
+            cs = table.setdefault(c.name, ContainerStatus())
+            view = terminated_view(st, cs.currentState.startTime)
+            view.detailStatus = reason
+            cs.currentState = view
+            self._started_mono.pop(c.name, None)
+            self.host.remove_container(self.uid, cid)
+        # Containers removed from the spec, or left from an older generation.
+        for cid in self.host.containers_of(self.uid):
+            self.host.stop_container(cid, timeout=5)
+            self.host.remove_container(self.uid, cid)

@@ -1,0 +1,143 @@
+"""SQLite (WAL) implementation of the store, for one control plane process."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from corral.errors import VersionConflict
+from corral.store.base import ABSENT, Compacted, Event, Record
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    revision INTEGER PRIMARY KEY, key TEXT NOT NULL, type TEXT NOT NULL, value TEXT);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+# History kept for watchers that fall behind; older events are compacted away.
+RETAINED_EVENTS = 10_000
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        row = self._db.execute("SELECT value FROM meta WHERE name='revision'").fetchone()
+        self._rev = row[0] if row else 0
+        row = self._db.execute("SELECT value FROM meta WHERE name='compacted'").fetchone()
+        self._compacted = row[0] if row else 0
+
+    # reads -----------------------------------------------------------------
+    def get(self, key: str) -> Record | None:
+        with self._lock:
+            row = self._db.execute("SELECT value, version FROM kv WHERE key=?", (key,)).fetchone()
+        return Record(key=key, value=json.loads(row[0]), version=row[1]) if row else None
+
+    def list(self, prefix: str) -> list[Record]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, value, version FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+                (prefix, prefix + "\uffff"),
+            ).fetchall()
+        return [Record(key=k, value=json.loads(v), version=ver) for k, v, ver in rows]
+
+    def revision(self) -> int:
+        with self._lock:
+            return self._rev
+
+    # writes ----------------------------------------------------------------
+    def _check(self, key: str, expect_version: int | None) -> int | None:
+        row = self._db.execute("SELECT version FROM kv WHERE key=?", (key,)).fetchone()
+        current = row[0] if row else None
+        if expect_version is None:
+            return current
+        if expect_version == ABSENT and current is not None:
+            raise VersionConflict(f"'{key}' already exists")
+        if expect_version != ABSENT and current != expect_version:
+            raise VersionConflict(
+                f"'{key}' changed since it was read (version {current}, expected {expect_version}); retry"
+            )
+        return current
+
+    def _append(self, key: str, kind: str, value: str | None) -> int:
+        self._rev += 1
+        self._db.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (self._rev, key, kind, value))
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (self._rev,))
+        if self._rev % 1000 == 0:
+            self._compacted = max(0, self._rev - RETAINED_EVENTS)
+            self._db.execute("DELETE FROM events WHERE revision <= ?", (self._compacted,))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('compacted', ?)", (self._compacted,))
+        return self._rev
+
+    def put(self, key: str, value: dict[str, Any], expect_version: int | None = None) -> Record:
+        text = json.dumps(value, separators=(",", ":"))
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._check(key, expect_version)
+                rev = self._append(key, "put", text)
+                self._db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (key, text, rev))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._rev = self._db.execute("SELECT value FROM meta WHERE name='revision'").fetchone()[0]
+                raise
+            self._changed.notify_all()
+        return Record(key=key, value=value, version=rev)
+
+    def delete(self, key: str, expect_version: int | None = None) -> bool:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                current = self._check(key, expect_version)
+                if current is None:
+                    self._db.execute("ROLLBACK")
+                    return False
+                self._append(key, "delete", None)
+                self._db.execute("DELETE FROM kv WHERE key=?", (key,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                row = self._db.execute("SELECT value FROM meta WHERE name='revision'").fetchone()
+                self._rev = row[0] if row else 0
+                raise
+            self._changed.notify_all()
+        return True
+
+    # watch -----------------------------------------------------------------
+    def watch(self, prefix: str, after: int, timeout: float) -> list[Event]:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                if after < self._compacted:
+                    raise Compacted(f"revision {after} was compacted (oldest kept: {self._compacted})")
+                if self._rev > after:
+                    rows = self._db.execute(
+                        "SELECT revision, key, type, value FROM events WHERE revision > ? "
+                        "AND key >= ? AND key < ? ORDER BY revision",
+                        (after, prefix, prefix + "\uffff"),
+                    ).fetchall()
+                    if rows:
+                        return [
+                            Event(revision=r, key=k, type=t, value=json.loads(v) if v else None)
+                            for r, k, t, v in rows
+                        ]
+                    after = self._rev  # nothing under prefix yet: wait for newer writes
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                self._changed.wait(left)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

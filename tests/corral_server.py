@@ -1,0 +1,118 @@
+"""Test helper: a real `corral up` process on loopback, with its own data dir, bridge and cgroup parent.
+
+Everything it creates is removed when the helper is closed, even when a test failed:
+groups are deleted through the API, then the server stops, then `corral node reset`
+removes whatever a crashed test may have left on the host.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from corral.cli.client import Client
+from corral.config import ClientConfig
+
+VENV_BIN = Path(sys.executable).parent
+CORRAL = str(VENV_BIN / "corral")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class CorralServer:
+    def __init__(self, root: Path, bridge: str = "ctest0", subnet: str = "10.66.0.0/16",
+                 cgroup_parent: str = "/corral-test", extra: list[str] | None = None) -> None:
+        self.root = root
+        self.data_dir = root / "data"
+        self.config_path = root / "config.json"
+        self.port = free_port()
+        self.bridge, self.subnet, self.cgroup_parent = bridge, subnet, cgroup_parent
+        self.extra = extra or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = {**os.environ, "CORRAL_CONFIG": str(self.config_path)}
+
+    @property
+    def node_flags(self) -> list[str]:
+        return ["--data-dir", str(self.data_dir), "--bridge", self.bridge, "--subnet", self.subnet,
+                "--cgroup-parent", self.cgroup_parent]
+
+    def build_base_image(self) -> None:
+        subprocess.run([CORRAL, "image", "build-base", "--data-dir", str(self.data_dir)], check=True,
+                       env=self.env, capture_output=True)
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_path.unlink(missing_ok=True)
+        log = open(self.root / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [CORRAL, "up", *self.node_flags, "--listen", f"127.0.0.1:{self.port}", *self.extra],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"corral up exited: {(self.root / 'server.log').read_text()[-2000:]}")
+            if self.config_path.exists():
+                try:
+                    cfg = self.config
+                    httpx.get(f"{cfg.endpoint}/healthz", verify=cfg.ca_cert or True, timeout=1)
+                    return
+                except (httpx.HTTPError, ValueError):
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError("corral up did not become ready in 30 s")
+
+    @property
+    def config(self) -> ClientConfig:
+        return ClientConfig.load(self.config_path)
+
+    def client(self) -> Client:
+        return Client(self.config)
+
+    def kill(self) -> None:
+        """SIGKILL the server (control plane and agent), as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run([CORRAL, *args], env=self.env, capture_output=True, text=True, timeout=180)
+        if check and res.returncode != 0:
+            raise AssertionError(f"corral {' '.join(args)} failed ({res.returncode}): {res.stdout}\n{res.stderr}")
+        return res
+
+    def delete_all_groups(self) -> None:
+        client = self.client()
+        path = f"/subscriptions/{client.sub}/providers/Microsoft.ContainerInstance/containerGroups"
+        for g in client.request("GET", path).json()["value"]:
+            rg = g["id"].split("/")[4]
+            resp = client.request("DELETE", client.group_path(rg, g["name"]))
+            if resp.status_code == 202:
+                client.wait_operation(resp, timeout=60)
+
+    def close(self) -> None:
+        try:
+            if self.proc and self.proc.poll() is None:
+                self.delete_all_groups()
+        finally:
+            self.stop()
+            subprocess.run([CORRAL, "node", "reset", *self.node_flags], env=self.env, capture_output=True)
