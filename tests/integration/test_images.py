@@ -55,7 +55,8 @@ def base(store: ImageStore) -> Image:
     return build_base_image(store)
 
 
-def test_build_push_remove_pull_gives_same_digest(store: ImageStore, base: Image, registry: RegistryInfo) -> None:
+def test_build_push_remove_pull_gives_same_digest(store: ImageStore, base: Image,
+                                                  registry: RegistryInfo) -> None:
     assert build_base_image(store).digest == base.digest  # deterministic build
     dest = f"{registry.host_port}/corral/busybox:roundtrip"
     assert store.push(base.reference, dest) == base.digest

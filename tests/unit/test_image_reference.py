@@ -33,7 +33,8 @@ D = "sha256:" + "a" * 64
 def test_parse(ref: str, registry: str, repository: str, tag: str | None, digest: str | None,
                canonical: str) -> None:
     parsed = ImageReference.parse(ref)
-    assert (parsed.registry, parsed.repository, parsed.tag, parsed.digest) == (registry, repository, tag, digest)
+    got = (parsed.registry, parsed.repository, parsed.tag, parsed.digest)
+    assert got == (registry, repository, tag, digest)
     assert str(parsed) == canonical
     assert normalize(canonical) == canonical  # canonical form is a fixed point
 
