@@ -17,9 +17,7 @@ from corral.node.runtime.users import resolve_user
 def rootfs(tmp_path: Path) -> Path:
     root = tmp_path / "rootfs"
     (root / "etc").mkdir(parents=True)
-    (root / "etc" / "passwd").write_text(
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n"
-    )
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n")
     (root / "etc" / "group").write_text("root:x:0:\napp:x:1001:\nextra:x:2000:app\n")
     return root
 
@@ -102,14 +100,12 @@ def test_capabilities_add_drop_and_privileged(rootfs: Path) -> None:
     sec = SecurityContext(capabilities_drop=["NET_RAW", "cap_kill"], capabilities_add=["NET_ADMIN"])
     bounding = build_spec(req(rootfs, security=sec))["process"]["capabilities"]["bounding"]
     assert "CAP_NET_RAW" not in bounding and "CAP_KILL" not in bounding and "CAP_NET_ADMIN" in bounding
-    only = build_spec(
-        req(rootfs, security=SecurityContext(capabilities_drop=["ALL"], capabilities_add=["CHOWN"]))
-    )
+    only = build_spec(req(rootfs, security=SecurityContext(capabilities_drop=["ALL"], capabilities_add=["CHOWN"])))
     assert only["process"]["capabilities"]["bounding"] == ["CAP_CHOWN"]
     with pytest.raises(InvalidRequest):
         build_spec(req(rootfs, security=SecurityContext(capabilities_add=["NOT_A_CAP"])))
     priv = build_spec(req(rootfs, security=SecurityContext(privileged=True)))
-    assert priv["process"]["capabilities"]["bounding"] == list(caps.ALL_CAPS)
+    assert priv["process"]["capabilities"]["bounding"] == [c for c in caps.ALL_CAPS if c in caps.host_bounding()]
     assert "seccomp" not in priv["linux"] and "maskedPaths" not in priv["linux"]
     assert priv["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
     assert priv["process"]["noNewPrivileges"] is False

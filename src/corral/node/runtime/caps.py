@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from corral.errors import InvalidRequest
 
 # The set Docker/containerd give a non-privileged container.
@@ -47,15 +49,33 @@ def normalize(name: str) -> str:
     return full
 
 
+def host_bounding() -> set[str]:
+    """Capabilities this process may hand out (e.g. root here lacks CAP_SYS_RESOURCE)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapBnd:"):
+                mask = int(line.split()[1], 16)
+                return {c for i, c in enumerate(ALL_CAPS) if mask >> i & 1}
+    except OSError:
+        pass
+    return set(ALL_CAPS)
+
+
 def effective_set(add: list[str], drop: list[str], privileged: bool) -> list[str]:
     """Capabilities after applying drop then add (Kubernetes order: add wins over drop)."""
+    available = host_bounding()
     if privileged:
-        return list(ALL_CAPS)
+        return [c for c in ALL_CAPS if c in available]
     drops = {normalize(c) for c in drop}
     adds = {normalize(c) for c in add}
+    if "ALL" in adds:
+        adds = set(available)
+    missing = sorted(adds - available)
+    if missing:
+        raise InvalidRequest(f"capabilities not available on this node: {', '.join(missing)}")
     caps = set() if "ALL" in drops else set(DEFAULT_CAPS) - drops
-    caps |= set(ALL_CAPS) if "ALL" in adds else adds
-    return [c for c in ALL_CAPS if c in caps]
+    caps |= adds
+    return [c for c in ALL_CAPS if c in caps and c in available]
 
 
 def capset_bits(caps: list[str]) -> int:

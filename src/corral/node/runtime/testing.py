@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,7 +22,9 @@ def make_busybox_rootfs(dest: Path, busybox: str = BUSYBOX) -> Path:
             link.symlink_to("busybox")
     for d in ("proc", "sys", "dev", "tmp", "etc", "root", "home/app", "var/run"):
         (dest / d).mkdir(parents=True, exist_ok=True)
+    dest.chmod(0o755)  # temp dirs are 0700: non-root container users must still traverse /
     (dest / "tmp").chmod(0o1777)
+    os.chown(dest / "home" / "app", 1000, 1000)
     (dest / "etc" / "passwd").write_text(
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
         "nobody:x:65534:65534:nobody:/:/bin/false\n"
