@@ -1,0 +1,83 @@
+"""The ``corral-vnet`` executable: CNI_* environment + JSON config on stdin, per the CNI spec.
+
+Prints the result (ADD), the version document (VERSION) or nothing (DEL, CHECK,
+GC, STATUS) on stdout and exits 0; on failure prints the spec's error object
+(``code``, ``msg``, ``details``) on stdout and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from corral.net.vnet import plugin
+from corral.net.vnet.config import SUPPORTED_VERSIONS
+
+LATEST = SUPPORTED_VERSIONS[-1]
+
+
+def _need(env: dict[str, str], *names: str) -> None:
+    missing = [n for n in names if not env.get(n)]
+    if missing:
+        raise plugin.CniFailure(plugin.ERR_INVALID_ENV, f"missing environment variables: {', '.join(missing)}")
+
+
+def run(command: str, stdin: bytes, env: dict[str, str]) -> dict[str, Any] | None:
+    """One CNI invocation; returns the document to print (None for none)."""
+    try:
+        raw: dict[str, Any] = json.loads(stdin or b"{}")
+    except ValueError as exc:
+        raise plugin.CniFailure(plugin.ERR_DECODE, "cannot decode the network configuration", str(exc)) from exc
+    version = str(raw.get("cniVersion", "1.0.0"))
+    if command == "VERSION":
+        return {"cniVersion": version if version in SUPPORTED_VERSIONS else LATEST,
+                "supportedVersions": SUPPORTED_VERSIONS}
+    if version not in SUPPORTED_VERSIONS:
+        raise plugin.CniFailure(plugin.ERR_INCOMPATIBLE_VERSION, f"cniVersion {version} is not supported",
+                                f"supported: {', '.join(SUPPORTED_VERSIONS)}")
+    conf = plugin.parse_conf(raw)
+    cid, netns, ifname = env.get("CNI_CONTAINERID", ""), env.get("CNI_NETNS", ""), env.get("CNI_IFNAME", "")
+    if command == "ADD":
+        _need(env, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
+        att = plugin.add(conf, cid, netns, ifname)
+        return plugin.result(conf, att, raw.get("dns"))
+    if command == "DEL":
+        _need(env, "CNI_CONTAINERID", "CNI_IFNAME")
+        plugin.delete(conf, cid, netns or None, ifname)
+        return None
+    if command == "CHECK":
+        _need(env, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
+        plugin.check(conf, cid, netns, ifname)
+        return None
+    if command == "GC":
+        valid = [(a["containerID"], a["ifname"]) for a in (conf.valid_attachments or [])]
+        plugin.gc(conf, valid)
+        return None
+    if command == "STATUS":
+        plugin.status(conf)
+        return None
+    raise plugin.CniFailure(plugin.ERR_INVALID_ENV, f"unknown CNI_COMMAND {command!r}")
+
+
+def main() -> int:
+    env = dict(os.environ)
+    command = env.get("CNI_COMMAND", "")
+    stdin = sys.stdin.buffer.read()
+    try:
+        version = str(json.loads(stdin or b"{}").get("cniVersion", LATEST))
+    except (ValueError, AttributeError):
+        version = LATEST
+    try:
+        doc = run(command, stdin, env)
+    except BaseException as exc:  # every failure becomes the spec's error object
+        sys.stdout.write(json.dumps(plugin.error_doc(exc, version)) + "\n")
+        return 1
+    if doc is not None:
+        sys.stdout.write(json.dumps(doc) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

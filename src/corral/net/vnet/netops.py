@@ -1,0 +1,200 @@
+"""Links, addresses and routes through netlink (pyroute2), on the host and inside sandboxes.
+
+"Host" means the network namespace of the calling thread (the node's, or a test
+host's). Work inside a sandbox runs on a fresh thread that setns()es into it:
+namespaces are per thread, so nothing leaks back to the caller, and no helper
+process is forked. A pyroute2 socket is bound to the thread that opened it, so
+each one is opened and closed on the thread that uses it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from corral.errors import NetworkError
+from corral.node.network import _libc
+
+T = TypeVar("T")
+
+
+def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on a fresh thread inside the network namespace at ``netns_path``."""
+    box: list[T] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            errors.append(exc)
+            return
+        try:
+            _libc.setns(fd, _libc.CLONE_NEWNET)
+            box.append(fn())
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=work, name="corral-vnet-ns", daemon=True)
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
+    return box[0]
+
+
+def _first(ipr: IPRoute, name: str) -> int | None:
+    idx = ipr.link_lookup(ifname=name)
+    return idx[0] if idx else None
+
+
+def _mac(ipr: IPRoute, index: int) -> str:
+    return str(ipr.get_links(index)[0].get_attr("IFLA_ADDRESS"))
+
+
+def write_sysctl(path: str, value: str) -> None:
+    """Write a /proc/sys value (for the calling thread's network namespace)."""
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def ensure_bridge(name: str, gateway_cidr: tuple[str, int], mtu: int) -> tuple[int, str]:
+    """The bridge, up, with the gateway address; created if missing. Returns (index, mac)."""
+    with IPRoute() as ipr:
+        idx = _first(ipr, name)
+        if idx is None:
+            try:
+                ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:  # a concurrent ADD made it first
+                    raise
+            idx = _first(ipr, name)
+            if idx is None:
+                raise NetworkError(f"bridge {name} vanished while being created", target=name)
+        addr, plen = gateway_cidr
+        have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
+        if addr not in have:
+            try:
+                ipr.addr("add", index=idx, address=addr, prefixlen=plen)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+        ipr.link("set", index=idx, state="up")
+        return idx, _mac(ipr, idx)
+
+
+def bridge_exists(name: str) -> bool:
+    with IPRoute() as ipr:
+        return _first(ipr, name) is not None
+
+
+def delete_link(name: str) -> bool:
+    """Delete a link of the host; False when it was not there."""
+    with IPRoute() as ipr:
+        idx = _first(ipr, name)
+        if idx is None:
+            return False
+        try:
+            ipr.link("del", index=idx)
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise
+            return False
+        return True
+
+
+def replace_route(dst: str, via: str) -> None:
+    with IPRoute() as ipr:
+        ipr.route("replace", dst=dst, gateway=via)
+
+
+def delete_route(dst: str) -> None:
+    with IPRoute() as ipr:
+        try:
+            ipr.route("del", dst=dst)
+        except NetlinkError as exc:
+            if exc.code not in (errno.ESRCH, errno.ENOENT):
+                raise
+
+
+def add_veth(host_name: str, netns_path: str, ifname: str, bridge: int, mtu: int) -> tuple[int, str]:
+    """A veth pair: ``host_name`` on the bridge (up), ``ifname`` created inside the netns."""
+    with IPRoute() as ipr:
+        old = _first(ipr, host_name)
+        if old is not None:  # a retried ADD: start clean
+            ipr.link("del", index=old)
+        nsfd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            ipr.link("add", ifname=host_name, kind="veth", mtu=mtu,
+                     peer={"ifname": ifname, "net_ns_fd": nsfd, "mtu": mtu})
+        finally:
+            os.close(nsfd)
+        idx = _first(ipr, host_name)
+        if idx is None:
+            raise NetworkError(f"veth {host_name} vanished while being created", target=host_name)
+        ipr.link("set", index=idx, master=bridge, state="up")
+        return idx, _mac(ipr, idx)
+
+
+def host_link_master(host_name: str) -> int | None:
+    """The master (bridge) index of a host link, or None when the link is missing."""
+    with IPRoute() as ipr:
+        idx = _first(ipr, host_name)
+        if idx is None:
+            return None
+        return int(ipr.get_links(idx)[0].get_attr("IFLA_MASTER") or 0)
+
+
+def configure_sandbox(netns_path: str, ifname: str, ip: str, prefix_len: int, gateway: str) -> str:
+    """Inside the sandbox: address, link up, default route via the gateway. Returns the MAC."""
+
+    def work() -> str:
+        with IPRoute() as ipr:
+            idx = _first(ipr, ifname)
+            if idx is None:
+                raise NetworkError(f"interface {ifname} missing in {netns_path}", target=ifname)
+            ipr.addr("replace", index=idx, address=ip, prefixlen=prefix_len)
+            ipr.link("set", index=idx, state="up")
+            lo = _first(ipr, "lo")
+            if lo is not None:
+                ipr.link("set", index=lo, state="up")
+            ipr.route("replace", dst="0.0.0.0/0", gateway=gateway)
+            return _mac(ipr, idx)
+
+    return in_netns(netns_path, work)
+
+
+def sandbox_addresses(netns_path: str, ifname: str) -> list[str] | None:
+    """``ip/prefix`` of ``ifname`` in the sandbox; None when the interface is missing."""
+
+    def work() -> list[str] | None:
+        with IPRoute() as ipr:
+            idx = _first(ipr, ifname)
+            if idx is None:
+                return None
+            return [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(index=idx, family=2)]
+
+    return in_netns(netns_path, work)
+
+
+def delete_sandbox_link(netns_path: str, ifname: str) -> None:
+    """Delete ``ifname`` inside the sandbox (its host peer goes with it); fine if absent."""
+
+    def work() -> None:
+        with IPRoute() as ipr:
+            idx = _first(ipr, ifname)
+            if idx is not None:
+                ipr.link("del", index=idx)
+
+    try:
+        in_netns(netns_path, work)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,151 @@
+"""A virtual network's footprint on one node: bridge, gateway, routes to peers, iptables chains.
+
+``ensure`` is cheap when nothing changed: a stamp of the applied settings is kept
+under the network's data dir (and in memory for the in-process agent), so the
+hot ADD path does the full set-up only on a node's first ADD or after a change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+from corral.net.vnet import firewall, netops
+from corral.net.vnet.config import VnetConf
+from corral.net.vnet.nsg import SecurityRule
+
+_mem_lock = threading.Lock()
+_mem_stamps: dict[str, tuple[str, int, str]] = {}  # net_dir -> (stamp, bridge index, bridge mac)
+
+
+def names(conf: VnetConf) -> firewall.Names:
+    return firewall.Names(tag=conf.tag, bridge=conf.bridge_name)
+
+
+def _stamp(conf: VnetConf) -> str:
+    ipam = conf.ipam
+    doc = {
+        "bridge": conf.bridge_name, "mtu": conf.mtu, "snat": conf.snat, "subnet": ipam.subnet,
+        "block": ipam.node_block, "gw": str(ipam.gateway_ip),
+        "peers": sorted((p.block, p.via) for p in ipam.peers),
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _stamp_file(conf: VnetConf) -> Path:
+    return conf.net_dir / "node.json"
+
+
+def ensure(conf: VnetConf) -> tuple[int, str]:
+    """Set up (or repair) the node side of the vnet; returns the bridge's (ifindex, mac)."""
+    stamp = _stamp(conf)
+    key = str(conf.net_dir)
+    with _mem_lock:
+        hit = _mem_stamps.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1], hit[2]
+    conf.net_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        on_disk = json.loads(_stamp_file(conf).read_text())
+    except (FileNotFoundError, ValueError):
+        on_disk = {}
+    if on_disk.get("stamp") == stamp and netops.bridge_exists(conf.bridge_name):
+        idx, mac = netops.ensure_bridge(conf.bridge_name, _gw(conf), conf.mtu)
+    else:
+        idx, mac = _apply(conf, on_disk.get("peers", []))
+        body = {"stamp": stamp, "peers": [p.block for p in conf.ipam.peers]}
+        tmp = _stamp_file(conf).with_suffix(".tmp")
+        tmp.write_text(json.dumps(body))
+        os.replace(tmp, _stamp_file(conf))
+    with _mem_lock:
+        _mem_stamps[key] = (stamp, idx, mac)
+    return idx, mac
+
+
+def _gw(conf: VnetConf) -> tuple[str, int]:
+    return str(conf.ipam.gateway_ip), conf.ipam.block_net.prefixlen
+
+
+def _apply(conf: VnetConf, old_peers: list[str]) -> tuple[int, str]:
+    idx, mac = netops.ensure_bridge(conf.bridge_name, _gw(conf), conf.mtu)
+    netops.write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
+    # Lets 127.0.0.1:<host port> be DNAT'd to a sandbox (in-process host ports).
+    netops.write_sysctl(f"/proc/sys/net/ipv4/conf/{conf.bridge_name}/route_localnet", "1")
+    wanted = {p.block for p in conf.ipam.peers}
+    for block in old_peers:
+        if block not in wanted:
+            netops.delete_route(block)
+    for p in conf.ipam.peers:
+        netops.replace_route(p.block, p.via)
+    firewall.ensure_node(names(conf), conf.ipam.subnet, conf.ipam.node_block, conf.snat)
+    apply_security(conf)
+    return idx, mac
+
+
+def forget(conf: VnetConf) -> None:
+    with _mem_lock:
+        _mem_stamps.pop(str(conf.net_dir), None)
+
+
+# ---- security rules --------------------------------------------------------------
+
+
+def _nsg_dir(conf: VnetConf) -> Path:
+    return conf.net_dir / "nsg"
+
+
+def vnet_rules(conf: VnetConf) -> list[SecurityRule]:
+    """The vnet-level rules: the live set if one was written, else the config's."""
+    f = _nsg_dir(conf) / "_vnet.json"
+    try:
+        return [SecurityRule.model_validate(r) for r in json.loads(f.read_text())]
+    except FileNotFoundError:
+        return list(conf.security_rules)
+
+
+def _write_json(path: Path, doc: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+
+
+def set_vnet_rules(conf: VnetConf, rules: list[SecurityRule]) -> None:
+    _write_json(_nsg_dir(conf) / "_vnet.json", [r.model_dump(by_alias=True) for r in rules])
+
+
+def set_sandbox_rules(conf: VnetConf, key: str, ip: str, rules: list[SecurityRule]) -> None:
+    f = _nsg_dir(conf) / f"{key}.json"
+    if rules:
+        _write_json(f, {"ip": ip, "rules": [r.model_dump(by_alias=True) for r in rules]})
+    else:
+        f.unlink(missing_ok=True)
+
+
+def has_sandbox_rules(conf: VnetConf, key: str) -> bool:
+    return (_nsg_dir(conf) / f"{key}.json").exists()
+
+
+def apply_security(conf: VnetConf) -> None:
+    sandboxes: dict[str, firewall.SandboxRules] = {}
+    d = _nsg_dir(conf)
+    if d.is_dir():
+        for f in d.iterdir():
+            if f.name.startswith(("_", ".")) or f.suffix != ".json":
+                continue
+            doc = json.loads(f.read_text())
+            sandboxes[f.stem] = firewall.SandboxRules(
+                ip=doc["ip"], rules=[SecurityRule.model_validate(r) for r in doc["rules"]])
+    firewall.apply_rules(names(conf), vnet_rules(conf), sandboxes)
+
+
+def teardown(conf: VnetConf) -> None:
+    """Remove the vnet from this node: chains, routes, bridge, state. Sandboxes must be gone."""
+    forget(conf)
+    firewall.teardown_node(names(conf), conf.ipam.node_block)
+    for p in conf.ipam.peers:
+        netops.delete_route(p.block)
+    netops.delete_link(conf.bridge_name)
