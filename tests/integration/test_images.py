@@ -260,3 +260,49 @@ def test_store_survives_restart_and_stray_temp_files(tmp_path: Path, base: Image
     assert not any(again.tmp.iterdir())
     assert again.layer_path(base.layers[0]).is_dir()
     shutil.rmtree(tmp_path / "store")
+
+
+def test_bearer_token_registry(store: ImageStore, base: Image, tmp_path: Path) -> None:
+    with run_registry(tmp_path / "tokreg", users={"bob": "pw"}, token_auth=True) as reg:
+        import httpx
+
+        challenge = httpx.get(f"{reg.url}/v2/").headers["www-authenticate"]
+        assert challenge.startswith("Bearer realm=")
+        good = [RegistryCredential(server=reg.host_port, username="bob", password="pw")]
+        dest = f"{reg.host_port}/team/busybox:tok"
+        assert store.push(base.reference, dest, good) == base.digest
+        store.remove(base.reference)
+        with pytest.raises(RegistryAuthError, match="token service refused anonymous"):
+            store.pull(dest)
+        bad = [RegistryCredential(server=reg.host_port, username="bob", password="wrong")]
+        with pytest.raises(RegistryAuthError, match="refused user 'bob'"):
+            store.pull(dest, bad)
+        assert store.pull(dest, good).digest == base.digest
+
+
+def test_pull_through_image_index_picks_this_platform(store: ImageStore, base: Image,
+                                                      registry: RegistryInfo) -> None:
+    import json
+
+    from corral.node.images import mediatypes
+    from corral.node.images.distribution import RegistryClient
+    from corral.node.images.platform import host_arch
+
+    repo = "corral/multiarch"
+    store.push(base.reference, f"{registry.host_port}/{repo}:single")
+    # Another real manifest stands in for a foreign platform's image (the registry checks they exist).
+    other = build_image(store, "corral/other:1", [LayerBuilder().file("riscv", b"1").tar()], ImageConfig())
+    store.push(other.reference, f"{registry.host_port}/{repo}:other")
+    manifest = store.manifest(base)
+    index = json.dumps({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": [
+        {"mediaType": mediatypes.OCI_MANIFEST, "digest": other.digest, "size": len(store.manifest(other)),
+         "platform": {"os": "linux", "architecture": "riscv64"}},
+        {"mediaType": mediatypes.OCI_MANIFEST, "digest": base.digest, "size": len(manifest),
+         "platform": {"os": "linux", "architecture": host_arch()}},
+    ]}).encode()
+    with RegistryClient(registry.host_port) as client:
+        client.put_manifest(repo, "multi", index, mediatypes.OCI_INDEX)
+    store.remove(base.reference)
+    store.remove(other.reference)
+    pulled = store.pull(f"{registry.host_port}/{repo}:multi")
+    assert pulled.digest == base.digest and pulled.layers == base.layers
