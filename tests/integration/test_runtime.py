@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from corral.errors import RuntimeFailure
-from corral.node.logs import read_logs
+from corral.node.logs import follow_logs, read_logs
 from corral.node.runtime import _sys, cgroups
 from corral.node.runtime.runtime import Runtime
 from corral.node.runtime.spec import SpecRequest, build_spec
@@ -207,12 +207,14 @@ def test_two_containers_share_a_netns(env: Env) -> None:
     try:
         subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
         ns = {"network": f"/var/run/netns/{netns}"}
-        server, server_log = env.run(["nc", "-l", "-p", "8080"], namespace_paths=ns)
+        # busybox nc quits as soon as its stdin ends, possibly before reading the socket: keep it open.
+        server, server_log = env.run(["sh", "-c", "sleep 1000 | nc -l -p 8080"], namespace_paths=ns)
         script = "for i in $(seq 100); do echo hi | nc 127.0.0.1 8080 && exit 0; sleep 0.1; done; exit 1"
         client, _ = env.run(["sh", "-c", script], namespace_paths=ns)
         assert env.rt.wait_exit(client, 60) and env.rt.state(client).exit_code == 0
-        assert env.rt.wait_exit(server, 30)
-        assert read_logs(server_log) == "hi\n"
+        deadline = time.monotonic() + 30
+        lines = follow_logs(server_log, stop=lambda: time.monotonic() > deadline)
+        assert next(lines, None) == "hi\n"
     finally:
         for cid in env.rt.list_ids():
             env.rt.delete(cid)
@@ -249,3 +251,36 @@ def test_container_survives_its_parent(env: Env) -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def test_stats_report_usage(env: Env) -> None:
+    cid, _ = env.run(["sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 1000"])
+    stats = env.rt.stats(cid)
+    assert stats is not None
+    assert stats.memory_limit_bytes == 64 << 20 and stats.pids_current >= 1
+    assert stats.memory_usage_bytes > 0 and stats.cpu_usage_ns > 0
+    env.rt.delete(cid)
+    assert env.rt.stats(cid) is None
+
+
+def test_adopts_a_start_the_agent_did_not_record(env: Env) -> None:
+    # Simulate a crash between `crun start` and writing started_at.
+    cid, log = env.run(["sleep", "1000"])
+    meta_file = env.rt.bundle(cid) / "meta.json"
+    meta = __import__("json").loads(meta_file.read_text())
+    pid = meta["pid"]
+    meta["started_at"] = None
+    meta_file.write_text(__import__("json").dumps(meta))
+    st = env.rt.state(cid)
+    assert st.status == "running" and st.pid == pid and st.started_at is not None
+    assert env.rt.run(cid, env.spec(cid, ["sleep", "1000"]), log).pid == pid
+
+
+def test_log_size_max_truncates(env: Env) -> None:
+    cid = new_id()
+    log = env.tmp / "logs" / f"{cid}.log"
+    script = "i=0; while [ $i -lt 3000 ]; do echo line-$i; i=$((i+1)); done"
+    env.rt.run(cid, env.spec(cid, ["sh", "-c", script]), log, log_size_max=16384)
+    assert env.rt.wait_exit(cid, 60)
+    assert log.stat().st_size <= 16384 + 4096
+    assert read_logs(log).endswith("line-2999\n")

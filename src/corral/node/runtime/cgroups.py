@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+from pydantic import BaseModel
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -38,6 +40,48 @@ def read_oom_kill_count(cgroup_path: str) -> int:
         if key == "oom_kill":
             return int(val)
     return 0
+
+
+class CgroupStats(BaseModel):
+    """Point-in-time usage of one cgroup (v1), for metering and `az container show` metrics."""
+
+    cpu_usage_ns: int  # cumulative CPU time (cpuacct.usage)
+    memory_usage_bytes: int  # memory.usage_in_bytes
+    memory_working_set_bytes: int  # usage minus inactive file cache, as kubelet reports it
+    memory_limit_bytes: int | None
+    pids_current: int
+
+
+def _int_or(path: Path, default: int = 0) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return default
+
+
+def read_stats(cgroup_path: str) -> CgroupStats | None:
+    """Usage of ``cgroup_path``; None once the cgroup is gone."""
+    mem_dir = controller_dir("memory", cgroup_path)
+    if not mem_dir.is_dir():
+        return None
+    usage = _int_or(mem_dir / "memory.usage_in_bytes")
+    inactive = 0
+    try:
+        for line in (mem_dir / "memory.stat").read_text().splitlines():
+            key, _, val = line.partition(" ")
+            if key == "total_inactive_file":
+                inactive = int(val)
+    except OSError:
+        pass
+    limit = _int_or(mem_dir / "memory.limit_in_bytes", -1)
+    return CgroupStats(
+        cpu_usage_ns=_int_or(controller_dir("cpuacct", cgroup_path) / "cpuacct.usage"),
+        memory_usage_bytes=usage,
+        memory_working_set_bytes=max(0, usage - inactive),
+        # The kernel reports "no limit" as a huge page-aligned number.
+        memory_limit_bytes=limit if 0 < limit < 1 << 62 else None,
+        pids_current=_int_or(controller_dir("pids", cgroup_path) / "pids.current"),
+    )
 
 
 def _rmdir_tree(path: Path, deadline: float) -> None:

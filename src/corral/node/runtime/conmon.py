@@ -27,6 +27,7 @@ def conmon_argv(
     exits_dir: Path,
     sock_dir: Path,
     terminal: bool,
+    log_size_max: int | None = None,
 ) -> list[str]:
     argv = [
         CONMON, "--api-version", "1", "-c", cid, "-u", cid, "-n", cid,
@@ -40,6 +41,8 @@ def conmon_argv(
         argv += ["--runtime-arg", arg]
     if terminal:
         argv.append("-t")
+    if log_size_max:
+        argv += ["--log-size-max", str(int(log_size_max))]
     return argv
 
 

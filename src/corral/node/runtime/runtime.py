@@ -59,9 +59,7 @@ class _Meta(BaseModel):
 
 def check_id(cid: str) -> None:
     if not _ID_RE.match(cid):
-        raise InvalidRequest(
-            f"container id {cid!r} is invalid: use 1-128 letters, digits, '_', '.', '-' (not first)"
-        )
+        raise InvalidRequest(f"container id {cid!r} is invalid: use 1-128 letters, digits, '_', '.', '-' (not first)")
 
 
 def _write_atomic(path: Path, data: str) -> None:
@@ -161,9 +159,7 @@ class Runtime:
         except subprocess.TimeoutExpired as e:
             raise RuntimeFailure(f"{runtime} {args[0]} {cid} timed out after {timeout:.0f}s") from e
         if check and res.returncode != 0:
-            raise RuntimeFailure(
-                f"{runtime} {args[0]} {cid} failed: {res.stderr.strip() or res.stdout.strip()}"
-            )
+            raise RuntimeFailure(f"{runtime} {args[0]} {cid} failed: {res.stderr.strip() or res.stdout.strip()}")
         return res
 
     def oci_command(self, cid: str, *args: str) -> tuple[list[str], Callable[[], None] | None]:
@@ -197,8 +193,10 @@ class Runtime:
 
     # ---- lifecycle ---------------------------------------------------------------
 
-    def run(self, cid: str, spec: dict[str, Any], log_path: Path) -> ContainerState:
+    def run(self, cid: str, spec: dict[str, Any], log_path: Path, *, log_size_max: int | None = None) -> ContainerState:
         """Create and start ``cid``; returns once it runs. Re-running converges.
+
+        ``log_size_max`` (bytes) makes conmon truncate the log when it grows past it.
 
         Already running: returned as is. Created but not started (a crash in
         between): started. Stopped or half-made: cleaned up and created afresh.
@@ -213,7 +211,7 @@ class Runtime:
             self.delete(cid)
         bundle = self.bundle(cid)
         try:
-            return self._create_and_start(cid, spec, Path(log_path).absolute(), bundle)
+            return self._create_and_start(cid, spec, Path(log_path).absolute(), bundle, log_size_max)
         except BaseException:
             # Leave nothing half-made behind; the error says what went wrong.
             try:
@@ -223,7 +221,7 @@ class Runtime:
             raise
 
     def _create_and_start(
-        self, cid: str, spec: dict[str, Any], log_path: Path, bundle: Path
+        self, cid: str, spec: dict[str, Any], log_path: Path, bundle: Path, log_size_max: int | None
     ) -> ContainerState:
         spec = json.loads(json.dumps(spec))  # private copy: we may adapt it
         netns: str | None = None
@@ -242,7 +240,7 @@ class Runtime:
         argv = conmon.conmon_argv(
             cid=cid, runtime_path=self.runtime_path, runtime_args=self._global_args(self.name),
             bundle=bundle, log_path=log_path, exits_dir=self.exits_dir, sock_dir=self.sock_dir,
-            terminal=bool((spec.get("process") or {}).get("terminal")),
+            terminal=bool((spec.get("process") or {}).get("terminal")), log_size_max=log_size_max,
         )  # fmt: skip
         pid = conmon.spawn(argv, bundle, self._preexec(self.name, netns, creating=True))
         meta.pid = pid
@@ -267,10 +265,25 @@ class Runtime:
         meta = self._meta(cid)
         if meta is None:
             raise RuntimeFailure(f"container {cid} has no metadata; delete and run it again")
-        self._oci(cid, "start", cid, meta=meta)
+        res = self._oci(cid, "start", cid, meta=meta, check=False)
+        # A crash right after a successful start leaves it started but unrecorded: that is fine too.
+        if res.returncode != 0 and self._oci_status(cid, meta) != "running":
+            detail = res.stderr.strip() or res.stdout.strip()
+            raise RuntimeFailure(f"{meta.runtime} start {cid} failed: {detail}")
         meta.started_at = datetime.now(UTC)
         self._save_meta(cid, meta)
         return self.state(cid)
+
+    def _oci_status(self, cid: str, meta: _Meta | None) -> str | None:
+        """The runtime's own view (``<runtime> state``); spawns a process, so only for rare cases."""
+        res = self._oci(cid, "state", cid, meta=meta, check=False)
+        if res.returncode != 0:
+            return None
+        try:
+            status = json.loads(res.stdout).get("status")
+        except ValueError:
+            return None
+        return str(status) if status else None
 
     def state(self, cid: str) -> ContainerState:
         """Current state from files and /proc only (no runtime process spawned)."""
@@ -285,6 +298,10 @@ class Runtime:
         pid = meta.pid if meta and meta.pid else self._read_int(bundle / "pidfile")
         pid_start = meta.pid_start if meta else None
         if pid and _sys.pid_alive(pid, pid_start):
+            if started is None and meta is not None and self._oci_status(cid, meta) == "running":
+                # Started, but the agent died before recording it: record it now.
+                meta.started_at = started = datetime.now(UTC)
+                self._save_meta(cid, meta)
             status: Literal["created", "running"] = "running" if started else "created"
             return ContainerState(id=cid, status=status, pid=pid, started_at=started)
         cpid = self._conmon_pid(cid)
@@ -410,9 +427,7 @@ class Runtime:
     def list_ids(self) -> list[str]:
         """Containers this runtime has on disk, running or not (for adoption after a restart)."""
         try:
-            return sorted(
-                p.name for p in self.containers_dir.iterdir() if p.is_dir() and _ID_RE.match(p.name)
-            )
+            return sorted(p.name for p in self.containers_dir.iterdir() if p.is_dir() and _ID_RE.match(p.name))
         except FileNotFoundError:
             return []
 
@@ -423,6 +438,13 @@ class Runtime:
     def cgroup_path(self, cid: str) -> str | None:
         meta = self._meta(cid)
         return meta.cgroup_path if meta else None
+
+    def stats(self, cid: str) -> cgroups.CgroupStats | None:
+        """CPU/memory/pids usage from the container's cgroup; None when it has none (gone, or runsc)."""
+        meta = self._meta(cid)
+        if meta is None or meta.cgroup_path is None or meta.runtime == "runsc":
+            return None
+        return cgroups.read_stats(meta.cgroup_path)
 
     def update_resources(self, cid: str, cpu: float, cpu_limit: float, memory_bytes: int) -> None:
         """Change CPU shares/quota and the memory limit of a running container in place."""

@@ -202,9 +202,7 @@ def build_spec(req: SpecRequest) -> dict[str, Any]:
     mounts = _base_mounts(sec.privileged)
     for m in req.mounts:
         opts = ["rbind", "rprivate", "ro" if m.read_only else "rw"]
-        mounts.append(
-            {"destination": m.destination, "type": "bind", "source": str(m.source), "options": opts}
-        )
+        mounts.append({"destination": m.destination, "type": "bind", "source": str(m.source), "options": opts})
 
     linux: dict[str, Any] = {
         "cgroupsPath": req.cgroup_path,

@@ -41,9 +41,7 @@ def resolve_user(rootfs: Path, user: str, uid: int | None = None, gid: int | Non
         else:
             entry = next((p for p in passwd if p[0] == name_part and len(p) > 3), None)
             if entry is None:
-                raise InvalidRequest(
-                    f"user {name_part!r} is not in the image's /etc/passwd; use a numeric uid"
-                )
+                raise InvalidRequest(f"user {name_part!r} is not in the image's /etc/passwd; use a numeric uid")
             r_uid = int(entry[2])
         if entry is not None:
             r_gid = int(entry[3]) if entry[3].isdigit() else 0
@@ -57,9 +55,7 @@ def resolve_user(rootfs: Path, user: str, uid: int | None = None, gid: int | Non
         else:
             g = next((g for g in groups if g[0] == group_part and len(g) > 2), None)
             if g is None:
-                raise InvalidRequest(
-                    f"group {group_part!r} is not in the image's /etc/group; use a numeric gid"
-                )
+                raise InvalidRequest(f"group {group_part!r} is not in the image's /etc/group; use a numeric gid")
             r_gid = int(g[2])
     if uid is not None:
         r_uid = uid
