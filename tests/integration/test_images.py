@@ -224,8 +224,11 @@ def test_missing_tag_is_a_clear_error(store: ImageStore, registry: RegistryInfo)
 
 def test_concurrent_pulls_of_one_image(store: ImageStore, base: Image, registry: RegistryInfo,
                                        tmp_path: Path) -> None:
-    dest = f"{registry.host_port}/corral/busybox:concurrent"
-    store.push(base.reference, dest)
+    layers = [LayerBuilder().file(f"layer{i}", bytes([i]) * 100_000).tar() for i in range(2)]
+    img = build_image(store, "corral/three-layers:1", layers, ImageConfig(cmd=["sh"]), base=base)
+    dest = f"{registry.host_port}/corral/three-layers:concurrent"
+    store.push(img.reference, dest)
+    store.remove(img.reference)
     store.remove(base.reference)
     results: list[Image] = []
     errors: list[BaseException] = []
@@ -242,11 +245,11 @@ def test_concurrent_pulls_of_one_image(store: ImageStore, base: Image, registry:
     for t in threads:
         t.join()
     assert errors == []
-    assert {r.digest for r in results} == {base.digest}
-    assert [p.name for p in store.layers_dir.iterdir()] == [base.layers[0].split(":")[1]]
+    assert {r.digest for r in results} == {img.digest}
+    assert sorted(p.name for p in store.layers_dir.iterdir()) == sorted(d.split(":")[1] for d in img.layers)
     assert not any(store.tmp.iterdir())
     root = store.mount_rootfs(results[0], tmp_path / "cc")
-    assert (root / "bin/busybox").is_file()
+    assert (root / "bin/busybox").is_file() and (root / "layer1").stat().st_size == 100_000
     store.unmount_rootfs(tmp_path / "cc")
 
 

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from corral.node.images.reference import ImageReference, normalize
 __all__ = ["Image", "ImageConfig", "ImageStore", "RegistryCredential", "Progress"]
 
 Progress = Callable[[str, int, int], None]
+PULL_WORKERS = 3
 MIRRORS_ENV = "CORRAL_REGISTRY_MIRRORS"
 
 
@@ -136,28 +138,55 @@ class ImageStore:
 
     def _fetch_blobs(self, client: RegistryClient, repository: str, manifest_raw: bytes,
                      progress: Progress | None) -> None:
+        """Fetch the config, then download and unpack the layers a few at a time."""
         manifest = parse_json(manifest_raw, "manifest")
-        descs = [manifest.get("config") or {}] + list(manifest.get("layers") or [])
-        for desc in descs:
-            digest, size = desc.get("digest", ""), desc.get("size")
-            digest_hex(digest)  # reject malformed digests before using them as file names
-            with file_lock(self.locks / f"{digest_hex(digest)}.lock"):
-                if self.blobs.has(digest):
-                    if progress:
-                        progress(digest, self.blobs.size(digest), self.blobs.size(digest))
-                    continue
-                total = int(size) if size is not None else 0
-                with client.open_blob(repository, digest) as (chunks, length):
-                    total = total or length or 0
+        config_desc = manifest.get("config") or {}
+        self._fetch_blob(client, repository, config_desc, progress)
+        config = parse_json(self.blobs.read(config_desc["digest"]), "image config")
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        layers = list(manifest.get("layers") or [])
+        if len(diff_ids) != len(layers):
+            raise ImageError(f"manifest lists {len(layers)} layers but the config has "
+                             f"{len(diff_ids)} diff ids")
 
-                    def tick(done: int, _d: str = digest, _t: int = total) -> None:
-                        if progress:
-                            progress(_d, done, _t)
-
-                    self.blobs.put_stream(chunks, digest, tick,
-                                          expected_size=int(size) if size is not None else None)
+        def one(desc: dict[str, object], diff_id: str) -> None:
+            if self.layer_path(diff_id).is_dir() and self.blobs.has(str(desc.get("digest", ""))):
                 if progress:
-                    progress(digest, total, total)
+                    size = int(str(desc.get("size") or 0))
+                    progress(str(desc["digest"]), size, size)
+                return
+            self._fetch_blob(client, repository, desc, progress)
+            self._unpack(str(desc["digest"]), str(desc.get("mediaType", "")), diff_id)
+
+        if len(layers) <= 1:
+            for desc, diff_id in zip(layers, diff_ids, strict=True):
+                one(desc, diff_id)
+            return
+        # Downloads overlap with unpacking; the per-digest locks keep concurrent pulls apart.
+        with ThreadPoolExecutor(max_workers=PULL_WORKERS, thread_name_prefix="pull") as pool:
+            futures = [pool.submit(one, d, i) for d, i in zip(layers, diff_ids, strict=True)]
+            for future in futures:
+                future.result()
+
+    def _fetch_blob(self, client: RegistryClient, repository: str, desc: dict[str, object],
+                    progress: Progress | None) -> None:
+        digest, size = str(desc.get("digest", "")), desc.get("size")
+        with file_lock(self.locks / f"{digest_hex(digest)}.lock"):
+            if self.blobs.has(digest):
+                if progress:
+                    progress(digest, self.blobs.size(digest), self.blobs.size(digest))
+                return
+            declared = int(str(size)) if size is not None else None
+            with client.open_blob(repository, digest) as (chunks, length):
+                total = declared or length or 0
+
+                def tick(done: int) -> None:
+                    if progress:
+                        progress(digest, done, total)
+
+                self.blobs.put_stream(chunks, digest, tick, expected_size=declared)
+            if progress:
+                progress(digest, total, total)
 
     # --- registering images whose blobs are present --------------------------------------------
 
