@@ -193,7 +193,7 @@ def apply_rules(n: Names, vnet_rules: list[SecurityRule], sandboxes: dict[str, S
     body += _level(n.nsgo, [r for r in vnet_rules if r.direction == "Outbound"], inbound=False)
     # Chains of sandboxes that lost their rules, once nothing jumps to them any more.
     stale = sorted(c for c in (old & referenced_before) - keep)
-    out += body + [f"-X {c}" for c in stale] + ["COMMIT"]
+    out += body + [f"-F {c}" for c in stale] + [f"-X {c}" for c in stale] + ["COMMIT"]
     restore("\n".join(out) + "\n")
 
 
