@@ -35,29 +35,38 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Box:
     def __init__(self, rt: Runtime, rootfs: Path, cg_root: str, tmp: Path) -> None:
         self.rt, self.rootfs, self.cg_root, self.tmp = rt, rootfs, cg_root, tmp
+        self.others: dict[str, Runtime] = {}
 
-    def run(self, args: list[str]) -> str:
+    def run(self, args: list[str], runtime: str = "crun") -> str:
         cid = f"rttest-{uuid.uuid4().hex[:10]}"
         req = SpecRequest(
             rootfs=self.rootfs, args=args, hostname="x", cpu=0.5, cpu_limit=1.0,
             memory_bytes=64 << 20, cgroup_path=f"{self.cg_root}/{cid}",
         )  # fmt: skip
-        self.rt.run(cid, build_spec(req), self.tmp / f"{cid}.log")
+        rt = self.rt if runtime == "crun" else self.other(runtime)
+        rt.run(cid, build_spec(req), self.tmp / f"{cid}.log")
         return cid
+
+    def other(self, runtime: str) -> Runtime:
+        if runtime not in self.others:
+            self.others[runtime] = Runtime(self.tmp / f"state-{runtime}", runtime=runtime)
+        return self.others[runtime]
 
 
 @pytest.fixture
 def box(tmp_path: Path, rootfs: Path) -> Iterator[Box]:
     rt = Runtime(tmp_path / "state")
     cg_root = f"/corral-rttest/{uuid.uuid4().hex[:8]}"
+    box = Box(rt, rootfs, cg_root, tmp_path)
     try:
-        yield Box(rt, rootfs, cg_root, tmp_path)
+        yield box
     finally:
-        for cid in rt.list_ids():
-            try:
-                rt.delete(cid)
-            except Exception as e:  # noqa: BLE001 - keep cleaning the rest
-                print(f"cleanup of {cid} failed: {e}")
+        for runtime in [rt, *box.others.values()]:
+            for cid in runtime.list_ids():
+                try:
+                    runtime.delete(cid)
+                except Exception as e:  # noqa: BLE001 - keep cleaning the rest
+                    print(f"cleanup of {cid} failed: {e}")
         cgroups.remove_cgroup(cg_root)
         for h in cgroups.hierarchies():
             try:
@@ -120,6 +129,21 @@ def test_exec_pty_interactive_resize_and_exit_code(box: Box) -> None:
         sess.write(b"exit 5\n")
         assert sess.wait(15) == 5
         assert sess.exit_code == 5
+
+
+@pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
+def test_exec_on_runc_captured_and_pty(box: Box) -> None:
+    cid = box.run(["sleep", "1000"], runtime="runc")
+    rt = box.other("runc")
+    assert exec_capture(rt, cid, ["sh", "-c", "echo via-runc; exit 4"]) == (4, b"via-runc\n", b"")
+    with exec_pty(rt, cid, ["sh"], rows=21, cols=77) as sess:
+        sess.write(b"stty size\n")
+        assert b"21 77" in _read_until(sess, b"21 77")
+        sess.resize(33, 99)
+        sess.write(b"stty size\n")
+        assert b"33 99" in _read_until(sess, b"33 99")
+        sess.write(b"exit 6\n")
+        assert sess.wait(15) == 6
 
 
 def test_attach_streams_output_until_exit(box: Box) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from corral.node.exec import exec_capture
+from corral.node.exec import exec_capture, exec_pty
 from corral.node.logs import read_logs
 from corral.node.runtime import caps, cgroups
 from corral.node.runtime.runtime import Runtime
@@ -178,6 +178,15 @@ def test_runsc_runs_under_gvisor(box: Box, netns: str) -> None:
     assert code == 0 and "gVisor" in out
     code, out = box.sh(cid, "echo hi > /tmp/f && cat /tmp/f && id -u", runtime="runsc")
     assert (code, out) == (0, "hi\n0\n")
+    with exec_pty(rt, cid, ["sh"], rows=25, cols=90) as sess:
+        sess.write(b"stty size; exit 9\n")
+        out = b""
+        while b"25 90" not in out:
+            chunk = sess.read(timeout=15)
+            if not chunk:
+                break
+            out += chunk
+        assert b"25 90" in out and sess.wait(15) == 9
     st = rt.stop(cid, timeout=10)
     assert st.status == "stopped" and st.exit_code is not None
     assert "gVisor" in read_logs(rt.log_path(cid) or Path("/nonexistent"))

@@ -193,16 +193,36 @@ def exec_pty(
     env: dict[str, str] | None = None,
     cwd: str | None = None,
 ) -> PtySession:
-    """Start ``argv`` in ``cid`` on a new pty sized rows x cols; returns the session."""
+    """Start ``argv`` in ``cid`` on a new pty sized rows x cols; returns the session.
+
+    crun hands us the container-side pty master over a console socket. runc
+    only does that when detaching (losing the exit code) and this runsc build
+    ignores the socket, so for those we give the runtime our own pty as its
+    stdio and controlling terminal; both then run the process on a terminal
+    and pass window-size changes on.
+    """
     _require_running(runtime, cid)
+    env = {"TERM": "xterm", **(env or {})}
     tmp = tempfile.mkdtemp(prefix="corral-pty-")
+    try:
+        if runtime.runtime_of(cid) == "crun":
+            return _pty_via_console_socket(runtime, cid, argv, rows, cols, env, cwd, tmp)
+        return _pty_via_own_terminal(runtime, cid, argv, rows, cols, env, cwd, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _pty_via_console_socket(
+    runtime: Runtime, cid: str, argv: list[str], rows: int, cols: int,
+    env: dict[str, str], cwd: str | None, tmp: str,
+) -> PtySession:  # fmt: skip
     sock_path = os.path.join(tmp, "console.sock")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     proc: subprocess.Popen[bytes] | None = None
     try:
         srv.bind(sock_path)
         srv.listen(1)
-        env = {"TERM": "xterm", **(env or {})}
         opts = ["--console-socket", sock_path, "--pid-file", os.path.join(tmp, "pid")]
         cmd, preexec = _exec_args(runtime, cid, argv, env, cwd, opts, Path(tmp), terminal=True)
         proc = subprocess.Popen(
@@ -215,10 +235,35 @@ def exec_pty(
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
         srv.close()
+
+
+def _pty_via_own_terminal(
+    runtime: Runtime, cid: str, argv: list[str], rows: int, cols: int,
+    env: dict[str, str], cwd: str | None, tmp: str,
+) -> PtySession:  # fmt: skip
+    master, slave = os.openpty()
+    try:
+        _set_winsize(slave, rows, cols)
+        opts = ["--pid-file", os.path.join(tmp, "pid")]
+        cmd, preexec = _exec_args(runtime, cid, argv, env, cwd, opts, Path(tmp), terminal=True)
+
+        def child_setup() -> None:
+            if preexec is not None:
+                preexec()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # so the runtime gets SIGWINCH on resize
+
+        proc = subprocess.Popen(
+            cmd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True, preexec_fn=child_setup
+        )
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
+    return PtySession(proc, master, tmp)
 
 
 def _receive_master(srv: socket.socket, proc: subprocess.Popen[bytes]) -> int:
@@ -230,7 +275,7 @@ def _receive_master(srv: socket.socket, proc: subprocess.Popen[bytes]) -> int:
             break
         except TimeoutError:
             waited += 0.1
-            if proc.poll() is not None:
+            if proc.poll() is not None and not select.select([srv], [], [], 0)[0]:
                 err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
                 raise RuntimeFailure(f"exec failed before opening a terminal: {err or proc.returncode}") from None
             if waited > CONSOLE_TIMEOUT:

@@ -431,6 +431,11 @@ class Runtime:
         except FileNotFoundError:
             return []
 
+    def runtime_of(self, cid: str) -> str | None:
+        """Which OCI runtime ``cid`` was created with (crun, runc or runsc)."""
+        meta = self._meta(cid)
+        return meta.runtime if meta else None
+
     def log_path(self, cid: str) -> Path | None:
         meta = self._meta(cid)
         return Path(meta.log_path) if meta else None
