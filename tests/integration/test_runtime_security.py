@@ -189,6 +189,12 @@ def test_runsc_runs_under_gvisor(box: Box, netns: str) -> None:
         assert b"25 90" in out and sess.wait(15) == 9
     st = rt.stop(cid, timeout=10)
     assert st.status == "stopped" and st.exit_code is not None
+    # The group's netns may be torn down first: deleting must still work.
+    other = box.run(["sleep", "1000"], runtime="runsc", namespace_paths={"network": netns})
+    subprocess.run(["ip", "netns", "delete", Path(netns).name], check=True)
+    rt.delete(other)
+    assert rt.state(other).status == "absent"
+    assert not subprocess.run(["pgrep", "-f", f"runsc.*{other}"], capture_output=True).stdout
     assert "gVisor" in read_logs(rt.log_path(cid) or Path("/nonexistent"))
     rt.delete(cid)
     assert rt.state(cid).status == "absent"

@@ -11,6 +11,7 @@ On-disk layout under ``state_dir`` (everything a restarted agent needs to adopt 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -28,6 +29,8 @@ from pydantic import BaseModel
 from corral.errors import InvalidRequest, NotFound, RuntimeFailure
 from corral.node.runtime import _sys, cgroups, conmon
 from corral.node.runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO, Inotify
+
+log = logging.getLogger(__name__)
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 RUNTIMES = ("crun", "runc", "runsc")
@@ -134,6 +137,8 @@ class Runtime:
 
     def _preexec(self, runtime: str, netns: str | None, creating: bool) -> Callable[[], None] | None:
         if runtime == "runsc" and netns:
+            if not creating and not os.path.exists(netns):
+                return None  # the group's netns is already gone: kill/delete still work outside it
             return lambda: _sys.enter_netns(netns)
         if runtime == "crun" and creating:
             return _sys.detach_unified_cgroup
@@ -158,6 +163,8 @@ class Runtime:
             )  # fmt: skip
         except subprocess.TimeoutExpired as e:
             raise RuntimeFailure(f"{runtime} {args[0]} {cid} timed out after {timeout:.0f}s") from e
+        except (OSError, subprocess.SubprocessError) as e:
+            raise RuntimeFailure(f"cannot run {runtime} {args[0]} {cid}: {e}") from e
         if check and res.returncode != 0:
             raise RuntimeFailure(f"{runtime} {args[0]} {cid} failed: {res.stderr.strip() or res.stdout.strip()}")
         return res
@@ -381,13 +388,28 @@ class Runtime:
         meta = self._meta(cid)
         cgroup_path = meta.cgroup_path if meta else self._cgroup_from_config(bundle)
         pid = meta.pid if meta and meta.pid else self._read_int(bundle / "pidfile")
-        if pid and _sys.pid_alive(pid, meta.pid_start if meta else None):
-            self._oci(cid, "kill", cid, "KILL", meta=meta, check=False)
-            _sys.wait_pid_exit(pid, 5.0)
-        res = self._oci(cid, "delete", "--force", cid, meta=meta, check=False)
-        if res.returncode != 0 and "does not exist" not in res.stderr and "not exist" not in res.stderr:
-            # Still try to clean the rest; a re-run of delete converges.
-            pass
+        pid_start = meta.pid_start if meta else None
+        problems: list[str] = []
+        if pid and _sys.pid_alive(pid, pid_start):
+            try:
+                self._oci(cid, "kill", cid, "KILL", meta=meta, check=False)
+            except RuntimeFailure as e:
+                problems.append(e.message)
+            if not _sys.wait_pid_exit(pid, 5.0) and _sys.pid_alive(pid, pid_start):
+                # The runtime could not do it: SIGKILL to a pid namespace's init ends them all.
+                try:
+                    os.kill(pid, _signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                _sys.wait_pid_exit(pid, 5.0)
+        if pid and _sys.pid_alive(pid, pid_start):
+            # Keep the bundle: without it a later delete could not find this process again.
+            raise RuntimeFailure(f"container {cid} (pid {pid}) survived SIGKILL; delete again later")
+        try:
+            # Failure here is tolerated: the state is gone or will be cleaned by a re-run.
+            self._oci(cid, "delete", "--force", cid, meta=meta, check=False)
+        except RuntimeFailure as e:
+            problems.append(e.message)
         cpid = self._conmon_pid(cid)
         if cpid and _sys.pid_alive(cpid) and self._is_conmon(cpid, cid):
             if not _sys.wait_pid_exit(cpid, 2.0):
@@ -396,8 +418,13 @@ class Runtime:
                 except ProcessLookupError:
                     pass
                 _sys.wait_pid_exit(cpid, 2.0)
+        if problems:
+            log.warning("deleting container %s: %s", cid, "; ".join(problems))
         if cgroup_path:
-            cgroups.remove_cgroup(cgroup_path)
+            try:
+                cgroups.remove_cgroup(cgroup_path)
+            except OSError as e:
+                raise RuntimeFailure(f"cannot remove cgroup {cgroup_path} of {cid}: {e}; delete again later") from e
         (self.exits_dir / cid).unlink(missing_ok=True)
         sock = self.sock_dir / cid
         if sock.is_symlink() or sock.is_file():
