@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from corral_server import CorralServer
 from groups import container, container_cgroup, delete, exec_sync, get, group, put, state, view, wait_for
 

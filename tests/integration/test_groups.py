@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from corral_server import CorralServer, free_port
 from groups import container, container_cgroup, delete, exec_sync, get, group, put, state, view, wait_for
 

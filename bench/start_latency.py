@@ -1,0 +1,157 @@
+"""Create-to-Running latency of container groups through Corral's API, beside baselines in the same run.
+
+    .venv/bin/python bench/start_latency.py [-n 30]
+
+Rows:
+  corral API      PUT a one-container group (image cached, no public port), poll GET until
+                  instanceView.state is Running; the group is deleted before the next one.
+  crun run        raw `crun run --detach` of a bundle over the same image (overlay rootfs), no network.
+  podman run      `podman run --rm --network bridge` of the same image, a command that exits at once
+                  (Debian's podman with runc and cgroupfs).
+Prints p50/p95/p99 in milliseconds. Needs root. Everything it creates is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from corral_server import CorralServer  # noqa: E402
+from registry import run_registry  # noqa: E402
+
+from corral.node.images.store import ImageStore  # noqa: E402
+from corral.node.runtime import _sys  # noqa: E402
+from corral.node.runtime.spec import SpecRequest, build_spec  # noqa: E402
+
+IMAGE = "corral/busybox:latest"
+
+
+def percentile(values: list[float], p: float) -> float:
+    s = sorted(values)
+    k = (len(s) - 1) * p
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def corral_api(server: CorralServer, n: int, pool: bool = False) -> list[float]:
+    client = server.client()
+    body = {"location": "local", "properties": {"containers": [{"name": "app", "properties": {
+        "image": IMAGE, "command": ["sleep", "3600"],
+        "resources": {"requests": {"cpu": 0.1, "memoryInGB": 0.1}}}}]}}
+    out = []
+    for i in range(n):
+        path = client.group_path("bench", f"lat-{i}")
+        t0 = time.perf_counter()
+        client.request("PUT", path, json=body)
+        while client.request("GET", path).json()["properties"]["instanceView"]["state"] != "Running":
+            time.sleep(0.002)
+        out.append((time.perf_counter() - t0) * 1000)
+        resp = client.request("DELETE", path)
+        client.wait_operation(resp, timeout=60)
+    return out
+
+
+def crun_run(server: CorralServer, n: int, work: Path) -> list[float]:
+    store = ImageStore(server.data_dir / "images")
+    image = store.get(IMAGE)
+    assert image is not None
+    out = []
+    for i in range(n):
+        cid = f"bench-crun-{os.getpid()}-{i}"
+        cdir = work / cid
+        cdir.mkdir()
+        rootfs = store.mount_rootfs(image, cdir)
+        spec = build_spec(SpecRequest(rootfs=rootfs, args=["sleep", "3600"], env=["PATH=/bin:/usr/bin"],
+                                      hostname=cid, cpu=0.1, cpu_limit=0.1, memory_bytes=100 * 2**20,
+                                      cgroup_path=f"/corral-bench/{cid}"))
+        bundle = cdir / "bundle"
+        bundle.mkdir()
+        (bundle / "config.json").write_text(json.dumps(spec))
+        with open(cdir / "out", "wb") as log:
+            t0 = time.perf_counter()
+            subprocess.run(["crun", "run", "--detach", "--bundle", str(bundle), cid], check=True,
+                           stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                           preexec_fn=_sys.detach_unified_cgroup)
+            out.append((time.perf_counter() - t0) * 1000)
+        subprocess.run(["crun", "delete", "--force", cid], check=True, capture_output=True)
+        store.unmount_rootfs(cdir)
+    return out
+
+
+PODMAN_CONF = """[containers]
+default_ulimits = ["nofile=1024:20000", "nproc=4096:4096"]
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+runtime = "runc"
+"""
+
+
+def podman_run(server: CorralServer, n: int, work: Path) -> list[float]:
+    if not shutil.which("podman"):
+        return []
+    conf = work / "containers.conf"
+    conf.write_text(PODMAN_CONF)
+    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+    base = ["podman", "--root", str(work / "proot"), "--runroot", str(work / "prun")]
+    with run_registry(work) as reg:
+        ref = f"{reg.host_port}/corral/busybox:latest"
+        server.cli("image", "push", IMAGE, ref, "--data-dir", str(server.data_dir))
+        subprocess.run([*base, "pull", "--tls-verify=false", ref], env=env, check=True, capture_output=True)
+    out = []
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            subprocess.run([*base, "run", "--rm", "--network", "bridge", ref, "true"], env=env, check=True,
+                           capture_output=True)
+            out.append((time.perf_counter() - t0) * 1000)
+    finally:
+        subprocess.run([*base, "system", "reset", "--force"], env=env, capture_output=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=30, help="samples per row")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="corral-bench-"))
+    server = CorralServer(work / "corral", bridge="cbench0", subnet="10.69.0.0/16", cgroup_parent="/corral-bench")
+    rows: list[tuple[str, list[float]]] = []
+    try:
+        server.build_base_image()
+        server.start()
+        corral_api(server, 3)  # warm up imports and caches
+        measures: list[tuple[str, Callable[[], list[float]]]] = [
+            ("corral API create->Running", lambda: corral_api(server, args.n)),
+            ("crun run --detach (no network)", lambda: crun_run(server, args.n, work)),
+            ("podman run --rm, bridge network", lambda: podman_run(server, args.n, work)),
+        ]
+        for name, fn in measures:
+            rows.append((name, fn()))
+    finally:
+        server.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nstart latency, {args.n} samples each, ms (machine: {os.cpu_count()} cores)")
+    print(f"{'what':<36} {'p50':>8} {'p95':>8} {'p99':>8} {'mean':>8}")
+    for name, vals in rows:
+        if not vals:
+            print(f"{name:<36} {'(not available)':>35}")
+            continue
+        print(f"{name:<36} {percentile(vals, .5):8.1f} {percentile(vals, .95):8.1f} "
+              f"{percentile(vals, .99):8.1f} {statistics.mean(vals):8.1f}")
+
+
+if __name__ == "__main__":
+    main()
