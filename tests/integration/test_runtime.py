@@ -284,3 +284,9 @@ def test_log_size_max_truncates(env: Env) -> None:
     assert env.rt.wait_exit(cid, 60)
     assert log.stat().st_size <= 16384 + 4096
     assert read_logs(log).endswith("line-2999\n")
+
+
+def test_terminal_container_runs_on_a_sized_pty(env: Env) -> None:
+    cid, log = env.run(["sh", "-c", "tty; stty size; echo $TERM"], terminal=True, console_rows=40, console_cols=120)
+    assert env.rt.wait_exit(cid, 30) and env.rt.state(cid).exit_code == 0
+    assert read_logs(log).replace("\r", "") == "/dev/pts/0\n40 120\nxterm\n"

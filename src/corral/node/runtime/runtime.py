@@ -86,14 +86,19 @@ class ExitWatcher:
 
     def __init__(self, exits_dir: Path) -> None:
         self._ino = Inotify()
-        self._ino.add_watch(exits_dir, IN_CLOSE_WRITE | IN_MOVED_TO)
+        # conmon writes "<id>.XXXXXX" and renames it to "<id>": only the rename names an exit.
+        self._ino.add_watch(exits_dir, IN_MOVED_TO)
 
     def wait(self, timeout: float | None) -> list[str]:
-        seen: list[str] = []
-        for _path, name, _mask in self._ino.wait(timeout):
-            if name and not name.startswith(".") and name not in seen:
-                seen.append(name)
-        return seen
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            seen: list[str] = []
+            for _path, name, _mask in self._ino.wait(left):
+                if name and not name.startswith(".") and name not in seen:
+                    seen.append(name)
+            if seen or (deadline is not None and time.monotonic() >= deadline):
+                return seen
 
     def close(self) -> None:
         self._ino.close()
