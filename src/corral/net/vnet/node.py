@@ -7,10 +7,13 @@ hot ADD path does the full set-up only on a node's first ADD or after a change.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from corral.net.vnet import firewall, netops
@@ -18,6 +21,7 @@ from corral.net.vnet.config import VnetConf
 from corral.net.vnet.nsg import SecurityRule
 
 _mem_lock = threading.Lock()
+_thread_locks: dict[str, threading.Lock] = {}
 _mem_stamps: dict[str, tuple[str, int, str]] = {}  # net_dir -> (stamp, bridge index, bridge mac)
 
 
@@ -48,6 +52,26 @@ def ensure(conf: VnetConf) -> tuple[int, str]:
     if hit is not None and hit[0] == stamp:
         return hit[1], hit[2]
     conf.net_dir.mkdir(parents=True, exist_ok=True)
+    with node_lock(conf):
+        return _ensure_locked(conf, stamp, key)
+
+
+@contextmanager
+def node_lock(conf: VnetConf) -> Iterator[None]:
+    """Serialises node-level changes (set-up, rules, host ports) across threads and processes."""
+    conf.net_dir.mkdir(parents=True, exist_ok=True)
+    with _mem_lock:
+        tlock = _thread_locks.setdefault(str(conf.net_dir), threading.Lock())
+    with tlock:
+        fd = os.open(conf.net_dir / "node.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+def _ensure_locked(conf: VnetConf, stamp: str, key: str) -> tuple[int, str]:
     try:
         on_disk = json.loads(_stamp_file(conf).read_text())
     except (FileNotFoundError, ValueError):

@@ -147,8 +147,9 @@ def delete(conf: VnetConf, container_id: str, netns: str | None, ifname: str = "
         netops.delete_sandbox_link(netns, ifname)
     netops.delete_link(att.host_veth if att else host_veth_name(key))
     if node.has_sandbox_rules(conf, key):
-        node.set_sandbox_rules(conf, key, "", [])
-        node.apply_security(conf)
+        with node.node_lock(conf):
+            node.set_sandbox_rules(conf, key, "", [])
+            node.apply_security(conf)
     store(conf).release(container_id, ifname)
     _att_file(conf, key).unlink(missing_ok=True)
 
@@ -190,7 +191,8 @@ def gc(conf: VnetConf, valid: list[tuple[str, str]]) -> list[str]:
                 node.set_sandbox_rules(conf, f.stem, "", [])
                 f.unlink(missing_ok=True)
     if (conf.net_dir / "nsg").is_dir():
-        node.apply_security(conf)
+        with node.node_lock(conf):
+            node.apply_security(conf)
     return store(conf).gc(keep)
 
 
@@ -209,14 +211,15 @@ def set_security_rules(
 ) -> None:
     """Replace the vnet's rules (``container_id`` None) or one sandbox's, and apply them live."""
     node.ensure(conf)
-    if container_id is None:
-        node.set_vnet_rules(conf, rules)
-    else:
-        att = load_attachment(conf, container_id, ifname)
-        if att is None:
-            raise CniFailure(ERR_UNKNOWN_CONTAINER, f"no attachment {container_id}/{ifname} on {conf.name}")
-        node.set_sandbox_rules(conf, attachment_key(container_id, ifname), att.ip, rules)
-    node.apply_security(conf)
+    with node.node_lock(conf):
+        if container_id is None:
+            node.set_vnet_rules(conf, rules)
+        else:
+            att = load_attachment(conf, container_id, ifname)
+            if att is None:
+                raise CniFailure(ERR_UNKNOWN_CONTAINER, f"no attachment {container_id}/{ifname} on {conf.name}")
+            node.set_sandbox_rules(conf, attachment_key(container_id, ifname), att.ip, rules)
+        node.apply_security(conf)
 
 
 def teardown(conf: VnetConf) -> None:

@@ -1,0 +1,372 @@
+"""NetworkManager's second backend: corral-vnet called in-process, with a standby pool.
+
+Same methods as ``NetworkManager``. A standby sandbox is a complete network
+sandbox (pinned net/uts/ipc namespaces, veth on the vnet bridge, an address)
+built ahead of time under ``<state_dir>/pool/<slot>``. ``create`` takes one by
+renaming its directory to ``<state_dir>/sandboxes/<id>`` (one atomic rename hands
+it over), then only sets the hostname, writes the /etc files and, if asked,
+host ports. A background thread keeps the pool at its configured size.
+
+Addresses never leak: each slot's address belongs to the attachment named by the
+slot id, recorded in the sandbox state; delete, recover and teardown release it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, Field
+
+from corral.errors import Conflict, CorralError, InvalidRequest, NetworkError
+from corral.net.vnet import firewall, netops, node, plugin
+from corral.net.vnet.config import VnetConf
+from corral.net.vnet.nsg import SecurityRule
+from corral.node.network import etcfiles, nsfiles
+from corral.node.network.etcfiles import DnsSettings
+from corral.node.network.sandbox import _ID_RE, PortMapping, Sandbox, _default_dns
+
+T = TypeVar("T")
+_IFNAME = "eth0"
+
+
+class VnetNetworkConfig(BaseModel):
+    vnet: VnetConf  # the corral-vnet plugin configuration for this node
+    state_dir: Path
+    dns_servers: list[str] = Field(default_factory=_default_dns)
+    netns_prefix: str = "corral-"
+    pool_size: int = Field(0, ge=0)  # standby sandboxes kept ready; 0 disables the pool
+    host_netns: str | None = None  # run host-side work in this netns (tests: a simulated host)
+
+
+class _Record(BaseModel):
+    id: str
+    status: Literal["creating", "ready"] = "creating"
+    attachment: str  # the CNI container id holding the address (the slot id for pooled ones)
+    netns: str
+    hostname: str = ""
+    port_mappings: list[PortMapping] = Field(default_factory=list)
+    sandbox: Sandbox | None = None
+
+
+class VnetNetworkManager:
+    """create/get/list/delete/teardown over corral-vnet, in-process. Thread-safe."""
+
+    def __init__(self, config: VnetNetworkConfig) -> None:
+        self.config = config
+        self.conf = config.vnet
+        self._root = config.state_dir / "sandboxes"
+        self._pool = config.state_dir / "pool"
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._pool.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._id_locks: dict[str, threading.Lock] = {}
+        self._ready: list[str] = []  # slot ids ready to take
+        self._reserved: dict[tuple[int, str], str] = {}  # host ports claimed by creates in flight
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._filler: threading.Thread | None = None
+        self.pool_errors: list[BaseException] = []
+        for d in sorted(self._pool.iterdir()):
+            rec = _load(d)
+            if rec is not None and rec.status == "ready" and rec.sandbox and _intact(rec.sandbox):
+                self._ready.append(rec.id)
+        if config.pool_size > 0:
+            self.start_pool()
+
+    # ---- public API ---------------------------------------------------------------
+
+    def create(
+        self,
+        sandbox_id: str,
+        hostname: str,
+        port_mappings: list[PortMapping] | None = None,
+        dns: DnsSettings | None = None,
+    ) -> Sandbox:
+        _check_id(sandbox_id)
+        ports = list(port_mappings or [])
+        dns = dns if dns is not None and dns.nameservers else DnsSettings(
+            nameservers=list(self.config.dns_servers), search=dns.search if dns else [],
+            options=dns.options if dns else [])
+        with self._id_lock(sandbox_id):
+            d = self._root / sandbox_id
+            rec = _load(d)
+            if rec is not None and rec.status == "ready" and rec.sandbox and _intact(rec.sandbox):
+                return rec.sandbox
+            if rec is not None or d.exists():
+                self._destroy(d, rec)
+            try:
+                with self._lock:  # port check and claim are one step against concurrent creates
+                    self._reserve_ports(sandbox_id, ports)
+                    slot = self._ready.pop(0) if self._ready else None
+                if slot is not None:
+                    self._wake.set()
+                    sb = self._adopt(slot, sandbox_id, hostname, ports, dns)
+                else:
+                    sb = self._build(d, sandbox_id, sandbox_id, hostname, ports, dns)
+                return sb
+            except BaseException as exc:
+                self._destroy(d, _load(d))
+                if not isinstance(exc, Exception) or isinstance(exc, CorralError):
+                    raise
+                raise NetworkError(f"creating network sandbox {sandbox_id!r} failed: {exc}") from exc
+            finally:
+                with self._lock:
+                    for key in [k for k, v in self._reserved.items() if v == sandbox_id]:
+                        del self._reserved[key]
+
+    def get(self, sandbox_id: str) -> Sandbox | None:
+        rec = _load(self._root / sandbox_id)
+        return rec.sandbox if rec is not None and rec.status == "ready" else None
+
+    def list(self) -> list[Sandbox]:
+        out = []
+        for d in sorted(self._root.iterdir()):
+            rec = _load(d)
+            if rec is not None and rec.status == "ready" and rec.sandbox is not None:
+                out.append(rec.sandbox)
+        return out
+
+    def delete(self, sandbox_id: str) -> None:
+        _check_id(sandbox_id)
+        with self._id_lock(sandbox_id):
+            d = self._root / sandbox_id
+            self._destroy(d, _load(d))
+
+    def recover(self) -> list[str]:
+        """Undo half-built sandboxes and pool slots a crash left; returns the sandbox ids undone."""
+        undone = []
+        for d in sorted(self._root.iterdir()):
+            with self._id_lock(d.name):
+                rec = _load(d)
+                if rec is None or rec.status != "ready" or rec.sandbox is None or not _intact(rec.sandbox):
+                    self._destroy(d, rec)
+                    undone.append(d.name)
+        with self._lock:
+            ready = set(self._ready)
+        for d in sorted(self._pool.iterdir()):
+            if d.name not in ready:
+                self._destroy(d, _load(d))
+        return undone
+
+    def set_security_rules(self, rules: list[SecurityRule], sandbox_id: str | None = None) -> None:
+        """Replace the vnet's (or one sandbox's) security rules, live."""
+        attachment = None
+        if sandbox_id is not None:
+            rec = _load(self._root / sandbox_id)
+            if rec is None:
+                raise InvalidRequest(f"no network sandbox {sandbox_id!r}", target=sandbox_id)
+            attachment = rec.attachment
+        self._host(lambda: plugin.set_security_rules(self.conf, rules, attachment, _IFNAME))
+
+    def start_pool(self) -> None:
+        with self._lock:
+            if self._filler is not None and self._filler.is_alive():
+                return
+            self._stop.clear()
+            self._filler = threading.Thread(target=self._fill_loop, name="corral-vnet-pool", daemon=True)
+            self._filler.start()
+        self._wake.set()
+
+    def stop_pool(self) -> None:
+        """Stop refilling; ready slots stay (they survive a restart and are re-used)."""
+        self._stop.set()
+        self._wake.set()
+        if self._filler is not None:
+            self._filler.join()
+            self._filler = None
+
+    def wait_pool(self, timeout: float = 30.0) -> bool:
+        """Block until the pool is full (tests and benchmarks)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self._lock:
+                if len(self._ready) >= self.config.pool_size:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def pool_count(self) -> int:
+        with self._lock:
+            return len(self._ready)
+
+    def teardown(self) -> None:
+        """Drain the pool and remove the vnet from the node; refuses while sandboxes exist."""
+        if any((d / "state.json").exists() for d in self._root.iterdir()):
+            raise Conflict(f"network {self.conf.name!r} still has sandboxes; delete them first",
+                           target=self.conf.name)
+        self.stop_pool()
+        with self._lock:
+            self._ready.clear()
+        for d in sorted(self._pool.iterdir()):
+            self._destroy(d, _load(d))
+        self._host(lambda: plugin.teardown(self.conf))
+
+    # ---- building ------------------------------------------------------------------
+
+    def _host(self, fn: Callable[[], T]) -> T:
+        if self.config.host_netns:
+            return netops.in_netns(self.config.host_netns, fn)
+        return fn()
+
+    def _build(self, d: Path, sid: str, attachment: str, hostname: str, ports: list[PortMapping],
+               dns: DnsSettings | None) -> Sandbox:
+        d.mkdir(parents=True, exist_ok=True)
+        netns = f"{self.config.netns_prefix}{attachment}"
+        rec = _Record(id=sid, attachment=attachment, netns=netns, hostname=hostname, port_mappings=ports)
+        _save(d, rec)  # intent first
+        netns_path = nsfiles.netns_path(netns)
+        nsfiles.create_namespaces(netns_path, d / "uts", d / "ipc", hostname or sid)
+        att = self._host(lambda: plugin.add(self.conf, attachment, str(netns_path), _IFNAME))
+        return self._finish(d, rec, att, hostname, ports, dns)
+
+    def _finish(self, d: Path, rec: _Record, att: plugin.Attachment, hostname: str,
+                ports: list[PortMapping], dns: DnsSettings | None) -> Sandbox:
+        resolv, hosts, hn = etcfiles.write_all(d / "etc", att.ip, hostname or rec.id,
+                                               dns or DnsSettings(nameservers=list(self.config.dns_servers)))
+        sb = Sandbox(id=rec.id, netns=rec.netns, netns_path=str(nsfiles.netns_path(rec.netns)),
+                     uts_path=str(d / "uts"), ipc_path=str(d / "ipc"), ip=att.ip, gateway=att.gateway,
+                     prefix_len=att.prefix_len, port_mappings=ports, resolv_conf=resolv, hosts=hosts,
+                     hostname_file=hn)
+        rec.sandbox = sb
+        if ports:
+            rec.status = "creating"
+            _save(d, rec)
+            self._apply_ports()
+        rec.status = "ready"
+        _save(d, rec)
+        return sb
+
+    def _adopt(self, slot: str, sid: str, hostname: str, ports: list[PortMapping],
+               dns: DnsSettings) -> Sandbox:
+        """Take a standby slot for ``sid``: one rename hands over namespaces and address."""
+        d = self._root / sid
+        os.rename(self._pool / slot, d)
+        rec = _load(d)
+        if rec is None or rec.sandbox is None:
+            raise NetworkError(f"standby sandbox {slot} lost its state")
+        att_ip, gw, plen = rec.sandbox.ip, rec.sandbox.gateway, rec.sandbox.prefix_len
+        rec = _Record(id=sid, attachment=slot, netns=rec.netns, hostname=hostname, port_mappings=ports)
+        _save(d, rec)
+        nsfiles.set_hostname(d / "uts", hostname or sid)
+        att = plugin.Attachment(container_id=slot, ifname=_IFNAME, netns="", ip=att_ip, prefix_len=plen,
+                                gateway=gw, host_veth="", mac="", host_mac="", bridge_mac="")
+        return self._finish(d, rec, att, hostname, ports, dns)
+
+    def _fill_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                need = self.config.pool_size - len(self._ready)
+            if need <= 0:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            slot = "pool-" + secrets.token_hex(4)
+            d = self._pool / slot
+            try:
+                self._build(d, slot, slot, slot, [], None)
+                with self._lock:
+                    self._ready.append(slot)
+            except BaseException as exc:  # keep the agent alive; leave nothing half built
+                self.pool_errors.append(exc)
+                try:
+                    self._destroy(d, _load(d))
+                except Exception as again:
+                    self.pool_errors.append(again)
+                self._stop.wait(1.0)
+
+    # ---- undoing -------------------------------------------------------------------
+
+    def _destroy(self, d: Path, rec: _Record | None) -> None:
+        """Remove everything of a sandbox or slot directory (idempotent)."""
+        if rec is not None:
+            netns_path = str(nsfiles.netns_path(rec.netns))
+            self._host(lambda: plugin.delete(self.conf, rec.attachment, netns_path, _IFNAME))
+            had_ports = bool(rec.port_mappings)
+            nsfiles.remove_namespace_file(Path(netns_path))
+        else:
+            had_ports = False
+            # No record: the slot or sandbox id is the attachment (a crash before the first save).
+            self._host(lambda: plugin.delete(self.conf, d.name, None, _IFNAME))
+            nsfiles.remove_namespace_file(nsfiles.netns_path(f"{self.config.netns_prefix}{d.name}"))
+        nsfiles.remove_namespace_file(d / "uts")
+        nsfiles.remove_namespace_file(d / "ipc")
+        shutil.rmtree(d, ignore_errors=True)
+        if had_ports:
+            self._apply_ports()
+
+    # ---- host ports ------------------------------------------------------------------
+
+    def _reserve_ports(self, sid: str, ports: list[PortMapping]) -> None:
+        """Claim host ports against other sandboxes and creates in flight (caller holds _lock)."""
+        if not ports:
+            return
+        wanted = [(p.host_port, p.protocol) for p in ports]
+        if len(set(wanted)) != len(wanted):
+            raise InvalidRequest(f"sandbox {sid!r} maps the same host port twice", target="ports")
+        taken = dict(self._reserved)
+        for d in self._root.iterdir():
+            rec = _load(d)
+            for p in rec.port_mappings if rec is not None and d.name != sid else []:
+                taken[(p.host_port, p.protocol)] = d.name
+        for key in wanted:
+            owner = taken.get(key)
+            if owner is not None and owner != sid:
+                raise Conflict(f"host port {key[0]}/{key[1]} is already used by sandbox {owner!r}",
+                               target=str(key[0]))
+        for key in wanted:
+            self._reserved[key] = sid
+
+    def _apply_ports(self) -> None:
+        ports: list[firewall.HostPort] = []
+        for d in self._root.iterdir():
+            rec = _load(d)
+            if rec is None or rec.sandbox is None:
+                continue
+            for p in rec.port_mappings:
+                ports.append(firewall.HostPort(p.host_port, p.container_port, p.protocol, rec.sandbox.ip, rec.id))
+
+        def apply() -> None:
+            with node.node_lock(self.conf):
+                firewall.apply_host_ports(node.names(self.conf), self.conf.ipam.node_block, ports)
+
+        self._host(apply)
+
+    def _id_lock(self, sid: str) -> threading.Lock:
+        with self._lock:
+            return self._id_locks.setdefault(sid, threading.Lock())
+
+
+def _check_id(sid: str) -> None:
+    if not _ID_RE.match(sid):
+        raise InvalidRequest(f"sandbox id {sid!r} must be 1-63 letters, digits, '.', '_' or '-'", target="id")
+
+
+def _load(d: Path) -> _Record | None:
+    try:
+        return _Record.model_validate_json((d / "state.json").read_bytes())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+
+
+def _save(d: Path, rec: _Record) -> None:
+    tmp = d / ".state.json.tmp"
+    with open(tmp, "w") as f:
+        f.write(rec.model_dump_json())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, d / "state.json")
+
+
+def _intact(sb: Sandbox) -> bool:
+    return all(nsfiles.is_pinned(Path(p)) for p in (sb.netns_path, sb.uts_path, sb.ipc_path))
+
+
+def vnet_conf(doc: dict[str, Any]) -> VnetConf:
+    return VnetConf.model_validate(doc)

@@ -1,0 +1,170 @@
+"""VnetNetworkManager: corral-vnet in-process with a standby pool, on a simulated host netns."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from corral.errors import Conflict
+from corral.net.vnet import netops, plugin
+from corral.net.vnet.config import VnetConf
+from corral.node.network import PortMapping, nsfiles
+from corral.node.network.vnet_backend import VnetNetworkConfig, VnetNetworkManager
+
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+HOST = "cnt-h5"
+HOST_PATH = f"/var/run/netns/{HOST}"
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check)
+
+
+def _cnt_netns() -> set[str]:
+    return {n for n in sh("ip", "netns", "list").stdout.split() if n.startswith("cnt-")}
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Path]:
+    before = _cnt_netns()
+    sh("ip", "netns", "add", HOST)
+    sh("ip", "netns", "exec", HOST, "ip", "link", "set", "lo", "up")
+    try:
+        yield tmp_path
+    finally:
+        # Fallback cleanup (the tests tear down themselves): namespaces and mounts under tmp_path.
+        for n in _cnt_netns() - before - {HOST}:
+            nsfiles.remove_namespace_file(nsfiles.netns_path(n))
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            mnt = line.split()[4]
+            if mnt.startswith(str(tmp_path)):
+                subprocess.run(["umount", "-l", mnt], check=False)
+        sh("ip", "netns", "del", HOST, check=False)
+        assert _cnt_netns() == before
+
+
+def make(tmp: Path, pool: int) -> VnetNetworkManager:
+    conf = VnetConf.model_validate({
+        "name": "cnt-vp", "bridge": "cnt5", "dataDir": str(tmp / "data"),
+        "ipam": {"subnet": "10.199.128.0/20", "nodeBlock": "10.199.129.0/24"},
+    })
+    return VnetNetworkManager(VnetNetworkConfig(vnet=conf, state_dir=tmp / "state", netns_prefix="cnt-",
+                                                pool_size=pool, dns_servers=["10.199.129.1"],
+                                                host_netns=HOST_PATH))
+
+
+def ms(t0: float) -> str:
+    return f"{(time.perf_counter() - t0) * 1000:.1f} ms"
+
+
+def connect(src_netns: str, ip: str, port: int, server_netns: str, server_port: int | None = None) -> bool:
+    ready = threading.Event()
+    got: list[bytes] = []
+
+    def serve() -> None:
+        def work() -> None:
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("0.0.0.0", server_port or port))
+                s.listen(1)
+                s.settimeout(3)
+                ready.set()
+                try:
+                    conn, _ = s.accept()
+                    got.append(conn.recv(10))
+                    conn.close()
+                except OSError:
+                    pass
+
+        netops.in_netns(server_netns, work)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    ready.wait(5)
+
+    def client() -> None:
+        try:
+            with socket.create_connection((ip, port), timeout=3) as c:
+                c.sendall(b"hi")
+        except OSError:
+            pass
+
+    netops.in_netns(src_netns, client)
+    t.join()
+    return got == [b"hi"]
+
+
+def test_pool_create_delete_and_no_leak(host: Path) -> None:
+    mgr = make(host, pool=2)
+    assert mgr.wait_pool(30), mgr.pool_errors
+    t0 = time.perf_counter()
+    g1 = mgr.create("g1", "web-1")
+    print(f"create from pool: {ms(t0)}")
+    assert g1.ip.startswith("10.199.129.") and g1.netns.startswith("cnt-pool-")
+    out = sh("nsenter", f"--uts={g1.uts_path}", "hostname").stdout.strip()
+    assert out == "web-1"
+    assert f"{g1.ip}\tweb-1" in g1.hosts.read_text()
+    g2 = mgr.create("g2", "web-2")
+    assert connect(g1.netns_path, g2.ip, 8080, g2.netns_path)
+    assert mgr.wait_pool(30)  # refilled in the background
+    assert mgr.create("g1", "web-1") == g1  # idempotent
+    assert {s.id for s in mgr.list()} == {"g1", "g2"}
+
+    # A restarted agent finds its sandboxes and the ready slots.
+    mgr.stop_pool()
+    again = make(host, pool=0)
+    assert again.get("g1") == g1 and again.pool_count() == 2
+
+    t0 = time.perf_counter()
+    again.delete("g1")
+    print(f"delete: {ms(t0)}")
+    again.delete("g2")
+    again.delete("g2")
+    assert again.list() == []
+    assert len(plugin.store(again.conf).allocations()) == 2  # only the two standby slots
+    again.teardown()
+    assert plugin.store(again.conf).allocations() == {}
+    assert not any(n.startswith("cnt-pool-") for n in sh("ip", "netns", "list").stdout.split())
+    links = sh("ip", "netns", "exec", HOST, "ip", "-o", "link").stdout
+    assert "cnt5" not in links and " cv" not in links
+
+
+def test_host_ports_in_process_and_conflict(host: Path) -> None:
+    mgr = make(host, pool=0)
+    t0 = time.perf_counter()
+    sb = mgr.create("p1", "p1", [PortMapping(host_port=18020, container_port=8080)])
+    print(f"create without pool, with a host port: {ms(t0)}")
+    assert connect(HOST_PATH, "127.0.0.1", 18020, sb.netns_path, 8080)
+    with pytest.raises(Conflict) as err:
+        mgr.create("p2", "p2", [PortMapping(host_port=18020, container_port=80)])
+    assert "18020" in err.value.message and mgr.get("p2") is None
+    mgr.delete("p1")
+    nat = sh("ip", "netns", "exec", HOST, "iptables-save", "-t", "nat").stdout
+    assert "18020" not in nat
+    t0 = time.perf_counter()
+    plain = mgr.create("p3", "p3")
+    print(f"create without pool: {ms(t0)}")
+    assert mgr.create("p3", "p3") == plain
+    mgr.delete("p3")
+    mgr.teardown()
+    assert "CVN-" not in sh("ip", "netns", "exec", HOST, "iptables-save").stdout
+
+
+def test_crash_leftovers_are_recovered(host: Path) -> None:
+    mgr = make(host, pool=0)
+    sb = mgr.create("c1", "c1")
+    nsfiles.remove_namespace_file(Path(sb.netns_path))  # the netns vanished under a crash
+    assert mgr.recover() == ["c1"]
+    assert plugin.store(mgr.conf).allocations() == {}
+    sb = mgr.create("c1", "c1")  # and it can be built again
+    assert nsfiles.is_pinned(Path(sb.netns_path))
+    mgr.delete("c1")
+    mgr.teardown()
