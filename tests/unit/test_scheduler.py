@@ -1,0 +1,43 @@
+"""Placement: filters say why a node is rejected; the least allocated feasible node wins."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from corral.model.group import ContainerGroup
+from corral.model.records import GroupMeta, GroupRecord, NodeInfo
+from corral.scheduler.placement import Unschedulable, loads, place
+
+
+def grp(cpu: float, mem: float, node: str | None = None, os: str = "Linux") -> GroupRecord:
+    spec = ContainerGroup.model_validate({"properties": {"osType": os, "containers": [
+        {"name": "a", "properties": {"image": "x", "resources": {"requests": {"cpu": cpu, "memoryInGB": mem}}}}]}})
+    meta = GroupMeta(uid="u" * 16, subscription="s", resourceGroup="r", name="n", createdAt=datetime.now(UTC),
+                     node=node)
+    return GroupRecord(spec=spec, meta=meta)
+
+
+def node(name: str, cpu: float = 2, mem: float = 4) -> NodeInfo:
+    return NodeInfo(name=name, address="127.0.0.1", cpu=cpu, memoryGB=mem, lastHeartbeat=datetime.now(UTC))
+
+
+def test_least_allocated_node_wins() -> None:
+    nodes = [node("a"), node("b")]
+    placed = [grp(1, 1, node="a")]
+    assert place(grp(0.5, 0.5), loads(nodes, placed)) == "b"
+
+
+def test_unplaceable_group_gets_a_reason_per_cause() -> None:
+    nodes = [node("a", cpu=1), node("b", mem=1), node("c")]
+    with pytest.raises(Unschedulable) as exc:
+        place(grp(1.5, 2, os="Linux"), loads(nodes, [grp(1, 1, node="c")]))
+    msg = str(exc.value)
+    assert msg.startswith("0/3 nodes are available")
+    assert "2 insufficient cpu" in msg and "1 insufficient memory" in msg
+
+
+def test_os_type_filter() -> None:
+    with pytest.raises(Unschedulable, match="osType Windows not supported"):
+        place(grp(0.1, 0.1, os="Windows"), loads([node("a")], []))
