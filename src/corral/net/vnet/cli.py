@@ -7,33 +7,66 @@ GC, STATUS) on stdout and exits 0; on failure prints the spec's error object
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
+import types
 from typing import Any
 
-from corral.net.vnet import plugin
-from corral.net.vnet.config import SUPPORTED_VERSIONS
+from corral.net.vnet.version import SUPPORTED_VERSIONS
 
 LATEST = SUPPORTED_VERSIONS[-1]
+
+
+def _fast_pyroute2() -> None:
+    """Skip pyroute2's package __init__ (it loads NDB, IPDB, conntrack: ~100 ms) in this process.
+
+    Only the short-lived executable does this; the submodules we use import fine
+    without it. Any surprise falls back to the normal import.
+    """
+    if "pyroute2" in sys.modules:
+        return
+    try:
+        spec = importlib.util.find_spec("pyroute2")
+        if spec is None or not spec.submodule_search_locations:
+            return
+        stub = types.ModuleType("pyroute2")
+        stub.__path__ = list(spec.submodule_search_locations)
+        stub.__spec__ = spec
+        sys.modules["pyroute2"] = stub
+        import pyroute2.iproute.linux  # noqa: F401
+    except Exception:
+        sys.modules.pop("pyroute2", None)
+
+
+def _plugin() -> Any:
+    _fast_pyroute2()
+    from corral.net.vnet import plugin as p
+
+    return p
 
 
 def _need(env: dict[str, str], *names: str) -> None:
     missing = [n for n in names if not env.get(n)]
     if missing:
+        plugin = _plugin()
         raise plugin.CniFailure(plugin.ERR_INVALID_ENV, f"missing environment variables: {', '.join(missing)}")
 
 
 def run(command: str, stdin: bytes, env: dict[str, str]) -> dict[str, Any] | None:
     """One CNI invocation; returns the document to print (None for none)."""
+    plugin = None if command == "VERSION" else _plugin()
     try:
         raw: dict[str, Any] = json.loads(stdin or b"{}")
     except ValueError as exc:
+        plugin = _plugin()
         raise plugin.CniFailure(plugin.ERR_DECODE, "cannot decode the network configuration", str(exc)) from exc
     version = str(raw.get("cniVersion", "1.0.0"))
     if command == "VERSION":
         return {"cniVersion": version if version in SUPPORTED_VERSIONS else LATEST,
                 "supportedVersions": SUPPORTED_VERSIONS}
+    assert plugin is not None
     if version not in SUPPORTED_VERSIONS:
         raise plugin.CniFailure(plugin.ERR_INCOMPATIBLE_VERSION, f"cniVersion {version} is not supported",
                                 f"supported: {', '.join(SUPPORTED_VERSIONS)}")
@@ -72,7 +105,7 @@ def main() -> int:
     try:
         doc = run(command, stdin, env)
     except BaseException as exc:  # every failure becomes the spec's error object
-        sys.stdout.write(json.dumps(plugin.error_doc(exc, version)) + "\n")
+        sys.stdout.write(json.dumps(_plugin().error_doc(exc, version)) + "\n")
         return 1
     if doc is not None:
         sys.stdout.write(json.dumps(doc) + "\n")

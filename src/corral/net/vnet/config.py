@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from corral.net.vnet.nsg import SecurityRule
 
 DEFAULT_DATA_DIR = Path("/var/lib/corral/vnet")
-SUPPORTED_VERSIONS = ["0.4.0", "1.0.0", "1.1.0"]
+from corral.net.vnet.version import SUPPORTED_VERSIONS  # noqa: E402,F401  (re-exported)
 
 
 class Peer(BaseModel):
