@@ -1,0 +1,115 @@
+"""Pure logic of corral-vnet: config validation, the address store, security rule translation."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from corral.errors import NetworkCapacityExceeded
+from corral.net.vnet import cli
+from corral.net.vnet.config import VnetConf
+from corral.net.vnet.firewall import _level
+from corral.net.vnet.ipam import AddressStore
+from corral.net.vnet.nsg import SecurityRule, rule_lines
+
+
+def conf(**ipam: object) -> VnetConf:
+    base = {"subnet": "10.199.0.0/16", "nodeBlock": "10.199.1.0/24"}
+    return VnetConf.model_validate({"name": "cnt-test", "ipam": {**base, **ipam}})
+
+
+def test_config_defaults_and_validation() -> None:
+    c = conf(peers=[{"block": "10.199.2.0/24", "via": "192.0.2.2"}])
+    assert str(c.ipam.gateway_ip) == "10.199.1.1"
+    assert c.bridge_name.startswith("cvb-") and len(c.bridge_name) <= 15
+    assert c.max_sandboxes == 250
+    with pytest.raises(ValidationError):
+        conf(nodeBlock="10.200.0.0/24")  # outside the subnet
+    with pytest.raises(ValidationError):
+        conf(peers=[{"block": "10.199.1.128/25", "via": "192.0.2.2"}])  # overlaps our block
+    with pytest.raises(ValidationError):
+        conf(gateway="10.199.9.1")
+
+
+def test_store_allocates_releases_and_limits(tmp_path: Path) -> None:
+    block = ipaddress.IPv4Network("10.199.1.0/29")  # 6 usable, minus the gateway
+    st = AddressStore(tmp_path, block, reserved=[ipaddress.IPv4Address("10.199.1.1")], limit=4)
+    ips = [st.allocate(f"c{i}", "eth0") for i in range(4)]
+    assert [str(i) for i in ips] == ["10.199.1.2", "10.199.1.3", "10.199.1.4", "10.199.1.5"]
+    assert st.allocate("c0", "eth0") == ips[0]  # same attachment, same address
+    with pytest.raises(NetworkCapacityExceeded) as err:
+        st.allocate("c9", "eth0")
+    assert "limit is 4" in err.value.message
+    assert st.release("c1", "eth0") == "10.199.1.3"
+    assert st.release("c1", "eth0") is None
+    nxt = st.allocate("c5", "eth0")
+    assert str(nxt) == "10.199.1.6"  # round robin: the freed .3 is not re-used at once
+    assert st.lookup("c5", "eth0") == "10.199.1.3"
+
+
+def test_store_survives_crash_between_intent_and_claim(tmp_path: Path) -> None:
+    st = AddressStore(tmp_path, ipaddress.IPv4Network("10.199.1.0/28"))
+    (tmp_path / "ids" / "crashed__eth0").write_text("10.199.1.7")  # intent written, claim never made
+    assert str(st.allocate("crashed", "eth0")) == "10.199.1.7"  # the retry finishes it
+    (tmp_path / "addr" / "10.199.1.9").write_text(json.dumps({"owner": "other__eth0"}))
+    (tmp_path / "ids" / "late__eth0").write_text("10.199.1.9")  # its intent lost the race
+    got = st.allocate("late", "eth0")
+    assert str(got) != "10.199.1.9"  # never handed out twice
+    assert st.allocations()["10.199.1.9"] == "other__eth0"
+
+
+def test_store_gc(tmp_path: Path) -> None:
+    st = AddressStore(tmp_path, ipaddress.IPv4Network("10.199.1.0/28"))
+    a = st.allocate("keep", "eth0")
+    b = st.allocate("gone", "eth0")
+    assert st.gc({"keep__eth0"}) == [str(b)]
+    assert st.allocations() == {str(a): "keep__eth0"}
+    assert st.lookup("gone", "eth0") is None
+
+
+def test_store_rename(tmp_path: Path) -> None:
+    st = AddressStore(tmp_path, ipaddress.IPv4Network("10.199.1.0/28"))
+    ip = st.allocate("pool-1", "eth0")
+    assert st.rename("pool-1", "group", "eth0") == str(ip)
+    assert st.lookup("group", "eth0") == str(ip) and st.lookup("pool-1", "eth0") is None
+
+
+def test_rule_translation() -> None:
+    rules = [
+        SecurityRule(name="web", priority=300, direction="Inbound", access="Allow", protocol="Tcp",
+                     destination_port_range="8000-8100", source_prefix="10.0.0.0/8"),
+        SecurityRule(name="no-dns", priority=100, direction="Inbound", access="Deny", protocol="*",
+                     destination_port_range="53"),
+        SecurityRule(name="ping", priority=200, direction="Inbound", access="Allow", protocol="Icmp"),
+    ]
+    lines = rule_lines("C", rules)
+    assert lines == [
+        '-A C -p tcp -m tcp --dport 53 -m comment --comment "nsg no-dns" -j DROP',
+        '-A C -p udp -m udp --dport 53 -m comment --comment "nsg no-dns" -j DROP',
+        '-A C -p icmp -m comment --comment "nsg ping" -j ACCEPT',
+        '-A C -s 10.0.0.0/8 -p tcp -m tcp --dport 8000:8100 -m comment --comment "nsg web" -j ACCEPT',
+    ]
+    inbound = _level("C", rules[2:], inbound=True)
+    assert inbound[0].endswith("-j MARK --set-xmark 0x40000/0x40000") and inbound[1].endswith("-j RETURN")
+    assert _level("C", rules[2:], inbound=False)[0].endswith("-j RETURN")
+    with pytest.raises(ValidationError):
+        SecurityRule(name="x", priority=100, direction="Inbound", access="Allow", destination_port_range="9-1")
+    alias = SecurityRule.model_validate({"name": "a", "priority": 100, "direction": "Outbound", "access": "Deny",
+                                         "destinationAddressPrefix": "10.1.2.3"})
+    assert alias.destination_prefix == "10.1.2.3/32"
+
+
+def test_cli_version_and_errors() -> None:
+    doc = cli.run("VERSION", b'{"cniVersion": "0.4.0"}', {})
+    assert doc == {"cniVersion": "0.4.0", "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}
+    from corral.net.vnet import plugin
+
+    with pytest.raises(plugin.CniFailure) as err:
+        cli.run("ADD", b'{"cniVersion": "0.1.0"}', {})
+    assert err.value.cni_code == 1
+    doc = plugin.error_doc(err.value, "0.1.0")
+    assert doc["code"] == 1 and doc["cniVersion"] == "0.1.0" and "details" in doc
