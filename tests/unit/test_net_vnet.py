@@ -48,7 +48,7 @@ def test_store_allocates_releases_and_limits(tmp_path: Path) -> None:
     assert st.release("c1", "eth0") is None
     nxt = st.allocate("c5", "eth0")
     assert str(nxt) == "10.199.1.6"  # round robin: the freed .3 is not re-used at once
-    assert st.lookup("c5", "eth0") == "10.199.1.3"
+    assert st.lookup("c5", "eth0") == "10.199.1.6"
 
 
 def test_store_survives_crash_between_intent_and_claim(tmp_path: Path) -> None:
