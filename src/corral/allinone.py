@@ -29,6 +29,7 @@ class UpSettings(BaseModel):
     config_path: Path
     node: NodeSettings
     location: str = "local"
+    price_sheet: Path | None = None
 
 
 class AllInOne:
@@ -39,7 +40,8 @@ class AllInOne:
         d = settings.data_dir
         self.store = SqliteStore(d / "control" / "store.db")
         self.token = load_or_create_token(d / "control" / "token")
-        self.plane = ControlPlane(self.store, self.token, location=settings.location)
+        self.plane = ControlPlane(self.store, self.token, location=settings.location,
+                                  price_sheet=settings.price_sheet)
         self.node_host = build_host(settings.node)
         self.agent = build_agent(settings.node, self.plane.link, self.node_host)
         self.plane.nodes.register(settings.node.name, LocalNodeClient(self.node_host))

@@ -25,7 +25,8 @@ def _dt(v: Any) -> Any:
 def _container_view(cs: ContainerStatus | None) -> dict[str, Any]:
     if cs is None:
         return {"restartCount": 0, "currentState": {"state": "Waiting", "detailStatus": ""}, "events": []}
-    out = cs.model_dump(mode="json", exclude_none=True, exclude={"ready"})
+    # "ready" (readiness probes) is an extra key; the Azure SDK ignores keys it does not know.
+    out = cs.model_dump(mode="json", exclude_none=True)
     return out
 
 

@@ -6,17 +6,20 @@ import sys
 
 import typer
 
-from corral.cli import container, image, node
+from corral.cli import container, image, node, share
 from corral.cli.output import err_console
 from corral.cli.up import up
+from corral.cli.usage import usage
 from corral.errors import CorralError
 
 app = typer.Typer(help="Corral: serverless container groups on your own machines.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 app.command("up")(up)
+app.command("usage")(usage)
 app.add_typer(container.app, name="container")
 app.add_typer(image.app, name="image")
 app.add_typer(node.app, name="node")
+app.add_typer(share.app, name="share")
 
 
 def main() -> None:

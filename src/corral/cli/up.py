@@ -29,14 +29,20 @@ def up(
     demo: bool = typer.Option(False, "--demo", help="Deploy the demo web group once Corral is up."),
     demo_port: int = typer.Option(8080, "--demo-port", help="Public port of the demo group."),
     verbose: bool = typer.Option(False, "-v", "--verbose"),
+    allow_privileged: bool = typer.Option(False, "--allow-privileged",
+                                          help="Let containers with securityContext.privileged run on this node."),
+    isolation: str = typer.Option("default", "--isolation",
+                                  help="Isolation of groups that pick none: default (crun) or sandboxed (gVisor)."),
+    price_sheet: Path | None = typer.Option(None, "--price-sheet", help="JSON/YAML prices for metering."),
 ) -> None:
     """Start Corral on this machine: API, control plane and node agent, until Ctrl-C."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     node = NodeSettings(name=node_name, data_dir=data_dir, public_ip=public_ip, runtime=runtime,
-                        bridge=bridge, subnet=subnet, cgroup_parent=cgroup_parent)
+                        bridge=bridge, subnet=subnet, cgroup_parent=cgroup_parent,
+                        allow_privileged=allow_privileged, isolation=isolation)
     settings = UpSettings(data_dir=data_dir, listen=listen, insecure_http=insecure_http,
-                          config_path=client_config_path(), node=node, location=location)
+                          config_path=client_config_path(), node=node, location=location, price_sheet=price_sheet)
     app = AllInOne(settings)
     install_signal_handlers(app)
     cfg = app.client_config()

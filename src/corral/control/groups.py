@@ -46,8 +46,8 @@ class OperationStatus(BaseModel):
     error: str | None = None
 
 
-# Fields that cannot change in place: the group would need a new sandbox.
-IMMUTABLE = ("osType",)
+# Fields that cannot change in place: the group would need a new sandbox (network, volumes, runtime).
+IMMUTABLE = ("osType", "subnetIds", "volumes", "isolation", "sku")
 
 
 class GroupService:
@@ -123,6 +123,14 @@ class GroupService:
                     f"({getattr(old.properties, field)} -> {getattr(new.properties, field)}); "
                     "delete the group and create it again"
                 )
+        def addr(g: ContainerGroup) -> object:
+            ip = g.properties.ipAddress
+            return None if ip is None else (ip.type, sorted((p.port, p.protocol, p.publicPort) for p in ip.ports))
+        if addr(old) != addr(new):
+            raise Conflict(
+                "properties.ipAddress type and ports cannot change on an existing container group (the network "
+                "sandbox is built with them); delete the group and create it again"
+            )
         if old.location and new.location and old.location.lower() != new.location.lower():
             raise Conflict(f"location cannot change on an existing container group ({old.location} -> {new.location})")
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel
 
 from corral.control.binder import Binder
 from corral.control.groups import GroupService
 from corral.control.link import LocalLink
+from corral.control.metering import Meter, PriceSheet
 from corral.control.nodes import NodeDirectory
 from corral.store.base import Store
 
@@ -17,7 +20,8 @@ class Quota(BaseModel):
 
 
 class ControlPlane:
-    def __init__(self, store: Store, token: str, location: str = "local", dns_zone: str = "corral.local") -> None:
+    def __init__(self, store: Store, token: str, location: str = "local", dns_zone: str = "corral.local",
+                 price_sheet: Path | None = None) -> None:
         self.store = store
         self.token = token
         self.location = location
@@ -27,9 +31,12 @@ class ControlPlane:
         self.nodes = NodeDirectory()
         self.link = LocalLink(store)
         self.binder = Binder(store)
+        self.metering = Meter(store, PriceSheet.load(price_sheet))
 
     def start(self) -> None:
         self.binder.start()
+        self.metering.start()
 
     def stop(self) -> None:
         self.binder.stop()
+        self.metering.stop()

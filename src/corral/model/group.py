@@ -264,6 +264,11 @@ class GroupProperties(Wire):
     dnsConfig: DnsConfig | None = None
     sku: Literal["Standard", "Dedicated", "Confidential"] = "Standard"
     priority: Literal["Regular", "Spot"] | None = None
+    # Corral extension: "sandboxed" runs the group under gVisor (runsc); unset = sku Confidential
+    # means sandboxed, else the node's default.
+    isolation: Literal["default", "sandboxed"] | None = None
+    # Corral extension: delete the group (record and host state) once it is Succeeded or Failed.
+    deleteOnExit: bool | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> GroupProperties:

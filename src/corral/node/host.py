@@ -11,13 +11,16 @@ import logging
 import shutil
 from pathlib import Path
 
-from corral.model.group import ContainerProperties, InitContainerProperties, Port
+from corral.errors import RuntimeFailure
+from corral.model.group import ContainerProperties, GroupProperties, InitContainerProperties, Port, Volume
 from corral.model.group import RegistryCredential as GroupCredential
+from corral.model.group import SecurityContext as GroupSecurity
 from corral.node.images.store import Image, ImageStore, RegistryCredential
 from corral.node.network.sandbox import NetworkManager, PortMapping, Sandbox
 from corral.node.runtime.cgroups import remove_cgroup
 from corral.node.runtime.runtime import ContainerState, Runtime
-from corral.node.runtime.spec import MountSpec, SpecRequest, build_spec
+from corral.node.runtime.spec import MountSpec, SecurityContext, SpecRequest, build_spec
+from corral.node.volumes.manager import VolumeManager, as_spec
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,45 @@ def catches_sigterm(pid: int) -> bool:
     return True
 
 
+def isolation_of(props: GroupProperties, default: str = "default") -> str:
+    """'sandboxed' (gVisor) or 'default' (crun): the group's field, else its SKU, else the node default."""
+    if props.isolation is not None:
+        return props.isolation
+    if props.sku == "Confidential":
+        return "sandboxed"
+    return default
+
+
+def security_of(sc: GroupSecurity | None) -> SecurityContext:
+    if sc is None:
+        return SecurityContext()
+    caps = sc.capabilities
+    return SecurityContext(
+        privileged=bool(sc.privileged),
+        capabilities_add=list(caps.add or []) if caps else [],
+        capabilities_drop=list(caps.drop or []) if caps else [],
+        run_as_user=sc.runAsUser,
+        run_as_group=sc.runAsGroup,
+        allow_privilege_escalation=sc.allowPrivilegeEscalation,
+        seccomp="unconfined" if (sc.seccompProfile or "").lower() == "unconfined" else "default",
+    )
+
+
+def volume_mounts(
+    props: ContainerProperties | InitContainerProperties, volumes: list[Volume] | None, paths: dict[str, Path]
+) -> list[MountSpec]:
+    """Bind mounts for a container's volumeMounts; read-only if the mount or the volume says so."""
+    by_name = {v.name: v for v in volumes or []}
+    out = []
+    for m in props.volumeMounts or []:
+        vol = by_name.get(m.name)
+        if vol is None or m.name not in paths:
+            raise RuntimeFailure(f"volume {m.name!r} is not prepared on this node")
+        out.append(MountSpec(source=paths[m.name], destination=m.mountPath,
+                             read_only=m.readOnly or as_spec(vol).read_only))
+    return out
+
+
 def registry_credentials(creds: list[GroupCredential]) -> list[RegistryCredential]:
     return [RegistryCredential(server=c.server, username=c.username, password=c.password) for c in creds]
 
@@ -65,6 +107,9 @@ class NodeHost:
         network: NetworkManager,
         public_ip: str,
         cgroup_parent: str = "/corral",
+        volumes: VolumeManager | None = None,
+        allow_privileged: bool = False,
+        isolation: str = "default",
     ) -> None:
         self.root = root
         self.images = images
@@ -72,7 +117,20 @@ class NodeHost:
         self.network = network
         self.public_ip = public_ip
         self.cgroup_parent = cgroup_parent
+        self.volumes = volumes or VolumeManager(root / "volumes", root / "shares")
+        # Operator settings: whether privileged containers may run, and the default isolation level.
+        self.allow_privileged = allow_privileged
+        self.isolation = isolation
+        self._runtimes: dict[str, Runtime] = {runtime.name: runtime}
         (root / "groups").mkdir(parents=True, exist_ok=True)
+
+    def runtime_for(self, isolation: str) -> Runtime:
+        """The OCI runtime of an isolation level; all share one state dir, so any of them can manage any container."""
+        name = "runsc" if isolation == "sandboxed" else (
+            self.runtime.name if self.runtime.name != "runsc" else "crun")
+        if name not in self._runtimes:
+            self._runtimes[name] = Runtime(self.runtime.state_dir, runtime=name)
+        return self._runtimes[name]
 
     # paths -----------------------------------------------------------------
     def group_dir(self, uid: str) -> Path:
@@ -101,6 +159,8 @@ class NodeHost:
         sandbox: Sandbox,
         hostname: str,
         init: bool = False,
+        mounts: list[MountSpec] | None = None,
+        isolation: str = "default",
     ) -> ContainerState:
         cid = container_id(uid, name, init)
         # A leftover of an earlier attempt (crash mid-start) would make crun refuse the id.
@@ -110,9 +170,11 @@ class NodeHost:
         rootfs = self.images.mount_rootfs(image, cdir)
         log_path = self.log_path(uid, name, init)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        spec = build_spec(self._spec_request(uid, cid, props, image, sandbox, rootfs, hostname))
+        req = self._spec_request(uid, cid, props, image, sandbox, rootfs, hostname)
+        req.mounts.extend(mounts or [])
         try:
-            return self.runtime.run(cid, spec, log_path)
+            spec = build_spec(req)
+            return self.runtime_for(isolation).run(cid, spec, log_path)
         except Exception:
             self.remove_container(uid, cid)
             raise
@@ -162,6 +224,7 @@ class NodeHost:
             cgroup_path=f"{self.cgroup_parent}/{uid}/{cid}",
             namespace_paths={"network": sandbox.netns_path, "uts": sandbox.uts_path, "ipc": sandbox.ipc_path},
             mounts=mounts,
+            security=security_of(props.securityContext),
         )
 
     def container_state(self, cid: str) -> ContainerState:
@@ -182,9 +245,18 @@ class NodeHost:
             self.images.unmount_rootfs(cdir)
             shutil.rmtree(cdir, ignore_errors=True)
 
+    # volumes ---------------------------------------------------------------
+    def prepare_volumes(self, uid: str, volumes: list[Volume] | None) -> dict[str, Path]:
+        """Host directories of the group's volumes (created if needed); idempotent."""
+        return self.volumes.prepare(uid, volumes or [])
+
+    def release_volumes(self, uid: str) -> None:
+        self.volumes.release(uid)
+
     # whole groups ----------------------------------------------------------
     def group_uids_on_disk(self) -> set[str]:
         uids = {group_of(cid) for cid in self.runtime.list_ids()}
+        uids |= set(self.volumes.groups())
         uids |= {sb.id for sb in self.network.list()}
         uids |= {p.name for p in (self.root / "groups").iterdir() if p.is_dir()}
         return uids
@@ -202,5 +274,6 @@ class NodeHost:
             for leftover in cdir.iterdir():
                 self.images.unmount_rootfs(leftover)
         self.network.delete(uid)
+        self.volumes.release(uid)
         remove_cgroup(f"{self.cgroup_parent}/{uid}")
         shutil.rmtree(self.group_dir(uid), ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -16,6 +17,7 @@ from corral.node.host import NodeHost
 from corral.node.images.store import ImageStore
 from corral.node.network.sandbox import NetworkConfig, NetworkManager
 from corral.node.runtime.runtime import Runtime
+from corral.node.volumes.manager import VolumeManager
 
 
 class NodeSettings(BaseModel):
@@ -27,6 +29,10 @@ class NodeSettings(BaseModel):
     subnet: str = "10.88.0.0/16"
     cgroup_parent: str = "/corral"
     max_groups: int = 250
+    # Privileged containers run only where the operator allowed them (`corral up --allow-privileged`).
+    allow_privileged: bool = False
+    # Isolation of groups that don't choose one: "default" (crun) or "sandboxed" (gVisor).
+    isolation: Literal["default", "sandboxed"] = "default"
 
 
 def capacity() -> tuple[float, float]:
@@ -47,7 +53,14 @@ def build_host(settings: NodeSettings) -> NodeHost:
     network = NetworkManager(
         NetworkConfig(state_dir=root / "network", bridge=settings.bridge, subnet=settings.subnet)
     )
-    return NodeHost(root, images, runtime, network, settings.public_ip, cgroup_parent=settings.cgroup_parent)
+    volumes = VolumeManager(root / "volumes", shares_root(settings.data_dir))
+    return NodeHost(root, images, runtime, network, settings.public_ip, cgroup_parent=settings.cgroup_parent,
+                    volumes=volumes, allow_privileged=settings.allow_privileged, isolation=settings.isolation)
+
+
+def shares_root(data_dir: Path) -> Path:
+    """Where the node keeps its azureFile shares (`corral share` manages them)."""
+    return data_dir / "shares"
 
 
 def build_agent(settings: NodeSettings, link: ControlPlaneLink, host: NodeHost) -> NodeAgent:

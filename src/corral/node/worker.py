@@ -17,13 +17,15 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from corral.control.link import ControlPlaneLink
 from corral.errors import CorralError
 from corral.model.group import Container, GroupProperties, InitContainer
 from corral.model.records import GroupRecord
 from corral.model.status import ContainerStateView, ContainerStatus, GroupStatus, record_event
-from corral.node.host import NodeHost, container_id, registry_credentials
+from corral.node.host import NodeHost, container_id, isolation_of, registry_credentials, volume_mounts
+from corral.node.probes import Prober, runner_for
 from corral.node.runtime.runtime import ContainerState
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,11 @@ class GroupWorker:
         # name -> (consecutive failures, monotonic time the next start is allowed)
         self._backoff: dict[str, tuple[int, float]] = {}
         self._started_mono: dict[str, float] = {}
+        self._prober = Prober(runner_for(host.runtime))
+        self._restart_policy = group.spec.properties.restartPolicy
+        # The volumes spec last prepared on the host, so an unchanged one is not redone every pass.
+        self._volumes_prepared: str | None = None
+        self._volume_paths: dict[str, Path] = {}
         self._thread = threading.Thread(target=self._run, name=f"group-{self.uid}", daemon=True)
 
     # control ---------------------------------------------------------------
@@ -77,6 +84,12 @@ class GroupWorker:
     def update(self, group: GroupRecord | None) -> None:
         with self._wake:
             self._desired = group
+            self._dirty = True
+            self._wake.notify()
+
+    def poke(self) -> None:
+        """Run a pass soon (e.g. one of the group's containers exited)."""
+        with self._wake:
             self._dirty = True
             self._wake.notify()
 
@@ -118,12 +131,10 @@ class GroupWorker:
     def reconcile(self, group: GroupRecord | None) -> float | None:
         """One pass; returns how long to wait before the next one unless woken."""
         if group is None or group.meta.deleting:
-            self.host.teardown_group(self.uid)
-            self.status.released = True
-            self.link.release(self.key, self.uid)
-            self.finished = True
+            self._release()
             return None
         props = group.spec.properties
+        self._restart_policy = props.restartPolicy
         self.status.observedGeneration = group.meta.generation
         if props.osType != "Linux":
             self.status.state = "Pending"
@@ -152,7 +163,38 @@ class GroupWorker:
             self.status.observedRestartGeneration = group.meta.restartGeneration
             self.status.stoppedAt = None
             record_event(self.status.events, "Restarting", "group restart requested")
-        return self._converge_running(group, props)
+        self._restart_requested_containers(group, props)
+        delay = self._converge_running(group, props)
+        if props.deleteOnExit and self.status.state in ("Succeeded", "Failed") and not self.status.provisioningError:
+            # Report the final state first (metering closes the run with it), then go away.
+            record_event(self.status.events, "DeleteOnExit", f"group {self.status.state}; deleting it (deleteOnExit)")
+            self._report()
+            self._release()
+            return None
+        return delay
+
+    def _release(self) -> None:
+        self.host.teardown_group(self.uid)
+        self.status.released = True
+        self.link.release(self.key, self.uid)
+        self.finished = True
+
+    def _restart_requested_containers(self, group: GroupRecord, props: GroupProperties) -> None:
+        """Single-container restart (Corral extension): stop it here; the converge step starts it again."""
+        for c in props.containers:
+            want = group.meta.containerRestarts.get(c.name, 0)
+            if self.status.observedContainerRestarts.get(c.name, 0) == want:
+                continue
+            cid, cs = container_id(self.uid, c.name), self.status.containers.setdefault(c.name, ContainerStatus())
+            if self.host.container_state(cid).status == "running":
+                st = self.host.stop_container(cid, timeout=5)
+                cs.previousState = terminated_view(st, cs.currentState.startTime)
+                cs.restartCount += 1
+            self.host.remove_container(self.uid, cid)
+            cs.currentState = ContainerStateView(state="Waiting", detailStatus="Restarting")
+            self._backoff.pop(c.name, None), self._started_mono.pop(c.name, None)
+            self.status.observedContainerRestarts[c.name] = want
+            record_event(cs.events, "Restarting", f"restart of container {c.name} requested")
 
     def _converge_running(self, group: GroupRecord, props: GroupProperties) -> float | None:
         hostname = group.meta.name
@@ -186,6 +228,18 @@ class GroupWorker:
                 record_event(self.status.events, "Failed", f"failed to pull image {ref}: {exc.message}", "Warning")
                 self.status.state = "Pending"
                 return 10.0
+        if not self.host.allow_privileged:
+            privileged = [c.name for c in [*(props.initContainers or []), *props.containers]
+                          if c.properties.securityContext and c.properties.securityContext.privileged]
+            if privileged:
+                msg = (f"container(s) {', '.join(privileged)} ask to run privileged, which node {self.status.node} "
+                       "does not allow (start it with `corral up --allow-privileged`)")
+                self.status.provisioningError = msg
+                record_event(self.status.events, "PrivilegedNotAllowed", msg, "Warning")
+                self.status.state = "Failed"
+                return None
+        if not self._prepare_volumes(props):
+            return 5.0
         self.status.provisioningError = None
 
         # Init containers, in order, each to successful completion.
@@ -207,6 +261,20 @@ class GroupWorker:
         self._summarize(props)
         pending = [d for d in delays if d is not None]
         return min(pending) if pending else None
+
+    def _prepare_volumes(self, props: GroupProperties) -> bool:
+        want = json.dumps([v.model_dump(mode="json") for v in props.volumes or []], sort_keys=True)
+        if want == self._volumes_prepared:
+            return True
+        try:
+            self._volume_paths = self.host.prepare_volumes(self.uid, props.volumes)
+        except CorralError as exc:
+            self.status.provisioningError = f"volumes: {exc.message}"
+            record_event(self.status.events, "VolumeSetupFailed", exc.message, "Warning")
+            self.status.state = "Pending"
+            return False
+        self._volumes_prepared = want
+        return True
 
     def _step_container(
         self,
@@ -235,9 +303,12 @@ class GroupWorker:
             if cs.currentState.state != "Running":  # adopted after an agent restart, or just started
                 cs.currentState = ContainerStateView(state="Running", startTime=st.started_at or datetime.now(UTC))
             self._started_mono.setdefault(c.name, now)
+            if isinstance(c, Container):
+                return self._probe(c, cs, cid, sandbox.ip)
             return POLL_INTERVAL
         if st.status in ("stopped", "created"):
             # It exited: record how, and free its runtime resources (the log stays).
+            cs.ready = False if cs.ready is not None else None
             cs.currentState = terminated_view(st, cs.currentState.startTime)
             level = "Normal" if cs.currentState.exitCode == 0 else "Warning"
             msg = f"container exited with code {cs.currentState.exitCode}"
@@ -263,7 +334,9 @@ class GroupWorker:
             if now < not_before:
                 return not_before - now
         try:
-            self.host.run_container(self.uid, c.name, c.properties, image, sandbox, hostname, init=init)
+            mounts = volume_mounts(c.properties, props.volumes, self._volume_paths)
+            self.host.run_container(self.uid, c.name, c.properties, image, sandbox, hostname, init=init,
+                                    mounts=mounts, isolation=isolation_of(props, self.host.isolation))
         except CorralError as exc:
             cs.currentState = ContainerStateView(state="Waiting", detailStatus=exc.message)
             record_event(cs.events, "Failed", exc.message, "Warning")
@@ -278,7 +351,36 @@ class GroupWorker:
         cs.currentState = ContainerStateView(state="Running", startTime=datetime.now(UTC))
         self._started_mono[c.name] = now
         record_event(cs.events, "Started", f"started container {c.name} from {c.properties.image}")
+        if isinstance(c, Container):
+            cs.ready = c.properties.readinessProbe is None
         return POLL_INTERVAL
+
+    def _probe(self, c: Container, cs: ContainerStatus, cid: str, ip: str | None) -> float:
+        """Run the container's due probes; a failed liveness probe kills it (the restart policy decides the rest)."""
+        p = c.properties
+        epoch = f"{cs.restartCount}:{cs.currentState.startTime}"
+        delay = POLL_INTERVAL
+        if p.readinessProbe is None:
+            cs.ready = True
+        else:
+            step = self._prober.step(c.name, "readiness", p.readinessProbe, epoch, cid, ip)
+            if step.failure:
+                record_event(cs.events, "Unhealthy", f"Readiness probe failed: {step.failure}", "Warning")
+            cs.ready = step.verdict is True
+            delay = min(delay, step.next_in)
+        if p.livenessProbe is not None:
+            step = self._prober.step(c.name, "liveness", p.livenessProbe, epoch, cid, ip)
+            if step.failure:
+                record_event(cs.events, "Unhealthy", f"Liveness probe failed: {step.failure}", "Warning")
+            if step.verdict is False:
+                record_event(cs.events, "Killing", f"container {c.name} failed its liveness probe and will be "
+                             f"restarted (restart policy {self._restart_policy})", "Warning")
+                self._prober.reset(c.name, "liveness")
+                self.host.stop_container(cid, timeout=5)
+                cs.ready = False
+                return 0.0  # the next pass sees it exited and applies the restart policy
+            delay = min(delay, step.next_in)
+        return delay
 
     @staticmethod
     def _should_restart(cs: ContainerStatus, props: GroupProperties) -> bool:

@@ -1,0 +1,57 @@
+"""`corral share ...`: the node's file shares that back azureFile volumes (run on the node, as root)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from corral.cli.output import Format, console, emit
+from corral.config import DEFAULT_DATA_DIR
+from corral.node.setup import shares_root
+from corral.node.volumes.shares import Share, ShareStore
+
+app = typer.Typer(help="Manage the node's file shares (azureFile volumes).", no_args_is_help=True)
+
+DATA = typer.Option(DEFAULT_DATA_DIR, "--data-dir", help="Corral's data directory on this node.")
+NAME = typer.Argument(..., help="ACCOUNT/SHARE: the volume's storageAccountName and shareName.")
+
+
+def _store(data_dir: Path) -> ShareStore:
+    return ShareStore(shares_root(data_dir))
+
+
+def _json(store: ShareStore, s: Share) -> dict[str, object]:
+    account, share = s.name.split("/", 1)
+    return {"name": s.name, "storageAccountName": account, "shareName": share, "quotaGB": s.quota_gb,
+            "usedBytes": store.usage(s.name), "created": s.created.isoformat(), "path": str(s.path)}
+
+
+@app.command()
+def create(name: str = NAME, quota: int | None = typer.Option(None, "--quota", help="Quota in GB (recorded)."),
+           data_dir: Path = DATA) -> None:
+    """Create a share (or update the quota of an existing one)."""
+    share = _store(data_dir).create(name, quota_gb=quota)
+    console.print(f"share {share.name} ready at {share.path}")
+
+
+@app.command("list")
+def list_(data_dir: Path = DATA, output: Format = typer.Option(Format.table, "-o", "--output")) -> None:
+    """List the shares of this node."""
+    store = _store(data_dir)
+    rows = [_json(store, s) for s in store.list()]
+    t = Table(show_edge=False)
+    for col in ("Account", "Share", "Quota (GB)", "Used", "Created"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(str(r["storageAccountName"]), str(r["shareName"]), "" if r["quotaGB"] is None else str(r["quotaGB"]),
+                  f"{int(r['usedBytes']) / 1e6:.1f} MB", str(r["created"]))  # type: ignore[call-overload]
+    emit(rows, output, t)
+
+
+@app.command()
+def delete(name: str = NAME, data_dir: Path = DATA) -> None:
+    """Delete a share and its files (groups mounting it keep what they have open)."""
+    _store(data_dir).delete(name)
+    console.print(f"deleted share {name}")
