@@ -90,3 +90,27 @@ class VolumeError(CorralError):
 
     code = "VolumeSetupError"
     status = 400
+
+
+class InvalidAddressPrefix(InvalidRequest):
+    """An address prefix is not a CIDR, overlaps a sibling, or lies outside its virtual network."""
+
+    code = "InvalidAddressPrefix"
+
+
+class InUseSubnetCannotBeDeleted(Conflict):
+    """A subnet (or its virtual network) still has container groups deployed into it."""
+
+    code = "InUseSubnetCannotBeDeleted"
+
+
+class InUseNetworkSecurityGroupCannotBeDeleted(Conflict):
+    """A network security group is still attached to a subnet."""
+
+    code = "InUseNetworkSecurityGroupCannotBeDeleted"
+
+
+class DnsNameLabelNotAvailable(Conflict):
+    """Another container group in the same location already uses this dnsNameLabel."""
+
+    code = "DnsNameLabelNotAvailable"
