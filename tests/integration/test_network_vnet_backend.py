@@ -168,3 +168,77 @@ def test_crash_leftovers_are_recovered(host: Path) -> None:
     assert nsfiles.is_pinned(Path(sb.netns_path))
     mgr.delete("c1")
     mgr.teardown()
+
+
+def test_pool_crash_leftovers_never_leak(host: Path) -> None:
+    mgr = make(host, pool=2)
+    assert mgr.wait_pool(30), mgr.pool_errors
+    mgr.stop_pool()
+    # A refill that crashed after allocating: a slot dir with a "creating" record and a claimed address.
+    dead = host / "state" / "pool" / "pool-dead"
+    dead.mkdir()
+    (dead / "state.json").write_text(
+        '{"id": "pool-dead", "status": "creating", "attachment": "pool-dead", "netns": "cnt-pool-dead"}')
+    mgr.conf.net_dir.mkdir(parents=True, exist_ok=True)
+    plugin.store(mgr.conf).allocate("pool-dead", "eth0")
+    # A ready slot whose netns vanished: create must not hand it out.
+    restarted = make(host, pool=0)
+    assert restarted.pool_count() == 2
+    broken = restarted._ready[0]
+    nsfiles.remove_namespace_file(nsfiles.netns_path(f"cnt-{broken}"))
+    sb = restarted.create("g1", "g1")
+    assert nsfiles.is_pinned(Path(sb.netns_path)) and sb.netns != f"cnt-{broken}"
+    assert restarted.recover() == []
+    assert not dead.exists()
+    owners = set(plugin.store(restarted.conf).allocations().values())
+    assert owners == {f"{s}__eth0" for s in {r.name for r in (host / "state" / "pool").iterdir()}} | {
+        f"{sb.netns.removeprefix('cnt-')}__eth0"}
+    restarted.delete("g1")
+    restarted.teardown()
+    assert plugin.store(restarted.conf).allocations() == {}
+
+
+def test_published_port_from_outside_and_isolation(host: Path) -> None:
+    """A client outside the node reaches a published port, but not the sandbox address itself."""
+    client = "cnt-h5c"
+    sh("ip", "netns", "add", client)
+    try:
+        sh("ip", "link", "add", "cnt5x", "netns", HOST, "type", "veth", "peer", "name", "up0", "netns", client)
+        sh("ip", "netns", "exec", HOST, "ip", "addr", "add", "10.199.201.1/30", "dev", "cnt5x")
+        sh("ip", "netns", "exec", HOST, "ip", "link", "set", "cnt5x", "up")
+        sh("ip", "netns", "exec", client, "ip", "addr", "add", "10.199.201.2/30", "dev", "up0")
+        sh("ip", "netns", "exec", client, "ip", "link", "set", "up0", "up")
+        sh("ip", "netns", "exec", client, "ip", "route", "add", "10.199.129.0/24", "via", "10.199.201.1")
+        mgr = make(host, pool=0)
+        sb = mgr.create("pub", "pub", [PortMapping(host_port=18021, container_port=8080)])
+        client_path = f"/var/run/netns/{client}"
+        assert connect(client_path, "10.199.201.1", 18021, sb.netns_path, 8080)
+        assert not connect(client_path, sb.ip, 8080, sb.netns_path)  # not published: dropped
+        mgr.delete("pub")
+        mgr.teardown()
+    finally:
+        sh("ip", "netns", "del", client, check=False)
+
+
+def test_concurrent_creates_with_pool(host: Path) -> None:
+    mgr = make(host, pool=2)
+    assert mgr.wait_pool(30)
+    made: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            made[f"c{i}"] = mgr.create(f"c{i}", f"c{i}").ip
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(made.values())) == 5
+    for sid in made:
+        mgr.delete(sid)
+    mgr.teardown()
+    assert plugin.store(mgr.conf).allocations() == {}

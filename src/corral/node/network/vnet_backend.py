@@ -69,6 +69,7 @@ class VnetNetworkManager:
         self._id_locks: dict[str, threading.Lock] = {}
         self._ready: list[str] = []  # slot ids ready to take
         self._reserved: dict[tuple[int, str], str] = {}  # host ports claimed by creates in flight
+        self._broken: list[str] = []  # pool slots found damaged, to destroy
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._filler: threading.Thread | None = None
@@ -104,7 +105,7 @@ class VnetNetworkManager:
             try:
                 with self._lock:  # port check and claim are one step against concurrent creates
                     self._reserve_ports(sandbox_id, ports)
-                    slot = self._ready.pop(0) if self._ready else None
+                    slot = self._take_slot()
                 if slot is not None:
                     self._wake.set()
                     sb = self._adopt(slot, sandbox_id, hostname, ports, dns)
@@ -243,6 +244,17 @@ class VnetNetworkManager:
         _save(d, rec)
         return sb
 
+    def _take_slot(self) -> str | None:
+        """A ready slot whose namespaces are still pinned (caller holds _lock); broken ones are dropped."""
+        while self._ready:
+            slot = self._ready.pop(0)
+            rec = _load(self._pool / slot)
+            if rec is not None and rec.sandbox is not None and _intact(rec.sandbox):
+                return slot
+            self._broken.append(slot)  # the refill thread destroys it outside the lock
+            self._wake.set()
+        return None
+
     def _adopt(self, slot: str, sid: str, hostname: str, ports: list[PortMapping],
                dns: DnsSettings) -> Sandbox:
         """Take a standby slot for ``sid``: one rename hands over namespaces and address."""
@@ -262,7 +274,13 @@ class VnetNetworkManager:
     def _fill_loop(self) -> None:
         while not self._stop.is_set():
             with self._lock:
+                broken, self._broken = self._broken, []
                 need = self.config.pool_size - len(self._ready)
+            for slot in broken:
+                try:
+                    self._destroy(self._pool / slot, _load(self._pool / slot))
+                except Exception as exc:
+                    self.pool_errors.append(exc)
             if need <= 0:
                 self._wake.wait(1.0)
                 self._wake.clear()
