@@ -199,3 +199,31 @@ def test_runsc_runs_under_gvisor(box: Box, netns: str) -> None:
     rt.delete(cid)
     assert rt.state(cid).status == "absent"
     assert not subprocess.run(["pgrep", "-f", f"runsc.*{cid}"], capture_output=True).stdout
+
+
+@pytest.mark.skipif(not shutil.which("runsc"), reason="runsc (gVisor) is not installed")
+def test_runsc_sandbox_is_held_to_the_limits(box: Box, netns: str) -> None:
+    ns = {"network": netns}
+    rt = box.rt("runsc")
+    cid = box.run(["sleep", "1000"], runtime="runsc", namespace_paths=ns, cpu=0.25, cpu_limit=0.5)
+    cg = f"{box.cg_root}/{cid}"
+    assert cgroups.read_value("cpu", cg, "cpu.cfs_quota_us") == "50000"
+    assert cgroups.read_value("cpu", cg, "cpu.shares") == "256"
+    assert cgroups.read_value("memory", cg, "memory.limit_in_bytes") == str(64 << 20)
+    pid = rt.state(cid).pid
+    assert str(pid) in cgroups.read_value("memory", cg, "cgroup.procs").split()
+    assert box.sh(cid, "echo still-fine", runtime="runsc") == (0, "still-fine\n")
+    stats = rt.stats(cid)
+    assert stats is not None and stats.memory_limit_bytes == 64 << 20
+    rt.update_resources(cid, cpu=1.0, cpu_limit=1.0, memory_bytes=96 << 20)
+    assert cgroups.read_value("memory", cg, "memory.limit_in_bytes") == str(96 << 20)
+    assert cgroups.read_value("cpu", cg, "cpu.cfs_quota_us") == "100000"
+
+    hog = box.run(
+        ["sh", "-c", "x=a; while true; do x=$x$x; done"], runtime="runsc", namespace_paths=ns, memory_bytes=48 << 20
+    )
+    assert rt.wait_exit(hog, 120)
+    st = rt.state(hog)
+    assert st.status == "stopped" and st.oom_killed
+    rt.delete(hog)
+    assert cgroups.cgroup_exists_anywhere(f"{box.cg_root}/{hog}") == []

@@ -86,3 +86,38 @@ def wait_pid_exit(pid: int, timeout: float | None) -> bool:
         return bool(poller.poll(ms))
     finally:
         os.close(fd)
+
+
+def _parents() -> dict[int, int]:
+    """pid -> ppid of every live process."""
+    table: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2 :].split()
+        if fields[0] not in (b"Z", b"X"):
+            table[int(entry)] = int(fields[1])
+    return table
+
+
+def children_of(ppid: int) -> list[int]:
+    """Live direct children of ``ppid`` (scans /proc; for rare, small lookups)."""
+    return sorted(pid for pid, parent in _parents().items() if parent == ppid)
+
+
+def descendants_of(root: int) -> list[int]:
+    """Live descendants of ``root``, not including it."""
+    table = _parents()
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        kids = [pid for pid, pp in table.items() if pp == parent]
+        found += kids
+        frontier += kids
+    return sorted(found)

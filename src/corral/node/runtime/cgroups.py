@@ -119,3 +119,67 @@ def remove_cgroup(cgroup_path: str, timeout: float = 2.0) -> None:
 def cgroup_exists_anywhere(cgroup_path: str) -> list[Path]:
     rel = cgroup_path.strip("/")
     return [h / rel for h in hierarchies() if (h / rel).exists()]
+
+
+# Controllers a sandbox-wide (runsc) cgroup is created in, and what we write there.
+_SANDBOX_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
+
+
+def _write(path: Path, value: int | str) -> None:
+    path.write_text(str(value))
+
+
+def _set_memory(d: Path, limit: int) -> None:
+    """memory.limit_in_bytes must stay <= memsw limit at every step: order the two writes."""
+    lim, sw = d / "memory.limit_in_bytes", d / "memory.memsw.limit_in_bytes"
+    try:
+        _write(lim, limit)
+    except OSError as e:
+        if e.errno != errno.EINVAL or not sw.exists():
+            raise
+        _write(sw, limit)  # growing: raise memory+swap first
+        _write(lim, limit)
+    if sw.exists():
+        _write(sw, limit)
+
+
+def write_limits(cgroup_path: str, resources: dict[str, object]) -> None:
+    """Apply OCI ``linux.resources`` (cpu, memory, pids) to an existing v1 cgroup directly."""
+    cpu = resources.get("cpu")
+    if isinstance(cpu, dict):
+        d = controller_dir("cpu", cgroup_path)
+        if "shares" in cpu:
+            _write(d / "cpu.shares", int(cpu["shares"]))
+        if "period" in cpu:
+            _write(d / "cpu.cfs_period_us", int(cpu["period"]))
+        if "quota" in cpu:
+            _write(d / "cpu.cfs_quota_us", int(cpu["quota"]))
+    mem = resources.get("memory")
+    if isinstance(mem, dict) and "limit" in mem:
+        _set_memory(controller_dir("memory", cgroup_path), int(mem["limit"]))
+    pids = resources.get("pids")
+    if isinstance(pids, dict) and "limit" in pids:
+        limit = int(pids["limit"])
+        _write(controller_dir("pids", cgroup_path) / "pids.max", "max" if limit <= 0 else limit)
+
+
+def place_processes(
+    cgroup_path: str, resources: dict[str, object], pids: list[int], memory_pids: list[int]
+) -> None:
+    """Create ``cgroup_path``, set its limits, and move processes into it.
+
+    For runtimes that cannot manage cgroups here (runsc on hybrid hosts): the
+    limits then hold sandbox-wide. ``memory_pids`` (a subset of ``pids``) are
+    the ones whose memory counts against the limit; helpers left out of it
+    (gVisor's gofer) would otherwise eat a small container's budget.
+    """
+    for controller in _SANDBOX_CONTROLLERS:
+        controller_dir(controller, cgroup_path).mkdir(parents=True, exist_ok=True)
+    write_limits(cgroup_path, resources)
+    for controller in _SANDBOX_CONTROLLERS:
+        procs = controller_dir(controller, cgroup_path) / "cgroup.procs"
+        for pid in memory_pids if controller == "memory" else pids:
+            try:
+                _write(procs, pid)
+            except ProcessLookupError:
+                pass

@@ -258,7 +258,23 @@ class Runtime:
         meta.pid = pid
         meta.pid_start = _sys.proc_start_time(pid)
         self._save_meta(cid, meta)
+        if self.name == "runsc" and meta.cgroup_path:
+            self._limit_sandbox(cid, meta.cgroup_path, (spec.get("linux") or {}).get("resources") or {}, pid)
         return self._start(cid)
+
+    def _limit_sandbox(self, cid: str, cgroup_path: str, resources: dict[str, Any], sandbox_pid: int) -> None:
+        """runsc runs with --ignore-cgroups here: put its sandbox (and gofer) under the limits ourselves."""
+        cpid = self._conmon_pid(cid)
+        helpers = [p for p in _sys.children_of(cpid) if p != sandbox_pid] if cpid else []
+        # gVisor's ptrace platform runs application code in stub processes forked from a stub
+        # made at boot: move the sandbox's whole tree so later stubs are born inside the limits.
+        sandbox = [sandbox_pid, *_sys.descendants_of(sandbox_pid)]
+        # Host tasks of a sandbox are gVisor's threads, not the app's processes: no pids limit.
+        resources = {k: v for k, v in resources.items() if k != "pids"}
+        try:
+            cgroups.place_processes(cgroup_path, resources, [*sandbox, *helpers], sandbox)
+        except OSError as e:
+            raise RuntimeFailure(f"cannot apply resource limits to sandbox of {cid}: {e}") from e
 
     def _runsc_adapt(self, spec: dict[str, Any]) -> str | None:
         """gVisor runs with --network=host inside the group's netns: drop the netns from the spec."""
@@ -477,9 +493,9 @@ class Runtime:
         return meta.cgroup_path if meta else None
 
     def stats(self, cid: str) -> cgroups.CgroupStats | None:
-        """CPU/memory/pids usage from the container's cgroup; None when it has none (gone, or runsc)."""
+        """CPU/memory/pids usage from the container's cgroup (sandbox-wide for runsc); None once gone."""
         meta = self._meta(cid)
-        if meta is None or meta.cgroup_path is None or meta.runtime == "runsc":
+        if meta is None or meta.cgroup_path is None:
             return None
         return cgroups.read_stats(meta.cgroup_path)
 
@@ -490,8 +506,6 @@ class Runtime:
         meta = self._meta(cid)
         if meta is None:
             raise NotFound(f"container {cid} does not exist on this node")
-        if meta.runtime == "runsc":
-            raise RuntimeFailure("resource updates are not supported for sandboxed (runsc) containers")
         res: dict[str, Any] = {"cpu": {"period": CFS_PERIOD, "quota": -1}}
         if cpu > 0:
             res["cpu"]["shares"] = max(2, int(round(cpu * SHARES_PER_CORE)))
@@ -501,4 +515,12 @@ class Runtime:
             res["memory"] = {"limit": memory_bytes, "swap": memory_bytes}
         path = self.bundle(cid) / "resources.json"
         _write_atomic(path, json.dumps(res))
+        if meta.runtime == "runsc":
+            if meta.cgroup_path is None:
+                raise RuntimeFailure(f"container {cid} has no cgroup to update")
+            try:
+                cgroups.write_limits(meta.cgroup_path, res)
+            except OSError as e:
+                raise RuntimeFailure(f"cannot update the limits of {cid}: {e}") from e
+            return
         self._oci(cid, "update", "--resources", str(path), cid, meta=meta)
