@@ -10,6 +10,8 @@ from corral.errors import Unauthorized
 
 # Routes a client must reach before it has a token (cloud metadata discovery).
 PUBLIC_PREFIXES = ("/metadata/endpoints", "/healthz")
+# Exec/attach websockets authenticate by their one-time password (api/access.py).
+PUBLIC_PREFIXES += ("/sessions/",)
 
 
 def load_or_create_token(path: Path) -> str:

@@ -122,7 +122,7 @@ def start(sub: str, rg: str, name: str, request: Request, svc: GroupService = De
 @router.get(P + "/containers/{container}/logs")
 def logs(
     sub: str, rg: str, name: str, container: str, tail: int | None = None, timestamps: bool = False,
-    svc: GroupService = Depends(service), directory: NodeDirectory = Depends(nodes),
+    follow: bool = False, svc: GroupService = Depends(service), directory: NodeDirectory = Depends(nodes),
 ) -> Any:
     view = svc.get(sub, rg, name)
     names = {c.name for c in view.record.spec.properties.containers}
@@ -132,6 +132,10 @@ def logs(
     if tail is not None and tail < 0:
         raise InvalidRequest("tail must be zero or a positive number of lines", target="tail")
     node = directory.get(view.record.meta.node) if view.record.meta.node else None
+    if follow and node is not None:
+        from corral.api.access import follow_response  # Corral extension, see docs/api.md
+
+        return follow_response(svc, view, node, container, tail, timestamps)
     if node is None:
         return {"content": ""}
     return {"content": node.logs(view.record.meta.uid, container, tail, timestamps)}

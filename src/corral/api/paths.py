@@ -13,6 +13,7 @@ LITERALS = {
         "usages", "capabilities", "cachedImages", "metadata", "endpoints", "identity", "oauth2", "token",
         "Microsoft.Network", "virtualNetworks", "subnets", "networkSecurityGroups", "securityRules",
         "operationResults", "execSync",
+        "events",
     )
 }
 _SLASHES = re.compile(r"/{2,}")

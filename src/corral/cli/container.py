@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import typer
 import yaml
 from rich.console import Group as RichGroup
 
-from corral.cli.client import Client
+from corral.cli import terminal
+from corral.cli.client import API_VERSION, ApiError, Client
 from corral.cli.output import Format, console, containers_table, emit, err_console, groups_table
 
 app = typer.Typer(help="Create and manage container groups (the verbs of `az container`).", no_args_is_help=True)
@@ -116,6 +121,9 @@ def create(
     location: str | None = typer.Option(None, "-l", "--location"),
     os_type: str = typer.Option("Linux", "--os-type"),
     file: Path | None = typer.Option(None, "-f", "--file", help="ACI YAML deployment file."),
+    delete_on_exit: bool = typer.Option(
+        False, "--delete-on-exit", help="Delete the group once all its containers have finished (Corral extension)."
+    ),
     no_wait: bool = typer.Option(False, "--no-wait", help="Return without waiting for the group to run."),
     output: Format = OUT,
 ) -> None:
@@ -134,6 +142,8 @@ def create(
         )
     if not name:
         raise typer.BadParameter("--name is required (or a 'name' in the file)", param_hint="--name")
+    if delete_on_exit:
+        body["properties"]["deleteOnExit"] = True
     client = Client.from_config()
     resp = client.request("PUT", client.group_path(resource_group, name), json=body)
     if not no_wait:
@@ -175,44 +185,103 @@ def _first_container(client: Client, rg: str, name: str, container: str | None) 
     return g["properties"]["containers"][0]["name"]
 
 
+@contextlib.contextmanager
+def _stream(client: Client, path: str, params: dict[str, Any]) -> Iterator[httpx.Response]:
+    """A GET whose body is read as it arrives (no read timeout: streams stay quiet for long)."""
+    params = {"api-version": API_VERSION, **params}
+    with client.http.stream("GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)) as resp:
+        if resp.status_code >= 400:
+            resp.read()
+            try:
+                err = resp.json()["error"]
+                raise ApiError(resp.status_code, err.get("code", "Error"), err.get("message", resp.text))
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(resp.status_code, "Error", resp.text) from None
+        yield resp
+
+
 @app.command()
 def logs(
     resource_group: str = RG, name: str = NAME,
     container_name: str | None = typer.Option(None, "--container-name", help="Default: the first container."),
     tail: int | None = typer.Option(None, "--tail"),
     timestamps: bool = typer.Option(False, "--timestamps"),
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines as they are written."),
 ) -> None:
-    """Print a container's logs."""
+    """Print a container's logs; with --follow, stream them until Ctrl-C or the group ends."""
     client = Client.from_config()
     container = _first_container(client, resource_group, name, container_name)
     params: dict[str, Any] = {"timestamps": str(timestamps).lower()}
     if tail is not None:
         params["tail"] = tail
-    resp = client.request("GET", client.group_path(resource_group, name) + f"/containers/{container}/logs",
-                          params=params)
+    path = client.group_path(resource_group, name) + f"/containers/{container}/logs"
+    if follow:
+        params["follow"] = "true"
+        try:
+            with _stream(client, path, params) as resp:
+                for chunk in resp.iter_text():
+                    sys.stdout.write(chunk)
+                    sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass
+        return
+    resp = client.request("GET", path, params=params)
     sys.stdout.write(resp.json()["content"])
 
 
-@app.command("exec")
+@app.command("exec", context_settings={"allow_interspersed_args": False})
 def exec_(
     resource_group: str = RG, name: str = NAME,
     container_name: str | None = typer.Option(None, "--container-name", help="Default: the first container."),
-    exec_command: str = typer.Option(..., "--exec-command", help="Command line to run in the container."),
-    timeout: float | None = typer.Option(None, "--timeout", help="Seconds before the command is killed."),
+    exec_command: str | None = typer.Option(None, "--exec-command", help="Command line to run in the container."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Seconds before a non-interactive command is killed."),
+    args: list[str] = typer.Argument(None, help="Command and arguments after --, run without a terminal."),
 ) -> None:
-    """Run a command in a running container; prints its output and exits with its exit code."""
+    """Run a command in a running container.
+
+    On a terminal, `--exec-command sh` opens an interactive session (ACI exec over a websocket).
+    Without a terminal, or with `-- command args...`, the command runs to completion: its output
+    is printed and `corral` exits with its exit code.
+    """
+    if bool(args) == bool(exec_command):
+        raise typer.BadParameter("give either --exec-command CMD or -- COMMAND ARGS...", param_hint="--exec-command")
     client = Client.from_config()
     container = _first_container(client, resource_group, name, container_name)
-    body: dict[str, Any] = {"command": shlex.split(exec_command)}
+    base = client.group_path(resource_group, name) + f"/containers/{container}"
+    if exec_command and sys.stdin.isatty() and sys.stdout.isatty():
+        rows, cols = terminal.terminal_size(sys.stdout.fileno())
+        session = client.request("POST", base + "/exec", json={
+            "command": exec_command, "terminalSize": {"rows": rows, "cols": cols},
+        }).json()
+        conn = terminal.open_session(session["webSocketUri"], session["password"], client.config.ca_cert)
+        raise typer.Exit(terminal.interactive(conn))
+    body: dict[str, Any] = {"command": list(args) if args else shlex.split(exec_command or "")}
     if timeout is not None:
         body["timeoutSeconds"] = timeout
-    resp = client.request("POST", client.group_path(resource_group, name) + f"/containers/{container}/execSync",
-                          json=body)
-    result = resp.json()
+    result = client.request("POST", base + "/execSync", json=body).json()
     sys.stdout.write(result.get("stdout", ""))
+    sys.stdout.flush()
     sys.stderr.write(result.get("stderr", ""))
-    err_console.print(f"exit code: {result['exitCode']}", style="dim")
     raise typer.Exit(result["exitCode"])
+
+
+@app.command()
+def attach(
+    resource_group: str = RG, name: str = NAME,
+    container_name: str | None = typer.Option(None, "--container-name", help="Default: the first container."),
+) -> None:
+    """Stream a running container's output (ACI attach) until it exits or Ctrl-C."""
+    client = Client.from_config()
+    container = _first_container(client, resource_group, name, container_name)
+    path = client.group_path(resource_group, name) + f"/containers/{container}/attach"
+    session = client.request("POST", path).json()
+    conn = terminal.open_session(session["webSocketUri"], session["password"], client.config.ca_cert)
+    try:
+        terminal.stream_output(conn, sys.stdout.fileno())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        conn.close()
 
 
 @app.command()
@@ -236,11 +305,74 @@ def delete(
 
 
 @app.command()
-def restart(resource_group: str = RG, name: str = NAME) -> None:
-    """Restart all containers of a group in place."""
+def restart(
+    resource_group: str = RG, name: str = NAME,
+    container: str | None = typer.Option(None, "--container", help="Restart only this container (Corral extension)."),
+) -> None:
+    """Restart all containers of a group in place, or only one with --container."""
     client = Client.from_config()
+    if container:
+        client.request("POST", client.group_path(resource_group, name) + f"/containers/{container}/restart")
+        console.print(f"restarting container {container} of {name}")
+        return
     client.request("POST", client.group_path(resource_group, name) + "/restart")
     console.print(f"restarting {name}")
+
+
+def _sse(resp: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs of a server-sent event stream."""
+    kind, data = "message", []
+    for line in resp.iter_lines():
+        if not line:
+            if data:
+                yield kind, json.loads("\n".join(data))
+            kind, data = "message", []
+        elif line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+
+
+def describe(kind: str, d: dict[str, Any]) -> str:
+    """One line per watched change, for people."""
+    who = f"{d.get('resourceGroup')}/{d.get('name')}"
+    if kind == "group":
+        return f"{who}: group {d['state']} (provisioning {d['provisioningState']})"
+    if kind == "container":
+        extra = f" exit code {d['exitCode']}" if d.get("exitCode") is not None else ""
+        detail = f" [{d['detailStatus']}]" if d.get("detailStatus") else ""
+        return f"{who}: container {d['container']} {d['state']}{detail}{extra}, restarts {d['restartCount']}"
+    if kind == "event":
+        where = f" container {d['container']}" if d.get("container") else ""
+        e = d["event"]
+        count = f" (x{e['count']})" if e.get("count", 1) > 1 else ""
+        return f"{who}:{where} event {e['name']}: {e['message']}{count}"
+    if kind == "deleted":
+        return f"{who}: deleted"
+    return f"{who}: {kind} {json.dumps(d)}"
+
+
+@app.command()
+def watch(
+    resource_group: str = RG,
+    name: str | None = typer.Option(None, "-n", "--name", help="Only this group (default: the whole resource group)."),
+    output: Format = OUT,
+) -> None:
+    """Print state changes and events of container groups as they happen, until Ctrl-C."""
+    client = Client.from_config()
+    if name:
+        path = client.group_path(resource_group, name) + "/events"
+    else:
+        path = client.group_path(resource_group).removesuffix("/containerGroups") + "/events"
+    try:
+        with _stream(client, path, {}) as resp:
+            for kind, data in _sse(resp):
+                if output == Format.table:
+                    print(describe(kind, data), flush=True)
+                else:
+                    print(json.dumps({"event": kind, **data}), flush=True)
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

@@ -170,6 +170,16 @@ class GroupService:
         view, _ = self._mutate(sub, rg, name, apply)
         return self._operation("Restart", view.key, view.record.meta)
 
+    def restart_container(self, sub: str, rg: str, name: str, container: str) -> GroupView:
+        """Corral extension: restart one container; the agent sees the bumped count and restarts only it."""
+        def apply(r: GroupRecord) -> None:
+            if container not in {c.name for c in r.spec.properties.containers}:
+                raise NotFound(f"container '{container}' is not part of container group '{name}'")
+            if r.meta.desiredState == "Stopped":
+                raise Conflict(f"container group '{name}' is stopped; start it instead of restarting a container")
+            r.meta.containerRestarts[container] = r.meta.containerRestarts.get(container, 0) + 1
+        return self._mutate(sub, rg, name, apply)[0]
+
     def _mutate(self, sub: str, rg: str, name: str, apply) -> tuple[GroupView, Record]:  # type: ignore[no-untyped-def]
         key = group_key(sub, rg, name)
         for _ in range(10):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from corral.model.group import ContainerGroup
 
@@ -36,6 +36,8 @@ class GroupMeta(BaseModel):
     node: str | None = None  # set by the scheduler
     deleting: bool = False
     lastOperation: str = "Create"  # Create | Update | Delete | Start
+    # Corral extension: bumped per container by a single-container restart.
+    containerRestarts: dict[str, int] = Field(default_factory=dict)
 
 
 class GroupRecord(BaseModel):

@@ -61,6 +61,8 @@ class GroupStatus(BaseModel):
     # Wall-clock span the group's containers ran, for metering.
     startedAt: datetime | None = None
     stoppedAt: datetime | None = None
+    # The GroupMeta.containerRestarts counts the agent has carried out.
+    observedContainerRestarts: dict[str, int] = Field(default_factory=dict)
 
 
 def record_event(events: list[Event], name: str, message: str, type: str = "Normal", limit: int = 50) -> None:

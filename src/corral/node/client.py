@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from corral.errors import NotFound
+from corral.errors import Conflict
+from corral.node.exec import PtySession, attach, exec_capture, exec_pty
 from corral.node.host import NodeHost, container_id
 from corral.node.logs import follow_logs, read_logs
 
@@ -13,11 +15,19 @@ class LocalNodeClient:
     def __init__(self, host: NodeHost) -> None:
         self.host = host
 
-    def _log(self, uid: str, container: str):  # type: ignore[no-untyped-def]
+    def _log(self, uid: str, container: str) -> Path:
         path = self.host.log_path(uid, container)
         if not path.exists() and self.host.log_path(uid, container, init=True).exists():
             path = self.host.log_path(uid, container, init=True)
         return path
+
+    def _running(self, uid: str, container: str) -> str:
+        cid = container_id(uid, container)
+        status = self.host.runtime.state(cid).status
+        if status != "running":
+            # 409, not 404: the container exists in the group, it is just not running now.
+            raise Conflict(f"container '{container}' is not running (it is {status}); start the group first")
+        return cid
 
     def logs(self, uid: str, container: str, tail: int | None, timestamps: bool) -> str:
         return read_logs(self._log(uid, container), tail=tail, timestamps=timestamps)
@@ -28,12 +38,13 @@ class LocalNodeClient:
         return follow_logs(self._log(uid, container), stop, timestamps=timestamps, tail=tail)
 
     def exec(self, uid: str, container: str, argv: list[str], timeout: float | None) -> tuple[int, bytes, bytes]:
-        from corral.node.exec import exec_capture
+        return exec_capture(self.host.runtime, self._running(uid, container), argv, timeout=timeout)
 
-        cid = container_id(uid, container)
-        if self.host.runtime.state(cid).status != "running":
-            raise NotFound(f"container '{container}' is not running")
-        return exec_capture(self.host.runtime, cid, argv, timeout=timeout)
+    def exec_pty(self, uid: str, container: str, argv: list[str], rows: int, cols: int) -> PtySession:
+        return exec_pty(self.host.runtime, self._running(uid, container), argv, rows=rows, cols=cols)
+
+    def attach(self, uid: str, container: str, stop: Callable[[], bool], tail: int | None = 0) -> Iterator[str]:
+        return attach(self.host.runtime, self._running(uid, container), stop, tail=tail)
 
     def cached_images(self) -> list[str]:
         return [img.reference for img in self.host.images.list()]
