@@ -258,8 +258,6 @@ class Runtime:
         meta.pid = pid
         meta.pid_start = _sys.proc_start_time(pid)
         self._save_meta(cid, meta)
-        if self.name == "runsc" and meta.cgroup_path:
-            self._limit_sandbox(cid, meta.cgroup_path, (spec.get("linux") or {}).get("resources") or {}, pid)
         return self._start(cid)
 
     def _limit_sandbox(self, cid: str, cgroup_path: str, resources: dict[str, Any], sandbox_pid: int) -> None:
@@ -293,6 +291,10 @@ class Runtime:
         meta = self._meta(cid)
         if meta is None:
             raise RuntimeFailure(f"container {cid} has no metadata; delete and run it again")
+        if meta.runtime == "runsc" and meta.cgroup_path and meta.pid:
+            # Here rather than after create, so a run() resumed after a crash applies them too.
+            resources = ((self._config(cid) or {}).get("linux") or {}).get("resources") or {}
+            self._limit_sandbox(cid, meta.cgroup_path, resources, meta.pid)
         res = self._oci(cid, "start", cid, meta=meta, check=False)
         # A crash right after a successful start leaves it started but unrecorded: that is fine too.
         if res.returncode != 0 and self._oci_status(cid, meta) != "running":
@@ -407,7 +409,7 @@ class Runtime:
         """Remove every trace of ``cid``: process, runtime state, conmon, cgroups, bundle. Idempotent."""
         bundle = self.bundle(cid)
         meta = self._meta(cid)
-        cgroup_path = meta.cgroup_path if meta else self._cgroup_from_config(bundle)
+        cgroup_path = meta.cgroup_path if meta else self._cgroup_from_config(cid)
         pid = meta.pid if meta and meta.pid else self._read_int(bundle / "pidfile")
         pid_start = meta.pid_start if meta else None
         problems: list[str] = []
@@ -464,13 +466,15 @@ class Runtime:
             return False
         return bool(cmd) and cmd[0].endswith(b"conmon") and cid.encode() in cmd
 
-    @staticmethod
-    def _cgroup_from_config(bundle: Path) -> str | None:
+    def _config(self, cid: str) -> dict[str, Any] | None:
         try:
-            cfg = json.loads((bundle / "config.json").read_text())
-            return (cfg.get("linux") or {}).get("cgroupsPath")
+            cfg = json.loads((self.bundle(cid) / "config.json").read_text())
         except (OSError, ValueError):
             return None
+        return cfg if isinstance(cfg, dict) else None
+
+    def _cgroup_from_config(self, cid: str) -> str | None:
+        return ((self._config(cid) or {}).get("linux") or {}).get("cgroupsPath")
 
     def list_ids(self) -> list[str]:
         """Containers this runtime has on disk, running or not (for adoption after a restart)."""
