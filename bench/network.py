@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ def pct(xs: list[float], p: float) -> float:
     return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
 
 
-def timed(fn: Callable[[], Any]) -> float:
+def timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
     return (time.perf_counter() - t0) * 1000
@@ -61,24 +62,24 @@ class Bench:
                 nsfiles.remove_namespace_file(p)
 
     def run_conflist(self, label: str, bindir: Path, conflist: dict[str, Any]) -> None:
-        adds, dels, results = [], [], []
+        adds: list[float] = []
+        dels: list[float] = []
+        results: list[dict[str, Any]] = []
         for i, name in enumerate(self.netns):
-            box: list[dict[str, Any]] = []
-            adds.append(timed(lambda n=name, c=i, b=box: b.append(cni.add(
-                bindir, conflist, container_id=f"b{c}", netns=str(nsfiles.netns_path(n)), ifname="eth0"))))
-            results.append(box[0])
+            path = str(nsfiles.netns_path(name))
+            t0 = time.perf_counter()
+            results.append(cni.add(bindir, conflist, container_id=f"b{i}", netns=path, ifname="eth0"))
+            adds.append((time.perf_counter() - t0) * 1000)
         for i, name in enumerate(self.netns):
-            dels.append(timed(lambda n=name, c=i: cni.delete(
-                bindir, conflist, container_id=f"b{c}", netns=str(nsfiles.netns_path(n)), ifname="eth0",
-                prev=results[c])))
+            path = str(nsfiles.netns_path(name))
+            dels.append(timed(partial(cni.delete, bindir, conflist, container_id=f"b{i}", netns=path,
+                                      ifname="eth0", prev=results[i])))
         self.rows.append((label, adds, dels))
 
     def run_inprocess(self, conf: VnetConf) -> None:
-        adds, dels = [], []
-        for i, name in enumerate(self.netns):
-            adds.append(timed(lambda n=name, c=i: plugin.add(conf, f"i{c}", str(nsfiles.netns_path(n)), "eth0")))
-        for i, name in enumerate(self.netns):
-            dels.append(timed(lambda n=name, c=i: plugin.delete(conf, f"i{c}", str(nsfiles.netns_path(n)), "eth0")))
+        paths = [str(nsfiles.netns_path(name)) for name in self.netns]
+        adds = [timed(partial(plugin.add, conf, f"i{i}", p, "eth0")) for i, p in enumerate(paths)]
+        dels = [timed(partial(plugin.delete, conf, f"i{i}", p, "eth0")) for i, p in enumerate(paths)]
         self.rows.append(("(c) corral-vnet in-process", adds, dels))
 
     def run_pool(self, conf: VnetConf) -> None:
@@ -89,8 +90,8 @@ class Bench:
             if not mgr.wait_pool(120):
                 raise RuntimeError(f"pool did not fill: {mgr.pool_errors}")
             mgr.stop_pool()  # measure the take itself, not the refill competing for the CPU
-            adds = [timed(lambda c=i: mgr.create(f"g{c}", f"g{c}")) for i in range(self.n)]
-            dels = [timed(lambda c=i: mgr.delete(f"g{c}")) for i in range(self.n)]
+            adds = [timed(partial(mgr.create, f"g{i}", f"g{i}")) for i in range(self.n)]
+            dels = [timed(partial(mgr.delete, f"g{i}")) for i in range(self.n)]
             self.rows.append(("(d) standby pool take (VnetNetworkManager)", adds, dels))
         finally:
             for s in mgr.list():

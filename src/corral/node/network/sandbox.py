@@ -12,6 +12,7 @@ same sandboxes through ``get``/``list``.
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import json
 import os
@@ -112,7 +113,7 @@ class NetworkManager:
         self,
         sandbox_id: str,
         hostname: str,
-        port_mappings: list[PortMapping] | None = None,
+        port_mappings: builtins.list[PortMapping] | None = None,
         dns: DnsSettings | None = None,
     ) -> Sandbox:
         """Build the sandbox, or return it if it already exists whole. Rolls back on failure."""
@@ -143,8 +144,8 @@ class NetworkManager:
         rec = self._load(sandbox_id)
         return rec.sandbox if rec is not None and rec.status == "ready" else None
 
-    def list(self) -> list[Sandbox]:
-        out: list[Sandbox] = []
+    def list(self) -> builtins.list[Sandbox]:
+        out: builtins.list[Sandbox] = []
         for d in sorted(self._root.iterdir()):
             rec = self._load(d.name)
             if rec is not None and rec.status == "ready" and rec.sandbox is not None:
@@ -157,14 +158,14 @@ class NetworkManager:
         with self._id_lock(sandbox_id):
             self._destroy(sandbox_id, self._load(sandbox_id))
 
-    def recover(self) -> list[str]:
+    def recover(self) -> builtins.list[str]:
         """Undo sandboxes a crash left half built; returns their ids. Call at agent start."""
-        undone: list[str] = []
+        undone: builtins.list[str] = []
         for d in sorted(self._root.iterdir()):
             with self._id_lock(d.name):
                 rec = self._load(d.name)
-                whole = rec is not None and rec.status == "ready" and rec.sandbox is not None
-                if not whole or not self._intact(rec.sandbox):  # type: ignore[union-attr]
+                sb = rec.sandbox if rec is not None and rec.status == "ready" else None
+                if sb is None or not self._intact(sb):
                     self._destroy(d.name, rec)
                     undone.append(d.name)
         return undone
@@ -192,7 +193,7 @@ class NetworkManager:
     # ---- building and undoing ----------------------------------------------
 
     def _build(
-        self, sandbox_id: str, hostname: str, ports: list[PortMapping], dns: DnsSettings | None
+        self, sandbox_id: str, hostname: str, ports: builtins.list[PortMapping], dns: DnsSettings | None
     ) -> Sandbox:
         cfg = self.config
         d = self._dir(sandbox_id)
@@ -256,7 +257,7 @@ class NetworkManager:
 
     # ---- ports ------------------------------------------------------------
 
-    def _reserve_ports(self, sandbox_id: str, ports: list[PortMapping]) -> None:
+    def _reserve_ports(self, sandbox_id: str, ports: builtins.list[PortMapping]) -> None:
         if not ports:
             return
         wanted = [(p.host_port, p.protocol) for p in ports]
@@ -290,7 +291,7 @@ class NetworkManager:
 
     def _conflist(self, *, with_portmap: bool) -> dict[str, Any]:
         cfg = self.config
-        plugins: list[dict[str, Any]] = [{
+        plugins: builtins.list[dict[str, Any]] = [{
             "type": "bridge", "bridge": cfg.bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True,
             "ipam": {
                 "type": "host-local", "dataDir": str(cfg.state_dir / "ipam"),

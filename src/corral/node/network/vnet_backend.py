@@ -13,6 +13,7 @@ slot id, recorded in the sandbox state; delete, recover and teardown release it.
 
 from __future__ import annotations
 
+import builtins
 import os
 import secrets
 import shutil
@@ -67,13 +68,13 @@ class VnetNetworkManager:
         self._pool.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._id_locks: dict[str, threading.Lock] = {}
-        self._ready: list[str] = []  # slot ids ready to take
+        self._ready: builtins.list[str] = []  # slot ids ready to take
         self._reserved: dict[tuple[int, str], str] = {}  # host ports claimed by creates in flight
-        self._broken: list[str] = []  # pool slots found damaged, to destroy
+        self._broken: builtins.list[str] = []  # pool slots found damaged, to destroy
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._filler: threading.Thread | None = None
-        self.pool_errors: list[BaseException] = []
+        self.pool_errors: builtins.list[BaseException] = []
         for d in sorted(self._pool.iterdir()):
             rec = _load(d)
             if rec is not None and rec.status == "ready" and rec.sandbox and _intact(rec.sandbox):
@@ -87,7 +88,7 @@ class VnetNetworkManager:
         self,
         sandbox_id: str,
         hostname: str,
-        port_mappings: list[PortMapping] | None = None,
+        port_mappings: builtins.list[PortMapping] | None = None,
         dns: DnsSettings | None = None,
     ) -> Sandbox:
         _check_id(sandbox_id)
@@ -126,7 +127,7 @@ class VnetNetworkManager:
         rec = _load(self._root / sandbox_id)
         return rec.sandbox if rec is not None and rec.status == "ready" else None
 
-    def list(self) -> list[Sandbox]:
+    def list(self) -> builtins.list[Sandbox]:
         out = []
         for d in sorted(self._root.iterdir()):
             rec = _load(d)
@@ -140,7 +141,7 @@ class VnetNetworkManager:
             d = self._root / sandbox_id
             self._destroy(d, _load(d))
 
-    def recover(self) -> list[str]:
+    def recover(self) -> builtins.list[str]:
         """Undo half-built sandboxes and pool slots a crash left; returns the sandbox ids undone."""
         undone = []
         for d in sorted(self._root.iterdir()):
@@ -156,7 +157,7 @@ class VnetNetworkManager:
                 self._destroy(d, _load(d))
         return undone
 
-    def set_security_rules(self, rules: list[SecurityRule], sandbox_id: str | None = None) -> None:
+    def set_security_rules(self, rules: builtins.list[SecurityRule], sandbox_id: str | None = None) -> None:
         """Replace the vnet's (or one sandbox's) security rules, live."""
         attachment = None
         if sandbox_id is not None:
@@ -216,7 +217,7 @@ class VnetNetworkManager:
             return netops.in_netns(self.config.host_netns, fn)
         return fn()
 
-    def _build(self, d: Path, sid: str, attachment: str, hostname: str, ports: list[PortMapping],
+    def _build(self, d: Path, sid: str, attachment: str, hostname: str, ports: builtins.list[PortMapping],
                dns: DnsSettings | None) -> Sandbox:
         d.mkdir(parents=True, exist_ok=True)
         netns = f"{self.config.netns_prefix}{attachment}"
@@ -228,7 +229,7 @@ class VnetNetworkManager:
         return self._finish(d, rec, att, hostname, ports, dns)
 
     def _finish(self, d: Path, rec: _Record, att: plugin.Attachment, hostname: str,
-                ports: list[PortMapping], dns: DnsSettings | None) -> Sandbox:
+                ports: builtins.list[PortMapping], dns: DnsSettings | None) -> Sandbox:
         resolv, hosts, hn = etcfiles.write_all(d / "etc", att.ip, hostname or rec.id,
                                                dns or DnsSettings(nameservers=list(self.config.dns_servers)))
         sb = Sandbox(id=rec.id, netns=rec.netns, netns_path=str(nsfiles.netns_path(rec.netns)),
@@ -255,7 +256,7 @@ class VnetNetworkManager:
             self._wake.set()
         return None
 
-    def _adopt(self, slot: str, sid: str, hostname: str, ports: list[PortMapping],
+    def _adopt(self, slot: str, sid: str, hostname: str, ports: builtins.list[PortMapping],
                dns: DnsSettings) -> Sandbox:
         """Take a standby slot for ``sid``: one rename hands over namespaces and address."""
         d = self._root / sid
@@ -321,7 +322,7 @@ class VnetNetworkManager:
 
     # ---- host ports ------------------------------------------------------------------
 
-    def _reserve_ports(self, sid: str, ports: list[PortMapping]) -> None:
+    def _reserve_ports(self, sid: str, ports: builtins.list[PortMapping]) -> None:
         """Claim host ports against other sandboxes and creates in flight (caller holds _lock)."""
         if not ports:
             return
@@ -342,7 +343,7 @@ class VnetNetworkManager:
             self._reserved[key] = sid
 
     def _apply_ports(self) -> None:
-        ports: list[firewall.HostPort] = []
+        ports: builtins.list[firewall.HostPort] = []
         for d in self._root.iterdir():
             rec = _load(d)
             if rec is None or rec.sandbox is None:
