@@ -14,6 +14,19 @@ from groups import container, container_cgroup, delete, exec_sync, get, group, p
 RG = "it-volumes"
 
 
+@pytest.fixture(scope="module")
+def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
+    """This module's own Corral (bridge ctnf0): other test sessions may reset the shared ctest0 bridge."""
+    server = CorralServer(tmp_path_factory.mktemp("corral-nf"), bridge="ctnf0", subnet="10.68.0.0/16",
+                          cgroup_parent="/corral-test-nf")
+    server.build_base_image()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 def _uid(corral: CorralServer, name: str) -> str:
     return Path(container_cgroup("memory", corral.cgroup_parent, name)).parent.name
 

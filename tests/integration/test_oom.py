@@ -1,0 +1,86 @@
+"""Memory and pids limits end to end: OOMKilled is reported, a fork bomb is contained."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from corral_server import CorralServer
+from groups import container, container_cgroup, delete, get, group, put, view, wait_for
+
+RG = "it-oom"
+
+
+@pytest.fixture(scope="module")
+def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
+    """This module's own Corral (bridge ctnf0): other test sessions may reset the shared ctest0 bridge."""
+    server = CorralServer(tmp_path_factory.mktemp("corral-nf"), bridge="ctnf0", subnet="10.68.0.0/16",
+                          cgroup_parent="/corral-test-nf")
+    server.build_base_image()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_container_over_its_memory_limit_is_terminated_oomkilled_with_an_event(corral: CorralServer) -> None:
+    client = corral.client()
+    # A shell variable of ~200 MB in a 64 MB container.
+    hog = ["sh", "-c", "echo start; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"]
+    put(client, RG, "oom", group(container("oom-hog", hog, memory=0.0625), restartPolicy="Never"))
+    try:
+        g = wait_for(client, RG, "oom", lambda g: g["properties"]["instanceView"]["state"] == "Failed")
+        iv = view(g, "oom-hog")
+        cur = iv["currentState"]
+        assert cur["state"] == "Terminated" and cur["detailStatus"] == "OOMKilled", cur
+        assert cur["exitCode"] == 137
+        oom_events = [e for e in iv["events"] if "OOMKilled" in e["message"]]
+        assert oom_events and oom_events[0]["type"] == "Warning", iv["events"]
+        logs = client.request("GET", client.group_path(RG, "oom") + "/containers/oom-hog/logs").json()
+        assert "start" in logs["content"] and "survived" not in logs["content"]
+    finally:
+        delete(client, RG, "oom")
+
+
+def test_restarted_oom_container_keeps_oomkilled_as_previous_state(corral: CorralServer) -> None:
+    client = corral.client()
+    hog = ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a)"]
+    put(client, RG, "oom-again", group(container("oom-again", hog, memory=0.0625), restartPolicy="OnFailure"))
+    try:
+        g = wait_for(client, RG, "oom-again", lambda g: view(g, "oom-again")["restartCount"] >= 1)
+        prev = view(g, "oom-again")["previousState"]
+        assert prev["state"] == "Terminated" and prev["detailStatus"] == "OOMKilled", prev
+    finally:
+        delete(client, RG, "oom-again")
+
+
+def test_pids_limit_stops_a_fork_bomb_and_the_node_keeps_answering(corral: CorralServer) -> None:
+    client = corral.client()
+    bomb = ["sh", "-c", "while true; do sleep 1000 & done"]
+    put(client, RG, "forkbomb", group(container("fork-bomb", bomb, cpu=0.5, memory=0.5)))
+    try:
+        pids = Path(container_cgroup("pids", corral.cgroup_parent, "fork-bomb"))
+        limit = int((pids / "pids.max").read_text())
+        assert limit == 1024
+        deadline = time.monotonic() + 60
+        while True:
+            hit = int((pids / "pids.events").read_text().split()[1])
+            if hit > 0:
+                break
+            assert time.monotonic() < deadline, "the fork bomb never reached the pids limit"
+            time.sleep(0.2)
+        # The limit holds, and the control plane and agent still work.
+        assert int((pids / "pids.current").read_text()) <= limit
+        cfg = corral.config
+        assert httpx.get(f"{cfg.endpoint}/healthz", verify=cfg.ca_cert or True, timeout=10).status_code == 200
+        g = get(client, RG, "forkbomb")
+        assert view(g, "fork-bomb")["currentState"]["state"] == "Running"
+        put(client, RG, "bystander", group(container("bystander", ["sleep", "3600"])))
+        assert view(get(client, RG, "bystander"), "bystander")["currentState"]["state"] == "Running"
+    finally:
+        delete(client, RG, "forkbomb")
+        delete(client, RG, "bystander")
