@@ -140,7 +140,7 @@ def raw_terminal(fd: int) -> Iterator[None]:
     """Raw mode (keys go to the remote shell as typed, Ctrl-C included), restored on the way out."""
     saved = termios.tcgetattr(fd)
     try:
-        tty.setraw(fd)
+        tty.setraw(fd, termios.TCSANOW)  # keep what was typed ahead
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
