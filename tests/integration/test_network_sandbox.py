@@ -251,3 +251,41 @@ def test_teardown_refuses_with_sandboxes(manager: NetworkManager) -> None:
     manager.teardown()
     assert not _link_exists(BRIDGE)
     assert shutil.which("ip")
+
+
+def test_failure_midway_rolls_back(tmp_path: Path) -> None:
+    """portmap missing: bridge ADD succeeds, portmap fails; nothing may be left behind."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for p in ("bridge", "host-local"):
+        (bindir / p).symlink_to(f"/usr/lib/cni/{p}")
+    before = _cnt_iptables()
+    cfg = NetworkConfig(name="cnt-test", bridge=BRIDGE, subnet=SUBNET, state_dir=tmp_path / "net",
+                        netns_prefix="cnt-", cni_bin_dir=bindir, dns_servers=["10.199.0.1"])
+    mgr = NetworkManager(cfg)
+    try:
+        from corral.errors import NetworkError
+
+        with pytest.raises(NetworkError) as err:
+            mgr.create("a", "a", [PortMapping(host_port=18004, container_port=80)])
+        assert "portmap" in err.value.message
+        assert not nsfiles.netns_path("cnt-a").exists()
+        assert list((tmp_path / "net" / "sandboxes").iterdir()) == []
+        assert _iptables_lines('id: \\"a\\"') == []
+        ports = subprocess.run(["ip", "-o", "link", "show", "master", BRIDGE], capture_output=True, text=True)
+        assert ports.stdout.strip() == ""
+        ipam = tmp_path / "net" / "ipam" / "cnt-test"
+        assert not any(f.name.startswith("10.") for f in ipam.iterdir()) if ipam.exists() else True
+        sb = mgr.create("a", "a")  # works again without ports
+        assert sb.ip.startswith("10.199.0.")
+        mgr.delete("a")
+    finally:
+        for sid in ("a",):
+            try:
+                mgr.delete(sid)
+            finally:
+                nsfiles.remove_namespace_file(nsfiles.netns_path(f"cnt-{sid}"))
+        mgr.teardown()
+        if _link_exists(BRIDGE):
+            subprocess.run(["ip", "link", "del", BRIDGE], check=False)
+        assert _cnt_iptables() == before

@@ -156,7 +156,7 @@ class NetworkManager:
         """Remove everything of the sandbox; a no-op when nothing is left."""
         self._check_id(sandbox_id)
         with self._id_lock(sandbox_id):
-            self._destroy(sandbox_id, self._load(sandbox_id))
+            self._destroy(sandbox_id, self._load(sandbox_id), strict=True)
 
     def recover(self) -> builtins.list[str]:
         """Undo sandboxes a crash left half built; returns their ids. Call at agent start."""
@@ -231,7 +231,8 @@ class NetworkManager:
         self._save(rec)
         return sb
 
-    def _destroy(self, sandbox_id: str, rec: _Record | None) -> None:
+    def _destroy(self, sandbox_id: str, rec: _Record | None, *, strict: bool = False) -> None:
+        """Undo everything of a sandbox; with ``strict`` a failed CNI DEL is raised after cleaning up."""
         cfg = self.config
         netns_name = rec.netns if rec is not None else self._netns_name(sandbox_id)
         netns_path = nsfiles.netns_path(netns_name)
@@ -240,10 +241,20 @@ class NetworkManager:
         runtime: dict[str, Any] = {}
         if rec is not None:
             runtime = _runtime_config(rec.port_mappings)
-        cni.delete(cfg.cni_bin_dir, conflist, container_id=sandbox_id,
-                   netns=str(netns_path) if pinned else "", ifname=_IFNAME,
-                   prev=rec.cni_result if rec is not None else None, runtime=runtime)
-        if not pinned:
+        failed: NetworkError | None = None
+        if rec is None and not pinned:
+            # The record is written before anything is built and removed last: nothing is here.
+            for f in (netns_path, self._dir(sandbox_id) / "uts", self._dir(sandbox_id) / "ipc"):
+                nsfiles.remove_namespace_file(f)
+            shutil.rmtree(self._dir(sandbox_id), ignore_errors=True)
+            return
+        try:
+            cni.delete(cfg.cni_bin_dir, conflist, container_id=sandbox_id,
+                       netns=str(netns_path) if pinned else "", ifname=_IFNAME,
+                       prev=rec.cni_result if rec is not None else None, runtime=runtime)
+        except NetworkError as exc:
+            failed = exc  # go on: whatever the plugins left is found below by its comment
+        if not pinned or failed is not None:
             # Without the netns the bridge plugin cannot find its masquerade rules.
             iptables.purge_by_comment(iptables.cni_comment(cfg.name, sandbox_id))
         nsfiles.remove_namespace_file(netns_path)
@@ -251,6 +262,8 @@ class NetworkManager:
         nsfiles.remove_namespace_file(d / "uts")
         nsfiles.remove_namespace_file(d / "ipc")
         shutil.rmtree(d, ignore_errors=True)
+        if failed is not None and strict:
+            raise failed
 
     def _intact(self, sb: Sandbox) -> bool:
         return all(nsfiles.is_pinned(Path(p)) for p in (sb.netns_path, sb.uts_path, sb.ipc_path))
