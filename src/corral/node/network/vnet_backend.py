@@ -114,7 +114,10 @@ class VnetNetworkManager:
                     sb = self._build(d, sandbox_id, sandbox_id, hostname, ports, dns)
                 return sb
             except BaseException as exc:
-                self._destroy(d, _load(d))
+                try:
+                    self._destroy(d, _load(d))
+                except Exception as undo:  # the record stays: recover() or a retry finishes the undo
+                    exc.add_note(f"rollback incomplete: {undo}")
                 if not isinstance(exc, Exception) or isinstance(exc, CorralError):
                     raise
                 raise NetworkError(f"creating network sandbox {sandbox_id!r} failed: {exc}") from exc
