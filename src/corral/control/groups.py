@@ -8,6 +8,7 @@ touches a host.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -51,6 +52,9 @@ IMMUTABLE = ("osType", "subnetIds", "volumes", "isolation", "sku")
 
 
 class GroupService:
+    # Network checks (subnets, Private, dnsNameLabel claims); set by the ControlPlane.
+    network_check: Callable[[str, str, str, ContainerGroup], None] | None = None
+
     def __init__(self, store: Store, default_location: str = "local") -> None:
         self.store = store
         self.default_location = default_location
@@ -83,6 +87,8 @@ class GroupService:
         except ValueError as exc:
             raise InvalidRequest(str(exc), target="name") from None
         body.location = body.location or self.default_location
+        if self.network_check is not None:
+            self.network_check(sub, rg, name, body)
         key = group_key(sub, rg, name)
         for _ in range(5):
             rec = self.store.get(key)

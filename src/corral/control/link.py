@@ -8,11 +8,15 @@ will get the same interface over HTTP, so nothing in the agent knows which.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from corral.model.records import GROUPS, NODES, GroupRecord, NodeInfo, status_key
 from corral.model.status import GroupStatus
 from corral.store.base import Compacted, Store
+
+if TYPE_CHECKING:
+    from corral.control.netplane import NetworkControl
+    from corral.net.vnet.config import VnetConf
 
 
 class ControlPlaneLink(Protocol):
@@ -36,8 +40,14 @@ class ControlPlaneLink(Protocol):
         """The agent removed everything of a deleted group: forget it."""
         ...
 
+    def vnet_config_for(self, node: str, subnet_id: str | None) -> VnetConf:
+        """The node's corral-vnet config for a subnet (None: the default network), granting a block."""
+        ...
+
 
 class LocalLink:
+    network: NetworkControl | None = None  # set by the ControlPlane
+
     def __init__(self, store: Store) -> None:
         self.store = store
 
@@ -81,3 +91,8 @@ class LocalLink:
         if rec is not None and rec.value["meta"]["uid"] == uid:
             self.store.delete(key, expect_version=rec.version)
         self.store.delete(status_key(uid))
+
+    def vnet_config_for(self, node: str, subnet_id: str | None) -> VnetConf:
+        from corral.control.netplane import NetworkControl
+
+        return (self.network or NetworkControl(self.store)).vnet_config_for(node, subnet_id)

@@ -10,6 +10,7 @@ from corral.control.binder import Binder
 from corral.control.groups import GroupService
 from corral.control.link import LocalLink
 from corral.control.metering import Meter, PriceSheet
+from corral.control.netplane import NetworkControl
 from corral.control.nodes import NodeDirectory
 from corral.store.base import Store
 
@@ -31,6 +32,10 @@ class ControlPlane:
         self.nodes = NodeDirectory()
         self.link = LocalLink(store)
         self.binder = Binder(store)
+        self.network = NetworkControl(store, location=location)
+        self.groups.network_check = self.network.check_group
+        self.link.network = self.network
+        self.network.start()
         self.metering = Meter(store, PriceSheet.load(price_sheet))
 
     def start(self) -> None:
