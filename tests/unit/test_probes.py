@@ -56,6 +56,7 @@ def test_a_new_run_of_the_container_starts_counting_afresh() -> None:
     probe = Probe.model_validate({"exec": {"command": ["x"]}, "periodSeconds": 1, "failureThreshold": 1,
                                   "initialDelaySeconds": 3})
     prober, clock, calls = _prober([False])
+    prober.step("c", "liveness", probe, "run1", "cid", None)
     clock.t += 3
     assert prober.step("c", "liveness", probe, "run1", "cid", None).verdict is False
     step = prober.step("c", "liveness", probe, "run2", "cid", None)

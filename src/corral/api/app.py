@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from corral.api import access, errors, events, groups, lro, provider, usage
+from corral.api import access, errors, events, groups, lro, network, provider, usage
 from corral.api.auth import PUBLIC_PREFIXES, check
 from corral.api.paths import canonical_path
 from corral.control.plane import ControlPlane
@@ -39,6 +39,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
     app.include_router(groups.router)
     app.include_router(lro.router)
     app.include_router(provider.router)
+    app.include_router(network.router)
     app.include_router(access.router)
     app.include_router(access.sessions)
     app.include_router(events.router)
