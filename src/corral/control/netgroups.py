@@ -1,0 +1,120 @@
+"""Network checks of a container group before it is written: subnets, private addresses, DNS labels.
+
+``GroupService.create_or_update`` calls ``check`` before writing the group.
+A dnsNameLabel is claimed with a compare-and-swap on ``/dnslabels/<location>/<label>``
+so two concurrent creates cannot both get it; a claim whose group is gone (or
+now carries another label) is stale and taken over, so nothing has to release it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from corral.control import netkeys as K
+from corral.control.vnets import VnetService
+from corral.errors import (
+    DnsNameLabelNotAvailable,
+    InvalidRequest,
+    NetworkCapacityExceeded,
+    NotFound,
+    VersionConflict,
+)
+from corral.model.group import ContainerGroup
+from corral.model.network import ACI_DELEGATION
+from corral.model.records import group_key
+from corral.store.base import ABSENT, Compacted, Store
+
+# Seconds a claim holds before its group record exists (a create between claim and write).
+CLAIM_GRACE = 10.0
+
+
+class GroupNetworkCheck:
+    def __init__(self, store: Store, vnets: VnetService) -> None:
+        self.store = store
+        self.vnets = vnets
+
+    def check(self, sub: str, rg: str, name: str, body: ContainerGroup) -> None:
+        props = body.properties
+        ip = props.ipAddress
+        subnets = props.subnetIds or []
+        if ip is not None and ip.type == "Private" and not subnets:
+            raise InvalidRequest(
+                "ipAddress.type 'Private' needs subnetIds: name the virtual network subnet the group joins "
+                "(or use type 'Public')", target="properties.ipAddress.type")
+        if len(subnets) > 1:
+            raise InvalidRequest("a container group can join one subnet only", target="properties.subnetIds")
+        key = group_key(sub, rg, name)
+        for i, s in enumerate(subnets):
+            self._check_subnet(sub, key, s.id, f"properties.subnetIds[{i}].id")
+        if ip is not None and ip.dnsNameLabel:
+            self._claim_label(body.location or self.vnets.default_location, ip.dnsNameLabel, key)
+
+    def _check_subnet(self, sub: str, key: str, subnet_id: str, target: str) -> None:
+        try:
+            ref = K.parse_subnet_id(subnet_id)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), target=target) from None
+        if ref.subscription.lower() != sub.lower():
+            raise InvalidRequest(
+                f"subnet '{subnet_id}' is in subscription '{ref.subscription}'; a container group can only join "
+                f"subnets of its own subscription '{sub}'", target=target)
+        try:
+            record, sn, _ = self.vnets.get_subnet(*ref)
+        except NotFound:
+            raise InvalidRequest(
+                f"subnet '{ref.subnet}' of virtual network '{ref.vnet}' in resource group '{ref.resource_group}' "
+                "does not exist; create it first (corral network subnet create)", target=target) from None
+        for d in sn.properties.delegations or []:
+            if d.properties.serviceName.lower() != ACI_DELEGATION.lower():
+                raise InvalidRequest(f"subnet '{sn.name}' is delegated to {d.properties.serviceName}, not to "
+                                     f"{ACI_DELEGATION}", target=target)
+        users = [k for k in self.vnets.subnet_users(ref.subscription, ref.resource_group, ref.vnet) if k != key]
+        limit = self.vnets.settings.max_groups_per_vnet
+        if len(users) >= limit:
+            raise NetworkCapacityExceeded(
+                f"virtual network '{record.meta.name}' already holds {len(users)} container groups, its limit "
+                f"({limit}); delete some or use another virtual network")
+
+    def _claim_label(self, location: str, label: str, key: str) -> None:
+        lk = K.label_key(location, label)
+        for _ in range(10):
+            rec = self.store.get(lk)
+            if rec is not None:
+                holder = rec.value.get("group")
+                if holder == key or not self._holds(holder, location, label, rec.value.get("at", 0.0), rec.version):
+                    expect = rec.version  # ours already, or stale: take it over
+                else:
+                    raise DnsNameLabelNotAvailable(
+                        f"the DNS name label '{label}' is already used by another container group in location "
+                        f"'{location}'; choose another dnsNameLabel")
+            else:
+                expect = ABSENT
+            if rec is not None and rec.value.get("group") == key:
+                return
+            try:
+                self.store.put(lk, {"group": key, "location": location, "label": label, "at": time.time()},
+                               expect_version=expect)
+                return
+            except VersionConflict:
+                continue
+        raise DnsNameLabelNotAvailable(f"the DNS name label '{label}' is being claimed concurrently; retry")
+
+    def _holds(self, group: str | None, location: str, label: str, at: float, claimed: int) -> bool:
+        """Whether the group still exists and still carries the label in the location."""
+        if not group:
+            return False
+        rec = self.store.get(group)
+        if rec is None:
+            # Written and deleted since the claim: stale. Never written yet: its create is in flight
+            # (between claim and write), so the claim holds for a short grace.
+            try:
+                events = self.store.watch(group, claimed, 0)
+            except Compacted:
+                return False
+            if any(e.key == group for e in events):
+                return False
+            return time.time() - float(at) < CLAIM_GRACE
+        spec = rec.value.get("spec", {})
+        ip = spec.get("properties", {}).get("ipAddress") or {}
+        return (str(ip.get("dnsNameLabel") or "").lower() == label.lower()
+                and str(spec.get("location") or "").lower() == location.lower())

@@ -1,0 +1,92 @@
+"""Store keys and ARM resource ids of the network resources."""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+VNETS = "/vnets/"
+NSGS = "/nsgs/"
+NODE_BLOCKS = "/nodeblocks/"
+DNS_LABELS = "/dnslabels/"
+NET_OPERATIONS = "/netoperations/"
+
+PROVIDER = "Microsoft.Network"
+VNET_TYPE = f"{PROVIDER}/virtualNetworks"
+SUBNET_TYPE = f"{VNET_TYPE}/subnets"
+NSG_TYPE = f"{PROVIDER}/networkSecurityGroups"
+RULE_TYPE = f"{NSG_TYPE}/securityRules"
+
+
+def vnet_key(sub: str, rg: str, name: str) -> str:
+    # ARM names are case-insensitive; records keep the creator's spelling.
+    return f"{VNETS}{sub.lower()}/{rg.lower()}/{name.lower()}"
+
+
+def nsg_key(sub: str, rg: str, name: str) -> str:
+    return f"{NSGS}{sub.lower()}/{rg.lower()}/{name.lower()}"
+
+
+def blocks_key(vnet_uid: str) -> str:
+    return f"{NODE_BLOCKS}{vnet_uid}"
+
+
+def label_key(location: str, label: str) -> str:
+    return f"{DNS_LABELS}{location.lower()}/{label.lower()}"
+
+
+def vnet_id(sub: str, rg: str, name: str) -> str:
+    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{VNET_TYPE}/{name}"
+
+
+def subnet_id(sub: str, rg: str, vnet: str, name: str) -> str:
+    return f"{vnet_id(sub, rg, vnet)}/subnets/{name}"
+
+
+def nsg_id(sub: str, rg: str, name: str) -> str:
+    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{NSG_TYPE}/{name}"
+
+
+def rule_id(sub: str, rg: str, nsg: str, name: str) -> str:
+    return f"{nsg_id(sub, rg, nsg)}/securityRules/{name}"
+
+
+class SubnetRef(NamedTuple):
+    subscription: str
+    resource_group: str
+    vnet: str
+    subnet: str
+
+
+class NsgRef(NamedTuple):
+    subscription: str
+    resource_group: str
+    nsg: str
+
+
+_SUBNET_RE = re.compile(
+    r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.Network/virtualNetworks/([^/]+)"
+    r"/subnets/([^/]+)/?$", re.IGNORECASE)
+_NSG_RE = re.compile(
+    r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.Network/networkSecurityGroups/([^/]+)/?$",
+    re.IGNORECASE)
+
+
+def parse_subnet_id(value: str) -> SubnetRef:
+    m = _SUBNET_RE.match(value.strip())
+    if not m:
+        raise ValueError(
+            f"'{value}' is not a subnet id: expected /subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/"
+            "Microsoft.Network/virtualNetworks/{vnet}/subnets/{subnet}"
+        )
+    return SubnetRef(*m.groups())
+
+
+def parse_nsg_id(value: str) -> NsgRef:
+    m = _NSG_RE.match(value.strip())
+    if not m:
+        raise ValueError(
+            f"'{value}' is not a network security group id: expected /subscriptions/{{sub}}/resourceGroups/{{rg}}/"
+            "providers/Microsoft.Network/networkSecurityGroups/{name}"
+        )
+    return NsgRef(*m.groups())

@@ -1,0 +1,37 @@
+"""The network side of the control plane in one object: vnets, NSGs, node blocks, group checks."""
+
+from __future__ import annotations
+
+from corral.config import DEFAULT_SUBSCRIPTION
+from corral.control.netgroups import GroupNetworkCheck
+from corral.control.nodeblocks import NodeBlockService
+from corral.control.nsgs import NsgService
+from corral.control.vnets import VnetService
+from corral.model.group import ContainerGroup
+from corral.model.network import NetworkSettings
+from corral.net.vnet.config import VnetConf
+from corral.store.base import Store
+
+
+class NetworkControl:
+    def __init__(self, store: Store, settings: NetworkSettings | None = None, location: str = "local",
+                 default_subscription: str = DEFAULT_SUBSCRIPTION) -> None:
+        self.store = store
+        self.settings = settings or NetworkSettings()
+        self.vnets = VnetService(store, self.settings, location, default_subscription)
+        self.nsgs = NsgService(store, self.vnets, location)
+        self.blocks = NodeBlockService(store, self.vnets)
+        self._groups = GroupNetworkCheck(store, self.vnets)
+
+    def start(self) -> None:
+        self.vnets.ensure_default()
+
+    def check_group(self, sub: str, rg: str, name: str, body: ContainerGroup) -> None:
+        self._groups.check(sub, rg, name, body)
+
+    def vnet_config_for(self, node: str, subnet_id: str | None = None) -> VnetConf:
+        """The node's corral-vnet configuration for a subnet (None: the default network's subnet)."""
+        return self.blocks.vnet_config_for(node, subnet_id or self.vnets.ensure_default())
+
+    def release_node(self, node: str) -> int:
+        return self.blocks.release_node(node)
