@@ -15,6 +15,7 @@ from corral.api.auth import load_or_create_token
 from corral.api.tls import ensure_certificates
 from corral.config import ClientConfig
 from corral.control.plane import ControlPlane
+from corral.net.dns.server import DnsServer
 from corral.node.client import LocalNodeClient
 from corral.node.setup import NodeSettings, build_agent, build_host
 from corral.store.sqlite import SqliteStore
@@ -30,6 +31,7 @@ class UpSettings(BaseModel):
     node: NodeSettings
     location: str = "local"
     price_sheet: Path | None = None
+    dns_listen: str | None = "127.0.0.1:5354"  # Corral's DNS server; None: off
 
 
 class AllInOne:
@@ -47,6 +49,7 @@ class AllInOne:
         self.plane.nodes.register(settings.node.name, LocalNodeClient(self.node_host))
         self.app = create_app(self.plane)
         self.server: uvicorn.Server | None = None
+        self.dns: DnsServer | None = None
 
     def client_config(self) -> ClientConfig:
         scheme = "http" if self.settings.insecure_http else "https"
@@ -64,6 +67,7 @@ class AllInOne:
             _, cert, key = ensure_certificates(self.settings.data_dir / "control" / "tls", names)
             kwargs = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
         self.plane.start()
+        self.dns = start_dns(self.plane, self.settings.dns_listen)
         self.agent.start()
         config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning", **kwargs)
         self.server = uvicorn.Server(config)
@@ -74,6 +78,8 @@ class AllInOne:
         try:
             self.server.run()
         finally:
+            if self.dns is not None:
+                self.dns.stop()
             self.agent.stop()
             self.plane.stop()
             self.store.close()
@@ -93,3 +99,16 @@ def install_signal_handlers(app: AllInOne) -> None:
         app.shutdown()
 
     signal.signal(signal.SIGTERM, _stop)
+
+
+def start_dns(plane: ControlPlane, listen: str | None) -> DnsServer | None:
+    """Corral's DNS server; a port already taken (another Corral on this host) is a warning, not fatal."""
+    if not listen:
+        return None
+    dns = DnsServer(plane.store, plane.dns_zone, listen)
+    try:
+        dns.start()
+    except OSError as exc:
+        log.warning("DNS server not started on %s: %s", listen, exc)
+        return None
+    return dns

@@ -34,6 +34,8 @@ def up(
     isolation: str = typer.Option("default", "--isolation",
                                   help="Isolation of groups that pick none: default (crun) or sandboxed (gVisor)."),
     price_sheet: Path | None = typer.Option(None, "--price-sheet", help="JSON/YAML prices for metering."),
+    dns_listen: str = typer.Option("127.0.0.1:5354", "--dns-listen",
+                                   help="HOST:PORT of Corral's DNS server (name labels, service discovery); 'off'."),
 ) -> None:
     """Start Corral on this machine: API, control plane and node agent, until Ctrl-C."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -42,7 +44,8 @@ def up(
                         bridge=bridge, subnet=subnet, cgroup_parent=cgroup_parent,
                         allow_privileged=allow_privileged, isolation=isolation)
     settings = UpSettings(data_dir=data_dir, listen=listen, insecure_http=insecure_http,
-                          config_path=client_config_path(), node=node, location=location, price_sheet=price_sheet)
+                          config_path=client_config_path(), node=node, location=location, price_sheet=price_sheet,
+                          dns_listen=None if dns_listen == "off" else dns_listen)
     app = AllInOne(settings)
     install_signal_handlers(app)
     cfg = app.client_config()

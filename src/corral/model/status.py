@@ -63,6 +63,8 @@ class GroupStatus(BaseModel):
     stoppedAt: datetime | None = None
     # The GroupMeta.containerRestarts counts the agent has carried out.
     observedContainerRestarts: dict[str, int] = Field(default_factory=dict)
+    # The group's own (sandbox / virtual network) address; ``ip`` is the node's for Public groups.
+    privateIp: str | None = None
 
 
 def record_event(events: list[Event], name: str, message: str, type: str = "Normal", limit: int = 50) -> None:

@@ -208,6 +208,7 @@ class GroupWorker:
             return 5.0
         public = props.ipAddress is not None and props.ipAddress.type == "Public"
         self.status.ip = self.host.public_ip if public else sandbox.ip
+        self.status.privateIp = sandbox.ip
 
         images = {}
         creds = props.imageRegistryCredentials or []

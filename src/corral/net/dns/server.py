@@ -1,0 +1,125 @@
+"""The DNS server (dnslib) over UDP and TCP, with its index kept current by the store's watch.
+
+Answers only names of its zone: A records for known names, NXDOMAIN (with the
+zone's SOA) for unknown ones, and REFUSED for anything outside the zone, so a
+resolver that lists another server after this one goes on to it; nothing is
+forwarded anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from dnslib import QTYPE, RCODE, RR, SOA, A
+from dnslib.server import BaseResolver, DNSLogger
+from dnslib.server import DNSServer as _DnsLibServer
+
+from corral.net.dns.index import GROUPS, NODES, STATUS, DnsIndex
+from corral.store.base import Compacted, Store
+
+log = logging.getLogger("corral.dns")
+
+TTL = 5  # seconds: groups come and go, resolvers should ask again soon
+
+
+class _Resolver(BaseResolver):  # type: ignore[misc]
+    def __init__(self, index: DnsIndex) -> None:
+        self.index = index
+
+    def resolve(self, request: Any, handler: Any) -> Any:
+        reply = request.reply()
+        reply.header.aa = 1
+        qname = request.q.qname
+        name = str(qname)
+        if not self.index.in_zone(name):
+            reply.header.aa = 0
+            reply.header.rcode = RCODE.REFUSED
+            return reply
+        addrs = self.index.lookup(name)
+        if addrs and request.q.qtype in (QTYPE.A, QTYPE.ANY):
+            for a in addrs:
+                reply.add_answer(RR(qname, QTYPE.A, rdata=A(a), ttl=TTL))
+            return reply
+        if not addrs and name.rstrip(".").lower() != self.index.zone:
+            reply.header.rcode = RCODE.NXDOMAIN
+        zone = self.index.zone + "."
+        reply.add_auth(RR(zone, QTYPE.SOA, ttl=TTL, rdata=SOA(
+            "ns." + zone, "hostmaster." + zone, (1, 60, 60, 3600, TTL))))
+        return reply
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+class DnsServer:
+    """``start()`` binds UDP and TCP on ``listen`` (HOST:PORT; port 0 picks one) and follows the store."""
+
+    def __init__(self, store: Store, zone: str, listen: str = "127.0.0.1:5354") -> None:
+        self.store = store
+        self.index = DnsIndex(zone)
+        self.host, self.port = parse_listen(listen)
+        self._servers: list[_DnsLibServer] = []
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._synced = threading.Event()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def start(self) -> None:
+        resolver = _Resolver(self.index)
+        quiet = DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data", logf=lambda _: None)
+        udp = _DnsLibServer(resolver, address=self.host, port=self.port, logger=quiet)
+        self.port = udp.server.server_address[1]  # the one picked for port 0
+        try:
+            tcp = _DnsLibServer(resolver, address=self.host, port=self.port, tcp=True, logger=quiet)
+        except OSError:
+            udp.server.server_close()
+            raise
+        self._servers = [udp, tcp]
+        self._sync()
+        self._watcher = threading.Thread(target=self._follow, name="corral-dns-watch", daemon=True)
+        self._watcher.start()
+        for s in self._servers:
+            s.start_thread()
+        log.info("DNS for zone %s on %s:%d (udp, tcp)", self.index.zone, self.host, self.port)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for s in self._servers:
+            s.stop()
+            s.server.server_close()
+        self._servers = []
+        if self._watcher is not None:
+            self._watcher.join(5)
+
+    # following the store ------------------------------------------------------
+    def _sync(self) -> int:
+        rev = self.store.revision()
+        self.index.reset()
+        for prefix in (NODES, GROUPS, STATUS):
+            for rec in self.store.list(prefix):
+                self.index.apply(rec.key, rec.value)
+        self._rev = rev
+        self._synced.set()
+        return rev
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                events = self.store.watch("/", self._rev, 1.0)
+            except Compacted:
+                self._sync()
+                continue
+            except Exception:  # the store closed under us (shutdown) or failed: retry calmly
+                if self._stop.wait(1.0):
+                    return
+                continue
+            for e in events:
+                self.index.apply(e.key, e.value)
+                self._rev = max(self._rev, e.revision)
