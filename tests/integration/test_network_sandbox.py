@@ -37,6 +37,14 @@ def _cnt_iptables() -> list[str]:
     return [line for line in out.splitlines() if "cnt-test" in line or "10.199.0." in line]
 
 
+def _umount_under(root: Path) -> None:
+    """Fallback cleanup: unmount whatever is still mounted under ``root`` (pinned uts/ipc files)."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mnt = line.split()[4]
+        if mnt.startswith(str(root)):
+            subprocess.run(["umount", "-l", mnt], check=False)
+
+
 def _link_exists(name: str) -> bool:
     return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
 
@@ -61,6 +69,7 @@ def manager(tmp_path: Path) -> Iterator[NetworkManager]:
         try:
             mgr.teardown()
         finally:
+            _umount_under(tmp_path)
             if _link_exists(BRIDGE):
                 subprocess.run(["ip", "link", "del", BRIDGE], check=False)
         assert _cnt_iptables() == before
@@ -280,12 +289,14 @@ def test_failure_midway_rolls_back(tmp_path: Path) -> None:
         assert sb.ip.startswith("10.199.0.")
         mgr.delete("a")
     finally:
-        for sid in ("a",):
-            try:
-                mgr.delete(sid)
-            finally:
-                nsfiles.remove_namespace_file(nsfiles.netns_path(f"cnt-{sid}"))
-        mgr.teardown()
-        if _link_exists(BRIDGE):
-            subprocess.run(["ip", "link", "del", BRIDGE], check=False)
+        try:
+            mgr.delete("a")
+        finally:
+            nsfiles.remove_namespace_file(nsfiles.netns_path("cnt-a"))
+        try:
+            mgr.teardown()
+        finally:
+            _umount_under(tmp_path)
+            if _link_exists(BRIDGE):
+                subprocess.run(["ip", "link", "del", BRIDGE], check=False)
         assert _cnt_iptables() == before

@@ -169,6 +169,11 @@ class AddressStore:
             (self._ids / old).unlink(missing_ok=True)
             return ip
 
+    def usage(self) -> tuple[int, int]:
+        """(claimed addresses, addresses this block can hand out at most)."""
+        usable = self.block.num_addresses - len({a for a in self._reserved if a in self.block})
+        return len(os.listdir(self._addr)), min(usable, self.limit)
+
     def allocations(self) -> dict[str, str]:
         """ip -> owner attachment key, for every claimed address."""
         out: dict[str, str] = {}

@@ -9,7 +9,6 @@ per-attachment records let DEL and GC undo whatever a crash left behind.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from corral.errors import CorralError, NetworkError
-from corral.net.vnet import firewall, netops, node
+from corral.net.vnet import netops, node
 from corral.net.vnet.config import VnetConf
 from corral.net.vnet.ipam import AddressStore, attachment_key
 from corral.net.vnet.nsg import SecurityRule
@@ -198,10 +197,8 @@ def gc(conf: VnetConf, valid: list[tuple[str, str]]) -> list[str]:
 
 def status(conf: VnetConf) -> None:
     """Raise CniFailure(50) when the plugin cannot serve an ADD now (node block full)."""
-    st = store(conf)
-    used = len(st.allocations())
-    free = sum(1 for _ in st._candidates()) - used
-    if used >= conf.max_sandboxes or free <= 0:
+    used, most = store(conf).usage()
+    if used >= most:
         raise CniFailure(ERR_NOT_AVAILABLE, f"network {conf.name}: node block {conf.ipam.node_block} is full "
                          f"({used} of {conf.max_sandboxes} sandboxes)")
 
@@ -256,10 +253,3 @@ def error_doc(exc: BaseException, cni_version: str) -> dict[str, Any]:
 def parse_conf(raw: bytes | str | dict[str, Any]) -> VnetConf:
     doc = raw if isinstance(raw, dict) else json.loads(raw)
     return VnetConf.model_validate(doc)
-
-
-def ip_in_block(conf: VnetConf, ip: str) -> bool:
-    return ipaddress.IPv4Address(ip) in conf.ipam.block_net
-
-
-__all__ = ["Attachment", "CniFailure", "add", "check", "delete", "firewall", "gc", "result", "status"]
