@@ -113,3 +113,18 @@ def test_cli_version_and_errors() -> None:
     assert err.value.cni_code == 1
     doc = plugin.error_doc(err.value, "0.1.0")
     assert doc["code"] == 1 and doc["cniVersion"] == "0.1.0" and "details" in doc
+
+
+def test_result_shapes() -> None:
+    from corral.net.vnet import plugin
+
+    att = plugin.Attachment(container_id="c", ifname="eth0", netns="/var/run/netns/x", ip="10.199.1.5",
+                            prefix_len=24, gateway="10.199.1.1", host_veth="cvabc", mac="m1", host_mac="m2",
+                            bridge_mac="m3")
+    res = plugin.result(conf(), att, {"nameservers": ["10.199.1.1"]})
+    assert res["ips"] == [{"address": "10.199.1.5/24", "gateway": "10.199.1.1", "interface": 2}]
+    assert res["interfaces"][2] == {"name": "eth0", "mac": "m1", "sandbox": "/var/run/netns/x"}
+    assert "sandbox" not in res["interfaces"][1]  # the host veth, for bandwidth/portmap
+    assert res["dns"] == {"nameservers": ["10.199.1.1"]}
+    old = VnetConf.model_validate({**conf().model_dump(by_alias=True, mode="json"), "cniVersion": "0.4.0"})
+    assert plugin.result(old, att)["ips"][0]["version"] == "4"
