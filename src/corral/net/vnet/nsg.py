@@ -17,7 +17,7 @@ class SecurityRule(BaseModel):
     priority: int = Field(ge=100, le=4096)
     direction: Literal["Inbound", "Outbound"]
     access: Literal["Allow", "Deny"]
-    protocol: Literal["Tcp", "Udp", "Icmp", "*"] = "*"
+    protocol: Literal["Tcp", "Udp", "Icmp", "Esp", "Ah", "*"] = "*"
     source_prefix: str = Field("*", alias="sourceAddressPrefix")
     destination_prefix: str = Field("*", alias="destinationAddressPrefix")
     destination_port_range: str = Field("*", alias="destinationPortRange")
@@ -53,8 +53,8 @@ def rule_lines(chain: str, rules: list[SecurityRule], match: str = "") -> list[s
             base += f" -d {r.destination_prefix}"
         comment = f' -m comment --comment "nsg {r.name}"'
         ports = r.destination_port_range
-        if r.protocol == "Icmp":
-            out.append(f"{base} -p icmp{comment} -j {target}")
+        if r.protocol in ("Icmp", "Esp", "Ah"):  # no ports for these
+            out.append(f"{base} -p {r.protocol.lower()}{comment} -j {target}")
         elif r.protocol in ("Tcp", "Udp") or ports != "*":
             protos = [r.protocol.lower()] if r.protocol != "*" else ["tcp", "udp"]
             for proto in protos:
