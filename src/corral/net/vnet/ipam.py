@@ -125,7 +125,8 @@ class AddressStore:
                     continue
                 _write_durable(intent, s.encode())  # intent first
                 if self._claim(s, key):
-                    _write_durable(self.dir / "last", s.encode())
+                    # Only a search hint: losing it in a crash is harmless, so no fsync.
+                    (self.dir / "last").write_text(s)
                     return cand
             raise NetworkCapacityExceeded(
                 f"no free address left in node block {self.block}", target=str(self.block)
