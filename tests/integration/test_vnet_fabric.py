@@ -307,3 +307,20 @@ def test_gc_reclaims_gone_containers(fabric: Fabric) -> None:
     on(h1, lambda: plugin.check(conf, s1, f"/var/run/netns/{s1}", "eth0"))
     on(h1, lambda: plugin.delete(conf, s1, f"/var/run/netns/{s1}", "eth0"))
     on(h1, lambda: plugin.teardown(conf))
+
+
+def test_gc_stale_without_a_runtime_list(fabric: Fabric) -> None:
+    h1 = fabric.add_host(1)
+    conf = vnet("cnt-ve", "cnt6", "10.199.48.0/20", {"cnt-h1": "10.199.49.0/24"}, h1, fabric.tmp)
+    s1, ip1 = attach(fabric, h1, conf, "alive")
+    s2, ip2 = attach(fabric, h1, conf, "dead")
+    sh("ip", "netns", "del", s2)  # its netns is gone: the runtime forgot to DEL
+    fabric.namespaces.remove(s2)
+    on(h1, lambda: plugin.store(conf).allocate("in-flight", "eth0"))  # a young claim, no record yet
+    freed = on(h1, lambda: plugin.gc_stale(conf, grace_s=60))
+    assert freed == [ip2]
+    assert set(plugin.store(conf).allocations().values()) == {f"{s1}__eth0", "in-flight__eth0"}
+    freed = on(h1, lambda: plugin.gc_stale(conf, grace_s=0))  # past the grace period
+    assert len(freed) == 1 and set(plugin.store(conf).allocations().values()) == {f"{s1}__eth0"}
+    on(h1, lambda: plugin.delete(conf, s1, f"/var/run/netns/{s1}", "eth0"))
+    on(h1, lambda: plugin.teardown(conf))

@@ -184,13 +184,22 @@ class AddressStore:
                 out[name] = owner
         return out
 
-    def gc(self, valid_keys: set[str]) -> list[str]:
-        """Release every claim and intent whose attachment is not in ``valid_keys``; returns freed ips."""
+    def gc(self, valid_keys: set[str], grace_s: float = 0.0, known: set[str] | None = None) -> list[str]:
+        """Release every claim and intent whose attachment is not in ``valid_keys``; returns freed ips.
+
+        Claims younger than ``grace_s`` whose owner is not in ``known`` (attachments with a
+        record) are kept: they may belong to an ADD still in flight.
+        """
         freed: list[str] = []
+        now = time.time()
         with self._locked():
             for name in os.listdir(self._addr):
                 owner = self._owner(name)
                 if owner not in valid_keys:
+                    young = grace_s and now - os.stat(self._addr / name).st_mtime < grace_s
+                    if young and owner not in (known or set()):
+                        valid_keys = valid_keys | {owner or ""}  # and keep its intent too
+                        continue
                     (self._addr / name).unlink(missing_ok=True)
                     freed.append(name)
             for key in os.listdir(self._ids):

@@ -175,12 +175,18 @@ def check(conf: VnetConf, container_id: str, netns: str, ifname: str = "eth0") -
         raise CniFailure(ERR_CHECK_FAILED, f"host veth {att.host_veth} is not on bridge {conf.bridge_name}")
 
 
-def gc(conf: VnetConf, valid: list[tuple[str, str]]) -> list[str]:
-    """Release every attachment not in ``valid`` ((container id, ifname) pairs); returns freed ips."""
+def gc(conf: VnetConf, valid: list[tuple[str, str]], *, grace_s: float = 0.0) -> list[str]:
+    """Release every attachment not in ``valid`` ((container id, ifname) pairs); returns freed ips.
+
+    Addresses claimed less than ``grace_s`` ago are kept (an ADD may be in flight).
+    """
     keep = {attachment_key(c, i) for c, i in valid}
+    known: set[str] = set()
     d = conf.net_dir / "attachments"
     if d.is_dir():
         for f in d.iterdir():
+            if f.suffix == ".json" and not f.name.startswith("."):
+                known.add(f.stem)
             if f.suffix == ".json" and f.stem not in keep and not f.name.startswith("."):
                 try:
                     att = Attachment.model_validate_json(f.read_bytes())
@@ -192,7 +198,28 @@ def gc(conf: VnetConf, valid: list[tuple[str, str]]) -> list[str]:
     if (conf.net_dir / "nsg").is_dir():
         with node.node_lock(conf):
             node.apply_security(conf)
-    return store(conf).gc(keep)
+    return store(conf).gc(keep, grace_s=grace_s, known=known)
+
+
+def gc_stale(conf: VnetConf, grace_s: float = 60.0) -> list[str]:
+    """GC without a list from the runtime: an attachment is valid while its netns exists.
+
+    Claims with no attachment record (a crash between allocation and use) are freed
+    once older than ``grace_s``, so an ADD in flight keeps its address.
+    """
+    valid: list[tuple[str, str]] = []
+    d = conf.net_dir / "attachments"
+    if d.is_dir():
+        for f in d.iterdir():
+            if f.suffix != ".json" or f.name.startswith("."):
+                continue
+            try:
+                att = Attachment.model_validate_json(f.read_bytes())
+            except ValueError:
+                continue
+            if os.path.exists(att.netns):
+                valid.append((att.container_id, att.ifname))
+    return gc(conf, valid, grace_s=grace_s)
 
 
 def status(conf: VnetConf) -> None:
