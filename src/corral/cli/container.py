@@ -125,6 +125,8 @@ def create(
         False, "--delete-on-exit", help="Delete the group once all its containers have finished (Corral extension)."
     ),
     no_wait: bool = typer.Option(False, "--no-wait", help="Return without waiting for the group to run."),
+    vnet: str | None = typer.Option(None, "--vnet", help="Virtual network of --subnet (same resource group)."),
+    subnet: str | None = typer.Option(None, "--subnet", help="Subnet to deploy into: a name (with --vnet) or an id."),
     output: Format = OUT,
 ) -> None:
     """Create (or update) a container group."""
@@ -145,6 +147,12 @@ def create(
     if delete_on_exit:
         body["properties"]["deleteOnExit"] = True
     client = Client.from_config()
+    if subnet and not subnet.startswith("/") and not vnet:
+        raise typer.BadParameter("--subnet NAME needs --vnet (or give the subnet's full id)", param_hint="--subnet")
+    if subnet:
+        body["properties"]["subnetIds"] = [{"id": subnet if subnet.startswith("/") else (
+            f"/subscriptions/{client.sub}/resourceGroups/{resource_group}/providers/Microsoft.Network/"
+            f"virtualNetworks/{vnet}/subnets/{subnet}")}]
     resp = client.request("PUT", client.group_path(resource_group, name), json=body)
     if not no_wait:
         with console.status(f"waiting for {name} to start..."):

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from corral.cli import container, image, node, share
+from corral.cli import container, image, network, node, share
 from corral.cli.output import err_console
 from corral.cli.up import up
 from corral.cli.usage import usage
@@ -19,6 +19,7 @@ app.command("usage")(usage)
 app.add_typer(container.app, name="container")
 app.add_typer(image.app, name="image")
 app.add_typer(node.app, name="node")
+app.add_typer(network.app, name="network")
 app.add_typer(share.app, name="share")
 
 
