@@ -4,10 +4,13 @@ and the server-sent event stream of state changes."""
 from __future__ import annotations
 
 import json
+import os
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -170,17 +173,51 @@ def test_follow_streams_lines_as_they_are_written(corral: CorralServer) -> None:
         delete(client, RG, name)
 
 
+def _inotify_fds(pid: int) -> int:
+    """How many inotify instances the server holds: one per live log follow."""
+    n = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            n += os.readlink(fd) == "anon_inode:inotify"
+        except OSError:
+            pass
+    return n
+
+
+def _settles(pred, timeout: float = 10) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def test_follow_ends_when_the_client_goes_away(sleeper: tuple[Client, str], corral: CorralServer) -> None:
     client, name = sleeper
+    assert corral.proc is not None
+    pid = corral.proc.pid
     path = client.group_path(RG, name) + "/containers/main/logs"
-    for _ in range(3):
-        with client.http.stream("GET", path, params={"api-version": API_VERSION, "follow": "true"},
-                                timeout=httpx.Timeout(5, read=1)) as resp:
-            assert resp.status_code == 200
-            with pytest.raises(httpx.ReadTimeout):
-                next(resp.iter_bytes())
+    with client.http.stream("GET", path, params={"api-version": API_VERSION, "follow": "true"},
+                            timeout=httpx.Timeout(5, read=1)) as resp:
+        assert resp.status_code == 200
+        with pytest.raises(httpx.ReadTimeout):
+            next(resp.iter_bytes())
+        following = _inotify_fds(pid)
+    # Once the client has gone, the follow on the server ends and lets go of its watch.
+    assert _settles(lambda: _inotify_fds(pid) < following), "the follow outlived its client"
     # The server still answers normally afterwards.
     assert get(client, RG, name)["properties"]["instanceView"]["state"] == "Running"
+
+
+def test_exec_process_is_hung_up_when_the_client_goes_away(sleeper: tuple[Client, str]) -> None:
+    client, name = sleeper
+    session = post(client, name, "/containers/main/exec", {"command": "sleep 4242"}).json()
+    with open_socket(client, session) as ws:
+        ws.send(session["password"])
+        assert _settles(lambda: b"sleep 4242" in subprocess.run(["pgrep", "-af", "sleep 4242"],
+                                                                capture_output=True).stdout)
+    assert _settles(lambda: subprocess.run(["pgrep", "-f", "sleep 4242"], capture_output=True).returncode == 1)
 
 
 def test_restart_one_container_leaves_the_others_alone(sleeper: tuple[Client, str]) -> None:
