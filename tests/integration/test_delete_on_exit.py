@@ -12,6 +12,8 @@ import pytest
 from corral_server import CorralServer
 from groups import container, container_cgroup, delete, get, group, put
 
+from corral.node.runtime.cgroups import remove_cgroup
+
 RG = "it-doe"
 
 
@@ -25,7 +27,10 @@ def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
     try:
         yield server
     finally:
-        server.close()
+        try:
+            server.close()
+        finally:
+            remove_cgroup(server.cgroup_parent)  # crun made it; nothing else removes it
 
 
 def _gone(client, name: str, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,8 @@ import pytest
 from corral_server import CorralServer
 from groups import container, delete, exec_sync, get, group, put, view, wait_for
 
+from corral.node.runtime.cgroups import remove_cgroup
+
 RG = "it-probes"
 
 
@@ -22,7 +24,10 @@ def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
     try:
         yield server
     finally:
-        server.close()
+        try:
+            server.close()
+        finally:
+            remove_cgroup(server.cgroup_parent)  # crun made it; nothing else removes it
 
 
 def _ts(v: str) -> datetime:

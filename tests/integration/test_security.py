@@ -13,6 +13,8 @@ import pytest
 from corral_server import CorralServer
 from groups import container, delete, exec_sync, get, group, put, view
 
+from corral.node.runtime.cgroups import remove_cgroup
+
 RG = "it-security"
 
 CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN = 0, 12, 21
@@ -29,7 +31,10 @@ def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
     try:
         yield server
     finally:
-        server.close()
+        try:
+            server.close()
+        finally:
+            remove_cgroup(server.cgroup_parent)  # crun made it; nothing else removes it
 
 
 @pytest.fixture
@@ -42,7 +47,10 @@ def permissive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServe
     try:
         yield server
     finally:
-        server.close()
+        try:
+            server.close()
+        finally:
+            remove_cgroup(server.cgroup_parent)  # crun made it; nothing else removes it
 
 
 def _status(client, name: str, ctr: str) -> dict[str, str]:  # type: ignore[no-untyped-def]

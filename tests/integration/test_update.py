@@ -11,6 +11,7 @@ from corral_server import CorralServer
 from groups import container, delete, exec_sync, get, group, put, view, wait_for
 
 from corral.cli.client import ApiError
+from corral.node.runtime.cgroups import remove_cgroup
 
 RG = "it-update"
 
@@ -25,7 +26,10 @@ def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
     try:
         yield server
     finally:
-        server.close()
+        try:
+            server.close()
+        finally:
+            remove_cgroup(server.cgroup_parent)  # crun made it; nothing else removes it
 
 
 def _env(name: str, value: str) -> list[dict[str, str]]:

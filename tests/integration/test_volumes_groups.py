@@ -11,6 +11,8 @@ import pytest
 from corral_server import CorralServer
 from groups import container, container_cgroup, delete, exec_sync, get, group, put, state, wait_for
 
+from corral.node.runtime.cgroups import remove_cgroup
+
 RG = "it-volumes"
 
 
@@ -24,7 +26,10 @@ def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
     try:
         yield server
     finally:
-        server.close()
+        try:
+            server.close()
+        finally:
+            remove_cgroup(server.cgroup_parent)  # crun made it; nothing else removes it
 
 
 def _uid(corral: CorralServer, name: str) -> str:

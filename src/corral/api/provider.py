@@ -37,7 +37,10 @@ def operations() -> Any:
 @router.get(f"/subscriptions/{{sub}}/providers/{NS}/locations/{{loc}}/usages")
 def usages(sub: str, loc: str, request: Request, svc: GroupService = Depends(service)) -> Any:
     groups = [v for v in svc.list(sub) if (v.record.spec.location or "").lower() == loc.lower()]
-    cpu = sum(total_requests(v.record.spec.properties)[0] for v in groups)
+    # Cores count while a group holds them: not once it is stopped, finished or being deleted.
+    active = [v for v in groups if not v.record.meta.deleting and v.record.meta.desiredState != "Stopped"
+              and not (v.status and v.status.state in ("Stopped", "Succeeded", "Failed"))]
+    cpu = sum(total_requests(v.record.spec.properties)[0] for v in active)
     quota = request.app.state.plane.quota
     rows = [
         ("ContainerGroups", "Container Groups", len(groups), quota.groups),

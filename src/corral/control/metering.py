@@ -317,5 +317,6 @@ class Meter:
         now = datetime.now(UTC)
         rows = [usage_row(UsageRecord.model_validate(r.value), self.prices, start, end, now)
                 for r in self.store.list(prefix)]
-        rows = [r for r in rows if r.seconds > 0 or r.running]
+        # A group that just started shows (with 0 s) unless the window ended before now.
+        rows = [r for r in rows if r.seconds > 0 or (r.running and (end is None or end > now))]
         return sorted(rows, key=lambda r: (r.resourceGroup.lower(), r.name, r.firstStart or now))
