@@ -8,6 +8,7 @@ clients that always poll (the Azure SDK's ARM poller) on their fast path.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -32,7 +33,6 @@ from corral.model.network import (
     VirtualNetwork,
     VnetRecord,
 )
-from corral.model.status import now
 
 router = APIRouter(dependencies=[Depends(api_version)])
 
@@ -130,10 +130,12 @@ def render_nsg(n: NsgRecord, version: int, subnets: list[str]) -> dict[str, Any]
 # ---- long-running operation headers ------------------------------------------------------
 
 
-def _done(request: Request, net: NetworkControl, sub: str, location: str, body: Any, status: int,
+_OP_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _done(request: Request, sub: str, location: str, body: Any, status: int,
           delete: bool = False) -> Response:
     op = uuid.uuid4().hex
-    net.store.put(K.NET_OPERATIONS + op, {"status": "Succeeded", "at": now().isoformat()})
     base = str(request.base_url).rstrip("/")
     version = request.query_params.get("api-version", "")
     url = f"{base}/subscriptions/{sub}/providers/Microsoft.Network/locations/{location}/operations/{op}" \
@@ -144,18 +146,21 @@ def _done(request: Request, net: NetworkControl, sub: str, location: str, body: 
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-@router.get(SUBP + "/locations/{loc}/operations/{op}")
-def operation_status(sub: str, loc: str, op: str, net: NetworkControl = Depends(network)) -> Any:
-    rec = net.store.get(K.NET_OPERATIONS + op)
-    if rec is None:
+def _check_op(op: str) -> None:
+    # Network operations finish before their answer, so nothing is stored: any id we could have issued is done.
+    if not _OP_RE.match(op):
         raise NotFound(f"operation '{op}' was not found")
-    return {"id": op, "name": op, "status": rec.value["status"]}
+
+
+@router.get(SUBP + "/locations/{loc}/operations/{op}")
+def operation_status(sub: str, loc: str, op: str) -> Any:
+    _check_op(op)
+    return {"id": op, "name": op, "status": "Succeeded"}
 
 
 @router.get(SUBP + "/locations/{loc}/operationResults/{op}")
-def operation_result(sub: str, loc: str, op: str, net: NetworkControl = Depends(network)) -> Response:
-    if net.store.get(K.NET_OPERATIONS + op) is None:
-        raise NotFound(f"operation '{op}' was not found")
+def operation_result(sub: str, loc: str, op: str) -> Response:
+    _check_op(op)
     return Response(status_code=204)
 
 
@@ -171,7 +176,7 @@ def _blocks(net: NetworkControl, v: VnetRecord) -> NodeBlocks:
 def put_vnet(sub: str, rg: str, vnet: str, request: Request, body: dict[str, Any] = Depends(json_body),
              net: NetworkControl = Depends(network)) -> Response:
     record, version, created = net.vnets.put(sub, rg, vnet, VirtualNetwork.model_validate(body))
-    return _done(request, net, sub, record.location, render_vnet(record, version, _blocks(net, record)),
+    return _done(request, sub, record.location, render_vnet(record, version, _blocks(net, record)),
                  201 if created else 200)
 
 
@@ -211,7 +216,7 @@ def delete_vnet(sub: str, rg: str, vnet: str, request: Request, net: NetworkCont
         return Response(status_code=204)
     if not net.vnets.delete(sub, rg, vnet):
         return Response(status_code=204)
-    return _done(request, net, sub, record.location, None, 200, delete=True)
+    return _done(request, sub, record.location, None, 200, delete=True)
 
 
 # ---- subnets --------------------------------------------------------------------------
@@ -222,7 +227,7 @@ def put_subnet(sub: str, rg: str, vnet: str, subnet: str, request: Request,
                body: dict[str, Any] = Depends(json_body), net: NetworkControl = Depends(network)) -> Response:
     record, version, created = net.vnets.put_subnet(sub, rg, vnet, subnet, Subnet.model_validate(body))
     sn = record.subnets[subnet.lower()]
-    return _done(request, net, sub, record.location, render_subnet(record, sn, version, _blocks(net, record)),
+    return _done(request, sub, record.location, render_subnet(record, sn, version, _blocks(net, record)),
                  201 if created else 200)
 
 
@@ -249,7 +254,7 @@ def delete_subnet(sub: str, rg: str, vnet: str, subnet: str, request: Request,
         return Response(status_code=204)
     if not net.vnets.delete_subnet(sub, rg, vnet, subnet):
         return Response(status_code=204)
-    return _done(request, net, sub, record.location, None, 200, delete=True)
+    return _done(request, sub, record.location, None, 200, delete=True)
 
 
 # ---- network security groups ----------------------------------------------------------------
@@ -264,7 +269,7 @@ def _nsg_view(net: NetworkControl, n: NsgRecord, version: int) -> dict[str, Any]
 def put_nsg(sub: str, rg: str, nsg: str, request: Request, body: dict[str, Any] = Depends(json_body),
             net: NetworkControl = Depends(network)) -> Response:
     record, version, created = net.nsgs.put(sub, rg, nsg, NetworkSecurityGroup.model_validate(body))
-    return _done(request, net, sub, record.location, _nsg_view(net, record, version), 201 if created else 200)
+    return _done(request, sub, record.location, _nsg_view(net, record, version), 201 if created else 200)
 
 
 @router.patch(NSG + "/{nsg}")
@@ -300,7 +305,7 @@ def delete_nsg(sub: str, rg: str, nsg: str, request: Request, net: NetworkContro
         return Response(status_code=204)
     if not net.nsgs.delete(sub, rg, nsg):
         return Response(status_code=204)
-    return _done(request, net, sub, record.location, None, 200, delete=True)
+    return _done(request, sub, record.location, None, 200, delete=True)
 
 
 # ---- security rules ----------------------------------------------------------------------
@@ -310,7 +315,7 @@ def delete_nsg(sub: str, rg: str, nsg: str, request: Request, net: NetworkContro
 def put_rule(sub: str, rg: str, nsg: str, rule: str, request: Request, body: dict[str, Any] = Depends(json_body),
              net: NetworkControl = Depends(network)) -> Response:
     record, version, created = net.nsgs.put_rule(sub, rg, nsg, rule, SecurityRule.model_validate(body))
-    return _done(request, net, sub, record.location, render_rule(record, record.rules[rule.lower()], version),
+    return _done(request, sub, record.location, render_rule(record, record.rules[rule.lower()], version),
                  201 if created else 200)
 
 
@@ -339,4 +344,4 @@ def delete_rule(sub: str, rg: str, nsg: str, rule: str, request: Request,
         return Response(status_code=204)
     if not net.nsgs.delete_rule(sub, rg, nsg, rule):
         return Response(status_code=204)
-    return _done(request, net, sub, record.location, None, 200, delete=True)
+    return _done(request, sub, record.location, None, 200, delete=True)

@@ -9,7 +9,6 @@ VNETS = "/vnets/"
 NSGS = "/nsgs/"
 NODE_BLOCKS = "/nodeblocks/"
 DNS_LABELS = "/dnslabels/"
-NET_OPERATIONS = "/netoperations/"
 
 PROVIDER = "Microsoft.Network"
 VNET_TYPE = f"{PROVIDER}/virtualNetworks"
