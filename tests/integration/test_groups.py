@@ -134,18 +134,14 @@ def test_public_port_reaches_the_group_and_ip_is_reported(corral: CorralServer) 
         delete(client, RG, "web")
 
 
-def _host_traces(uid_dirs: list[str]) -> dict[str, object]:
-    return {
-        "netns": subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout,
-        "mounts": [ln for ln in Path("/proc/mounts").read_text().splitlines() if any(u in ln for u in uid_dirs)],
-    }
+def _bridge_ports(bridge: str) -> int:
+    return subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True).stdout.count(
+        "\n")
 
 
 def test_delete_leaves_nothing_behind(corral: CorralServer) -> None:
     client = corral.client()
     port = free_port()
-    before_rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout.count("\n")
-    before_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.count("\n")
     body = group(
         container("gone-a", ["httpd", "-f", "-p", "80"], ports=[{"port": 80}]),
         container("gone-b", ["sleep", "3600"]),
@@ -154,15 +150,20 @@ def test_delete_leaves_nothing_behind(corral: CorralServer) -> None:
     put(client, RG, "gone", body)
     uid = Path(container_cgroup("memory", corral.cgroup_parent, "gone-a")).parent.name
     assert uid in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    addr = exec_sync(client, RG, "gone", "gone-b", "sh", "-c", "ip -4 -o addr show eth0")["stdout"].split()[3]
+    ip = addr.split("/")[0]
+    # A group started later must not pin the first group's namespaces after it is deleted.
+    put(client, RG, "bystander", group(container("bystander", ["sleep", "3600"])))
+    ports_before = _bridge_ports(corral.bridge)
     delete(client, RG, "gone")
 
-    traces = _host_traces([uid])
-    assert uid not in traces["netns"]
-    assert traces["mounts"] == []
+    assert uid not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not list(Path("/var/run/netns").glob(f"*{uid}*"))
+    assert [ln for ln in Path("/proc/mounts").read_text().splitlines() if uid in ln] == []
     assert glob.glob(f"/sys/fs/cgroup/*{corral.cgroup_parent}/{uid}") == []
     assert subprocess.run(["pgrep", "-f", uid], capture_output=True).stdout == b""
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
-    assert uid not in rules and f"dport {port}" not in rules and str(port) not in rules
-    assert rules.count("\n") <= before_rules
-    assert subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.count("\n") <= before_links
+    assert uid not in rules and f"{ip}:" not in rules and f"{ip}/32" not in rules and f"dport {port} " not in rules
+    assert _bridge_ports(corral.bridge) == ports_before - 1  # its veth is gone, the bystander's stays
     assert not (corral.data_dir / "node" / "groups" / uid).exists()
+    delete(client, RG, "bystander")

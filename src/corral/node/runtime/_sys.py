@@ -13,6 +13,7 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
 MNT_DETACH = 2
 UNIFIED_CGROUP = b"/sys/fs/cgroup/unified"
 
@@ -31,7 +32,10 @@ def detach_unified_cgroup() -> None:
     without touching the host's mounts.
     """
     _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / rprivate")
+    # Slave, not private: unmounts on the host (a deleted sandbox's netns under the
+    # shared /var/run/netns) must reach this namespace, which conmon keeps for the
+    # container's life; otherwise it would pin other groups' namespaces.
+    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None), "make / rslave")
     if _libc.umount2(UNIFIED_CGROUP, MNT_DETACH) != 0:
         err = ctypes.get_errno()
         if err not in (errno.EINVAL, errno.ENOENT):  # not mounted: nothing to hide
