@@ -112,5 +112,10 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """Console-script entry point (``corral-vnet``)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
