@@ -87,7 +87,10 @@ def delete(sub: str, rg: str, name: str, request: Request, svc: GroupService = D
     op = svc.delete(sub, rg, name)
     if op is None:
         return Response(status_code=204)
-    body = render_group(svc.get(sub, rg, name), zone(request)) if _exists(svc, sub, rg, name) else None
+    try:  # the node may finish the delete (record gone) at any moment
+        body = render_group(svc.get(sub, rg, name), zone(request))
+    except NotFound:
+        body = None
     headers = lro_headers(request, sub, view.record.spec.location or "local", op, location_header=True)
     return JSONResponse(body, status_code=202, headers=headers)
 
