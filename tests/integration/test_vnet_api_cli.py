@@ -11,6 +11,8 @@ from corral_server import CorralServer, free_port
 from dnslib import QTYPE, RCODE, DNSRecord
 from groups import container, delete, group, put, wait_for
 
+from corral.node.runtime.cgroups import remove_cgroup
+
 RG = "netcli"
 
 
@@ -26,7 +28,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
         srv.start()
         yield srv
     finally:
-        srv.close()
+        try:
+            srv.close()
+        finally:
+            remove_cgroup(srv.cgroup_parent)  # crun made it; nothing else removes it
 
 
 def cli_json(server: CorralServer, *args: str) -> object:
