@@ -279,3 +279,32 @@ def test_vnet_group_limit(api: TestClient, plane: ControlPlane) -> None:
     r = call(api, "PUT", f"{gp}/g3", group_body(subnetIds=[{"id": sid}]), status=409)
     assert r.json()["error"]["code"] == "NetworkCapacityExceeded"
     call(api, "PUT", f"{gp}/g2", group_body(subnetIds=[{"id": sid}]))  # re-PUT of a member is fine
+
+
+def test_concurrent_grants_never_share_a_block(api: TestClient, plane: ControlPlane) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    vnet(api)
+    sid = subnet(api, "10.10.0.0/20").json()["id"]
+    nodes = [f"n{i}" for i in range(12)]
+    for n in nodes:
+        plane.store.put(NODES + n, {"name": n, "address": "192.168.0.1"})
+    with ThreadPoolExecutor(6) as pool:
+        blocks = list(pool.map(lambda n: plane.network.blocks.block_for(n, sid), nodes * 2))
+    assert blocks[:12] == blocks[12:]  # each node got one block, and the same one when it asked again
+    assert len(set(blocks[:12])) == 12
+    assert plane.network.blocks.blocks(sid) == dict(zip(nodes, blocks[:12], strict=True))
+
+
+def test_concurrent_label_claims_one_winner(api: TestClient) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    gp = f"/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.ContainerInstance/containerGroups"
+    body = group_body(ipAddress={"type": "Public", "ports": [], "dnsNameLabel": "race"})
+
+    def create(i: int) -> int:
+        return api.put(f"{gp}/r{i}", params={"api-version": V}, json=body).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(create, range(8)))
+    assert sorted(codes) == [201] + [409] * 7
