@@ -159,8 +159,13 @@ class NodeBlockService:
         })
 
     def _node_address(self, node: str) -> str | None:
+        """Where another node routes this node's blocks; a loopback address routes nowhere."""
         rec = self.store.get(NODES + node)
-        return rec.value.get("address") if rec else None
+        addr = rec.value.get("address") if rec else None
+        try:
+            return addr if addr and not ipaddress.ip_address(addr).is_loopback else None
+        except ValueError:
+            return None
 
 
 def network_name(record: VnetRecord, sn: SubnetRecord) -> str:
