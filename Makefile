@@ -10,8 +10,8 @@ PYTEST_ARGS ?=
 
 # Everything Corral and its tests use on a node.
 APT_PACKAGES := crun runc conmon containernetworking-plugins docker-registry busybox-static \
-	iptables iproute2 podman skopeo umoci etcd-server git openssl curl ca-certificates \
-	python3 python3-venv
+	iptables iproute2 podman skopeo umoci etcd-server runsc git openssl curl ca-certificates \
+	bind9-dnsutils iputils-ping util-linux python3 python3-venv
 
 .PHONY: run test deps system-packages venv lint bench clean-node
 
