@@ -16,6 +16,7 @@ from corral.api.tls import ensure_certificates
 from corral.config import ClientConfig
 from corral.control.plane import ControlPlane
 from corral.net.dns.server import DnsServer
+from corral.net.vnet.install import install_plugin
 from corral.node.client import LocalNodeClient
 from corral.node.setup import NodeSettings, build_agent, build_host
 from corral.store.sqlite import SqliteStore
@@ -66,6 +67,7 @@ class AllInOne:
             names = sorted({self.host, "127.0.0.1", "localhost"})
             _, cert, key = ensure_certificates(self.settings.data_dir / "control" / "tls", names)
             kwargs = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+        install_plugin()
         self.plane.start()
         self.dns = start_dns(self.plane, self.settings.dns_listen)
         self.agent.start()

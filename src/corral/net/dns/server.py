@@ -66,28 +66,43 @@ class DnsServer:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._synced = threading.Event()
+        self._bind_lock = threading.Lock()
+        self._extra: set[tuple[str, int]] = set()
 
     @property
     def address(self) -> tuple[str, int]:
         return self.host, self.port
 
     def start(self) -> None:
-        resolver = _Resolver(self.index)
-        quiet = DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data", logf=lambda _: None)
-        udp = _DnsLibServer(resolver, address=self.host, port=self.port, logger=quiet)
-        self.port = udp.server.server_address[1]  # the one picked for port 0
-        try:
-            tcp = _DnsLibServer(resolver, address=self.host, port=self.port, tcp=True, logger=quiet)
-        except OSError:
-            udp.server.server_close()
-            raise
-        self._servers = [udp, tcp]
+        self.port = self._bind(self.host, self.port)
         self._sync()
         self._watcher = threading.Thread(target=self._follow, name="corral-dns-watch", daemon=True)
         self._watcher.start()
-        for s in self._servers:
-            s.start_thread()
         log.info("DNS for zone %s on %s:%d (udp, tcp)", self.index.zone, self.host, self.port)
+
+    def add_listener(self, host: str, port: int = 53) -> None:
+        """Also answer on ``host:port``, e.g. a virtual network's gateway, where its groups' resolv.conf points."""
+        with self._bind_lock:
+            if (host, port) in self._extra:
+                return
+            self._bind(host, port)
+            self._extra.add((host, port))
+        log.info("DNS also on %s:%d", host, port)
+
+    def _bind(self, host: str, port: int) -> int:
+        resolver = _Resolver(self.index)
+        quiet = DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data", logf=lambda _: None)
+        udp = _DnsLibServer(resolver, address=host, port=port, logger=quiet)
+        port = udp.server.server_address[1]  # the one picked for port 0
+        try:
+            tcp = _DnsLibServer(resolver, address=host, port=port, tcp=True, logger=quiet)
+        except OSError:
+            udp.server.server_close()
+            raise
+        self._servers += [udp, tcp]
+        udp.start_thread()
+        tcp.start_thread()
+        return port
 
     def stop(self) -> None:
         self._stop.set()
