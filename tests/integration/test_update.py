@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from corral_server import CorralServer
+from corral_server import CorralServer, free_port
 from groups import container, delete, exec_sync, get, group, put, view, wait_for
 
 from corral.cli.client import ApiError
@@ -40,7 +40,7 @@ def _base() -> dict:  # type: ignore[type-arg]
     return group(
         container("upd-a", ["sleep", "3600"], environmentVariables=_env("COLOR", "red")),
         container("upd-b", ["sleep", "3600"], environmentVariables=_env("SIZE", "small")),
-        ipAddress={"type": "Private", "ports": [{"port": 80}]},
+        ipAddress={"type": "Public", "ports": [{"port": 80, "publicPort": free_port()}]},
         volumes=[{"name": "v", "emptyDir": {}}],
     )
 
@@ -91,16 +91,14 @@ def test_tags_only_change_restarts_nothing(updated) -> None:  # type: ignore[no-
 
 def _add_port(p: dict) -> None:  # type: ignore[type-arg]
     p["containers"][0]["properties"]["ports"].append({"port": 81})
-    p["ipAddress"]["ports"].append({"port": 81})
+    p["ipAddress"]["ports"].append({"port": 81, "publicPort": free_port()})
 
 
 @pytest.mark.parametrize("change,field", [
     (lambda p: p.update(osType="Windows"), "osType"),
-    (lambda p: p["ipAddress"].update(type="Public"), "ipAddress"),
+    (lambda p: p["ipAddress"]["ports"][0].update(publicPort=free_port()), "ipAddress"),
     (_add_port, "ipAddress"),
     (lambda p: p.update(volumes=[{"name": "w", "emptyDir": {}}]), "volumes"),
-    (lambda p: p.update(subnetIds=[{"id": "/subscriptions/x/resourceGroups/y/providers/Microsoft.Network/"
-                                           "virtualNetworks/v/subnets/s"}]), "subnetIds"),
     (lambda p: p.update(sku="Confidential"), "sku"),
 ])
 def test_changes_that_need_a_new_group_are_409_with_a_reason(updated, change, field) -> None:  # type: ignore[no-untyped-def]

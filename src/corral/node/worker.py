@@ -35,6 +35,9 @@ BACKOFF_BASE = 1.0
 BACKOFF_MAX = 60.0
 BACKOFF_RESET_AFTER = 60.0
 POLL_INTERVAL = 0.5
+# Exits wake the worker (ExitDispatcher); this sweep only catches what inotify cannot see
+# (a conmon killed without writing its exit file).
+RUNNING_SWEEP = 10.0
 
 
 def spec_hash(c: Container | InitContainer) -> str:
@@ -75,10 +78,12 @@ class GroupWorker:
         # The volumes spec last prepared on the host, so an unchanged one is not redone every pass.
         self._volumes_prepared: str | None = None
         self._volume_paths: dict[str, Path] = {}
+        self._unlisted_checked: int | None = None  # generation whose leftover containers were removed
         self._thread = threading.Thread(target=self._run, name=f"group-{self.uid}", daemon=True)
 
     # control ---------------------------------------------------------------
     def start(self) -> None:
+        self.host.exits.subscribe(self.uid, self.poke)
         self._thread.start()
 
     def update(self, group: GroupRecord | None) -> None:
@@ -177,6 +182,7 @@ class GroupWorker:
         self.host.teardown_group(self.uid)
         self.status.released = True
         self.link.release(self.key, self.uid)
+        self.host.exits.unsubscribe(self.uid)
         self.finished = True
 
     def _restart_requested_containers(self, group: GroupRecord, props: GroupProperties) -> None:
@@ -254,7 +260,9 @@ class GroupWorker:
             self.status.state = "Failed" if self._given_up(cs, props) else "Pending"
             return delay
 
-        self._remove_unlisted(props)
+        if self._unlisted_checked != group.meta.generation:  # listing the runtime's dirs each pass is O(groups)
+            self._remove_unlisted(props)
+            self._unlisted_checked = group.meta.generation
         delays = []
         for c in props.containers:
             cs = self.status.containers.setdefault(c.name, ContainerStatus())
@@ -306,7 +314,7 @@ class GroupWorker:
             self._started_mono.setdefault(c.name, now)
             if isinstance(c, Container):
                 return self._probe(c, cs, cid, sandbox.ip)
-            return POLL_INTERVAL
+            return RUNNING_SWEEP
         if st.status in ("stopped", "created"):
             # It exited: record how, and free its runtime resources (the log stays).
             cs.ready = False if cs.ready is not None else None
@@ -354,13 +362,13 @@ class GroupWorker:
         record_event(cs.events, "Started", f"started container {c.name} from {c.properties.image}")
         if isinstance(c, Container):
             cs.ready = c.properties.readinessProbe is None
-        return POLL_INTERVAL
+        return RUNNING_SWEEP if not (c.properties.livenessProbe or c.properties.readinessProbe) else POLL_INTERVAL
 
     def _probe(self, c: Container, cs: ContainerStatus, cid: str, ip: str | None) -> float:
         """Run the container's due probes; a failed liveness probe kills it (the restart policy decides the rest)."""
         p = c.properties
         epoch = f"{cs.restartCount}:{cs.currentState.startTime}"
-        delay = POLL_INTERVAL
+        delay = RUNNING_SWEEP
         if p.readinessProbe is None:
             cs.ready = True
         else:

@@ -1,0 +1,191 @@
+"""Density: N idle groups on one node through the API; time to all Running, host memory per group, leaks.
+
+    sudo .venv/bin/python bench/density.py [-n 250]
+
+Starts its own `corral up` (bridge cdense0, subnet 10.71.0.0/16, cgroup parent
+/corral-density, data under a temp dir), creates N groups of one `sleep 3600`
+container (cpu 0.005, memory 0.01 GB) with concurrent PUTs, waits until every
+one is Running, measures, deletes them all and checks that nothing is left:
+network namespaces, mounts, cgroups, veths, conmon processes.
+
+Memory per group = the drop of MemAvailable between "server up, no groups" and
+"all Running", divided by N: it includes conmon, the container's processes,
+the kernel's share (netns, veth, overlay mount, cgroups) and the agent's
+growth. RSS of the conmon processes and of the corral process are shown too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from corral_server import CorralServer  # noqa: E402
+
+from corral.cli.client import Client  # noqa: E402
+from corral.node.runtime.cgroups import remove_cgroup  # noqa: E402
+
+RG = "density"
+BRIDGE = "cdense0"
+PARENT = "/corral-density"
+MIB = 1024 * 1024
+
+
+def mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable")
+
+
+def settle() -> None:
+    """Let the page cache and slab settle so MemAvailable compares like with like."""
+    subprocess.run(["sync"], check=False)
+    time.sleep(2)
+
+
+def rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def conmon_pids(data_dir: Path) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", f"conmon.*{data_dir}"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def body(i: int) -> dict[str, Any]:
+    return {"location": "local", "properties": {"containers": [{
+        "name": f"idle-{i}",
+        "properties": {"image": "corral/busybox:latest", "command": ["sleep", "3600"],
+                       "resources": {"requests": {"cpu": 0.005, "memoryInGB": 0.01}}},
+    }], "restartPolicy": "Always"}}
+
+
+def states(client: Client) -> dict[str, str]:
+    path = f"/subscriptions/{client.sub}/resourceGroups/{RG}/providers/Microsoft.ContainerInstance/containerGroups"
+    return {g["name"]: g["properties"]["instanceView"]["state"] for g in client.request("GET", path).json()["value"]}
+
+
+def group_uids() -> set[str]:
+    """Uids of the groups on the node, from their cgroup directories (the sandbox ids are the same)."""
+    return {Path(p).name for p in glob.glob(f"/sys/fs/cgroup/memory{PARENT}/*") if Path(p).is_dir()}
+
+
+def leaks(server: CorralServer, uids: set[str]) -> dict[str, int]:
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    ns_dir = server.data_dir / "node" / "network"
+    mounts = [ln for ln in Path("/proc/mounts").read_text().splitlines() if str(server.data_dir) in ln]
+    veths = subprocess.run(["ip", "-o", "link", "show", "master", BRIDGE], capture_output=True, text=True).stdout
+    cgroups = [p for p in glob.glob(f"/sys/fs/cgroup/*{PARENT}/*") if Path(p).is_dir()]
+    return {
+        "netns": sum(1 for name in netns if any(u in name for u in uids)),
+        "mounts": len(mounts),
+        "veths on bridge": sum(1 for ln in veths.splitlines() if ln.strip()),
+        "cgroups": len(cgroups),
+        "conmon processes": len(conmon_pids(server.data_dir)),
+        "sandbox dirs": len(list((ns_dir / "sandboxes").glob("*"))) if (ns_dir / "sandboxes").exists() else 0,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=250, help="groups to start (default 250)")
+    ap.add_argument("--parallel", type=int, default=16, help="concurrent API requests")
+    ap.add_argument("--timeout", type=float, default=300)
+    args = ap.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="corral-density-"))
+    server = CorralServer(root, bridge=BRIDGE, subnet="10.71.0.0/16", cgroup_parent=PARENT)
+    rows: list[tuple[str, str]] = []
+    uids: set[str] = set()
+    ok = True
+    try:
+        server.build_base_image()
+        server.start()
+        client = server.client()
+        assert server.proc is not None
+        corral_pid = server.proc.pid
+        settle()
+        mem0, rss0 = mem_available(), rss(corral_pid)
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(args.parallel) as pool:
+            list(pool.map(lambda i: client.request("PUT", client.group_path(RG, f"idle-{i}"), json=body(i)),
+                          range(args.n)))
+        t_put = time.monotonic() - t0
+        print(f"{t_put:6.1f} s  all PUTs accepted", file=sys.stderr, flush=True)
+        deadline = t0 + args.timeout
+        while True:
+            st = states(client)
+            running = sum(1 for s in st.values() if s == "Running")
+            if running == args.n:
+                break
+            print(f"{time.monotonic() - t0:6.1f} s  {running}/{args.n} Running", file=sys.stderr, flush=True)
+            if time.monotonic() > deadline:
+                print(f"timed out: {running}/{args.n} Running", file=sys.stderr)
+                ok = False
+                break
+            time.sleep(0.2)
+        t_all = time.monotonic() - t0
+
+        uids = group_uids()
+        settle()
+        mem1, rss1 = mem_available(), rss(corral_pid)
+        conmons = conmon_pids(server.data_dir)
+        conmon_rss = sum(rss(p) for p in conmons)
+        per_group = (mem0 - mem1) / args.n
+        rows += [
+            ("groups", str(args.n)),
+            ("all PUTs accepted after", f"{t_put:.1f} s"),
+            ("all Running after", f"{t_all:.1f} s" + ("" if t_all <= 30 else "  (target 30 s: MISSED)")),
+            ("MemAvailable drop per group", f"{per_group / MIB:.2f} MiB" + (
+                "" if per_group <= 3 * MIB else "  (target 3 MiB: MISSED)")),
+            ("conmon RSS per group", f"{conmon_rss / max(1, len(conmons)) / MIB:.2f} MiB ({len(conmons)} conmons)"),
+            ("corral process RSS growth per group", f"{(rss1 - rss0) / args.n / MIB:.2f} MiB"
+                                                     f" ({rss0 / MIB:.0f} -> {rss1 / MIB:.0f} MiB)"),
+        ]
+        ok = ok and t_all <= 30 and per_group <= 3 * MIB
+
+        t1 = time.monotonic()
+        with ThreadPoolExecutor(args.parallel) as pool:
+            list(pool.map(lambda i: client.request("DELETE", client.group_path(RG, f"idle-{i}")), range(args.n)))
+        while states(client):
+            if time.monotonic() > t1 + args.timeout:
+                print("timed out deleting", file=sys.stderr)
+                ok = False
+                break
+            time.sleep(0.2)
+        rows.append(("all deleted after", f"{time.monotonic() - t1:.1f} s"))
+        for what, n in leaks(server, uids).items():
+            rows.append((f"left behind: {what}", str(n)))
+            ok = ok and n == 0
+    finally:
+        server.close()
+        remove_cgroup(PARENT)
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+    width = max(len(k) for k, _ in rows) if rows else 0
+    print(f"\n{'measure'.ljust(width)}  value\n{'-' * width}  {'-' * 24}")
+    for k, v in rows:
+        print(f"{k.ljust(width)}  {v}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
