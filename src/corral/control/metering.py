@@ -56,7 +56,12 @@ class PriceSheet(Rates):
     skus: dict[str, Rates] = Field(default_factory=dict)
 
     def rates(self, sku: str) -> Rates:
-        return self.skus.get(sku, self)
+        """The SKU's rates; a rate the SKU does not set is the sheet's."""
+        over = self.skus.get(sku)
+        if over is None:
+            return self
+        base = {"cpuCoreSecond": self.cpuCoreSecond, "memoryGBSecond": self.memoryGBSecond}
+        return Rates.model_validate({**base, **over.model_dump(include=over.model_fields_set)})
 
     @classmethod
     def load(cls, path: Path | None) -> PriceSheet:
