@@ -41,7 +41,8 @@ def group_of(cid: str) -> str:
 
 def port_mappings(ports: list[Port]) -> list[PortMapping]:
     return [
-        PortMapping(host_port=p.publicPort or p.port, container_port=p.port, protocol=p.protocol.lower())
+        PortMapping(host_port=p.publicPort or p.port, container_port=p.port,
+                    protocol="udp" if p.protocol == "UDP" else "tcp")
         for p in ports
     ]
 

@@ -218,7 +218,8 @@ class GroupWorker:
 
         images = {}
         creds = props.imageRegistryCredentials or []
-        for c in [*(props.initContainers or []), *props.containers]:
+        every: list[Container | InitContainer] = [*(props.initContainers or []), *props.containers]
+        for c in every:
             ref = c.properties.image
             if ref in images:
                 continue
@@ -236,8 +237,9 @@ class GroupWorker:
                 self.status.state = "Pending"
                 return 10.0
         if not self.host.allow_privileged:
-            privileged = [c.name for c in [*(props.initContainers or []), *props.containers]
-                          if c.properties.securityContext and c.properties.securityContext.privileged]
+            contexts = [(c.name, c.properties.securityContext) for c in props.containers]
+            contexts += [(c.name, c.properties.securityContext) for c in props.initContainers or []]
+            privileged = [name for name, sc in contexts if sc and sc.privileged]
             if privileged:
                 msg = (f"container(s) {', '.join(privileged)} ask to run privileged, which node {self.status.node} "
                        "does not allow (start it with `corral up --allow-privileged`)")
@@ -360,8 +362,9 @@ class GroupWorker:
         cs.currentState = ContainerStateView(state="Running", startTime=datetime.now(UTC))
         self._started_mono[c.name] = now
         record_event(cs.events, "Started", f"started container {c.name} from {c.properties.image}")
-        if isinstance(c, Container):
-            cs.ready = c.properties.readinessProbe is None
+        if not isinstance(c, Container):
+            return RUNNING_SWEEP  # its exit wakes us
+        cs.ready = c.properties.readinessProbe is None
         return RUNNING_SWEEP if not (c.properties.livenessProbe or c.properties.readinessProbe) else POLL_INTERVAL
 
     def _probe(self, c: Container, cs: ContainerStatus, cid: str, ip: str | None) -> float:
@@ -439,7 +442,8 @@ class GroupWorker:
             del self.status.containers[name]
 
     def _stop_all(self, props: GroupProperties, reason: str) -> None:
-        for c in [*props.containers, *(props.initContainers or [])]:
+        every: list[Container | InitContainer] = [*props.containers, *(props.initContainers or [])]
+        for c in every:
             init = not isinstance(c, Container)
             cid = container_id(self.uid, c.name, init)
             st = self.host.container_state(cid)
