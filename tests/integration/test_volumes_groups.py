@@ -186,3 +186,32 @@ def test_a_missing_share_fails_provisioning_with_a_clear_error(corral: CorralSer
         assert state(g, "noshare") == "Waiting"
     finally:
         delete(client, RG, "noshare")
+
+
+def test_node_reset_releases_volumes_of_groups_it_tears_down(corral: CorralServer) -> None:
+    """teardown_group (used for orphans and by `corral node reset`) unmounts secrets and removes emptyDirs."""
+    client = corral.client()
+    mounts = [{"name": "creds", "mountPath": "/c"}, {"name": "scratch", "mountPath": "/s"}]
+    body = group(container("reset-vol", ["sleep", "3600"], volumeMounts=mounts),
+                 volumes=[{"name": "creds", "secret": {"k": base64.b64encode(b"v").decode()}},
+                          {"name": "scratch", "emptyDir": {}}])
+    put(client, RG, "resetvol", body)
+    uid = _uid(corral, "reset-vol")
+    vol = corral.data_dir / "node" / "volumes" / uid
+    assert vol.is_dir() and _mounts_with(uid)
+    corral.kill()  # as a crash would: containers and mounts stay
+    try:
+        assert _mounts_with(uid)
+        corral.cli("node", "reset", *corral.node_flags)
+        assert _mounts_with(uid) == [] and not vol.exists()
+    finally:
+        corral.start()
+    client = corral.client()
+    try:
+        # The record survived: the restarted agent builds the group again, volumes included.
+        g = wait_for(client, RG, "resetvol", lambda g: state(g, "reset-vol") == "Running", timeout=60)
+        assert g["properties"]["instanceView"]["state"] == "Running"
+        assert exec_sync(client, RG, "resetvol", "reset-vol", "cat", "/c/k")["stdout"] == "v"
+    finally:
+        delete(client, RG, "resetvol")
+    assert _mounts_with(uid) == [] and not vol.exists()
