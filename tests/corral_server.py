@@ -38,7 +38,9 @@ class CorralServer:
         self.config_path = root / "config.json"
         self.port = free_port()
         self.bridge, self.subnet, self.cgroup_parent = bridge, subnet, cgroup_parent
-        self.extra = extra or []
+        self.extra = list(extra or [])
+        if "--dns-listen" not in self.extra:  # several servers may run at once: no fixed port
+            self.extra += ["--dns-listen", "127.0.0.1:0"]
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = {**os.environ, "CORRAL_CONFIG": str(self.config_path)}
 

@@ -15,9 +15,12 @@ from corral.api.auth import load_or_create_token
 from corral.api.tls import ensure_certificates
 from corral.config import ClientConfig
 from corral.control.plane import ControlPlane
+from corral.model.network import NetworkSettings
 from corral.net.dns.server import DnsServer
+from corral.net.vnet.config import VnetConf
 from corral.net.vnet.install import install_plugin
 from corral.node.client import LocalNodeClient
+from corral.node.network.networks import NetworkSet
 from corral.node.setup import NodeSettings, build_agent, build_host
 from corral.store.sqlite import SqliteStore
 
@@ -43,14 +46,22 @@ class AllInOne:
         d = settings.data_dir
         self.store = SqliteStore(d / "control" / "store.db")
         self.token = load_or_create_token(d / "control" / "token")
+        node = settings.node
         self.plane = ControlPlane(self.store, self.token, location=settings.location,
-                                  price_sheet=settings.price_sheet)
-        self.node_host = build_host(settings.node)
+                                  price_sheet=settings.price_sheet,
+                                  network=NetworkSettings(default_prefix=node.subnet))
+        node.dns_zone, node.dns_enabled = self.plane.dns_zone, settings.dns_listen is not None
+        self.dns: DnsServer | None = None
+        self.node_host = build_host(node, self.plane.link, on_network=self._serve_dns_on)
         self.agent = build_agent(settings.node, self.plane.link, self.node_host)
         self.plane.nodes.register(settings.node.name, LocalNodeClient(self.node_host))
         self.app = create_app(self.plane)
         self.server: uvicorn.Server | None = None
-        self.dns: DnsServer | None = None
+
+    def _serve_dns_on(self, conf: VnetConf) -> None:
+        """Groups' resolv.conf names their network's gateway: answer there too (port 53)."""
+        if self.dns is not None:
+            self.dns.add_listener(str(conf.ipam.gateway_ip), 53)
 
     def client_config(self) -> ClientConfig:
         scheme = "http" if self.settings.insecure_http else "https"
@@ -70,6 +81,9 @@ class AllInOne:
         install_plugin()
         self.plane.start()
         self.dns = start_dns(self.plane, self.settings.dns_listen)
+        if self.dns is not None and isinstance(self.node_host.network, NetworkSet):
+            for gateway in self.node_host.network.gateways().values():
+                self.dns.add_listener(gateway, 53)
         self.agent.start()
         config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning", **kwargs)
         self.server = uvicorn.Server(config)
@@ -83,6 +97,8 @@ class AllInOne:
             if self.dns is not None:
                 self.dns.stop()
             self.agent.stop()
+            if isinstance(self.node_host.network, NetworkSet):
+                self.node_host.network.stop()
             self.plane.stop()
             self.store.close()
 

@@ -22,8 +22,11 @@ def up(
     public_ip: str = typer.Option("127.0.0.1", "--public-ip", help="Address where public ports are reachable."),
     node_name: str = typer.Option(socket.gethostname(), "--node-name"),
     runtime: str = typer.Option("crun", "--runtime", help="crun, runc or runsc."),
-    bridge: str = typer.Option("corral0", "--bridge", help="Linux bridge of the group network."),
-    subnet: str = typer.Option("10.88.0.0/16", "--subnet", help="Address range of the group network."),
+    network: str = typer.Option("vnet", "--network", help="vnet (virtual networks, corral-vnet) or bridge."),
+    subnet: str = typer.Option("10.240.0.0/16", "--subnet",
+                               help="Address space of the default virtual network (bridge mode: its range)."),
+    pool_size: int = typer.Option(2, "--pool-size", help="Ready network sandboxes kept per virtual network."),
+    bridge: str = typer.Option("corral0", "--bridge", help="Linux bridge of the network in bridge mode."),
     location: str = typer.Option("local", "--location", help="The location this installation reports."),
     cgroup_parent: str = typer.Option("/corral", "--cgroup-parent", help="Parent cgroup of all containers."),
     demo: bool = typer.Option(False, "--demo", help="Deploy the demo web group once Corral is up."),
@@ -42,6 +45,7 @@ def up(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     node = NodeSettings(name=node_name, data_dir=data_dir, public_ip=public_ip, runtime=runtime,
                         bridge=bridge, subnet=subnet, cgroup_parent=cgroup_parent,
+                        network=network, pool_size=pool_size,
                         allow_privileged=allow_privileged, isolation=isolation)
     settings = UpSettings(data_dir=data_dir, listen=listen, insecure_http=insecure_http,
                           config_path=client_config_path(), node=node, location=location, price_sheet=price_sheet,

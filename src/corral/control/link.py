@@ -8,8 +8,10 @@ will get the same interface over HTTP, so nothing in the agent knows which.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Protocol
 
+from corral.control.netkeys import NODE_BLOCKS, NSGS, VNETS
 from corral.model.records import GROUPS, NODES, GroupRecord, NodeInfo, status_key
 from corral.model.status import GroupStatus
 from corral.store.base import Compacted, Store
@@ -17,6 +19,11 @@ from corral.store.base import Compacted, Store
 if TYPE_CHECKING:
     from corral.control.netplane import NetworkControl
     from corral.net.vnet.config import VnetConf
+
+
+# What an agent follows: its groups, and what its networks are made of.
+AGENT_PREFIXES = (GROUPS, VNETS, NSGS, NODE_BLOCKS)
+NETWORK_PREFIXES = (VNETS, NSGS, NODE_BLOCKS)
 
 
 class ControlPlaneLink(Protocol):
@@ -27,7 +34,11 @@ class ControlPlaneLink(Protocol):
         ...
 
     def wait(self, node: str, after: int, timeout: float) -> tuple[int, set[str] | None]:
-        """Keys of groups changed since ``after`` (None: history lost, re-list), and the new revision."""
+        """Keys changed since ``after`` (None: history lost, re-list), and the new revision.
+
+        Group keys (under ``/groups/``) and network keys (virtual networks, security groups,
+        node blocks: the node re-reads its network configuration when one changes).
+        """
         ...
 
     def assignment(self, node: str, key: str) -> GroupRecord | None: ...
@@ -64,13 +75,18 @@ class LocalLink:
         return rev, out
 
     def wait(self, node: str, after: int, timeout: float) -> tuple[int, set[str] | None]:
-        try:
-            events = self.store.watch(GROUPS, after, timeout)
-        except Compacted:
-            return self.store.revision(), None
-        if not events:
-            return after, set()
-        return events[-1].revision, {e.key for e in events}
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                events = self.store.watch("/", after, max(0.0, deadline - time.monotonic()))
+            except Compacted:
+                return self.store.revision(), None
+            if not events:
+                return after, set()
+            after = events[-1].revision
+            keys = {e.key for e in events if e.key.startswith(AGENT_PREFIXES)}
+            if keys or time.monotonic() >= deadline:  # status and metering writes are not the agent's concern
+                return after, keys
 
     def assignment(self, node: str, key: str) -> GroupRecord | None:
         rec = self.store.get(key)

@@ -12,6 +12,7 @@ from corral.control.link import LocalLink
 from corral.control.metering import Meter, PriceSheet
 from corral.control.netplane import NetworkControl
 from corral.control.nodes import NodeDirectory
+from corral.model.network import NetworkSettings
 from corral.store.base import Store
 
 
@@ -22,7 +23,7 @@ class Quota(BaseModel):
 
 class ControlPlane:
     def __init__(self, store: Store, token: str, location: str = "local", dns_zone: str = "corral.local",
-                 price_sheet: Path | None = None) -> None:
+                 price_sheet: Path | None = None, network: NetworkSettings | None = None) -> None:
         self.store = store
         self.token = token
         self.location = location
@@ -32,11 +33,11 @@ class ControlPlane:
         self.nodes = NodeDirectory()
         self.link = LocalLink(store)
         self.binder = Binder(store)
-        self.network = NetworkControl(store, location=location)
+        self.metering = Meter(store, PriceSheet.load(price_sheet))
+        self.network = NetworkControl(store, network, location=location)
         self.groups.network_check = self.network.check_group
         self.link.network = self.network
         self.network.start()
-        self.metering = Meter(store, PriceSheet.load(price_sheet))
 
     def start(self) -> None:
         self.binder.start()

@@ -12,8 +12,8 @@ import logging
 import threading
 from datetime import UTC, datetime
 
-from corral.control.link import ControlPlaneLink
-from corral.model.records import NodeInfo
+from corral.control.link import NETWORK_PREFIXES, ControlPlaneLink
+from corral.model.records import GROUPS, NodeInfo
 from corral.node.host import NodeHost
 from corral.node.worker import GroupWorker
 
@@ -58,7 +58,11 @@ class NodeAgent:
                     for key, group in assigned.items():
                         self._dispatch(key, group)
                 else:
+                    if any(k.startswith(NETWORK_PREFIXES) for k in changed):
+                        self._refresh_networks()
                     for key in changed:
+                        if not key.startswith(GROUPS):
+                            continue
                         group = self.link.assignment(self.info.name, key)
                         if group is not None:
                             self._dispatch(key, group)
@@ -67,6 +71,15 @@ class NodeAgent:
             except Exception:
                 log.exception("agent loop failed; retrying")
                 self._stop.wait(1.0)
+
+    def _refresh_networks(self) -> None:
+        """Security rules or peers changed: apply them to this node's networks, live."""
+        refresh = getattr(self.host.network, "refresh", None)
+        if refresh is not None:
+            try:
+                refresh()
+            except Exception:
+                log.exception("could not refresh this node's virtual networks")
 
     def _dispatch(self, key: str, group) -> None:  # type: ignore[no-untyped-def]
         with self._lock:

@@ -18,6 +18,8 @@ from corral.model.group import ContainerProperties, GroupProperties, InitContain
 from corral.model.group import RegistryCredential as GroupCredential
 from corral.model.group import SecurityContext as GroupSecurity
 from corral.node.images.store import Image, ImageStore, RegistryCredential
+from corral.node.network.etcfiles import DnsSettings
+from corral.node.network.networks import NetworkSet
 from corral.node.network.sandbox import NetworkManager, PortMapping, Sandbox
 from corral.node.runtime.cgroups import remove_cgroup
 from corral.node.runtime.runtime import ContainerState, Runtime
@@ -146,18 +148,22 @@ class NodeHost:
         root: Path,
         images: ImageStore,
         runtime: Runtime,
-        network: NetworkManager,
+        network: NetworkManager | NetworkSet,
         public_ip: str,
         cgroup_parent: str = "/corral",
         volumes: VolumeManager | None = None,
         allow_privileged: bool = False,
         isolation: str = "default",
+        dns_zone: str = "corral.local",
+        dns_enabled: bool = False,
     ) -> None:
         self.root = root
         self.images = images
         self.runtime = runtime
         self.network = network
         self.public_ip = public_ip
+        self.dns_zone = dns_zone
+        self.dns_enabled = dns_enabled
         self.cgroup_parent = cgroup_parent
         self.volumes = volumes or VolumeManager(root / "volumes", root / "shares")
         # Operator settings: whether privileged containers may run, and the default isolation level.
@@ -186,8 +192,20 @@ class NodeHost:
         return self.group_dir(uid) / "containers" / cid
 
     # sandboxes -------------------------------------------------------------
-    def ensure_sandbox(self, uid: str, hostname: str, ports: list[Port]) -> Sandbox:
-        return self.network.create(uid, hostname=hostname, port_mappings=port_mappings(ports))
+    def ensure_sandbox(
+        self, uid: str, hostname: str, ports: list[Port], subnet_id: str | None = None,
+        dns: DnsSettings | None = None,
+    ) -> Sandbox:
+        if isinstance(self.network, NetworkSet):
+            return self.network.create(uid, hostname=hostname, port_mappings=port_mappings(ports), dns=dns,
+                                       subnet_id=subnet_id)
+        return self.network.create(uid, hostname=hostname, port_mappings=port_mappings(ports), dns=dns)
+
+    def nameserver_for(self, subnet_id: str | None) -> str | None:
+        """Where a group's resolver reaches Corral's DNS: its network's gateway (None: DNS is off)."""
+        if not self.dns_enabled or not isinstance(self.network, NetworkSet):
+            return None
+        return str(self.network.manager(subnet_id).conf.ipam.gateway_ip)
 
     def remove_sandbox(self, uid: str) -> None:
         self.network.delete(uid)

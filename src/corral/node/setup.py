@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
 
 from corral.control.link import ControlPlaneLink
+from corral.errors import NetworkError
 from corral.model.records import NodeInfo
 from corral.model.status import now
+from corral.net.vnet.config import VnetConf
 from corral.node.agent import NodeAgent
 from corral.node.host import NodeHost
 from corral.node.images.store import ImageStore
+from corral.node.network.networks import NetworkSet
 from corral.node.network.sandbox import NetworkConfig, NetworkManager
 from corral.node.runtime.runtime import Runtime
 from corral.node.volumes.manager import VolumeManager
@@ -25,8 +29,14 @@ class NodeSettings(BaseModel):
     data_dir: Path
     public_ip: str = "127.0.0.1"
     runtime: str = "crun"
-    bridge: str = "corral0"
-    subnet: str = "10.88.0.0/16"
+    # "vnet": groups get addresses in virtual networks (corral-vnet, in-process); "bridge": one
+    # plain CNI bridge network (standard plugins), as before virtual networks existed.
+    network: Literal["vnet", "bridge"] = "vnet"
+    bridge: str = "corral0"  # bridge mode only
+    subnet: str = "10.240.0.0/16"  # bridge mode: its range; vnet mode: the default virtual network's
+    pool_size: int = 2  # ready network sandboxes kept per virtual network (vnet mode)
+    dns_zone: str = "corral.local"
+    dns_enabled: bool = True
     cgroup_parent: str = "/corral"
     max_groups: int = 250
     # Privileged containers run only where the operator allowed them (`corral up --allow-privileged`).
@@ -46,16 +56,31 @@ def capacity() -> tuple[float, float]:
     return cores, round(mem_kb / 1024 / 1024, 1)
 
 
-def build_host(settings: NodeSettings) -> NodeHost:
+def build_network(settings: NodeSettings, link: ControlPlaneLink | None,
+                  on_network: Callable[[VnetConf], None] | None = None) -> NetworkManager | NetworkSet:
+    root = settings.data_dir / "node"
+    if settings.network == "bridge":
+        return NetworkManager(NetworkConfig(state_dir=root / "network", bridge=settings.bridge,
+                                            subnet=settings.subnet))
+
+    def config_for(subnet_id: str | None) -> VnetConf:
+        if link is None:
+            raise NetworkError("this node is not connected to a control plane: it cannot join new networks")
+        return link.vnet_config_for(settings.name, subnet_id)
+
+    return NetworkSet(root / "vnets", config_for, pool_size=settings.pool_size, on_network=on_network)
+
+
+def build_host(settings: NodeSettings, link: ControlPlaneLink | None = None,
+               on_network: Callable[[VnetConf], None] | None = None) -> NodeHost:
     root = settings.data_dir / "node"
     images = ImageStore(settings.data_dir / "images")
     runtime = Runtime(root / "runtime", runtime=settings.runtime)
-    network = NetworkManager(
-        NetworkConfig(state_dir=root / "network", bridge=settings.bridge, subnet=settings.subnet)
-    )
+    network = build_network(settings, link, on_network)
     volumes = VolumeManager(root / "volumes", shares_root(settings.data_dir))
     return NodeHost(root, images, runtime, network, settings.public_ip, cgroup_parent=settings.cgroup_parent,
-                    volumes=volumes, allow_privileged=settings.allow_privileged, isolation=settings.isolation)
+                    volumes=volumes, allow_privileged=settings.allow_privileged, isolation=settings.isolation,
+                    dns_zone=settings.dns_zone, dns_enabled=settings.dns_enabled)
 
 
 def shares_root(data_dir: Path) -> Path:

@@ -24,6 +24,7 @@ from corral.errors import CorralError
 from corral.model.group import Container, GroupProperties, InitContainer
 from corral.model.records import GroupRecord
 from corral.model.status import ContainerStateView, ContainerStatus, GroupStatus, record_event
+from corral.net.dns.resolv import dns_settings
 from corral.node.host import NodeHost, container_id, isolation_of, registry_credentials, volume_mounts
 from corral.node.probes import Prober, runner_for
 from corral.node.runtime.runtime import ContainerState
@@ -206,7 +207,10 @@ class GroupWorker:
         hostname = group.meta.name
         ports = props.ipAddress.ports if props.ipAddress else []
         try:
-            sandbox = self.host.ensure_sandbox(self.uid, hostname, ports)
+            subnet_id = props.subnetIds[0].id if props.subnetIds else None
+            dns = dns_settings(props, group.meta.resourceGroup, self.host.dns_zone,
+                               self.host.nameserver_for(subnet_id))
+            sandbox = self.host.ensure_sandbox(self.uid, hostname, ports, subnet_id=subnet_id, dns=dns)
         except CorralError as exc:
             self.status.provisioningError = exc.message
             record_event(self.status.events, "NetworkSetupFailed", exc.message, "Warning")

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from corral.errors import NotFound
 from corral.net.vnet import node as vnet_node
 from corral.net.vnet.config import VnetConf
 from corral.node.network.etcfiles import DnsSettings
@@ -43,6 +44,7 @@ class NetworkSet:
         self._lock = threading.Lock()
         self._managers: dict[str, VnetNetworkManager] = {}
         self._by_subnet: dict[str | None, str] = {}
+        self._retiring: set[str] = set()  # networks deleted upstream, removed once their sandboxes are gone
         state_dir.mkdir(parents=True, exist_ok=True)
         for d in sorted(p for p in state_dir.iterdir() if (p / "vnet.json").exists()):
             conf = VnetConf.model_validate_json((d / "vnet.json").read_text())
@@ -108,16 +110,40 @@ class NetworkSet:
         return m
 
     def refresh(self) -> None:
-        """Re-read every known network's configuration (peers, security rules) and apply changes live."""
+        """Re-read every known network's configuration (peers, security rules) and apply changes live;
+        a network that no longer exists is removed from the node once it has no sandboxes left."""
         with self._lock:
             subnets = dict(self._by_subnet)
+        for name in list(self._retiring):
+            self._retire(None, name)
         for subnet_id, name in subnets.items():
-            conf = self.config_for(subnet_id).model_copy(
-                update={"data_dir": self.state_dir / name / "plugin"})
+            try:
+                conf = self.config_for(subnet_id).model_copy(
+                    update={"data_dir": self.state_dir / name / "plugin"})
+            except NotFound:
+                self._retire(subnet_id, name)
+                continue
+            except Exception:  # one network's trouble must not keep the others stale
+                log.exception("network %s: could not refresh its configuration", name)
+                continue
             with self._lock:
                 m = self._managers.get(name)
             if m is not None and m.conf != conf:
                 self._open(conf, fresh=True)
+
+    def _retire(self, subnet_id: str | None, name: str) -> None:
+        with self._lock:
+            self._by_subnet.pop(subnet_id, None)
+            m = self._managers.get(name)
+        self._retiring.add(name)
+        if m is None or m.list():
+            return  # groups still use it: it goes with the last of them (a later refresh)
+        self._retiring.discard(name)
+        m.recover()
+        m.teardown()
+        shutil.rmtree(self.state_dir / name, ignore_errors=True)
+        with self._lock:
+            self._managers.pop(name, None)
 
     def _open(self, conf: VnetConf, fresh: bool = False) -> VnetNetworkManager:
         d = self.state_dir / conf.name

@@ -1,0 +1,122 @@
+"""Container groups on virtual networks, end to end through the agent: reach by address and by
+name inside a virtual network, isolation between virtual networks, security rules applied live."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from corral_server import CorralServer, free_port
+from groups import container, delete, exec_sync, group, put
+
+from corral.cli.client import Client
+from corral.node.runtime.cgroups import remove_cgroup
+
+RG = "vnetgroups"
+LISTEN = ["sh", "-c", "while true; do echo pong | nc -l -p 7000; done"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
+    srv = CorralServer(tmp_path_factory.mktemp("vnetgroups"), bridge="ctvg0", subnet="10.78.0.0/16",
+                       cgroup_parent="/corral-test-vg", extra=["--dns-listen", f"127.0.0.1:{free_port()}"])
+    try:
+        srv.build_base_image()
+        srv.start()
+        yield srv
+    finally:
+        try:
+            srv.close()
+        finally:
+            remove_cgroup(srv.cgroup_parent)
+
+
+def net(client: Client, method: str, path: str, body: dict | None = None) -> dict:  # type: ignore[type-arg]
+    base = f"/subscriptions/{client.sub}/resourceGroups/{RG}/providers/Microsoft.Network"
+    resp = client.request(method, base + path, json=body)
+    return resp.json() if resp.content else {}
+
+
+def subnet_id(client: Client, vnet: str, subnet: str) -> str:
+    return (f"/subscriptions/{client.sub}/resourceGroups/{RG}/providers/Microsoft.Network/virtualNetworks/"
+            f"{vnet}/subnets/{subnet}")
+
+
+def private_ip(client: Client, name: str) -> str:
+    out = exec_sync(client, RG, name, name, "sh", "-c", "ip -4 -o addr show eth0")["stdout"]
+    return out.split()[3].split("/")[0]
+
+
+def talks(client: Client, src: str, target: str, timeout: float = 10, expect: bool = True) -> bool:
+    """Whether ``src`` gets "pong" from ``target``:7000 (retrying until ``timeout`` for the expected answer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = exec_sync(client, RG, src, src, "sh", "-c", f"echo ping | timeout 2 nc {target} 7000")
+        ok = res["stdout"].strip() == "pong"
+        if ok == expect or time.monotonic() > deadline:
+            return ok
+        time.sleep(0.3)
+
+
+def test_groups_in_a_virtual_network_reach_each_other_by_address_and_name(server: CorralServer) -> None:
+    client = server.client()
+    put(client, RG, "alpha", group(container("alpha", LISTEN)))
+    put(client, RG, "beta", group(container("beta", LISTEN)))
+    try:
+        a, b = private_ip(client, "alpha"), private_ip(client, "beta")
+        assert a != b and a.startswith("10.78.") and b.startswith("10.78.")
+        assert talks(client, "beta", a)
+        assert talks(client, "alpha", f"beta.{RG}.corral.local")  # service discovery through Corral's DNS
+        assert talks(client, "alpha", "beta")  # the resource group is the search domain
+        resolv = exec_sync(client, RG, "alpha", "alpha", "cat", "/etc/resolv.conf")["stdout"]
+        assert f"search {RG}.corral.local" in resolv
+    finally:
+        delete(client, RG, "alpha")
+        delete(client, RG, "beta")
+
+
+def test_different_virtual_networks_stay_apart(server: CorralServer) -> None:
+    client = server.client()
+    net(client, "PUT", "/virtualNetworks/red", {"location": "local", "properties": {
+        "addressSpace": {"addressPrefixes": ["10.81.0.0/16"]},
+        "subnets": [{"name": "s", "properties": {"addressPrefix": "10.81.0.0/20"}}]}})
+    try:
+        put(client, RG, "red1", group(container("red1", LISTEN), subnetIds=[{"id": subnet_id(client, "red", "s")}]))
+        put(client, RG, "default1", group(container("default1", LISTEN)))
+        red = private_ip(client, "red1")
+        assert red.startswith("10.81.")
+        assert not talks(client, "default1", red, timeout=3, expect=False)
+        assert not talks(client, "red1", private_ip(client, "default1"), timeout=3, expect=False)
+    finally:
+        delete(client, RG, "red1")
+        delete(client, RG, "default1")
+        net(client, "DELETE", "/virtualNetworks/red")
+
+
+def test_deny_rule_blocks_and_its_removal_restores_traffic(server: CorralServer) -> None:
+    client = server.client()
+    net(client, "PUT", "/networkSecurityGroups/guard", {"location": "local", "properties": {}})
+    net(client, "PUT", "/virtualNetworks/blue", {"location": "local", "properties": {
+        "addressSpace": {"addressPrefixes": ["10.82.0.0/16"]},
+        "subnets": [{"name": "s", "properties": {"addressPrefix": "10.82.0.0/20", "networkSecurityGroup": {
+            "id": f"/subscriptions/{client.sub}/resourceGroups/{RG}/providers/Microsoft.Network/"
+                  "networkSecurityGroups/guard"}}}]}})
+    sid = subnet_id(client, "blue", "s")
+    try:
+        put(client, RG, "server", group(container("server", LISTEN), subnetIds=[{"id": sid}]))
+        put(client, RG, "client", group(container("client", LISTEN), subnetIds=[{"id": sid}]))
+        target = private_ip(client, "server")
+        assert talks(client, "client", target)
+        net(client, "PUT", "/networkSecurityGroups/guard/securityRules/no-7000", {"properties": {
+            "priority": 100, "direction": "Inbound", "access": "Deny", "protocol": "Tcp",
+            "sourceAddressPrefix": "*", "sourcePortRange": "*", "destinationAddressPrefix": "*",
+            "destinationPortRange": "7000"}})
+        assert not talks(client, "client", target, expect=False), "the deny rule must block, live"
+        net(client, "DELETE", "/networkSecurityGroups/guard/securityRules/no-7000")
+        assert talks(client, "client", target), "removing the rule must restore traffic"
+    finally:
+        delete(client, RG, "server")
+        delete(client, RG, "client")
+        net(client, "DELETE", "/virtualNetworks/blue")
+        net(client, "DELETE", "/networkSecurityGroups/guard")
