@@ -85,7 +85,9 @@ class AllInOne:
             for gateway in self.node_host.network.gateways().values():
                 self.dns.add_listener(gateway, 53)
         self.agent.start()
-        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning", **kwargs)
+        # Open streams (log follow, events) must not hold a shutdown up for long.
+        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning",
+                                timeout_graceful_shutdown=2, **kwargs)
         self.server = uvicorn.Server(config)
         path = self.client_config().write(self.settings.config_path)
         log.info("client config written to %s", path)
@@ -94,12 +96,17 @@ class AllInOne:
         try:
             self.server.run()
         finally:
+            # Stop the parts side by side: each may wait out one watch timeout.
+            parts = [self.agent.stop, self.plane.stop]
             if self.dns is not None:
-                self.dns.stop()
-            self.agent.stop()
+                parts.append(self.dns.stop)
             if isinstance(self.node_host.network, NetworkSet):
-                self.node_host.network.stop()
-            self.plane.stop()
+                parts.append(self.node_host.network.stop)
+            stoppers = [threading.Thread(target=fn) for fn in parts]
+            for t in stoppers:
+                t.start()
+            for t in stoppers:
+                t.join()
             self.store.close()
 
     def _signal_ready(self, ready: threading.Event) -> None:

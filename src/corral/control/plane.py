@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -44,5 +45,8 @@ class ControlPlane:
         self.metering.start()
 
     def stop(self) -> None:
-        self.binder.stop()
-        self.metering.stop()
+        controllers = [threading.Thread(target=c.stop) for c in (self.binder, self.metering)]
+        for t in controllers:
+            t.start()
+        for t in controllers:
+            t.join()
