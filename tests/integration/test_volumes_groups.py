@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from corral_server import CorralServer
-from groups import container, container_cgroup, delete, exec_sync, get, group, put, state, wait_for
+from groups import container, container_cgroup, delete, exec_sync, get, group, put, state, view, wait_for
 
 from corral.cli.client import ApiError
 from corral.node.runtime.cgroups import remove_cgroup
@@ -222,6 +222,9 @@ def test_node_reset_releases_volumes_of_groups_it_tears_down(corral: CorralServe
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
         assert out == "v"
+        iv = view(get(client, RG, "resetvol"), "reset-vol")
+        assert iv["restartCount"] == 1 and iv["previousState"]["detailStatus"] == "Lost", iv
+        assert any(e["name"] == "Lost" for e in iv["events"])
     finally:
         delete(client, RG, "resetvol")
     assert _mounts_with(uid) == [] and not vol.exists()

@@ -342,6 +342,12 @@ class GroupWorker:
             record_event(cs.events, "BackOff", f"restarting in {wait:.0f}s (restart policy {props.restartPolicy})")
             return wait
         # absent: start it, unless it finished and must not run again
+        if cs.currentState.state == "Running":
+            # Reported running, yet gone from the host (node reset, reboot): it ended unseen.
+            cs.currentState = ContainerStateView(state="Terminated", startTime=cs.currentState.startTime,
+                                                 finishTime=datetime.now(UTC), exitCode=-1, detailStatus="Lost")
+            record_event(cs.events, "Lost", f"container {c.name} is no longer on node {self.status.node} "
+                         "(node reset or reboot); the restart policy decides what follows", "Warning")
         if cs.currentState.state == "Terminated":
             if not self._should_restart(cs, props):
                 return None
