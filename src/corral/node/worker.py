@@ -450,6 +450,7 @@ class GroupWorker:
         names = {c.name for c in props.containers}
         for name in [n for n in self.status.containers if n not in names]:
             del self.status.containers[name]
+        self._prober.forget(names)
 
     def _stop_all(self, props: GroupProperties, reason: str) -> None:
         every: list[Container | InitContainer] = [*props.containers, *(props.initContainers or [])]
