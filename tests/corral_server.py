@@ -7,13 +7,16 @@ removes whatever a crashed test may have left on the host.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -118,3 +121,15 @@ class CorralServer:
         finally:
             self.stop()
             subprocess.run([CORRAL, "node", "reset", *self.node_flags], env=self.env, capture_output=True)
+
+
+@contextlib.contextmanager
+def running_corral(root: Path, **kwargs: Any) -> Iterator[CorralServer]:
+    """A started CorralServer with the base image cached, closed (and its host traces removed) on exit."""
+    server = CorralServer(root, **kwargs)
+    try:
+        server.build_base_image()
+        server.start()
+        yield server
+    finally:
+        server.close()

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from corral_server import CorralServer
+from corral_server import CorralServer, running_corral
 from groups import container, container_cgroup, delete, exec_sync, get, group, put, state, view, wait_for
 
 RG = "it-restart"
@@ -14,13 +14,9 @@ RG = "it-restart"
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[CorralServer]:
-    srv = CorralServer(tmp_path, bridge="ctest1", subnet="10.67.0.0/16", cgroup_parent="/corral-test-restart")
-    srv.build_base_image()
-    srv.start()
-    try:
+    with running_corral(tmp_path, bridge="ctest1", subnet="10.67.0.0/16",
+                        cgroup_parent="/corral-test-restart") as srv:
         yield srv
-    finally:
-        srv.close()
 
 
 def _pids(cgroup_parent: str, name: str) -> set[int]:

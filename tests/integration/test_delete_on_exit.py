@@ -5,32 +5,12 @@ from __future__ import annotations
 import glob
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from corral_server import CorralServer
 from groups import container, container_cgroup, delete, get, group, put
 
-from corral.node.runtime.cgroups import remove_cgroup
-
 RG = "it-doe"
-
-
-@pytest.fixture(scope="module")
-def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
-    """This module's own Corral (bridge ctnf0): other test sessions may reset the shared ctest0 bridge."""
-    server = CorralServer(tmp_path_factory.mktemp("corral-nf"), bridge="ctnf0", subnet="10.68.0.0/16",
-                          cgroup_parent="/corral-test-nf")
-    server.build_base_image()
-    server.start()
-    try:
-        yield server
-    finally:
-        try:
-            server.close()
-        finally:
-            remove_cgroup(server.cgroup_parent)  # crun made it; nothing else removes it
 
 
 def _gone(client, name: str, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]

@@ -7,10 +7,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from corral_server import CorralServer
+from corral_server import CorralServer, running_corral
 from groups import container, delete, group, put, wait_for
-
-from corral.node.runtime.cgroups import remove_cgroup
 
 RG = "it-metering"
 PRICES = {"currency": "EUR", "cpuCoreSecond": 1.0, "memoryGBSecond": 2.0,
@@ -23,17 +21,9 @@ def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
     root = tmp_path_factory.mktemp("corral-nf")
     sheet = root / "prices.yaml"
     sheet.write_text(json.dumps(PRICES))  # JSON is YAML too: this exercises the YAML loader
-    server = CorralServer(root, bridge="ctnf0", subnet="10.68.0.0/16", cgroup_parent="/corral-test-nf",
-                          extra=["--price-sheet", str(sheet)])
-    server.build_base_image()
-    server.start()
-    try:
+    with running_corral(root, bridge="ctnf0", subnet="10.68.0.0/16", cgroup_parent="/corral-test-nf",
+                        extra=["--price-sheet", str(sheet)]) as server:
         yield server
-    finally:
-        try:
-            server.close()
-        finally:
-            remove_cgroup(server.cgroup_parent)  # crun made it; nothing else removes it
 
 
 def _records(client, **params: str) -> dict:  # type: ignore[no-untyped-def,type-arg]

@@ -10,10 +10,8 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-from corral_server import CorralServer
+from corral_server import CorralServer, running_corral
 from groups import container, delete, exec_sync, get, group, put, view
-
-from corral.node.runtime.cgroups import remove_cgroup
 
 RG = "it-security"
 
@@ -21,36 +19,13 @@ CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN = 0, 12, 21
 needs_runsc = pytest.mark.skipif(not shutil.which("runsc"), reason="runsc (gVisor) is not installed")
 
 
-@pytest.fixture(scope="module")
-def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
-    """This module's own Corral (bridge ctnf0): other test sessions may reset the shared ctest0 bridge."""
-    server = CorralServer(tmp_path_factory.mktemp("corral-nf"), bridge="ctnf0", subnet="10.68.0.0/16",
-                          cgroup_parent="/corral-test-nf")
-    server.build_base_image()
-    server.start()
-    try:
-        yield server
-    finally:
-        try:
-            server.close()
-        finally:
-            remove_cgroup(server.cgroup_parent)  # crun made it; nothing else removes it
-
-
 @pytest.fixture
 def permissive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
     """A node whose operator allows privileged containers and sandboxes groups by default."""
-    server = CorralServer(tmp_path_factory.mktemp("corral-nf1"), bridge="ctnf1", subnet="10.69.0.0/16",
-                          cgroup_parent="/corral-test-nf1", extra=["--allow-privileged", "--isolation", "sandboxed"])
-    server.build_base_image()
-    server.start()
-    try:
+    with running_corral(tmp_path_factory.mktemp("corral-nf1"), bridge="ctnf1", subnet="10.70.0.0/16",
+                        cgroup_parent="/corral-test-nf1",
+                        extra=["--allow-privileged", "--isolation", "sandboxed"]) as server:
         yield server
-    finally:
-        try:
-            server.close()
-        finally:
-            remove_cgroup(server.cgroup_parent)  # crun made it; nothing else removes it
 
 
 def _status(client, name: str, ctr: str) -> dict[str, str]:  # type: ignore[no-untyped-def]

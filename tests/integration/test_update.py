@@ -4,32 +4,14 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
 
 import pytest
 from corral_server import CorralServer, free_port
 from groups import container, delete, exec_sync, get, group, put, view, wait_for
 
 from corral.cli.client import ApiError
-from corral.node.runtime.cgroups import remove_cgroup
 
 RG = "it-update"
-
-
-@pytest.fixture(scope="module")
-def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
-    """This module's own Corral (bridge ctnf0): other test sessions may reset the shared ctest0 bridge."""
-    server = CorralServer(tmp_path_factory.mktemp("corral-nf"), bridge="ctnf0", subnet="10.68.0.0/16",
-                          cgroup_parent="/corral-test-nf")
-    server.build_base_image()
-    server.start()
-    try:
-        yield server
-    finally:
-        try:
-            server.close()
-        finally:
-            remove_cgroup(server.cgroup_parent)  # crun made it; nothing else removes it
 
 
 def _env(name: str, value: str) -> list[dict[str, str]]:

@@ -7,11 +7,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from corral_server import CorralServer, free_port
+from corral_server import CorralServer, running_corral
 from groups import container, delete, exec_sync, group, put
 
 from corral.cli.client import Client
-from corral.node.runtime.cgroups import remove_cgroup
 
 RG = "vnetgroups"
 LISTEN = ["sh", "-c", "while true; do echo pong | nc -l -p 7000; done"]
@@ -19,17 +18,9 @@ LISTEN = ["sh", "-c", "while true; do echo pong | nc -l -p 7000; done"]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
-    srv = CorralServer(tmp_path_factory.mktemp("vnetgroups"), bridge="ctvg0", subnet="10.78.0.0/16",
-                       cgroup_parent="/corral-test-vg", extra=["--dns-listen", f"127.0.0.1:{free_port()}"])
-    try:
-        srv.build_base_image()
-        srv.start()
+    with running_corral(tmp_path_factory.mktemp("vnetgroups"), bridge="ctvg0", subnet="10.78.0.0/16",
+                        cgroup_parent="/corral-test-vg") as srv:
         yield srv
-    finally:
-        try:
-            srv.close()
-        finally:
-            remove_cgroup(srv.cgroup_parent)
 
 
 def net(client: Client, method: str, path: str, body: dict | None = None) -> dict:  # type: ignore[type-arg]

@@ -9,29 +9,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from corral_server import CorralServer
+from corral_server import CorralServer, running_corral
 from groups import container, container_cgroup, delete, exec_sync, get, group, put, state, view, wait_for
 
 from corral.cli.client import ApiError
-from corral.node.runtime.cgroups import remove_cgroup
 
 RG = "it-volumes"
 
 
 @pytest.fixture(scope="module")
 def corral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
-    """This module's own Corral (bridge ctnf0): other test sessions may reset the shared ctest0 bridge."""
-    server = CorralServer(tmp_path_factory.mktemp("corral-nf"), bridge="ctnf0", subnet="10.68.0.0/16",
-                          cgroup_parent="/corral-test-nf")
-    server.build_base_image()
-    server.start()
-    try:
+    """This module's own Corral: its node-reset test stops and restarts the server."""
+    with running_corral(tmp_path_factory.mktemp("corral-nf"), bridge="ctnf0", subnet="10.68.0.0/16",
+                        cgroup_parent="/corral-test-nf") as server:
         yield server
-    finally:
-        try:
-            server.close()
-        finally:
-            remove_cgroup(server.cgroup_parent)  # crun made it; nothing else removes it
 
 
 def _uid(corral: CorralServer, name: str) -> str:

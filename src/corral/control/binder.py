@@ -7,40 +7,26 @@ event or a crash between the read and the write costs nothing but a retry.
 from __future__ import annotations
 
 import logging
-import threading
 
+from corral.control.controller import Controller
 from corral.errors import VersionConflict
 from corral.model.records import GROUPS, NODES, GroupRecord, NodeInfo, status_key
 from corral.model.status import GroupStatus, record_event
 from corral.scheduler.placement import Unschedulable, loads, place
-from corral.store.base import Store
+from corral.store.base import Event
 
 log = logging.getLogger(__name__)
 
 
-class Binder:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="binder", daemon=True)
+class Binder(Controller):
+    name = "binder"
 
-    def start(self) -> None:
-        self._thread.start()
+    def resync(self) -> None:
+        self.reconcile()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        rev = 0
-        while not self._stop.is_set():
-            try:
-                self.reconcile()
-                events = self.store.watch("/", rev, timeout=1.0)
-                rev = events[-1].revision if events else self.store.revision()
-            except Exception:  # keep the controller alive; the next pass retries
-                log.exception("binder pass failed")
-                self._stop.wait(1.0)
+    def handle(self, events: list[Event]) -> None:
+        if any(e.key.startswith((GROUPS, NODES)) for e in events):
+            self.reconcile()
 
     def reconcile(self) -> None:
         records = self.store.list(GROUPS)

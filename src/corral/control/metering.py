@@ -25,11 +25,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from corral.control.controller import Controller
 from corral.errors import InvalidRequest
 from corral.model.group import total_requests
 from corral.model.records import GROUPS, STATUS, GroupRecord
 from corral.model.status import GroupStatus
-from corral.store.base import Compacted, Store
+from corral.store.base import Event, Store
 
 log = logging.getLogger(__name__)
 
@@ -166,43 +167,20 @@ def _info(key: str, rec: GroupRecord) -> _GroupInfo:
                       location=rec.spec.location, sku=rec.spec.properties.sku, cpu=cpu, memoryGB=mem)
 
 
-class Meter:
+class Meter(Controller):
+    name = "meter"
+
     def __init__(self, store: Store, prices: PriceSheet | None = None) -> None:
-        self.store = store
+        super().__init__(store)
         self.prices = prices or PriceSheet()
         self._groups: dict[str, _GroupInfo] = {}  # uid -> what is metered
         self._uid_of: dict[str, str] = {}  # group key -> uid
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="meter", daemon=True)
 
-    # controller ------------------------------------------------------------
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        rev: int | None = None
-        while not self._stop.is_set():
-            try:
-                if rev is None:
-                    rev = self.store.revision()
-                    self.resync()
-                events = self.store.watch("/", rev, timeout=1.0)
-                for ev in events:
-                    if ev.key.startswith((GROUPS, STATUS)):
-                        self._apply(ev.key, ev.value)
-                if events:
-                    rev = events[-1].revision
-            except Compacted:
-                rev = None
-            except Exception:  # keep metering; a resync repairs what a failed pass missed
-                log.exception("meter pass failed")
-                rev = None
-                self._stop.wait(1.0)
+    def handle(self, events: list[Event]) -> None:
+        for ev in events:
+            if ev.key.startswith((GROUPS, STATUS)):
+                self._apply(ev.key, ev.value)
 
     def resync(self) -> None:
         """Full pass: learn every group, follow every status, close what vanished."""
