@@ -174,3 +174,20 @@ def test_delete_leaves_nothing_behind(corral: CorralServer) -> None:
     assert uid not in rules and f"{ip}:" not in rules and f"{ip}/32" not in rules and f"dport {port} " not in rules
     assert not (corral.data_dir / "node" / "groups" / uid).exists()
     delete(client, RG, "bystander")
+
+
+def test_windows_group_stays_pending_with_the_reason_and_never_runs(corral: CorralServer) -> None:
+    client = corral.client()
+    body = group(container("win", ["cmd.exe"]), osType="Windows")
+    resp = client.request("PUT", client.group_path(RG, "win"), json=body)
+    try:
+        result = client.wait_operation(resp, timeout=30)
+        assert result["status"] == "Failed" and "osType Windows" in result["error"]["message"]
+        g = get(client, RG, "win")
+        assert g["properties"]["instanceView"]["state"] == "Pending"
+        events = g["properties"]["instanceView"]["events"]
+        assert any(e["name"] == "FailedScheduling" and "osType Windows not supported" in e["message"]
+                   for e in events)
+        assert glob.glob(f"/sys/fs/cgroup/memory{corral.cgroup_parent}/*/*-c-win") == []
+    finally:
+        delete(client, RG, "win")

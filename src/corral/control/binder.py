@@ -60,4 +60,7 @@ class Binder(Controller):
         if status.events and status.events[-1].message == reason:
             return  # already said; writing again would wake this controller in a loop
         record_event(status.events, "FailedScheduling", reason, "Warning")
+        # The create operation ends Failed with the reason; the group stays Pending and is placed
+        # (the node's first pass clears the error) if a node that fits turns up.
+        status.provisioningError = reason
         self.store.put(status_key(group.meta.uid), status.model_dump(mode="json"))
