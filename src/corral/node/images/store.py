@@ -348,9 +348,11 @@ class ImageStore:
                 raise ImageError(f"image {image.reference} is missing unpacked layers {missing}; "
                                  "pull it again", target="image")
             container_dir.mkdir(parents=True, exist_ok=True)
+            # No fsync: the record only has to outlive a crash of this process, like the mount it
+            # describes (a power loss takes the mount too).
             atomic_write_json(self._record_path(container_dir),
                               {"container_dir": str(container_dir), "image": image.reference,
-                               "layers": image.layers})
+                               "layers": image.layers}, durable=False)
             if overlay.is_mountpoint(merged):
                 return merged
             if not lowers:  # overlayfs needs at least one lower

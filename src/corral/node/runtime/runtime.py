@@ -408,6 +408,10 @@ class Runtime:
     def delete(self, cid: str) -> None:
         """Remove every trace of ``cid``: process, runtime state, conmon, cgroups, bundle. Idempotent."""
         bundle = self.bundle(cid)
+        if not bundle.exists() and not any((self.oci_root / r / cid).exists() for r in RUNTIMES):
+            # Never created here (the bundle is written before the runtime is asked to create):
+            # spare the runtime call, which costs a process on every container start.
+            return
         meta = self._meta(cid)
         cgroup_path = meta.cgroup_path if meta else self._cgroup_from_config(cid)
         pid = meta.pid if meta and meta.pid else self._read_int(bundle / "pidfile")
