@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python bench/density.py [-n 250]
 
-Starts its own `corral up` (bridge cdense0, subnet 10.71.0.0/16, cgroup parent
+Starts its own `corral up` (default virtual network 10.71.0.0/16, cgroup parent
 /corral-density, data under a temp dir), creates N groups of one `sleep 3600`
 container (cpu 0.005, memory 0.01 GB) with concurrent PUTs, waits until every
 one is Running, measures, deletes them all and checks that nothing is left:
@@ -82,30 +82,44 @@ def states(client: Client) -> dict[str, str]:
     return {g["name"]: g["properties"]["instanceView"]["state"] for g in client.request("GET", path).json()["value"]}
 
 
-def group_uids() -> set[str]:
-    """Uids of the groups on the node, from their cgroup directories (the sandbox ids are the same)."""
-    return {Path(p).name for p in glob.glob(f"/sys/fs/cgroup/memory{PARENT}/*") if Path(p).is_dir()}
+def host_view(server: CorralServer) -> dict[str, set[str]]:
+    """What groups leave on a host, in either network mode; pool sandboxes are counted apart."""
+    netns = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+    veths = {ln.split(":")[1].strip().split("@")[0] for ln in subprocess.run(
+        ["ip", "-o", "link", "show", "type", "veth"], capture_output=True, text=True).stdout.splitlines()}
+    mounts = {ln for ln in Path("/proc/mounts").read_text().splitlines() if str(server.data_dir) in ln}
+    node = server.data_dir / "node"
+    sandboxes = {str(p) for p in [*node.glob("network/sandboxes/*"), *node.glob("vnets/*/sandboxes/*")]}
+    return {"netns": {n for n in netns if n.startswith("corral-") and "pool" not in n}, "veths": veths,
+            "mounts": {m for m in mounts if "/pool/" not in m}, "sandbox dirs": sandboxes}
 
 
-def leaks(server: CorralServer, uids: set[str]) -> tuple[dict[str, int], int]:
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-    ns_dir = server.data_dir / "node" / "network"
-    mounts = [ln for ln in Path("/proc/mounts").read_text().splitlines() if str(server.data_dir) in ln]
-    # The network's standby pool of pre-built sandboxes is kept on purpose while the node runs.
-    pool = [ln for ln in mounts if "/pool/" in ln]
-    mounts = [ln for ln in mounts if ln not in pool]
-    veths = subprocess.run(["ip", "-o", "link", "show", "master", BRIDGE], capture_output=True, text=True).stdout
+def leaks(server: CorralServer, before: dict[str, set[str]]) -> tuple[dict[str, int], int]:
+    """What is on the host now and was not before the groups were created."""
+    after = host_view(server)
     cgroups = [p for p in glob.glob(f"/sys/fs/cgroup/*{PARENT}/*") if Path(p).is_dir()]
-    for ln in mounts:
+    pool = [ln for ln in Path("/proc/mounts").read_text().splitlines()
+            if str(server.data_dir) in ln and "/pool/" in ln]
+    new = {k: after[k] - before[k] for k in after}
+    for ln in new["mounts"]:
         print(f"left mounted: {ln}", file=sys.stderr)
     return {
-        "netns": sum(1 for name in netns if any(u in name for u in uids)),
-        "mounts": len(mounts),
-        "veths on bridge": sum(1 for ln in veths.splitlines() if ln.strip()),
+        "netns": len(new["netns"]),
+        "mounts": len(new["mounts"]),
+        # Pool slots are re-made with new names as they are taken: count growth, not names.
+        "veths": max(0, len(after["veths"]) - len(before["veths"])),
         "cgroups": len(cgroups),
         "conmon processes": len(conmon_pids(server.data_dir)),
-        "sandbox dirs": len(list((ns_dir / "sandboxes").glob("*"))) if (ns_dir / "sandboxes").exists() else 0,
+        "sandbox dirs": len(new["sandbox dirs"]),
     }, len(pool)
+
+
+def warm_up(client: Client) -> None:
+    path = client.group_path(RG, "warm-up")
+    resp = client.request("PUT", path, json=body(-1))
+    client.wait_operation(resp, timeout=60)
+    client.wait_operation(client.request("DELETE", path), timeout=60)
+    time.sleep(2)
 
 
 def main() -> int:
@@ -118,7 +132,6 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="corral-density-"))
     server = CorralServer(root, bridge=BRIDGE, subnet="10.71.0.0/16", cgroup_parent=PARENT)
     rows: list[tuple[str, str]] = []
-    uids: set[str] = set()
     ok = True
     try:
         server.build_base_image()
@@ -126,7 +139,9 @@ def main() -> int:
         client = server.client()
         assert server.proc is not None
         corral_pid = server.proc.pid
+        warm_up(client)  # opens the default network and fills its standby pool
         settle()
+        baseline = host_view(server)
         mem0, rss0 = mem_available(), rss(corral_pid)
 
         t0 = time.monotonic()
@@ -149,7 +164,6 @@ def main() -> int:
             time.sleep(0.2)
         t_all = time.monotonic() - t0
 
-        uids = group_uids()
         settle()
         mem1, rss1 = mem_available(), rss(corral_pid)
         conmons = conmon_pids(server.data_dir)
@@ -177,7 +191,7 @@ def main() -> int:
                 break
             time.sleep(0.2)
         rows.append(("all deleted after", f"{time.monotonic() - t1:.1f} s"))
-        left, pooled = leaks(server, uids)
+        left, pooled = leaks(server, baseline)
         for what, n in left.items():
             rows.append((f"left behind: {what}", str(n)))
             ok = ok and n == 0
