@@ -111,3 +111,30 @@ def test_deny_rule_blocks_and_its_removal_restores_traffic(server: CorralServer)
         delete(client, RG, "client")
         net(client, "DELETE", "/virtualNetworks/blue")
         net(client, "DELETE", "/networkSecurityGroups/guard")
+
+
+def test_security_group_attached_to_one_group(server: CorralServer) -> None:
+    client = server.client()
+    nsg_id = (f"/subscriptions/{client.sub}/resourceGroups/{RG}/providers/Microsoft.Network/"
+              "networkSecurityGroups/own")
+    bad = client.http.put(client.group_path(RG, "guarded"), params={"api-version": "2023-05-01"},
+                          json=group(container("guarded", LISTEN), networkSecurityGroup={"id": nsg_id}))
+    assert bad.status_code == 400 and "networkSecurityGroup" in bad.json()["error"]["message"] + str(
+        bad.json()["error"].get("target"))
+    net(client, "PUT", "/networkSecurityGroups/own", {"location": "local", "properties": {"securityRules": [
+        {"name": "no-7000", "properties": {
+            "priority": 100, "direction": "Inbound", "access": "Deny", "protocol": "Tcp",
+            "sourceAddressPrefix": "*", "sourcePortRange": "*", "destinationAddressPrefix": "*",
+            "destinationPortRange": "7000"}}]}})
+    try:
+        put(client, RG, "guarded", group(container("guarded", LISTEN), networkSecurityGroup={"id": nsg_id}))
+        put(client, RG, "open", group(container("open", LISTEN)))
+        guarded, open_ = private_ip(client, "guarded"), private_ip(client, "open")
+        assert talks(client, "guarded", open_)  # the other group is not affected
+        assert not talks(client, "open", guarded, timeout=3, expect=False)  # the rule holds for its group
+        net(client, "DELETE", "/networkSecurityGroups/own/securityRules/no-7000")
+        assert talks(client, "open", guarded), "removing the rule must restore traffic, live"
+    finally:
+        delete(client, RG, "guarded")
+        delete(client, RG, "open")
+        net(client, "DELETE", "/networkSecurityGroups/own")

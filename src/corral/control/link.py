@@ -19,6 +19,7 @@ from corral.store.base import Compacted, Store
 if TYPE_CHECKING:
     from corral.control.netplane import NetworkControl
     from corral.net.vnet.config import VnetConf
+    from corral.net.vnet.nsg import SecurityRule
 
 
 # What an agent follows: its groups, and what its networks are made of.
@@ -53,6 +54,10 @@ class ControlPlaneLink(Protocol):
 
     def vnet_config_for(self, node: str, subnet_id: str | None) -> VnetConf:
         """The node's corral-vnet config for a subnet (None: the default network), granting a block."""
+        ...
+
+    def group_rules(self, nsg_id: str, subnet_id: str | None) -> list[SecurityRule]:
+        """The security rules of a group's own network security group ([] once it is gone)."""
         ...
 
 
@@ -112,3 +117,8 @@ class LocalLink:
         from corral.control.netplane import NetworkControl
 
         return (self.network or NetworkControl(self.store)).vnet_config_for(node, subnet_id)
+
+    def group_rules(self, nsg_id: str, subnet_id: str | None) -> list[SecurityRule]:
+        from corral.control.netplane import NetworkControl
+
+        return (self.network or NetworkControl(self.store)).group_rules(nsg_id, subnet_id)

@@ -46,8 +46,22 @@ class GroupNetworkCheck:
         key = group_key(sub, rg, name)
         for i, s in enumerate(subnets):
             self._check_subnet(sub, key, s.id, f"properties.subnetIds[{i}].id")
+        if props.networkSecurityGroup is not None:
+            self._check_nsg(sub, props.networkSecurityGroup.id)
         if ip is not None and ip.dnsNameLabel:
             self._claim_label(body.location or self.vnets.default_location, ip.dnsNameLabel, key)
+
+    def _check_nsg(self, sub: str, nsg_id: str) -> None:
+        target = "properties.networkSecurityGroup.id"
+        try:
+            ref = K.parse_nsg_id(nsg_id)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), target=target) from None
+        if ref.subscription.lower() != sub.lower():
+            raise InvalidRequest("the network security group must be in the group's subscription", target=target)
+        if self.store.get(K.nsg_key(*ref)) is None:
+            raise InvalidRequest(f"network security group '{ref.nsg}' does not exist in resource group "
+                                 f"'{ref.resource_group}'", target=target)
 
     def _check_subnet(self, sub: str, key: str, subnet_id: str, target: str) -> None:
         try:

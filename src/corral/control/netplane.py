@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from corral.config import DEFAULT_SUBSCRIPTION
+from corral.control import netkeys as K
 from corral.control.netgroups import GroupNetworkCheck
-from corral.control.nodeblocks import NodeBlockService
+from corral.control.nodeblocks import NodeBlockService, node_rules
 from corral.control.nsgs import NsgService
 from corral.control.vnets import VnetService
 from corral.model.group import ContainerGroup
-from corral.model.network import NetworkSettings
+from corral.model.network import NetworkSettings, NsgRecord
 from corral.net.vnet.config import VnetConf
+from corral.net.vnet.nsg import SecurityRule as NodeRule
 from corral.store.base import Store
 
 
@@ -32,6 +34,15 @@ class NetworkControl:
     def vnet_config_for(self, node: str, subnet_id: str | None = None) -> VnetConf:
         """The node's corral-vnet configuration for a subnet (None: the default network's subnet)."""
         return self.blocks.vnet_config_for(node, subnet_id or self.vnets.ensure_default())
+
+    def group_rules(self, nsg_id: str, subnet_id: str | None = None) -> list[NodeRule]:
+        """A group's own NSG in the plugin's form (``VirtualNetwork`` means its subnet's vnet); [] if gone."""
+        record, _ = self.blocks._subnet(subnet_id or self.vnets.ensure_default())
+        try:
+            rec = self.store.get(K.nsg_key(*K.parse_nsg_id(nsg_id)))
+        except ValueError:
+            return []
+        return node_rules(NsgRecord.model_validate(rec.value) if rec else None, record)
 
     def release_node(self, node: str) -> int:
         return self.blocks.release_node(node)

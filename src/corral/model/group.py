@@ -269,6 +269,9 @@ class GroupProperties(Wire):
     isolation: Literal["default", "sandboxed"] | None = None
     # Corral extension: delete the group (record and host state) once it is Succeeded or Failed.
     deleteOnExit: bool | None = None
+    # Corral extension: security rules for this group alone (as Azure attaches an NSG to a NIC),
+    # applied beside its subnet's. {"id": "<network security group id>"}
+    networkSecurityGroup: SubnetId | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> GroupProperties:

@@ -80,6 +80,10 @@ class NodeAgent:
                 refresh()
             except Exception:
                 log.exception("could not refresh this node's virtual networks")
+        with self._lock:
+            workers = list(self.workers.values())
+        for w in workers:  # groups with their own security group re-read it
+            w.poke()
 
     def _dispatch(self, key: str, group) -> None:  # type: ignore[no-untyped-def]
         with self._lock:

@@ -80,6 +80,7 @@ class GroupWorker:
         self._volumes_prepared: str | None = None
         self._volume_paths: dict[str, Path] = {}
         self._unlisted_checked: int | None = None  # generation whose leftover containers were removed
+        self._group_rules: str | None = None  # the group's own security rules in force (JSON)
         self._thread = threading.Thread(target=self._run, name=f"group-{self.uid}", daemon=True)
 
     # control ---------------------------------------------------------------
@@ -124,6 +125,26 @@ class GroupWorker:
             with self._wake:
                 if not self._dirty and not self._stopping:
                     self._wake.wait(delay)
+
+    def _apply_group_rules(self, props: GroupProperties, subnet_id: str | None) -> None:
+        """The group's own security group, applied to its sandbox; re-read on every pass the agent
+        triggers after a network change, applied only when the rules differ from what is in place."""
+        nsg = props.networkSecurityGroup
+        if nsg is None and self._group_rules is None:
+            return
+        rules = self.link.group_rules(nsg.id, subnet_id) if nsg is not None else []
+        text = json.dumps([r.model_dump(mode="json") for r in rules], sort_keys=True)
+        if text == self._group_rules:
+            return
+        set_rules = getattr(self.host.network, "set_group_rules", None)
+        if set_rules is None:
+            record_event(self.status.events, "SecurityRulesIgnored",
+                         "this node's network mode (bridge) cannot apply a group's security group", "Warning")
+        else:
+            set_rules(self.uid, rules)
+            record_event(self.status.events, "SecurityRulesApplied", f"{len(rules)} rule(s) of the group's "
+                         "network security group in force")
+        self._group_rules = text
 
     def _report(self) -> None:
         if self.finished and self.status.released:
@@ -219,6 +240,7 @@ class GroupWorker:
         public = props.ipAddress is not None and props.ipAddress.type == "Public"
         self.status.ip = self.host.public_ip if public else sandbox.ip
         self.status.privateIp = sandbox.ip
+        self._apply_group_rules(props, subnet_id)
 
         images = {}
         creds = props.imageRegistryCredentials or []

@@ -17,9 +17,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from corral.errors import NotFound
+from corral.errors import NetworkError, NotFound
 from corral.net.vnet import node as vnet_node
 from corral.net.vnet.config import VnetConf
+from corral.net.vnet.nsg import SecurityRule
 from corral.node.network.etcfiles import DnsSettings
 from corral.node.network.sandbox import PortMapping, Sandbox
 from corral.node.network.vnet_backend import VnetNetworkConfig, VnetNetworkManager
@@ -74,6 +75,13 @@ class NetworkSet:
     def delete(self, sandbox_id: str) -> None:
         for m in self._all():  # idempotent in every network; only the holder has work to do
             m.delete(sandbox_id)
+
+    def set_group_rules(self, sandbox_id: str, rules: builtins.list[SecurityRule]) -> None:
+        """Security rules for one sandbox alone (its group's own security group), live."""
+        holder = self._holder(sandbox_id)
+        if holder is None:
+            raise NetworkError(f"no network sandbox {sandbox_id!r} on this node")
+        holder.set_security_rules(rules, sandbox_id)
 
     def recover(self) -> None:
         for m in self._all():
