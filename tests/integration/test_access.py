@@ -173,15 +173,16 @@ def test_follow_streams_lines_as_they_are_written(corral: CorralServer) -> None:
         delete(client, RG, name)
 
 
-def _inotify_fds(pid: int) -> int:
-    """How many inotify instances the server holds: one per live log follow."""
-    n = 0
+def _inotify_watches(pid: int) -> dict[str, str]:
+    """The server's inotify instances: fd -> its fdinfo (which names the watched inodes)."""
+    out = {}
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
-            n += os.readlink(fd) == "anon_inode:inotify"
+            if os.readlink(fd) == "anon_inode:inotify":
+                out[fd.name] = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
         except OSError:
             pass
-    return n
+    return out
 
 
 def _settles(pred, timeout: float = 10) -> bool:  # type: ignore[no-untyped-def]
@@ -198,14 +199,22 @@ def test_follow_ends_when_the_client_goes_away(sleeper: tuple[Client, str], corr
     assert corral.proc is not None
     pid = corral.proc.pid
     path = client.group_path(RG, name) + "/containers/main/logs"
+    before = _inotify_watches(pid)
     with client.http.stream("GET", path, params={"api-version": API_VERSION, "follow": "true"},
                             timeout=httpx.Timeout(5, read=1)) as resp:
         assert resp.status_code == 200
         with pytest.raises(httpx.ReadTimeout):
             next(resp.iter_bytes())
-        following = _inotify_fds(pid)
-    # Once the client has gone, the follow on the server ends and lets go of its watch.
-    assert _settles(lambda: _inotify_fds(pid) < following), "the follow outlived its client"
+        # The follow's own watch: an inotify instance that was not there before the request.
+        follow = {fd: info for fd, info in _inotify_watches(pid).items() if before.get(fd) != info}
+        assert follow
+    # Once the client has gone, the follow on the server ends and lets go of its watch
+    # (other parts of the server may open and close watches meanwhile: only this one counts).
+    def released() -> bool:
+        now = _inotify_watches(pid)
+        return all(now.get(fd) != info for fd, info in follow.items())
+
+    assert _settles(released, timeout=20), "the follow outlived its client"
     # The server still answers normally afterwards.
     assert get(client, RG, name)["properties"]["instanceView"]["state"] == "Running"
 
