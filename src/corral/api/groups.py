@@ -95,14 +95,6 @@ def delete(sub: str, rg: str, name: str, request: Request, svc: GroupService = D
     return JSONResponse(body, status_code=202, headers=headers)
 
 
-def _exists(svc: GroupService, sub: str, rg: str, name: str) -> bool:
-    try:
-        svc.get(sub, rg, name)
-        return True
-    except NotFound:
-        return False
-
-
 @router.post(P + "/restart")
 def restart(sub: str, rg: str, name: str, svc: GroupService = Depends(service)) -> Response:
     svc.restart(sub, rg, name)
