@@ -125,9 +125,15 @@ class GroupNetworkCheck:
                 events = self.store.watch(group, claimed, 0)
             except Compacted:
                 return False
-            if any(e.key == group for e in events):
+            mine = [e for e in events if e.key == group]
+            if mine and mine[-1].type == "delete":
                 return False
-            return time.time() - float(at) < CLAIM_GRACE
+            if mine:  # written between our read and the watch: judge what it is now
+                rec = self.store.get(group)
+                if rec is None:
+                    return False
+            else:
+                return time.time() - float(at) < CLAIM_GRACE
         spec = rec.value.get("spec", {})
         ip = spec.get("properties", {}).get("ipAddress") or {}
         return (str(ip.get("dnsNameLabel") or "").lower() == label.lower()
