@@ -13,6 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from corral_server import CorralServer  # noqa: E402
 
+pytest_plugins = ["runtime_support"]  # its `rootfs` fixture
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() != 0:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,30 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runtime_support import NEEDS_CRUN
 
 from corral.errors import RuntimeFailure
 from corral.node.logs import follow_logs, read_logs
 from corral.node.runtime import _sys, cgroups
 from corral.node.runtime.runtime import Runtime
 from corral.node.runtime.spec import SpecRequest, build_spec
-from corral.node.runtime.testing import make_busybox_rootfs
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or not shutil.which("crun") or not shutil.which("conmon"),
-        reason="needs root, crun and conmon",
-    ),
-]
+pytestmark = NEEDS_CRUN
 
 
 def new_id() -> str:
     return f"rttest-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(scope="module")
-def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_busybox_rootfs(tmp_path_factory.mktemp("rootfs"))
 
 
 class Env:

@@ -10,26 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from runtime_support import NEEDS_CRUN
 
 from corral.errors import Conflict, ExecTimeout, RuntimeFailure
 from corral.node.exec import PtySession, attach, exec_capture, exec_pty
 from corral.node.runtime import cgroups
 from corral.node.runtime.runtime import Runtime
 from corral.node.runtime.spec import SpecRequest, build_spec
-from corral.node.runtime.testing import make_busybox_rootfs
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or not shutil.which("crun") or not shutil.which("conmon"),
-        reason="needs root, crun and conmon",
-    ),
-]
-
-
-@pytest.fixture(scope="module")
-def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_busybox_rootfs(tmp_path_factory.mktemp("rootfs"))
+pytestmark = NEEDS_CRUN
 
 
 class Box:
