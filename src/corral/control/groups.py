@@ -19,6 +19,7 @@ from corral.model.group import ContainerGroup, check_name
 from corral.model.records import GROUPS, OPERATIONS, GroupMeta, GroupRecord, group_key, status_key
 from corral.model.status import GroupStatus
 from corral.store.base import ABSENT, Record, Store
+from corral.store.update import update_record
 
 OperationKind = Literal["Create", "Update", "Delete", "Start", "Restart"]
 
@@ -64,10 +65,7 @@ class GroupService:
         key = group_key(sub, rg, name)
         rec = self.store.get(key)
         if rec is None:
-            raise NotFound(
-                f"The Resource 'Microsoft.ContainerInstance/containerGroups/{name}' under resource group "
-                f"'{rg}' was not found."
-            )
+            raise _not_found(rg, name)
         return self._view(rec)
 
     def _view(self, rec: Record) -> GroupView:
@@ -141,11 +139,11 @@ class GroupService:
             raise Conflict(f"location cannot change on an existing container group ({old.location} -> {new.location})")
 
     def update_tags(self, sub: str, rg: str, name: str, tags: dict[str, str] | None) -> GroupView:
-        return self._mutate(sub, rg, name, lambda r: setattr(r.spec, "tags", tags))[0]
+        return self._mutate(sub, rg, name, lambda r: setattr(r.spec, "tags", tags))
 
     def delete(self, sub: str, rg: str, name: str) -> Operation | None:
         try:
-            view, _ = self._mutate(sub, rg, name, self._mark_deleting)
+            view = self._mutate(sub, rg, name, self._mark_deleting)
         except NotFound:
             return None
         return self._operation("Delete", view.key, view.record.meta)
@@ -158,14 +156,14 @@ class GroupService:
     def stop(self, sub: str, rg: str, name: str) -> GroupView:
         def apply(r: GroupRecord) -> None:
             r.meta.desiredState = "Stopped"
-        return self._mutate(sub, rg, name, apply)[0]
+        return self._mutate(sub, rg, name, apply)
 
     def start(self, sub: str, rg: str, name: str) -> Operation:
         def apply(r: GroupRecord) -> None:
             r.meta.desiredState = "Running"
             r.meta.restartGeneration += 1
             r.meta.lastOperation = "Start"
-        view, _ = self._mutate(sub, rg, name, apply)
+        view = self._mutate(sub, rg, name, apply)
         return self._operation("Start", view.key, view.record.meta)
 
     def restart(self, sub: str, rg: str, name: str) -> Operation:
@@ -173,7 +171,7 @@ class GroupService:
             if r.meta.desiredState == "Stopped":
                 raise Conflict(f"container group '{name}' is stopped; start it instead of restarting it")
             r.meta.restartGeneration += 1
-        view, _ = self._mutate(sub, rg, name, apply)
+        view = self._mutate(sub, rg, name, apply)
         return self._operation("Restart", view.key, view.record.meta)
 
     def restart_container(self, sub: str, rg: str, name: str, container: str) -> GroupView:
@@ -184,22 +182,20 @@ class GroupService:
             if r.meta.desiredState == "Stopped":
                 raise Conflict(f"container group '{name}' is stopped; start it instead of restarting a container")
             r.meta.containerRestarts[container] = r.meta.containerRestarts.get(container, 0) + 1
-        return self._mutate(sub, rg, name, apply)[0]
+        return self._mutate(sub, rg, name, apply)
 
-    def _mutate(self, sub: str, rg: str, name: str, apply) -> tuple[GroupView, Record]:  # type: ignore[no-untyped-def]
-        key = group_key(sub, rg, name)
-        for _ in range(10):
-            view = self.get(sub, rg, name)
-            record = view.record
+    def _mutate(self, sub: str, rg: str, name: str, apply) -> GroupView:  # type: ignore[no-untyped-def]
+        def change(record: GroupRecord | None) -> GroupRecord:
+            assert record is not None  # update_record raises `missing` first
             if record.meta.deleting and apply is not self._mark_deleting:
                 raise Conflict(f"container group '{name}' is being deleted")
             apply(record)
-            try:
-                new = self.store.put(key, record.dump(), expect_version=view.version)
-            except VersionConflict:
-                continue
-            return self._view(new), new
-        raise Conflict(f"container group '{name}' is changing too often; retry")
+            return record
+
+        key = group_key(sub, rg, name)
+        record, version, _ = update_record(self.store, key, GroupRecord, change, missing=lambda: _not_found(rg, name),
+                                           busy=f"container group '{name}' is changing too often; retry")
+        return self._view(Record(key=key, value=record.dump(), version=version))
 
     # long-running operations ----------------------------------------------
     def _operation(self, kind: OperationKind, key: str, meta: GroupMeta) -> Operation:
@@ -223,6 +219,11 @@ class GroupService:
             return OperationStatus(status="Canceled", error="the container group was deleted")
         view = self._view(group)  # type: ignore[arg-type]
         return provisioning_result(view, op)
+
+
+def _not_found(rg: str, name: str) -> NotFound:
+    return NotFound(f"The Resource 'Microsoft.ContainerInstance/containerGroups/{name}' under resource group "
+                    f"'{rg}' was not found.")
 
 
 def provisioning_result(view: GroupView, op: Operation | None = None) -> OperationStatus:

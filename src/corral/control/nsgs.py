@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 
 from corral.control import netkeys as K
 from corral.control.vnets import VnetService
-from corral.errors import Conflict, InUseNetworkSecurityGroupCannotBeDeleted, InvalidRequest, NotFound, VersionConflict
+from corral.errors import Conflict, InUseNetworkSecurityGroupCannotBeDeleted, InvalidRequest, NotFound
 from corral.model.network import NetMeta, NetworkSecurityGroup, NsgRecord, RuleRecord, SecurityRule, check_net_name
-from corral.store.base import ABSENT, Store
+from corral.store.base import Store
+from corral.store.update import update_record
 
 
 class NsgService:
@@ -107,19 +108,12 @@ class NsgService:
 
     def _cas(self, key: str, apply: Callable[[NsgRecord | None], NsgRecord], create_ok: bool,
              what: str) -> tuple[NsgRecord, int, bool]:
-        for _ in range(10):
-            rec = self.store.get(key)
-            if rec is None and not create_ok:
-                raise NotFound(f"The Resource '{K.NSG_TYPE}/{what}' under resource group '{key.split('/')[3]}' "
-                               "was not found.")
-            old = NsgRecord.model_validate(rec.value) if rec else None
-            new = apply(old)
-            try:
-                out = self.store.put(key, new.dump(), expect_version=rec.version if rec else ABSENT)
-            except VersionConflict:
-                continue
-            return new, out.version, rec is None
-        raise Conflict("the network security group is changing too often; retry")
+        def missing() -> NotFound:
+            rg = key.split("/")[3]
+            return NotFound(f"The Resource '{K.NSG_TYPE}/{what}' under resource group '{rg}' was not found.")
+
+        return update_record(self.store, key, NsgRecord, apply, missing=None if create_ok else missing,
+                             busy="the network security group is changing too often; retry")
 
 
 def _rules(items: list[SecurityRule] | None) -> dict[str, RuleRecord] | None:

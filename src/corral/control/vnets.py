@@ -33,7 +33,8 @@ from corral.model.network import (
     check_net_name,
 )
 from corral.model.records import GROUPS
-from corral.store.base import ABSENT, Store
+from corral.store.base import Store
+from corral.store.update import update_record
 
 
 class VnetService:
@@ -237,19 +238,12 @@ class VnetService:
 
     def _cas(self, key: str, apply: Callable[[VnetRecord | None], VnetRecord], create_ok: bool,
              what: str | None = None) -> tuple[VnetRecord, int, bool]:
-        for _ in range(10):
-            rec = self.store.get(key)
-            if rec is None and not create_ok:
-                rg = key.split("/")[3]
-                raise NotFound(f"The Resource '{K.VNET_TYPE}/{what}' under resource group '{rg}' was not found.")
-            old = VnetRecord.model_validate(rec.value) if rec else None
-            new = apply(old)
-            try:
-                out = self.store.put(key, new.dump(), expect_version=rec.version if rec else ABSENT)
-            except VersionConflict:
-                continue
-            return new, out.version, rec is None
-        raise Conflict("the virtual network is changing too often; retry")
+        def missing() -> NotFound:
+            rg = key.split("/")[3]
+            return NotFound(f"The Resource '{K.VNET_TYPE}/{what}' under resource group '{rg}' was not found.")
+
+        return update_record(self.store, key, VnetRecord, apply, missing=None if create_ok else missing,
+                             busy="the virtual network is changing too often; retry")
 
     # the default network -----------------------------------------------------
     def default_subnet_id(self) -> str:
