@@ -49,17 +49,6 @@ def port_mappings(ports: list[Port]) -> list[PortMapping]:
     ]
 
 
-def catches_sigterm(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) & (1 << (15 - 1)))
-    except OSError:
-        pass
-    return True
-
-
 def isolation_of(props: GroupProperties, default: str = "default") -> str:
     """'sandboxed' (gVisor) or 'default' (crun): the group's field, else its SKU, else the node default."""
     if props.isolation is not None:
@@ -292,10 +281,6 @@ class NodeHost:
         return self.runtime.state(cid)
 
     def stop_container(self, cid: str, timeout: float = 10) -> ContainerState:
-        st = self.runtime.state(cid)
-        if st.status == "running" and st.pid and not catches_sigterm(st.pid):
-            # PID 1 without a SIGTERM handler never sees SIGTERM: waiting would only delay the kill.
-            timeout = 0.05
         return self.runtime.stop(cid, timeout=timeout)
 
     def remove_container(self, uid: str, cid: str) -> None:

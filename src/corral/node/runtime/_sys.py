@@ -125,3 +125,15 @@ def descendants_of(root: int) -> list[int]:
         found += kids
         frontier += kids
     return sorted(found)
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether ``pid`` handles SIGTERM (an init without a handler never sees it)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & (1 << (15 - 1)))
+    except OSError:
+        pass
+    return True

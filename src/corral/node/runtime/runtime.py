@@ -399,6 +399,8 @@ class Runtime:
         st = self.state(cid)
         if st.status not in ("running", "created"):
             return st
+        if st.pid and not _sys.catches_sigterm(st.pid):
+            timeout = 0.05  # PID 1 without a SIGTERM handler ignores it: waiting would only delay the kill
         self.kill(cid, _signal.SIGTERM)
         if not self.wait_exit(cid, timeout):
             self.kill(cid, _signal.SIGKILL)
