@@ -81,7 +81,7 @@ class NodeAgent:
             except Exception:
                 log.exception("could not refresh this node's virtual networks")
         with self._lock:
-            workers = list(self.workers.values())
+            workers = [w for w in self.workers.values() if w.has_own_security_group()]
         for w in workers:  # groups with their own security group re-read it
             w.poke()
 

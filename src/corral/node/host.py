@@ -185,10 +185,8 @@ class NodeHost:
         self, uid: str, hostname: str, ports: list[Port], subnet_id: str | None = None,
         dns: DnsSettings | None = None,
     ) -> Sandbox:
-        if isinstance(self.network, NetworkSet):
-            return self.network.create(uid, hostname=hostname, port_mappings=port_mappings(ports), dns=dns,
-                                       subnet_id=subnet_id)
-        return self.network.create(uid, hostname=hostname, port_mappings=port_mappings(ports), dns=dns)
+        return self.network.create(uid, hostname=hostname, port_mappings=port_mappings(ports), dns=dns,
+                                   subnet_id=subnet_id)
 
     def nameserver_for(self, subnet_id: str | None) -> str | None:
         """Where a group's resolver reaches Corral's DNS: its network's gateway (None: DNS is off)."""

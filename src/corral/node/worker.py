@@ -94,6 +94,11 @@ class GroupWorker:
             self._dirty = True
             self._wake.notify()
 
+    def has_own_security_group(self) -> bool:
+        group = self._desired
+        return self._group_rules is not None or (
+            group is not None and group.spec.properties.networkSecurityGroup is not None)
+
     def poke(self) -> None:
         """Run a pass soon (e.g. one of the group's containers exited)."""
         with self._wake:

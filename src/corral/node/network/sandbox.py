@@ -115,8 +115,12 @@ class NetworkManager:
         hostname: str,
         port_mappings: builtins.list[PortMapping] | None = None,
         dns: DnsSettings | None = None,
+        subnet_id: str | None = None,
     ) -> Sandbox:
-        """Build the sandbox, or return it if it already exists whole. Rolls back on failure."""
+        """Build the sandbox, or return it if it already exists whole. Rolls back on failure.
+
+        ``subnet_id`` is accepted for the node's sake and ignored: this backend has one network.
+        """
         self._check_id(sandbox_id)
         ports = list(port_mappings or [])
         with self._id_lock(sandbox_id):
