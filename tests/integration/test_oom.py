@@ -16,9 +16,9 @@ def test_container_over_its_memory_limit_is_terminated_oomkilled_with_an_event(c
     client = corral.client()
     # A shell variable of ~200 MB in a 64 MB container.
     hog = ["sh", "-c", "echo start; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"]
-    put(client, RG, "oom", group(container("oom-hog", hog, memory=0.0625), restartPolicy="Never"))
+    put(client, RG, "oom", group(container("oom-hog", hog, cpu=1, memory=0.0625), restartPolicy="Never"))
     try:
-        g = wait_for(client, RG, "oom", lambda g: g["properties"]["instanceView"]["state"] == "Failed")
+        g = wait_for(client, RG, "oom", lambda g: g["properties"]["instanceView"]["state"] == "Failed", timeout=90)
         iv = view(g, "oom-hog")
         cur = iv["currentState"]
         assert cur["state"] == "Terminated" and cur["detailStatus"] == "OOMKilled", cur
@@ -34,9 +34,9 @@ def test_container_over_its_memory_limit_is_terminated_oomkilled_with_an_event(c
 def test_restarted_oom_container_keeps_oomkilled_as_previous_state(corral: CorralServer) -> None:
     client = corral.client()
     hog = ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a)"]
-    put(client, RG, "oom-again", group(container("oom-again", hog, memory=0.0625), restartPolicy="OnFailure"))
+    put(client, RG, "oom-again", group(container("oom-again", hog, cpu=1, memory=0.0625), restartPolicy="OnFailure"))
     try:
-        g = wait_for(client, RG, "oom-again", lambda g: view(g, "oom-again")["restartCount"] >= 1)
+        g = wait_for(client, RG, "oom-again", lambda g: view(g, "oom-again")["restartCount"] >= 1, timeout=90)
         prev = view(g, "oom-again")["previousState"]
         assert prev["state"] == "Terminated" and prev["detailStatus"] == "OOMKilled", prev
     finally:

@@ -35,7 +35,7 @@ def test_resources(rootfs: Path) -> None:
     spec = build_spec(req(rootfs, cpu=0.25, cpu_limit=1.5, memory_bytes=100 << 20, pids_limit=50))
     res = spec["linux"]["resources"]
     assert res["cpu"] == {"shares": 256, "quota": 150000, "period": 100000}
-    assert res["memory"] == {"limit": 100 << 20, "swap": 100 << 20}
+    assert res["memory"] == {"limit": 100 << 20, "swap": 100 << 20, "swappiness": 0}
     assert res["pids"] == {"limit": 50}
     assert spec["linux"]["cgroupsPath"] == "/corral/g/c"
     assert spec["root"] == {"path": str(rootfs), "readonly": False}

@@ -141,6 +141,7 @@ def _set_memory(d: Path, limit: int) -> None:
         _write(lim, limit)
     if sw.exists():
         _write(sw, limit)
+    _write(d / "memory.swappiness", 0)  # no swap even where memsw accounting is off
 
 
 def write_limits(cgroup_path: str, resources: dict[str, object]) -> None:

@@ -150,7 +150,9 @@ def _resources(req: SpecRequest) -> dict[str, Any]:
     if cpu:
         res["cpu"] = cpu
     if req.memory_bytes > 0:
-        res["memory"] = {"limit": req.memory_bytes, "swap": req.memory_bytes}
+        # swap == limit forbids swap where memsw accounting exists; swappiness 0 keeps
+        # anonymous memory out of swap where it does not (swapaccount=0 kernels).
+        res["memory"] = {"limit": req.memory_bytes, "swap": req.memory_bytes, "swappiness": 0}
     if req.pids_limit > 0:
         res["pids"] = {"limit": req.pids_limit}
     return res
