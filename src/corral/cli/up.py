@@ -37,6 +37,9 @@ def up(
     isolation: str = typer.Option("default", "--isolation",
                                   help="Isolation of groups that pick none: default (crun) or sandboxed (gVisor)."),
     price_sheet: Path | None = typer.Option(None, "--price-sheet", help="JSON/YAML prices for metering."),
+    cgroup_favordynmods: bool = typer.Option(
+        True, "--cgroup-favordynmods/--no-cgroup-favordynmods",
+        help="Remount cgroup2 with favordynmods: container starts skip a ~10 ms kernel wait (global, until reboot)."),
     dns_listen: str = typer.Option("127.0.0.1:5354", "--dns-listen",
                                    help="HOST:PORT of Corral's DNS server (name labels, service discovery); 'off'."),
 ) -> None:
@@ -46,7 +49,8 @@ def up(
     node = NodeSettings(name=node_name, data_dir=data_dir, public_ip=public_ip, runtime=runtime,
                         bridge=bridge, subnet=subnet, cgroup_parent=cgroup_parent,
                         network=network, pool_size=pool_size,
-                        allow_privileged=allow_privileged, isolation=isolation)
+                        allow_privileged=allow_privileged, isolation=isolation,
+                        cgroup_favordynmods=cgroup_favordynmods)
     settings = UpSettings(data_dir=data_dir, listen=listen, insecure_http=insecure_http,
                           config_path=client_config_path(), node=node, location=location, price_sheet=price_sheet,
                           dns_listen=None if dns_listen == "off" else dns_listen)

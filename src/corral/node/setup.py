@@ -20,6 +20,7 @@ from corral.node.host import NodeHost
 from corral.node.images.store import ImageStore
 from corral.node.network.networks import NetworkSet
 from corral.node.network.sandbox import NetworkConfig, NetworkManager
+from corral.node.runtime import cgroups
 from corral.node.runtime.runtime import Runtime
 from corral.node.volumes.manager import VolumeManager
 
@@ -43,6 +44,8 @@ class NodeSettings(BaseModel):
     allow_privileged: bool = False
     # Isolation of groups that don't choose one: "default" (crun) or "sandboxed" (gVisor).
     isolation: Literal["default", "sandboxed"] = "default"
+    # Remount cgroup2 with favordynmods so moving a task into a cgroup skips an RCU grace period.
+    cgroup_favordynmods: bool = True
 
 
 def capacity() -> tuple[float, float]:
@@ -74,6 +77,8 @@ def build_network(settings: NodeSettings, link: ControlPlaneLink | None,
 def build_host(settings: NodeSettings, link: ControlPlaneLink | None = None,
                on_network: Callable[[VnetConf], None] | None = None) -> NodeHost:
     root = settings.data_dir / "node"
+    if settings.cgroup_favordynmods:
+        cgroups.favor_dynamic_changes()
     images = ImageStore(settings.data_dir / "images")
     runtime = Runtime(root / "runtime", runtime=settings.runtime)
     network = build_network(settings, link, on_network)
