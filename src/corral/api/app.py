@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from corral.api import access, errors, events, groups, lro, network, provider, usage
 from corral.api.auth import PUBLIC_PREFIXES, check
@@ -12,25 +14,38 @@ from corral.control.plane import ControlPlane
 from corral.errors import Unauthorized
 
 
+class CanonicalizeAndAuthenticate:
+    """ARM paths are case-insensitive: route on the canonical form; every non-public HTTP
+    request needs the bearer token. Plain ASGI (not BaseHTTPMiddleware), which would
+    re-stream every response through a task and a memory channel."""
+
+    def __init__(self, app: ASGIApp, plane: ControlPlane) -> None:
+        self.app, self.plane = app, plane
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = canonical_path(scope["path"])
+        scope = {**scope, "path": path, "raw_path": path.encode()}
+        if not path.startswith(PUBLIC_PREFIXES):
+            try:
+                check(Headers(scope=scope).get("authorization"), self.plane.token)
+            except Unauthorized as exc:
+                response = JSONResponse(
+                    status_code=401, content=errors.error_body(exc.code, exc.message),
+                    headers={"WWW-Authenticate": 'Bearer realm="corral"'},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(plane: ControlPlane) -> FastAPI:
     app = FastAPI(title="Corral", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.plane = plane
     errors.install(app)
-
-    @app.middleware("http")
-    async def canonicalize_and_authenticate(request: Request, call_next):  # type: ignore[no-untyped-def]
-        path = canonical_path(request.scope["path"])
-        request.scope["path"] = path
-        request.scope["raw_path"] = path.encode()
-        if not path.startswith(PUBLIC_PREFIXES):
-            try:
-                check(request.headers.get("authorization"), plane.token)
-            except Unauthorized as exc:
-                return JSONResponse(
-                    status_code=401, content=errors.error_body(exc.code, exc.message),
-                    headers={"WWW-Authenticate": 'Bearer realm="corral"'},
-                )
-        return await call_next(request)
+    app.add_middleware(CanonicalizeAndAuthenticate, plane=plane)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
