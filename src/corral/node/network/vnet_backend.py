@@ -35,6 +35,9 @@ from corral.node.network.sandbox import _ID_RE, PortMapping, Sandbox, _default_d
 
 T = TypeVar("T")
 _IFNAME = "eth0"
+# The pool refills this long after the last take: building a slot (netns, veth, address)
+# beside the start that took one slows that start, and bursts of creates take several.
+REFILL_QUIET = 0.2
 
 
 class VnetNetworkConfig(BaseModel):
@@ -72,6 +75,7 @@ class VnetNetworkManager:
         self._reserved: dict[tuple[int, str], str] = {}  # host ports claimed by creates in flight
         self._broken: builtins.list[str] = []  # pool slots found damaged, to destroy
         self._wake = threading.Event()
+        self._last_take = 0.0  # monotonic time a create last took a ready slot
         self._stop = threading.Event()
         self._filler: threading.Thread | None = None
         self.pool_errors: builtins.list[BaseException] = []
@@ -108,6 +112,7 @@ class VnetNetworkManager:
                     self._reserve_ports(sandbox_id, ports)
                     slot = self._take_slot()
                 if slot is not None:
+                    self._last_take = time.monotonic()
                     self._wake.set()
                     sb = self._adopt(slot, sandbox_id, hostname, ports, dns)
                 else:
@@ -288,6 +293,10 @@ class VnetNetworkManager:
             if need <= 0:
                 self._wake.wait(1.0)
                 self._wake.clear()
+                continue
+            quiet = self._last_take + REFILL_QUIET - time.monotonic()
+            if quiet > 0:
+                self._stop.wait(quiet)
                 continue
             slot = "pool-" + secrets.token_hex(4)
             d = self._pool / slot
