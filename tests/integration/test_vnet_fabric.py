@@ -119,8 +119,10 @@ def attach(fab: Fabric, host: str, conf: VnetConf, name: str) -> tuple[str, str]
     return f"{host}-{name}", att.ip
 
 
-def tcp_ok(src_netns: str, ip: str, port: int, server_netns: str, timeout: float = 3.0) -> tuple[bool, str]:
-    """Open a fresh TCP connection from ``src_netns`` to ip:port served in ``server_netns``.
+def tcp_ok(src_netns: str, ip: str, port: int, server_netns: str, timeout: float = 3.0,
+           source_port: int = 0) -> tuple[bool, str]:
+    """Open a fresh TCP connection from ``src_netns`` (from ``source_port`` if given) to ip:port
+    served in ``server_netns``.
 
     Returns (connected, the peer address the server saw).
     """
@@ -150,7 +152,7 @@ def tcp_ok(src_netns: str, ip: str, port: int, server_netns: str, timeout: float
 
     def client() -> bool:
         try:
-            with socket.create_connection((ip, port), timeout=timeout):
+            with socket.create_connection((ip, port), timeout=timeout, source_address=("0.0.0.0", source_port)):
                 return True
         except OSError:
             return False
@@ -236,6 +238,14 @@ def test_deny_rule_blocks_and_removal_restores(fabric: Fabric) -> None:
     assert tcp_ok(sa1, ip_a2, 8081, sa2)[0]  # other ports unaffected
     on(h2, lambda: plugin.set_security_rules(a2, []))
     assert tcp_ok(sa1, ip_a2, 8080, sa2)[0]
+
+    # Source port ranges count too: only connections from 40000-40100 are refused.
+    src_deny = SecurityRule(name="no-src", priority=100, direction="Inbound", access="Deny", protocol="Tcp",
+                            source_port_range="40000-40100")
+    on(h2, lambda: plugin.set_security_rules(a2, [src_deny]))
+    assert not tcp_ok(sa1, ip_a2, 8080, sa2, timeout=1, source_port=40050)[0]
+    assert tcp_ok(sa1, ip_a2, 8080, sa2, source_port=40150)[0]
+    on(h2, lambda: plugin.set_security_rules(a2, []))
 
     # A sandbox-level outbound deny, then removed.
     out_deny = SecurityRule(name="no-out", priority=100, direction="Outbound", access="Deny",

@@ -85,6 +85,8 @@ def test_rule_translation() -> None:
         SecurityRule(name="no-dns", priority=100, direction="Inbound", access="Deny", protocol="*",
                      destination_port_range="53"),
         SecurityRule(name="ping", priority=200, direction="Inbound", access="Allow", protocol="Icmp"),
+        SecurityRule(name="src", priority=400, direction="Inbound", access="Deny", protocol="*",
+                     source_port_range="1000-1999"),
     ]
     lines = rule_lines("C", rules)
     assert lines == [
@@ -92,6 +94,8 @@ def test_rule_translation() -> None:
         '-A C -p udp -m udp --dport 53 -m comment --comment "nsg no-dns" -j DROP',
         '-A C -p icmp -m comment --comment "nsg ping" -j ACCEPT',
         '-A C -s 10.0.0.0/8 -p tcp -m tcp --dport 8000:8100 -m comment --comment "nsg web" -j ACCEPT',
+        '-A C -p tcp -m tcp --sport 1000:1999 -m comment --comment "nsg src" -j DROP',
+        '-A C -p udp -m udp --sport 1000:1999 -m comment --comment "nsg src" -j DROP',
     ]
     inbound = _level("C", rules[2:], inbound=True)
     assert inbound[0].endswith("-j MARK --set-xmark 0x40000/0x40000") and inbound[1].endswith("-j RETURN")

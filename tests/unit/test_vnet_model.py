@@ -84,11 +84,15 @@ def test_node_rules_expand_combinations_and_tags() -> None:
                                                    destinationPortRanges=["22", "0-65535"])),
         "b": RuleRecord(name="b", properties=rule(priority=100, protocol="*", sourceAddressPrefix="AzureLoadBalancer")),
         "c": RuleRecord(name="c", properties=rule(priority=200, access="Deny", destinationPortRange="0-10")),
+        "d": RuleRecord(name="d", properties=rule(priority=400, access="Deny", sourcePortRange=None,
+                                                   sourcePortRanges=["1000-1999", "3000"])),
     })
     out = node_rules(nsg, vnet)
-    assert [r.name for r in out] == ["c", "a-0", "a-1", "a-2", "a-3"]  # priority order; b matches nothing here
+    # priority order; b matches nothing here
+    assert [r.name for r in out] == ["c", "a-0", "a-1", "a-2", "a-3", "d-0", "d-1"]
     assert out[0].destination_port_range == "1-10"
-    assert {(r.source_prefix, r.destination_port_range) for r in out[1:]} == {
+    assert [r.source_port_range for r in out[-2:]] == ["1000-1999", "3000"]
+    assert {(r.source_prefix, r.destination_port_range) for r in out[1:5]} == {
         ("10.5.0.0/16", "22"), ("10.5.0.0/16", "*"), ("1.2.3.4/32", "22"), ("1.2.3.4/32", "*")}
     assert node_rules(None, vnet) == []
 

@@ -174,10 +174,11 @@ def network_name(record: VnetRecord, sn: SubnetRecord) -> str:
 
 
 def node_rules(nsg: NsgRecord | None, record: VnetRecord) -> list[NodeRule]:
-    """An NSG's rules in the plugin's form: one rule per (source, destination, port range) combination.
+    """An NSG's rules in the plugin's form: one rule per (source, destination, source ports,
+    destination ports) combination.
 
     Tags: ``*``/``Internet`` match anything, ``VirtualNetwork`` is the vnet's address space,
-    ``AzureLoadBalancer`` matches nothing here (there is none). Source port ranges are not enforced.
+    ``AzureLoadBalancer`` matches nothing here (there is none).
     """
     if nsg is None:
         return []
@@ -196,13 +197,14 @@ def node_rules(nsg: NsgRecord | None, record: VnetRecord) -> list[NodeRule]:
                     res.append(x)
             return res
 
-        combos = list(itertools.product(expand(p.sources()), expand(p.destinations()), p.destination_ports()))
-        for i, (src, dst, port) in enumerate(combos):
+        combos = list(itertools.product(expand(p.sources()), expand(p.destinations()), p.source_ports(),
+                                        p.destination_ports()))
+        for i, (src, dst, sport, port) in enumerate(combos):
             out.append(NodeRule.model_validate({
                 "name": r.name if len(combos) == 1 else f"{r.name}-{i}",
                 "priority": p.priority, "direction": p.direction, "access": p.access, "protocol": p.protocol,
                 "sourceAddressPrefix": src, "destinationAddressPrefix": dst,
-                "destinationPortRange": _node_ports(port),
+                "sourcePortRange": _node_ports(sport), "destinationPortRange": _node_ports(port),
             }))
     return out
 

@@ -213,6 +213,9 @@ class SecurityRuleProperties(Wire):
     def destinations(self) -> list[str]:
         return self.destinationAddressPrefixes or [self.destinationAddressPrefix or "*"]
 
+    def source_ports(self) -> list[str]:
+        return self.sourcePortRanges or [self.sourcePortRange or "*"]
+
     def destination_ports(self) -> list[str]:
         return self.destinationPortRanges or [self.destinationPortRange or "*"]
 

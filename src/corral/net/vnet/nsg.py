@@ -20,6 +20,7 @@ class SecurityRule(BaseModel):
     protocol: Literal["Tcp", "Udp", "Icmp", "Esp", "Ah", "*"] = "*"
     source_prefix: str = Field("*", alias="sourceAddressPrefix")
     destination_prefix: str = Field("*", alias="destinationAddressPrefix")
+    source_port_range: str = Field("*", alias="sourcePortRange")
     destination_port_range: str = Field("*", alias="destinationPortRange")
 
     @field_validator("source_prefix", "destination_prefix")
@@ -29,7 +30,7 @@ class SecurityRule(BaseModel):
             return "*"
         return str(ipaddress.ip_network(v, strict=False))
 
-    @field_validator("destination_port_range")
+    @field_validator("source_port_range", "destination_port_range")
     @classmethod
     def _ports(cls, v: str) -> str:
         if v in ("*", ""):
@@ -52,14 +53,15 @@ def rule_lines(chain: str, rules: list[SecurityRule], match: str = "") -> list[s
         if r.destination_prefix != "*":
             base += f" -d {r.destination_prefix}"
         comment = f' -m comment --comment "nsg {r.name}"'
-        ports = r.destination_port_range
+        sports, dports = r.source_port_range, r.destination_port_range
         if r.protocol in ("Icmp", "Esp", "Ah"):  # no ports for these
             out.append(f"{base} -p {r.protocol.lower()}{comment} -j {target}")
-        elif r.protocol in ("Tcp", "Udp") or ports != "*":
+        elif r.protocol in ("Tcp", "Udp") or sports != "*" or dports != "*":
             protos = [r.protocol.lower()] if r.protocol != "*" else ["tcp", "udp"]
+            sport = f" --sport {sports.replace('-', ':')}" if sports != "*" else ""
+            dport = f" --dport {dports.replace('-', ':')}" if dports != "*" else ""
             for proto in protos:
-                dport = f" --dport {ports.replace('-', ':')}" if ports != "*" else ""
-                out.append(f"{base} -p {proto} -m {proto}{dport}{comment} -j {target}")
+                out.append(f"{base} -p {proto} -m {proto}{sport}{dport}{comment} -j {target}")
         else:
             out.append(f"{base}{comment} -j {target}")
     return out
