@@ -10,7 +10,7 @@ import pytest
 from corral_server import CorralServer, running_corral
 from groups import container, delete, exec_sync, group, put
 
-from corral.cli.client import Client
+from corral.cli.client import ApiError, Client
 
 RG = "vnetgroups"
 LISTEN = ["sh", "-c", "while true; do echo pong | nc -l -p 7000; done"]
@@ -134,6 +134,11 @@ def test_security_group_attached_to_one_group(server: CorralServer) -> None:
         assert not talks(client, "open", guarded, timeout=3, expect=False)  # the rule holds for its group
         net(client, "DELETE", "/networkSecurityGroups/own/securityRules/no-7000")
         assert talks(client, "open", guarded), "removing the rule must restore traffic, live"
+        # In use by a group: deleting the security group is refused, and it stays.
+        with pytest.raises(ApiError) as busy:
+            net(client, "DELETE", "/networkSecurityGroups/own")
+        assert busy.value.code == "InUseNetworkSecurityGroupCannotBeDeleted" and "guarded" in str(busy.value)
+        assert net(client, "GET", "/networkSecurityGroups/own")["name"] == "own"
     finally:
         delete(client, RG, "guarded")
         delete(client, RG, "open")

@@ -21,7 +21,7 @@ from corral.errors import (
 )
 from corral.model.group import ContainerGroup
 from corral.model.network import ACI_DELEGATION
-from corral.model.records import group_key
+from corral.model.records import GROUPS, group_key
 from corral.store.base import ABSENT, Compacted, Store
 
 # Seconds a claim holds before its group record exists (a create between claim and write).
@@ -138,3 +138,21 @@ class GroupNetworkCheck:
         ip = spec.get("properties", {}).get("ipAddress") or {}
         return (str(ip.get("dnsNameLabel") or "").lower() == label.lower()
                 and str(spec.get("location") or "").lower() == location.lower())
+
+
+def groups_using_nsg(store: Store, sub: str, rg: str, name: str) -> list[str]:
+    """``rg/name`` of the live container groups whose own security group is this NSG."""
+    want = (sub.lower(), rg.lower(), name.lower())
+    users = []
+    for rec in store.list(f"{GROUPS}{sub.lower()}/"):
+        meta = rec.value.get("meta", {})
+        nsg = ((rec.value.get("spec") or {}).get("properties") or {}).get("networkSecurityGroup")
+        if meta.get("deleting") or not isinstance(nsg, dict):
+            continue
+        try:
+            ref = K.parse_nsg_id(str(nsg.get("id", "")))
+        except ValueError:
+            continue
+        if (ref.subscription.lower(), ref.resource_group.lower(), ref.nsg.lower()) == want:
+            users.append(f"{meta.get('resourceGroup')}/{meta.get('name')}")
+    return sorted(users)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from corral.control import netkeys as K
+from corral.control.netgroups import groups_using_nsg
 from corral.control.vnets import VnetService
 from corral.errors import Conflict, InUseNetworkSecurityGroupCannotBeDeleted, InvalidRequest, NotFound
 from corral.model.network import NetMeta, NetworkSecurityGroup, NsgRecord, RuleRecord, SecurityRule, check_net_name
@@ -68,6 +69,11 @@ class NsgService:
         if users:
             raise InUseNetworkSecurityGroupCannotBeDeleted(
                 f"network security group '{name}' is attached to subnet(s) {', '.join(users)}; detach it first")
+        groups = groups_using_nsg(self.store, sub, rg, name)
+        if groups:
+            raise InUseNetworkSecurityGroupCannotBeDeleted(
+                f"network security group '{name}' is the security group of container group(s) {', '.join(groups)}; "
+                "delete them or update them without it first")
         return self.store.delete(key)
 
     def put_rule(self, sub: str, rg: str, nsg: str, name: str, body: SecurityRule) -> tuple[NsgRecord, int, bool]:
