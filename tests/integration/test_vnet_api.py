@@ -279,6 +279,11 @@ def test_vnet_group_limit(api: TestClient, plane: ControlPlane) -> None:
     r = call(api, "PUT", f"{gp}/g3", group_body(subnetIds=[{"id": sid}]), status=409)
     assert r.json()["error"]["code"] == "NetworkCapacityExceeded"
     call(api, "PUT", f"{gp}/g2", group_body(subnetIds=[{"id": sid}]))  # re-PUT of a member is fine
+    # Groups naming no subnet join the default virtual network, which has the same limit.
+    for n in ("d1", "d2"):
+        call(api, "PUT", f"{gp}/{n}", group_body())
+    r = call(api, "PUT", f"{gp}/d3", group_body(), status=409)
+    assert r.json()["error"]["code"] == "NetworkCapacityExceeded" and "corral-default" in r.json()["error"]["message"]
 
 
 def test_concurrent_grants_never_share_a_block(api: TestClient, plane: ControlPlane) -> None:

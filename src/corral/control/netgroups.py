@@ -46,6 +46,9 @@ class GroupNetworkCheck:
         key = group_key(sub, rg, name)
         for i, s in enumerate(subnets):
             self._check_subnet(sub, key, s.id, f"properties.subnetIds[{i}].id")
+        if not subnets:  # the group joins the default virtual network
+            ref = K.parse_subnet_id(self.vnets.default_subnet_id())
+            self._check_capacity(key, ref.subscription, ref.resource_group, ref.vnet)
         if props.networkSecurityGroup is not None:
             self._check_nsg(sub, props.networkSecurityGroup.id)
         if ip is not None and ip.dnsNameLabel:
@@ -82,11 +85,14 @@ class GroupNetworkCheck:
             if d.properties.serviceName.lower() != ACI_DELEGATION.lower():
                 raise InvalidRequest(f"subnet '{sn.name}' is delegated to {d.properties.serviceName}, not to "
                                      f"{ACI_DELEGATION}", target=target)
-        users = [k for k in self.vnets.subnet_users(ref.subscription, ref.resource_group, ref.vnet) if k != key]
+        self._check_capacity(key, ref.subscription, ref.resource_group, record.meta.name)
+
+    def _check_capacity(self, key: str, sub: str, rg: str, vnet: str) -> None:
+        users = [k for k in self.vnets.subnet_users(sub, rg, vnet) if k != key]
         limit = self.vnets.settings.max_groups_per_vnet
         if len(users) >= limit:
             raise NetworkCapacityExceeded(
-                f"virtual network '{record.meta.name}' already holds {len(users)} container groups, its limit "
+                f"virtual network '{vnet}' already holds {len(users)} container groups, its limit "
                 f"({limit}); delete some or use another virtual network")
 
     def _claim_label(self, location: str, label: str, key: str) -> None:

@@ -64,11 +64,21 @@ class VnetService:
         return record, sn, version
 
     def subnet_users(self, sub: str, rg: str, vnet: str, subnet: str | None = None) -> list[str]:
-        """Keys of the container groups deployed into the subnet (or any subnet of the vnet)."""
+        """Keys of the container groups deployed into the subnet (or any subnet of the vnet).
+
+        Groups that name no subnet join the default subnet, so they count as its users.
+        """
         want = (sub.lower(), rg.lower(), vnet.lower())
+        st = self.settings
+        default = K.parse_subnet_id(self.default_subnet_id())
+        holds_default = (want == (default.subscription.lower(), default.resource_group.lower(), default.vnet.lower())
+                         and (subnet is None or subnet.lower() == st.default_subnet.lower()))
         out = []
         for rec in self.store.list(GROUPS):
-            for ref in rec.value.get("spec", {}).get("properties", {}).get("subnetIds") or []:
+            refs = rec.value.get("spec", {}).get("properties", {}).get("subnetIds") or []
+            if not refs and holds_default:
+                out.append(rec.key)
+            for ref in refs:
                 try:
                     r = K.parse_subnet_id(ref.get("id", ""))
                 except ValueError:
