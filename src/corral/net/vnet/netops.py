@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -19,36 +18,14 @@ from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from corral.errors import NetworkError
-from corral.node.network import _libc
+from corral.node.network import _libc, nsthread
 
 T = TypeVar("T")
 
 
 def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
     """Run ``fn`` on a fresh thread inside the network namespace at ``netns_path``."""
-    box: list[T] = []
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError as exc:
-            errors.append(exc)
-            return
-        try:
-            _libc.setns(fd, _libc.CLONE_NEWNET)
-            box.append(fn())
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            os.close(fd)
-
-    t = threading.Thread(target=work, name="corral-vnet-ns", daemon=True)
-    t.start()
-    t.join()
-    if errors:
-        raise errors[0]
-    return box[0]
+    return nsthread.in_namespace(netns_path, _libc.CLONE_NEWNET, fn, name="corral-vnet-ns")
 
 
 def _first(ipr: IPRoute, name: str) -> int | None:

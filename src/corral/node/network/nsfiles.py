@@ -16,7 +16,7 @@ import struct
 import threading
 from pathlib import Path
 
-from corral.node.network import _libc
+from corral.node.network import _libc, nsthread
 
 NETNS_DIR = Path("/var/run/netns")
 
@@ -71,7 +71,6 @@ def netns_path(name: str) -> Path:
 def create_namespaces(netns: Path, uts: Path, ipc: Path, hostname: str) -> None:
     """Create and pin fresh net/uts/ipc namespaces; raises OSError on failure (nothing left)."""
     ensure_netns_dir()
-    errors: list[BaseException] = []
     targets = (("net", netns), ("uts", uts), ("ipc", ipc))
 
     def work() -> None:
@@ -86,41 +85,19 @@ def create_namespaces(netns: Path, uts: Path, ipc: Path, hostname: str) -> None:
                 _touch(dst)
                 _libc.bind_mount(f"/proc/self/task/{tid}/ns/{kind}", str(dst))
                 mounted.append(dst)
-        except BaseException as exc:  # reported to the caller's thread
-            errors.append(exc)
+        except BaseException:
             for dst in mounted:
                 _libc.umount(str(dst))
             for _, dst in targets:
                 dst.unlink(missing_ok=True)
+            raise
 
-    # A fresh thread each time: its namespaces die with it, so never reuse it.
-    t = threading.Thread(target=work, name="corral-netns", daemon=True)
-    t.start()
-    t.join()
-    if errors:
-        raise errors[0]
+    nsthread.on_fresh_thread(work, name="corral-netns")
 
 
 def set_hostname(uts: Path, hostname: str) -> None:
     """Change the hostname inside a pinned UTS namespace (used by the standby pool)."""
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            fd = os.open(uts, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                _libc.setns(fd, _libc.CLONE_NEWUTS)
-            finally:
-                os.close(fd)
-            socket.sethostname(hostname)
-        except BaseException as exc:
-            errors.append(exc)
-
-    t = threading.Thread(target=work, name="corral-uts", daemon=True)
-    t.start()
-    t.join()
-    if errors:
-        raise errors[0]
+    nsthread.in_namespace(uts, _libc.CLONE_NEWUTS, lambda: socket.sethostname(hostname), name="corral-uts")
 
 
 def remove_namespace_file(path: Path) -> None:
