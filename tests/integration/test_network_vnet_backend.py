@@ -16,6 +16,7 @@ from corral.errors import Conflict
 from corral.net.vnet import netops, plugin
 from corral.net.vnet.config import VnetConf
 from corral.node.network import PortMapping, nsfiles
+from corral.node.network.claims import HostPortClaims
 from corral.node.network.vnet_backend import VnetNetworkConfig, VnetNetworkManager
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -51,14 +52,17 @@ def host(tmp_path: Path) -> Iterator[Path]:
         assert _cnt_netns() == before
 
 
-def make(tmp: Path, pool: int) -> VnetNetworkManager:
+def make(tmp: Path, pool: int, second: bool = False, ports: HostPortClaims | None = None) -> VnetNetworkManager:
+    """The test network, or (``second``) another one on the same host."""
+    name, bridge, subnet, block = (("cnt-vq", "cnt6", "10.199.144.0/20", "10.199.145.0/24") if second else
+                                   ("cnt-vp", "cnt5", "10.199.128.0/20", "10.199.129.0/24"))
     conf = VnetConf.model_validate({
-        "name": "cnt-vp", "bridge": "cnt5", "dataDir": str(tmp / "data"),
-        "ipam": {"subnet": "10.199.128.0/20", "nodeBlock": "10.199.129.0/24"},
+        "name": name, "bridge": bridge, "dataDir": str(tmp / name / "data"),
+        "ipam": {"subnet": subnet, "nodeBlock": block},
     })
-    return VnetNetworkManager(VnetNetworkConfig(vnet=conf, state_dir=tmp / "state", netns_prefix="cnt-",
-                                                pool_size=pool, dns_servers=["10.199.129.1"],
-                                                host_netns=HOST_PATH))
+    return VnetNetworkManager(VnetNetworkConfig(vnet=conf, state_dir=tmp / name / "state", netns_prefix="cnt-",
+                                                pool_size=pool, dns_servers=[block.replace(".0/24", ".1")],
+                                                host_netns=HOST_PATH), ports)
 
 
 def ms(t0: float) -> str:
@@ -146,6 +150,13 @@ def test_host_ports_in_process_and_conflict(host: Path) -> None:
     with pytest.raises(Conflict) as err:
         mgr.create("p2", "p2", [PortMapping(host_port=18020, container_port=80)])
     assert "18020" in err.value.message and mgr.get("p2") is None
+    # Networks of one node share their claims: a host port is the node's.
+    claims = HostPortClaims()
+    a, b = make(host, pool=0, ports=claims), make(host, pool=0, second=True, ports=claims)
+    with pytest.raises(Conflict):
+        b.create("p4", "p4", [PortMapping(host_port=18020, container_port=80)])
+    assert b.get("p4") is None and a.get("p1") is not None
+    b.teardown()
     mgr.delete("p1")
     nat = sh("ip", "netns", "exec", HOST, "iptables-save", "-t", "nat").stdout
     assert "18020" not in nat
@@ -175,7 +186,7 @@ def test_pool_crash_leftovers_never_leak(host: Path) -> None:
     assert mgr.wait_pool(30), mgr.pool_errors
     mgr.stop_pool()
     # A refill that crashed after allocating: a slot dir with a "creating" record and a claimed address.
-    dead = host / "state" / "pool" / "pool-dead"
+    dead = mgr.config.state_dir / "pool" / "pool-dead"
     dead.mkdir()
     (dead / "state.json").write_text(
         '{"id": "pool-dead", "status": "creating", "attachment": "pool-dead", "netns": "cnt-pool-dead"}')
@@ -191,7 +202,7 @@ def test_pool_crash_leftovers_never_leak(host: Path) -> None:
     assert restarted.recover() == []
     assert not dead.exists()
     owners = set(plugin.store(restarted.conf).allocations().values())
-    assert owners == {f"{s}__eth0" for s in {r.name for r in (host / "state" / "pool").iterdir()}} | {
+    assert owners == {f"{s}__eth0" for s in {r.name for r in (mgr.config.state_dir / "pool").iterdir()}} | {
         f"{sb.netns.removeprefix('cnt-')}__eth0"}
     restarted.delete("g1")
     restarted.teardown()

@@ -21,6 +21,7 @@ from corral.errors import NetworkError, NotFound
 from corral.net.vnet import node as vnet_node
 from corral.net.vnet.config import VnetConf
 from corral.net.vnet.nsg import SecurityRule
+from corral.node.network.claims import HostPortClaims
 from corral.node.network.etcfiles import DnsSettings
 from corral.node.network.sandbox import PortMapping, Sandbox
 from corral.node.network.vnet_backend import VnetNetworkConfig, VnetNetworkManager
@@ -46,6 +47,7 @@ class NetworkSet:
         self._managers: dict[str, VnetNetworkManager] = {}
         self._by_subnet: dict[str | None, str] = {}
         self._retiring: set[str] = set()  # networks deleted upstream, removed once their sandboxes are gone
+        self._ports = HostPortClaims()  # a host port is the node's, whatever network maps it
         state_dir.mkdir(parents=True, exist_ok=True)
         for d in sorted(p for p in state_dir.iterdir() if (p / "vnet.json").exists()):
             conf = VnetConf.model_validate_json((d / "vnet.json").read_text())
@@ -169,7 +171,7 @@ class NetworkSet:
             vnet_node.ensure(conf)  # bridge, routes, chains: before any sandbox or listener needs them
             vnet_node.set_vnet_rules(conf, conf.security_rules)
             vnet_node.apply_security(conf)
-            m = VnetNetworkManager(VnetNetworkConfig(vnet=conf, state_dir=d, pool_size=self.pool_size))
+            m = VnetNetworkManager(VnetNetworkConfig(vnet=conf, state_dir=d, pool_size=self.pool_size), self._ports)
             self._managers[conf.name] = m
         if self.on_network is not None:
             try:

@@ -16,19 +16,17 @@ import builtins
 import ipaddress
 import json
 import os
-import re
 import shutil
-import threading
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from corral.errors import Conflict, CorralError, InvalidRequest, NetworkError
+from corral.errors import Conflict, CorralError, NetworkError
 from corral.node.network import cni, etcfiles, iptables, nsfiles
+from corral.node.network.claims import HostPortClaims, SandboxLocks, check_sandbox_id
 from corral.node.network.etcfiles import DnsSettings
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
 _IFNAME = "eth0"
 _HOSTPORT_CHAINS = (
     # (chain, chains that jump to it), in an order where nothing jumps to a removed chain
@@ -103,9 +101,9 @@ class NetworkManager:
         self._root = config.state_dir / "sandboxes"
         self._root.mkdir(parents=True, exist_ok=True)
         (config.state_dir / "ipam").mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()  # guards _id_locks and port reservations
-        self._id_locks: dict[str, threading.Lock] = {}
-        self._reserved_ports: dict[tuple[int, str], str] = {}
+        self._id_lock = SandboxLocks()
+        self._ports = HostPortClaims()
+        self._ports.add_holdings(str(self._root), self._held_ports)
 
     # ---- public API -------------------------------------------------------
 
@@ -121,7 +119,7 @@ class NetworkManager:
 
         ``subnet_id`` is accepted for the node's sake and ignored: this backend has one network.
         """
-        self._check_id(sandbox_id)
+        check_sandbox_id(sandbox_id)
         ports = list(port_mappings or [])
         with self._id_lock(sandbox_id):
             rec = self._load(sandbox_id)
@@ -130,19 +128,16 @@ class NetworkManager:
             if rec is not None or nsfiles.netns_path(self._netns_name(sandbox_id)).exists():
                 # Left by a crash (half built, or netns/state out of step): undo, then rebuild.
                 self._destroy(sandbox_id, rec)
-            self._reserve_ports(sandbox_id, ports)
+            self._ports.claim(sandbox_id, [(p.host_port, p.protocol) for p in ports])
             try:
                 return self._build(sandbox_id, hostname, ports, dns)
             except BaseException as exc:
-                try:
-                    self._destroy(sandbox_id, self._load(sandbox_id))
-                finally:
-                    self._release_ports(sandbox_id)
+                self._destroy(sandbox_id, self._load(sandbox_id))
                 if not isinstance(exc, Exception) or isinstance(exc, CorralError):
                     raise
                 raise NetworkError(f"creating network sandbox {sandbox_id!r} failed: {exc}") from exc
             finally:
-                self._release_ports(sandbox_id)
+                self._ports.release(sandbox_id)
 
     def get(self, sandbox_id: str) -> Sandbox | None:
         rec = self._load(sandbox_id)
@@ -158,7 +153,7 @@ class NetworkManager:
 
     def delete(self, sandbox_id: str) -> None:
         """Remove everything of the sandbox; a no-op when nothing is left."""
-        self._check_id(sandbox_id)
+        check_sandbox_id(sandbox_id)
         with self._id_lock(sandbox_id):
             self._destroy(sandbox_id, self._load(sandbox_id), strict=True)
 
@@ -274,35 +269,13 @@ class NetworkManager:
 
     # ---- ports ------------------------------------------------------------
 
-    def _reserve_ports(self, sandbox_id: str, ports: builtins.list[PortMapping]) -> None:
-        if not ports:
-            return
-        wanted = [(p.host_port, p.protocol) for p in ports]
-        if len(set(wanted)) != len(wanted):
-            raise InvalidRequest(f"sandbox {sandbox_id!r} maps the same host port twice", target="ports")
-        with self._lock:
-            taken = dict(self._reserved_ports)
-            for d in self._root.iterdir():
-                if d.name == sandbox_id:
-                    continue
-                rec = self._load(d.name)
-                for p in rec.port_mappings if rec is not None else []:
-                    taken[(p.host_port, p.protocol)] = d.name
-            for key in wanted:
-                owner = taken.get(key)
-                if owner is not None and owner != sandbox_id:
-                    raise Conflict(
-                        f"host port {key[0]}/{key[1]} is already used by sandbox {owner!r}",
-                        target=str(key[0]),
-                    )
-            for key in wanted:
-                self._reserved_ports[key] = sandbox_id
-
-    def _release_ports(self, sandbox_id: str) -> None:
-        # The on-disk record holds the ports from here on; the in-memory hold only covers the race.
-        with self._lock:
-            for key in [k for k, v in self._reserved_ports.items() if v == sandbox_id]:
-                del self._reserved_ports[key]
+    def _held_ports(self) -> builtins.list[tuple[str, builtins.list[tuple[int, str]]]]:
+        out = []
+        for d in self._root.iterdir():
+            rec = self._load(d.name)
+            if rec is not None and rec.port_mappings:
+                out.append((d.name, [(p.host_port, p.protocol) for p in rec.port_mappings]))
+        return out
 
     # ---- state ------------------------------------------------------------
 
@@ -345,22 +318,6 @@ class NetworkManager:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, d / "state.json")
-
-    def _id_lock(self, sandbox_id: str) -> threading.Lock:
-        with self._lock:
-            lock = self._id_locks.get(sandbox_id)
-            if lock is None:
-                lock = self._id_locks[sandbox_id] = threading.Lock()
-            return lock
-
-    @staticmethod
-    def _check_id(sandbox_id: str) -> None:
-        if not _ID_RE.match(sandbox_id):
-            raise InvalidRequest(
-                f"sandbox id {sandbox_id!r} must be 1-63 letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit",
-                target="id",
-            )
 
 
 def _primary_address(result: dict[str, Any], default_gw: str) -> tuple[str, int, str]:

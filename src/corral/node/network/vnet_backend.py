@@ -30,8 +30,9 @@ from corral.net.vnet import firewall, netops, node, plugin
 from corral.net.vnet.config import VnetConf
 from corral.net.vnet.nsg import SecurityRule
 from corral.node.network import etcfiles, nsfiles
+from corral.node.network.claims import HostPortClaims, SandboxLocks, check_sandbox_id
 from corral.node.network.etcfiles import DnsSettings
-from corral.node.network.sandbox import _ID_RE, PortMapping, Sandbox, _default_dns
+from corral.node.network.sandbox import PortMapping, Sandbox, _default_dns
 
 T = TypeVar("T")
 _IFNAME = "eth0"
@@ -62,7 +63,8 @@ class _Record(BaseModel):
 class VnetNetworkManager:
     """create/get/list/delete/teardown over corral-vnet, in-process. Thread-safe."""
 
-    def __init__(self, config: VnetNetworkConfig) -> None:
+    def __init__(self, config: VnetNetworkConfig, ports: HostPortClaims | None = None) -> None:
+        """``ports``: the node's host-port claims, shared by all its networks (default: this one's own)."""
         self.config = config
         self.conf = config.vnet
         self._root = config.state_dir / "sandboxes"
@@ -70,9 +72,10 @@ class VnetNetworkManager:
         self._root.mkdir(parents=True, exist_ok=True)
         self._pool.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._id_locks: dict[str, threading.Lock] = {}
+        self._id_lock = SandboxLocks()
+        self._ports = ports or HostPortClaims()
+        self._ports.add_holdings(str(self._root), self._held_ports)
         self._ready: builtins.list[str] = []  # slot ids ready to take
-        self._reserved: dict[tuple[int, str], str] = {}  # host ports claimed by creates in flight
         self._broken: builtins.list[str] = []  # pool slots found damaged, to destroy
         self._wake = threading.Event()
         self._last_take = 0.0  # monotonic time a create last took a ready slot
@@ -95,7 +98,7 @@ class VnetNetworkManager:
         port_mappings: builtins.list[PortMapping] | None = None,
         dns: DnsSettings | None = None,
     ) -> Sandbox:
-        _check_id(sandbox_id)
+        check_sandbox_id(sandbox_id)
         ports = list(port_mappings or [])
         dns = dns if dns is not None and dns.nameservers else DnsSettings(
             nameservers=list(self.config.dns_servers), search=dns.search if dns else [],
@@ -108,8 +111,8 @@ class VnetNetworkManager:
             if rec is not None or d.exists():
                 self._destroy(d, rec)
             try:
-                with self._lock:  # port check and claim are one step against concurrent creates
-                    self._reserve_ports(sandbox_id, ports)
+                self._ports.claim(sandbox_id, [(p.host_port, p.protocol) for p in ports])
+                with self._lock:
                     slot = self._take_slot()
                 if slot is not None:
                     self._last_take = time.monotonic()
@@ -127,9 +130,7 @@ class VnetNetworkManager:
                     raise
                 raise NetworkError(f"creating network sandbox {sandbox_id!r} failed: {exc}") from exc
             finally:
-                with self._lock:
-                    for key in [k for k, v in self._reserved.items() if v == sandbox_id]:
-                        del self._reserved[key]
+                self._ports.release(sandbox_id)
 
     def get(self, sandbox_id: str) -> Sandbox | None:
         rec = _load(self._root / sandbox_id)
@@ -144,7 +145,7 @@ class VnetNetworkManager:
         return out
 
     def delete(self, sandbox_id: str) -> None:
-        _check_id(sandbox_id)
+        check_sandbox_id(sandbox_id)
         with self._id_lock(sandbox_id):
             d = self._root / sandbox_id
             self._destroy(d, _load(d))
@@ -334,25 +335,13 @@ class VnetNetworkManager:
 
     # ---- host ports ------------------------------------------------------------------
 
-    def _reserve_ports(self, sid: str, ports: builtins.list[PortMapping]) -> None:
-        """Claim host ports against other sandboxes and creates in flight (caller holds _lock)."""
-        if not ports:
-            return
-        wanted = [(p.host_port, p.protocol) for p in ports]
-        if len(set(wanted)) != len(wanted):
-            raise InvalidRequest(f"sandbox {sid!r} maps the same host port twice", target="ports")
-        taken = dict(self._reserved)
+    def _held_ports(self) -> builtins.list[tuple[str, builtins.list[tuple[int, str]]]]:
+        out = []
         for d in self._root.iterdir():
             rec = _load(d)
-            for p in rec.port_mappings if rec is not None and d.name != sid else []:
-                taken[(p.host_port, p.protocol)] = d.name
-        for key in wanted:
-            owner = taken.get(key)
-            if owner is not None and owner != sid:
-                raise Conflict(f"host port {key[0]}/{key[1]} is already used by sandbox {owner!r}",
-                               target=str(key[0]))
-        for key in wanted:
-            self._reserved[key] = sid
+            if rec is not None and rec.port_mappings:
+                out.append((d.name, [(p.host_port, p.protocol) for p in rec.port_mappings]))
+        return out
 
     def _apply_ports(self) -> None:
         ports: builtins.list[firewall.HostPort] = []
@@ -368,15 +357,6 @@ class VnetNetworkManager:
                 firewall.apply_host_ports(node.names(self.conf), self.conf.ipam.node_block, ports)
 
         self._host(apply)
-
-    def _id_lock(self, sid: str) -> threading.Lock:
-        with self._lock:
-            return self._id_locks.setdefault(sid, threading.Lock())
-
-
-def _check_id(sid: str) -> None:
-    if not _ID_RE.match(sid):
-        raise InvalidRequest(f"sandbox id {sid!r} must be 1-63 letters, digits, '.', '_' or '-'", target="id")
 
 
 def _load(d: Path) -> _Record | None:
