@@ -20,7 +20,6 @@ from corral.net.dns.server import DnsServer
 from corral.net.vnet.config import VnetConf
 from corral.net.vnet.install import install_plugin
 from corral.node.client import LocalNodeClient
-from corral.node.network.networks import NetworkSet
 from corral.node.setup import NodeSettings, build_agent, build_host
 from corral.store.sqlite import SqliteStore
 
@@ -81,7 +80,7 @@ class AllInOne:
         install_plugin()
         self.plane.start()
         self.dns = start_dns(self.plane, self.settings.dns_listen)
-        if self.dns is not None and isinstance(self.node_host.network, NetworkSet):
+        if self.dns is not None:
             for gateway in self.node_host.network.gateways().values():
                 self.dns.add_listener(gateway, 53)
         self.agent.start()
@@ -97,11 +96,9 @@ class AllInOne:
             self.server.run()
         finally:
             # Stop the parts side by side: each may wait out one watch timeout.
-            parts = [self.agent.stop, self.plane.stop]
+            parts = [self.agent.stop, self.plane.stop, self.node_host.network.stop]
             if self.dns is not None:
                 parts.append(self.dns.stop)
-            if isinstance(self.node_host.network, NetworkSet):
-                parts.append(self.node_host.network.stop)
             stoppers = [threading.Thread(target=fn) for fn in parts]
             for t in stoppers:
                 t.start()

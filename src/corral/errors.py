@@ -78,6 +78,13 @@ class NetworkCapacityExceeded(NetworkError):
     status = 409
 
 
+class NetworkFeatureUnsupported(NetworkError):
+    """The node's network mode cannot do what was asked (e.g. per-group security rules in bridge mode)."""
+
+    code = "NetworkFeatureUnsupported"
+    status = 400
+
+
 class ExecTimeout(RuntimeFailure):
     """A command run inside a container did not finish within its timeout."""
 

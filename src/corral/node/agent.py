@@ -74,12 +74,10 @@ class NodeAgent:
 
     def _refresh_networks(self) -> None:
         """Security rules or peers changed: apply them to this node's networks, live."""
-        refresh = getattr(self.host.network, "refresh", None)
-        if refresh is not None:
-            try:
-                refresh()
-            except Exception:
-                log.exception("could not refresh this node's virtual networks")
+        try:
+            self.host.network.refresh()
+        except Exception:
+            log.exception("could not refresh this node's virtual networks")
         with self._lock:
             workers = [w for w in self.workers.values() if w.has_own_security_group()]
         for w in workers:  # groups with their own security group re-read it

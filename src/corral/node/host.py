@@ -18,9 +18,9 @@ from corral.model.group import ContainerProperties, GroupProperties, InitContain
 from corral.model.group import RegistryCredential as GroupCredential
 from corral.model.group import SecurityContext as GroupSecurity
 from corral.node.images.store import Image, ImageStore, RegistryCredential
+from corral.node.network.backend import NodeNetwork
 from corral.node.network.etcfiles import DnsSettings
-from corral.node.network.networks import NetworkSet
-from corral.node.network.sandbox import NetworkManager, PortMapping, Sandbox
+from corral.node.network.sandbox import PortMapping, Sandbox
 from corral.node.runtime.cgroups import remove_cgroup
 from corral.node.runtime.runtime import ContainerState, Runtime
 from corral.node.runtime.spec import MountSpec, SecurityContext, SpecRequest, build_spec
@@ -137,7 +137,7 @@ class NodeHost:
         root: Path,
         images: ImageStore,
         runtime: Runtime,
-        network: NetworkManager | NetworkSet,
+        network: NodeNetwork,
         public_ip: str,
         cgroup_parent: str = "/corral",
         volumes: VolumeManager | None = None,
@@ -190,9 +190,7 @@ class NodeHost:
 
     def nameserver_for(self, subnet_id: str | None) -> str | None:
         """Where a group's resolver reaches Corral's DNS: its network's gateway (None: DNS is off)."""
-        if not self.dns_enabled or not isinstance(self.network, NetworkSet):
-            return None
-        return str(self.network.manager(subnet_id).conf.ipam.gateway_ip)
+        return self.network.gateway_for(subnet_id) if self.dns_enabled else None
 
     def remove_sandbox(self, uid: str) -> None:
         self.network.delete(uid)

@@ -18,6 +18,7 @@ from corral.net.vnet.config import VnetConf
 from corral.node.agent import NodeAgent
 from corral.node.host import NodeHost
 from corral.node.images.store import ImageStore
+from corral.node.network.backend import NodeNetwork
 from corral.node.network.networks import NetworkSet
 from corral.node.network.sandbox import NetworkConfig, NetworkManager
 from corral.node.runtime import cgroups
@@ -60,7 +61,7 @@ def capacity() -> tuple[float, float]:
 
 
 def build_network(settings: NodeSettings, link: ControlPlaneLink | None,
-                  on_network: Callable[[VnetConf], None] | None = None) -> NetworkManager | NetworkSet:
+                  on_network: Callable[[VnetConf], None] | None = None) -> NodeNetwork:
     root = settings.data_dir / "node"
     if settings.network == "bridge":
         return NetworkManager(NetworkConfig(state_dir=root / "network", bridge=settings.bridge,

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from corral.control.link import ControlPlaneLink
-from corral.errors import CorralError
+from corral.errors import CorralError, NetworkFeatureUnsupported
 from corral.model.group import Container, GroupProperties, InitContainer
 from corral.model.records import GroupRecord
 from corral.model.status import ContainerStateView, ContainerStatus, GroupStatus, record_event
@@ -141,14 +141,12 @@ class GroupWorker:
         text = json.dumps([r.model_dump(mode="json") for r in rules], sort_keys=True)
         if text == self._group_rules:
             return
-        set_rules = getattr(self.host.network, "set_group_rules", None)
-        if set_rules is None:
-            record_event(self.status.events, "SecurityRulesIgnored",
-                         "this node's network mode (bridge) cannot apply a group's security group", "Warning")
-        else:
-            set_rules(self.uid, rules)
+        try:
+            self.host.network.set_group_rules(self.uid, rules)
             record_event(self.status.events, "SecurityRulesApplied", f"{len(rules)} rule(s) of the group's "
                          "network security group in force")
+        except NetworkFeatureUnsupported as exc:
+            record_event(self.status.events, "SecurityRulesIgnored", exc.message, "Warning")
         self._group_rules = text
 
     def _report(self) -> None:

@@ -54,6 +54,11 @@ class HostPortClaims:
         with self._lock:
             self._holdings[name] = holdings
 
+    def drop_holdings(self, name: str) -> None:
+        """The backend under ``name`` is gone (its network torn down)."""
+        with self._lock:
+            self._holdings.pop(name, None)
+
     def claim(self, sandbox_id: str, ports: list[PortKey]) -> None:
         """Claim ``ports`` for ``sandbox_id``; 400 for a port mapped twice, 409 for one held by another."""
         if not ports:

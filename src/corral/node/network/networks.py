@@ -190,6 +190,9 @@ class NetworkSet:
                 return m
         return None
 
+    def gateway_for(self, subnet_id: str | None) -> str | None:
+        return str(self.manager(subnet_id).conf.ipam.gateway_ip)
+
     def gateways(self) -> dict[str, str]:
         """Network name -> this node's gateway address on it (where sandboxes reach the host)."""
         return {name: str(m.conf.ipam.gateway_ip) for name, m in self._managers.items()}

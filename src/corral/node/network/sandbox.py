@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from corral.errors import Conflict, CorralError, NetworkError
+from corral.errors import Conflict, CorralError, NetworkError, NetworkFeatureUnsupported
+from corral.net.vnet.nsg import SecurityRule
 from corral.node.network import cni, etcfiles, iptables, nsfiles
 from corral.node.network.claims import HostPortClaims, SandboxLocks, check_sandbox_id
 from corral.node.network.etcfiles import DnsSettings
@@ -168,6 +169,22 @@ class NetworkManager:
                     self._destroy(d.name, rec)
                     undone.append(d.name)
         return undone
+
+    def set_group_rules(self, sandbox_id: str, rules: builtins.list[SecurityRule]) -> None:
+        raise NetworkFeatureUnsupported(
+            "this node's network mode (bridge) cannot apply a group's own security group; run it with --network vnet")
+
+    def gateway_for(self, subnet_id: str | None) -> str | None:
+        return None  # Corral's DNS does not answer on the plain bridge
+
+    def gateways(self) -> dict[str, str]:
+        return {}
+
+    def refresh(self) -> None:
+        """Nothing to re-read: the bridge network's configuration is the node's own."""
+
+    def stop(self) -> None:
+        """No background work to stop."""
 
     def teardown(self) -> None:
         """Remove the bridge and the unused global CNI chains once no sandbox is left."""

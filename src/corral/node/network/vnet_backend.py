@@ -218,6 +218,7 @@ class VnetNetworkManager:
         for d in sorted(self._pool.iterdir()):
             self._destroy(d, _load(d))
         self._host(lambda: plugin.teardown(self.conf))
+        self._ports.drop_holdings(str(self._root))
 
     # ---- building ------------------------------------------------------------------
 
@@ -337,7 +338,7 @@ class VnetNetworkManager:
 
     def _held_ports(self) -> builtins.list[tuple[str, builtins.list[tuple[int, str]]]]:
         out = []
-        for d in self._root.iterdir():
+        for d in self._root.iterdir() if self._root.exists() else []:
             rec = _load(d)
             if rec is not None and rec.port_mappings:
                 out.append((d.name, [(p.host_port, p.protocol) for p in rec.port_mappings]))
