@@ -2,93 +2,47 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from runtime_support import NEEDS_CRUN
+from runtime_support import NEEDS_CRUN, Containers, new_id
 
 from corral.errors import RuntimeFailure
 from corral.node.logs import follow_logs, read_logs
 from corral.node.runtime import _sys, cgroups
 from corral.node.runtime.runtime import Runtime
-from corral.node.runtime.spec import SpecRequest, build_spec
 
 pytestmark = NEEDS_CRUN
 
 
-def new_id() -> str:
-    return f"rttest-{uuid.uuid4().hex[:10]}"
-
-
-class Env:
-    def __init__(self, rt: Runtime, rootfs: Path, cg_root: str, tmp: Path) -> None:
-        self.rt, self.rootfs, self.cg_root, self.tmp = rt, rootfs, cg_root, tmp
-
-    def spec(self, cid: str, args: list[str], **kw: Any) -> dict[str, Any]:
-        fields: dict[str, Any] = dict(
-            rootfs=self.rootfs, args=args, hostname=cid, cpu=0.5, cpu_limit=0.5,
-            memory_bytes=64 << 20, cgroup_path=f"{self.cg_root}/{cid}",
-        )  # fmt: skip
-        fields.update(kw)
-        return build_spec(SpecRequest(**fields))
-
-    def run(self, args: list[str], cid: str | None = None, **kw: Any) -> tuple[str, Path]:
-        cid = cid or new_id()
-        log = self.tmp / "logs" / f"{cid}.log"
-        self.rt.run(cid, self.spec(cid, args, **kw), log)
-        return cid, log
-
-
-@pytest.fixture
-def env(tmp_path: Path, rootfs: Path) -> Iterator[Env]:
-    rt = Runtime(tmp_path / "state")
-    cg_root = f"/corral-rttest/{uuid.uuid4().hex[:8]}"
-    try:
-        yield Env(rt, rootfs, cg_root, tmp_path)
-    finally:
-        for cid in rt.list_ids():
-            try:
-                rt.delete(cid)
-            except Exception as e:  # noqa: BLE001 - keep cleaning the rest
-                print(f"cleanup of {cid} failed: {e}")
-        cgroups.remove_cgroup(cg_root)
-        for h in cgroups.hierarchies():  # the shared parent, only once empty (other tests may use it)
-            try:
-                os.rmdir(h / "corral-rttest")
-            except OSError:
-                pass
-
-
-def test_run_reports_running_then_exit(env: Env) -> None:
+def test_run_reports_running_then_exit(box: Containers) -> None:
     cid = new_id()
-    log = env.tmp / "logs" / f"{cid}.log"
+    log = box.log(cid)
     t0 = time.monotonic()
-    st = env.rt.run(cid, env.spec(cid, ["sh", "-c", "echo hello; echo oops >&2; exec sleep 1000"]), log)
+    st = box.rt.run(cid, box.spec(cid, ["sh", "-c", "echo hello; echo oops >&2; exec sleep 1000"]), log)
     print(f"create->running: {(time.monotonic() - t0) * 1000:.1f} ms")
     assert st.status == "running" and st.pid and st.started_at
-    assert env.rt.state(cid).status == "running"
-    env.rt.kill(cid, signal.SIGKILL)
-    assert env.rt.wait_exit(cid, 30)
-    st = env.rt.state(cid)
+    assert box.rt.state(cid).status == "running"
+    box.rt.kill(cid, signal.SIGKILL)
+    assert box.rt.wait_exit(cid, 30)
+    st = box.rt.state(cid)
     assert st.status == "stopped" and st.finished_at is not None and not st.oom_killed
     assert st.exit_code == 137 and st.pid is None
     text = read_logs(log)
     assert "hello\n" in text and "oops\n" in text
 
 
-def test_exit_code_three(env: Env) -> None:
-    cid, log = env.run(["sh", "-c", "echo line1; echo line2; echo line3; exit 3"])
-    assert env.rt.wait_exit(cid, 30)
-    st = env.rt.state(cid)
+def test_exit_code_three(box: Containers) -> None:
+    cid = box.run(["sh", "-c", "echo line1; echo line2; echo line3; exit 3"])
+    log = box.log(cid)
+    assert box.rt.wait_exit(cid, 30)
+    st = box.rt.state(cid)
     assert (st.status, st.exit_code) == ("stopped", 3)
     assert read_logs(log) == "line1\nline2\nline3\n"
     assert read_logs(log, tail=1) == "line3\n"
@@ -96,130 +50,132 @@ def test_exit_code_three(env: Env) -> None:
     assert len(stamped) == 2 and stamped[0].endswith(" line2") and stamped[0][:4].isdigit()
 
 
-def test_sigkill_gives_137(env: Env) -> None:
-    cid, _ = env.run(["sleep", "1000"])
-    env.rt.kill(cid, signal.SIGKILL)
-    assert env.rt.wait_exit(cid, 30)
-    assert env.rt.state(cid).exit_code == 137
+def test_sigkill_gives_137(box: Containers) -> None:
+    cid = box.run(["sleep", "1000"])
+    box.rt.kill(cid, signal.SIGKILL)
+    assert box.rt.wait_exit(cid, 30)
+    assert box.rt.state(cid).exit_code == 137
 
 
-def test_stop_escalates_and_honours_trap(env: Env) -> None:
+def test_stop_escalates_and_honours_trap(box: Containers) -> None:
     # pid 1 ignores SIGTERM without a handler: stop must escalate to SIGKILL.
-    stubborn, _ = env.run(["sleep", "1000"])
-    st = env.rt.stop(stubborn, timeout=0.5)
+    stubborn = box.run(["sleep", "1000"])
+    st = box.rt.stop(stubborn, timeout=0.5)
     assert (st.status, st.exit_code) == ("stopped", 137)
-    polite, _ = env.run(["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"])
-    st = env.rt.stop(polite, timeout=30)
+    polite = box.run(["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"])
+    st = box.rt.stop(polite, timeout=30)
     assert (st.status, st.exit_code) == ("stopped", 0)
-    assert env.rt.stop(polite).status == "stopped"  # stopping again is harmless
+    assert box.rt.stop(polite).status == "stopped"  # stopping again is harmless
 
 
-def test_cgroup_limits_applied_and_updated(env: Env) -> None:
-    cid, _ = env.run(["sleep", "1000"], cpu=0.25, cpu_limit=0.5, memory_bytes=48 << 20, pids_limit=77)
-    cg = f"{env.cg_root}/{cid}"
+def test_cgroup_limits_applied_and_updated(box: Containers) -> None:
+    cid = box.run(["sleep", "1000"], cpu=0.25, cpu_limit=0.5, memory_bytes=48 << 20, pids_limit=77)
+    cg = f"{box.cg_root}/{cid}"
     assert cgroups.read_value("cpu", cg, "cpu.cfs_quota_us") == "50000"
     assert cgroups.read_value("cpu", cg, "cpu.cfs_period_us") == "100000"
     assert cgroups.read_value("cpu", cg, "cpu.shares") == "256"
     assert cgroups.read_value("memory", cg, "memory.limit_in_bytes") == str(48 << 20)
     assert cgroups.read_value("memory", cg, "memory.memsw.limit_in_bytes") == str(48 << 20)
     assert cgroups.read_value("pids", cg, "pids.max") == "77"
-    pid = env.rt.state(cid).pid
+    pid = box.rt.state(cid).pid
     assert str(pid) in cgroups.read_value("memory", cg, "cgroup.procs").split()
 
-    env.rt.update_resources(cid, cpu=1.0, cpu_limit=1.5, memory_bytes=96 << 20)  # grow
+    box.rt.update_resources(cid, cpu=1.0, cpu_limit=1.5, memory_bytes=96 << 20)  # grow
     assert cgroups.read_value("cpu", cg, "cpu.cfs_quota_us") == "150000"
     assert cgroups.read_value("cpu", cg, "cpu.shares") == "1024"
     assert cgroups.read_value("memory", cg, "memory.limit_in_bytes") == str(96 << 20)
     assert cgroups.read_value("memory", cg, "memory.memsw.limit_in_bytes") == str(96 << 20)
-    env.rt.update_resources(cid, cpu=0.5, cpu_limit=0.25, memory_bytes=32 << 20)  # shrink
+    box.rt.update_resources(cid, cpu=0.5, cpu_limit=0.25, memory_bytes=32 << 20)  # shrink
     assert cgroups.read_value("cpu", cg, "cpu.cfs_quota_us") == "25000"
     assert cgroups.read_value("memory", cg, "memory.limit_in_bytes") == str(32 << 20)
     assert cgroups.read_value("memory", cg, "memory.memsw.limit_in_bytes") == str(32 << 20)
 
 
-def test_bad_executable_is_a_clear_error_and_leaves_nothing(env: Env) -> None:
+def test_bad_executable_is_a_clear_error_and_leaves_nothing(box: Containers) -> None:
     cid = new_id()
     with pytest.raises(RuntimeFailure) as err:
-        env.rt.run(cid, env.spec(cid, ["/no/such/binary"]), env.tmp / "x.log")
+        box.rt.run(cid, box.spec(cid, ["/no/such/binary"]), box.tmp / "x.log")
     assert "/no/such/binary" in err.value.message and "not found" in err.value.message
-    assert env.rt.state(cid).status == "absent"
-    assert cid not in env.rt.list_ids()
-    assert cgroups.cgroup_exists_anywhere(f"{env.cg_root}/{cid}") == []
+    assert box.rt.state(cid).status == "absent"
+    assert cid not in box.rt.list_ids()
+    assert cgroups.cgroup_exists_anywhere(f"{box.cg_root}/{cid}") == []
 
 
-def test_run_is_idempotent(env: Env) -> None:
-    cid, log = env.run(["sleep", "1000"])
-    first = env.rt.state(cid)
-    again = env.rt.run(cid, env.spec(cid, ["sleep", "1000"]), log)
+def test_run_is_idempotent(box: Containers) -> None:
+    cid = box.run(["sleep", "1000"])
+    log = box.log(cid)
+    first = box.rt.state(cid)
+    again = box.rt.run(cid, box.spec(cid, ["sleep", "1000"]), log)
     assert again.pid == first.pid and again.status == "running"
     # A stopped container is replaced by a fresh one on the next run.
-    env.rt.kill(cid, signal.SIGKILL)
-    env.rt.wait_exit(cid, 30)
-    fresh = env.rt.run(cid, env.spec(cid, ["sleep", "1000"]), log)
+    box.rt.kill(cid, signal.SIGKILL)
+    box.rt.wait_exit(cid, 30)
+    fresh = box.rt.run(cid, box.spec(cid, ["sleep", "1000"]), log)
     assert fresh.status == "running" and fresh.pid != first.pid
 
 
-def test_delete_leaves_nothing_behind(env: Env) -> None:
-    cid, _ = env.run(["sleep", "1000"])
-    bundle = env.rt.bundle(cid)
+def test_delete_leaves_nothing_behind(box: Containers) -> None:
+    cid = box.run(["sleep", "1000"])
+    bundle = box.rt.bundle(cid)
     conmon_pid = int((bundle / "conmon.pid").read_text())
-    pid = env.rt.state(cid).pid
+    pid = box.rt.state(cid).pid
     assert pid and _sys.pid_alive(conmon_pid)
-    env.rt.delete(cid)
-    assert env.rt.state(cid).status == "absent"
+    box.rt.delete(cid)
+    assert box.rt.state(cid).status == "absent"
     assert not _sys.pid_alive(pid) and not _sys.pid_alive(conmon_pid)
-    assert cgroups.cgroup_exists_anywhere(f"{env.cg_root}/{cid}") == []
-    assert not bundle.exists() and not (env.rt.exits_dir / cid).exists()
+    assert cgroups.cgroup_exists_anywhere(f"{box.cg_root}/{cid}") == []
+    assert not bundle.exists() and not (box.rt.exits_dir / cid).exists()
     mounts = Path("/proc/mounts").read_text()
-    assert str(env.rt.state_dir) not in mounts and str(env.rootfs) not in mounts
+    assert str(box.rt.state_dir) not in mounts and str(box.rootfs) not in mounts
     listing = subprocess.run(
-        ["crun", "--root", str(env.rt.oci_root / "crun"), "list", "-q"], capture_output=True, text=True
+        ["crun", "--root", str(box.rt.oci_root / "crun"), "list", "-q"], capture_output=True, text=True
     )
     assert cid not in listing.stdout
-    env.rt.delete(cid)  # idempotent
+    box.rt.delete(cid)  # idempotent
 
 
-def test_exit_watcher_reports_exits(env: Env) -> None:
-    with env.rt.exit_watcher() as watcher:
-        cid, _ = env.run(["sh", "-c", "exit 5"])
+def test_exit_watcher_reports_exits(box: Containers) -> None:
+    with box.rt.exit_watcher() as watcher:
+        cid = box.run(["sh", "-c", "exit 5"])
         seen: list[str] = []
         deadline = time.monotonic() + 30
         while cid not in seen and time.monotonic() < deadline:
             seen += watcher.wait(deadline - time.monotonic())
-    assert cid in seen and env.rt.state(cid).exit_code == 5
+    assert cid in seen and box.rt.state(cid).exit_code == 5
 
 
-def test_two_containers_share_a_netns(env: Env) -> None:
+def test_two_containers_share_a_netns(box: Containers) -> None:
     netns = f"rtt-{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
     try:
         subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
         ns = {"network": f"/var/run/netns/{netns}"}
         # busybox nc quits as soon as its stdin ends, possibly before reading the socket: keep it open.
-        server, server_log = env.run(["sh", "-c", "sleep 1000 | nc -l -p 8080"], namespace_paths=ns)
+        server = box.run(["sh", "-c", "sleep 1000 | nc -l -p 8080"], namespace_paths=ns)
+        server_log = box.log(server)
         script = "for i in $(seq 100); do echo hi | nc 127.0.0.1 8080 && exit 0; sleep 0.1; done; exit 1"
-        client, _ = env.run(["sh", "-c", script], namespace_paths=ns)
-        assert env.rt.wait_exit(client, 60) and env.rt.state(client).exit_code == 0
+        client = box.run(["sh", "-c", script], namespace_paths=ns)
+        assert box.rt.wait_exit(client, 60) and box.rt.state(client).exit_code == 0
         deadline = time.monotonic() + 30
         lines = follow_logs(server_log, stop=lambda: time.monotonic() > deadline)
         assert next(lines, None) == "hi\n"
     finally:
-        for cid in env.rt.list_ids():
-            env.rt.delete(cid)
+        for cid in box.rt.list_ids():
+            box.rt.delete(cid)
         subprocess.run(["ip", "netns", "delete", netns], check=False)
 
 
-def test_container_survives_its_parent(env: Env) -> None:
+def test_container_survives_its_parent(box: Containers) -> None:
     cid = new_id()
-    spec_json = __import__("json").dumps(env.spec(cid, ["sleep", "1000"]))
-    (env.tmp / "spec.json").write_text(spec_json)
+    spec_json = __import__("json").dumps(box.spec(cid, ["sleep", "1000"]))
+    (box.tmp / "spec.json").write_text(spec_json)
     script = textwrap.dedent(f"""
         import json, sys, time
         from pathlib import Path
         from corral.node.runtime.runtime import Runtime
-        rt = Runtime(Path({str(env.rt.state_dir)!r}))
-        spec = json.loads(Path({str(env.tmp / "spec.json")!r}).read_text())
-        st = rt.run({cid!r}, spec, Path({str(env.tmp / "parent.log")!r}))
+        rt = Runtime(Path({str(box.rt.state_dir)!r}))
+        spec = json.loads(Path({str(box.tmp / "spec.json")!r}).read_text())
+        st = rt.run({cid!r}, spec, Path({str(box.tmp / "parent.log")!r}))
         print(st.status, flush=True)
         time.sleep(1000)
     """)
@@ -229,7 +185,7 @@ def test_container_survives_its_parent(env: Env) -> None:
         assert parent.stdout.readline().strip() == "running"
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-        fresh = Runtime(env.rt.state_dir)
+        fresh = Runtime(box.rt.state_dir)
         assert cid in fresh.list_ids()
         st = fresh.state(cid)
         assert st.status == "running" and st.pid and _sys.pid_alive(st.pid)
@@ -241,40 +197,42 @@ def test_container_survives_its_parent(env: Env) -> None:
             parent.wait()
 
 
-def test_stats_report_usage(env: Env) -> None:
-    cid, _ = env.run(["sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 1000"])
-    stats = env.rt.stats(cid)
+def test_stats_report_usage(box: Containers) -> None:
+    cid = box.run(["sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 1000"])
+    stats = box.rt.stats(cid)
     assert stats is not None
     assert stats.memory_limit_bytes == 64 << 20 and stats.pids_current >= 1
     assert stats.memory_usage_bytes > 0 and stats.cpu_usage_ns > 0
-    env.rt.delete(cid)
-    assert env.rt.stats(cid) is None
+    box.rt.delete(cid)
+    assert box.rt.stats(cid) is None
 
 
-def test_adopts_a_start_the_agent_did_not_record(env: Env) -> None:
+def test_adopts_a_start_the_agent_did_not_record(box: Containers) -> None:
     # Simulate a crash between `crun start` and writing started_at.
-    cid, log = env.run(["sleep", "1000"])
-    meta_file = env.rt.bundle(cid) / "meta.json"
+    cid = box.run(["sleep", "1000"])
+    log = box.log(cid)
+    meta_file = box.rt.bundle(cid) / "meta.json"
     meta = __import__("json").loads(meta_file.read_text())
     pid = meta["pid"]
     meta["started_at"] = None
     meta_file.write_text(__import__("json").dumps(meta))
-    st = env.rt.state(cid)
+    st = box.rt.state(cid)
     assert st.status == "running" and st.pid == pid and st.started_at is not None
-    assert env.rt.run(cid, env.spec(cid, ["sleep", "1000"]), log).pid == pid
+    assert box.rt.run(cid, box.spec(cid, ["sleep", "1000"]), log).pid == pid
 
 
-def test_log_size_max_truncates(env: Env) -> None:
+def test_log_size_max_truncates(box: Containers) -> None:
     cid = new_id()
-    log = env.tmp / "logs" / f"{cid}.log"
+    log = box.log(cid)
     script = "i=0; while [ $i -lt 3000 ]; do echo line-$i; i=$((i+1)); done"
-    env.rt.run(cid, env.spec(cid, ["sh", "-c", script]), log, log_size_max=16384)
-    assert env.rt.wait_exit(cid, 60)
+    box.rt.run(cid, box.spec(cid, ["sh", "-c", script]), log, log_size_max=16384)
+    assert box.rt.wait_exit(cid, 60)
     assert log.stat().st_size <= 16384 + 4096
     assert read_logs(log).endswith("line-2999\n")
 
 
-def test_terminal_container_runs_on_a_sized_pty(env: Env) -> None:
-    cid, log = env.run(["sh", "-c", "tty; stty size; echo $TERM"], terminal=True, console_rows=40, console_cols=120)
-    assert env.rt.wait_exit(cid, 30) and env.rt.state(cid).exit_code == 0
+def test_terminal_container_runs_on_a_sized_pty(box: Containers) -> None:
+    cid = box.run(["sh", "-c", "tty; stty size; echo $TERM"], terminal=True, console_rows=40, console_cols=120)
+    log = box.log(cid)
+    assert box.rt.wait_exit(cid, 30) and box.rt.state(cid).exit_code == 0
     assert read_logs(log).replace("\r", "") == "/dev/pts/0\n40 120\nxterm\n"

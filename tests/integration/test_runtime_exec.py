@@ -2,69 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from runtime_support import NEEDS_CRUN
+from runtime_support import NEEDS_CRUN, Containers
 
 from corral.errors import Conflict, ExecTimeout, RuntimeFailure
 from corral.node.exec import PtySession, attach, exec_capture, exec_pty
-from corral.node.runtime import cgroups
-from corral.node.runtime.runtime import Runtime
-from corral.node.runtime.spec import SpecRequest, build_spec
 
 pytestmark = NEEDS_CRUN
 
 
-class Box:
-    def __init__(self, rt: Runtime, rootfs: Path, cg_root: str, tmp: Path) -> None:
-        self.rt, self.rootfs, self.cg_root, self.tmp = rt, rootfs, cg_root, tmp
-        self.others: dict[str, Runtime] = {}
-
-    def run(self, args: list[str], runtime: str = "crun") -> str:
-        cid = f"rttest-{uuid.uuid4().hex[:10]}"
-        req = SpecRequest(
-            rootfs=self.rootfs, args=args, hostname="x", cpu=0.5, cpu_limit=1.0,
-            memory_bytes=64 << 20, cgroup_path=f"{self.cg_root}/{cid}",
-        )  # fmt: skip
-        rt = self.rt if runtime == "crun" else self.other(runtime)
-        rt.run(cid, build_spec(req), self.tmp / f"{cid}.log")
-        return cid
-
-    def other(self, runtime: str) -> Runtime:
-        if runtime not in self.others:
-            self.others[runtime] = Runtime(self.tmp / f"state-{runtime}", runtime=runtime)
-        return self.others[runtime]
-
-
-@pytest.fixture
-def box(tmp_path: Path, rootfs: Path) -> Iterator[Box]:
-    rt = Runtime(tmp_path / "state")
-    cg_root = f"/corral-rttest/{uuid.uuid4().hex[:8]}"
-    box = Box(rt, rootfs, cg_root, tmp_path)
-    try:
-        yield box
-    finally:
-        for runtime in [rt, *box.others.values()]:
-            for cid in runtime.list_ids():
-                try:
-                    runtime.delete(cid)
-                except Exception as e:  # noqa: BLE001 - keep cleaning the rest
-                    print(f"cleanup of {cid} failed: {e}")
-        cgroups.remove_cgroup(cg_root)
-        for h in cgroups.hierarchies():
-            try:
-                os.rmdir(h / "corral-rttest")
-            except OSError:
-                pass
-
-
-def test_exec_capture(box: Box) -> None:
+def test_exec_capture(box: Containers) -> None:
     cid = box.run(["sleep", "1000"])
     code, out, err = exec_capture(box.rt, cid, ["sh", "-c", "echo out $GREETING; pwd; echo err >&2; exit 7"],
                                   env={"GREETING": "hello"}, cwd="/tmp")  # fmt: skip
@@ -75,7 +25,7 @@ def test_exec_capture(box: Box) -> None:
     assert "/no/such/tool" in e.value.message
 
 
-def test_exec_timeout_kills_the_command(box: Box) -> None:
+def test_exec_timeout_kills_the_command(box: Containers) -> None:
     cid = box.run(["sleep", "1000"])
     with pytest.raises(ExecTimeout):
         exec_capture(box.rt, cid, ["sleep", "777"], timeout=0.5)
@@ -88,7 +38,7 @@ def test_exec_timeout_kills_the_command(box: Box) -> None:
     assert b"sleep 777" not in ps
 
 
-def test_exec_needs_a_running_container(box: Box) -> None:
+def test_exec_needs_a_running_container(box: Containers) -> None:
     cid = box.run(["true"])
     assert box.rt.wait_exit(cid, 30)
     with pytest.raises(Conflict):
@@ -106,7 +56,7 @@ def _read_until(sess: PtySession, needle: bytes, timeout: float = 15) -> bytes:
     return buf
 
 
-def test_exec_pty_interactive_resize_and_exit_code(box: Box) -> None:
+def test_exec_pty_interactive_resize_and_exit_code(box: Containers) -> None:
     cid = box.run(["sleep", "1000"])
     with exec_pty(box.rt, cid, ["sh"], rows=30, cols=100) as sess:
         sess.write(b"stty size; tty; echo mark-$((40+2))\n")
@@ -121,9 +71,9 @@ def test_exec_pty_interactive_resize_and_exit_code(box: Box) -> None:
 
 
 @pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
-def test_exec_on_runc_captured_and_pty(box: Box) -> None:
+def test_exec_on_runc_captured_and_pty(box: Containers) -> None:
     cid = box.run(["sleep", "1000"], runtime="runc")
-    rt = box.other("runc")
+    rt = box.runtime("runc")
     assert exec_capture(rt, cid, ["sh", "-c", "echo via-runc; exit 4"]) == (4, b"via-runc\n", b"")
     with exec_pty(rt, cid, ["sh"], rows=21, cols=77) as sess:
         sess.write(b"stty size\n")
@@ -135,7 +85,7 @@ def test_exec_on_runc_captured_and_pty(box: Box) -> None:
         assert sess.wait(15) == 6
 
 
-def test_attach_streams_output_until_exit(box: Box) -> None:
+def test_attach_streams_output_until_exit(box: Containers) -> None:
     cid = box.run(["sh", "-c", "sleep 0.3; for i in 1 2 3; do echo n$i; sleep 0.1; done"])
     lines = list(attach(box.rt, cid, stop=lambda: False, tail=None))
     assert lines == ["n1\n", "n2\n", "n3\n"]

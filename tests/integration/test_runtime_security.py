@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from runtime_support import NEEDS_CRUN
+from runtime_support import NEEDS_CRUN, Containers
 
 from corral.node.exec import exec_capture, exec_pty
 from corral.node.logs import read_logs
 from corral.node.runtime import caps, cgroups
-from corral.node.runtime.runtime import Runtime
-from corral.node.runtime.spec import SecurityContext, SpecRequest, build_spec
+from corral.node.runtime.spec import SecurityContext
 
 pytestmark = NEEDS_CRUN
 
@@ -33,115 +30,71 @@ def netns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
-class Box:
-    def __init__(self, tmp: Path, rootfs: Path) -> None:
-        self.tmp, self.rootfs = tmp, rootfs
-        self.cg_root = f"/corral-rttest/{uuid.uuid4().hex[:8]}"
-        self.runtimes: dict[str, Runtime] = {}
-
-    def rt(self, name: str = "crun") -> Runtime:
-        if name not in self.runtimes:
-            self.runtimes[name] = Runtime(self.tmp / f"state-{name}", runtime=name)
-        return self.runtimes[name]
-
-    def run(self, args: list[str], runtime: str = "crun", **kw: Any) -> str:
-        cid = f"rttest-{uuid.uuid4().hex[:10]}"
-        fields: dict[str, Any] = dict(
-            rootfs=self.rootfs, args=args, hostname="sec", cpu=0.5, cpu_limit=1.0,
-            memory_bytes=64 << 20, cgroup_path=f"{self.cg_root}/{cid}",
-        )  # fmt: skip
-        fields.update(kw)
-        self.rt(runtime).run(cid, build_spec(SpecRequest(**fields)), self.tmp / f"{cid}.log")
-        return cid
-
-    def sh(self, cid: str, script: str, runtime: str = "crun") -> tuple[int, str]:
-        code, out, err = exec_capture(self.rt(runtime), cid, ["sh", "-c", script], timeout=60)
-        return code, (out + err).decode()
-
-    def cleanup(self) -> None:
-        for rt in self.runtimes.values():
-            for cid in rt.list_ids():
-                try:
-                    rt.delete(cid)
-                except Exception as e:  # noqa: BLE001 - keep cleaning the rest
-                    print(f"cleanup of {cid} failed: {e}")
-        cgroups.remove_cgroup(self.cg_root)
-        for h in cgroups.hierarchies():
-            try:
-                os.rmdir(h / "corral-rttest")
-            except OSError:
-                pass
-
-
-@pytest.fixture
-def box(tmp_path: Path, rootfs: Path) -> Iterator[Box]:
-    b = Box(tmp_path, rootfs)
-    try:
-        yield b
-    finally:
-        b.cleanup()
+def sh(box: Containers, cid: str, script: str, runtime: str = "crun") -> tuple[int, str]:
+    code, out, err = exec_capture(box.runtime(runtime), cid, ["sh", "-c", script], timeout=60)
+    return code, (out + err).decode()
 
 
 def _status_field(text: str, name: str) -> str:
     return next(line.split()[1] for line in text.splitlines() if line.startswith(f"{name}:"))
 
 
-def test_default_container_is_confined(box: Box) -> None:
+def test_default_container_is_confined(box: Containers) -> None:
     cid = box.run(["sleep", "1000"])
-    _, status = box.sh(cid, "cat /proc/self/status")
+    _, status = sh(box, cid, "cat /proc/self/status")
     assert int(_status_field(status, "CapEff"), 16) == caps.capset_bits(list(caps.DEFAULT_CAPS))
     assert _status_field(status, "NoNewPrivs") == "1"
     assert _status_field(status, "Seccomp") == "2"
-    code, out = box.sh(cid, "cat /proc/kcore | head -c 1; echo rc=$?; touch /proc/sys/kernel/x")
+    code, out = sh(box, cid, "cat /proc/kcore | head -c 1; echo rc=$?; touch /proc/sys/kernel/x")
     assert code != 0
 
 
-def test_dropped_net_raw_is_really_gone(box: Box, netns: str) -> None:
+def test_dropped_net_raw_is_really_gone(box: Containers, netns: str) -> None:
     ns = {"network": netns}
     with_raw = box.run(["sleep", "1000"], namespace_paths=ns)
     without = box.run(["sleep", "1000"], namespace_paths=ns, security=SecurityContext(capabilities_drop=["NET_RAW"]))
-    _, status = box.sh(without, "cat /proc/self/status")
+    _, status = sh(box, without, "cat /proc/self/status")
     eff = int(_status_field(status, "CapEff"), 16)
     assert not eff & caps.capset_bits(["CAP_NET_RAW"]) and eff & caps.capset_bits(["CAP_CHOWN"])
-    assert box.sh(with_raw, "ping -c 1 -W 2 127.0.0.1")[0] == 0
-    code, out = box.sh(without, "ping -c 1 -W 2 127.0.0.1")
+    assert sh(box, with_raw, "ping -c 1 -W 2 127.0.0.1")[0] == 0
+    code, out = sh(box, without, "ping -c 1 -W 2 127.0.0.1")
     assert code != 0 and "ermission" in out  # "permission denied" / "Operation not permitted"
 
 
-def test_added_capability_is_granted(box: Box) -> None:
+def test_added_capability_is_granted(box: Containers) -> None:
     cid = box.run(["sleep", "1000"], security=SecurityContext(capabilities_add=["NET_ADMIN"]))
-    _, status = box.sh(cid, "cat /proc/self/status")
+    _, status = sh(box, cid, "cat /proc/self/status")
     assert int(_status_field(status, "CapEff"), 16) & caps.capset_bits(["CAP_NET_ADMIN"])
 
 
-def test_run_as_user_and_group(box: Box) -> None:
+def test_run_as_user_and_group(box: Containers) -> None:
     cid = box.run(["sleep", "1000"], security=SecurityContext(run_as_user=1000, run_as_group=3000))
-    code, out = box.sh(cid, "id -u; id -g; id -G; echo $HOME")
+    code, out = sh(box, cid, "id -u; id -g; id -G; echo $HOME")
     assert code == 0
     uid, gid, groups, home = out.split("\n")[:4]
     assert (uid, gid, home) == ("1000", "3000", "/home/app")
     assert "2000" in groups.split()  # supplementary group of user "app" from the image
-    _, status = box.sh(cid, "cat /proc/self/status")
+    _, status = sh(box, cid, "cat /proc/self/status")
     assert int(_status_field(status, "CapEff"), 16) == 0  # non-root: no effective capabilities
     named = box.run(["sleep", "1000"], user="app")
-    assert box.sh(named, "id -u")[1].strip() == "1000"
+    assert sh(box, named, "id -u")[1].strip() == "1000"
 
 
-def test_allow_privilege_escalation_and_readonly_root(box: Box) -> None:
+def test_allow_privilege_escalation_and_readonly_root(box: Containers) -> None:
     cid = box.run(
         ["sleep", "1000"],
         security=SecurityContext(allow_privilege_escalation=True, read_only_root_filesystem=True),
     )
-    _, status = box.sh(cid, "cat /proc/self/status")
+    _, status = sh(box, cid, "cat /proc/self/status")
     assert _status_field(status, "NoNewPrivs") == "0"
-    code, out = box.sh(cid, "touch /newfile")
+    code, out = sh(box, cid, "touch /newfile")
     assert code != 0 and "Read-only" in out
-    assert box.sh(cid, "touch /tmp/../dev/shm/ok")[0] == 0  # tmpfs mounts stay writable
+    assert sh(box, cid, "touch /tmp/../dev/shm/ok")[0] == 0  # tmpfs mounts stay writable
 
 
-def test_privileged_gets_all_host_capabilities_and_no_seccomp(box: Box) -> None:
+def test_privileged_gets_all_host_capabilities_and_no_seccomp(box: Containers) -> None:
     cid = box.run(["sleep", "1000"], security=SecurityContext(privileged=True))
-    _, status = box.sh(cid, "cat /proc/self/status; ls /dev")
+    _, status = sh(box, cid, "cat /proc/self/status; ls /dev")
     assert int(_status_field(status, "CapEff"), 16) == caps.capset_bits(
         [c for c in caps.ALL_CAPS if c in caps.host_bounding()]
     )
@@ -149,23 +102,23 @@ def test_privileged_gets_all_host_capabilities_and_no_seccomp(box: Box) -> None:
     assert "loop-control" in status or "kmsg" in status  # host devices are visible
 
 
-def test_seccomp_blocks_dangerous_syscalls_even_with_capability(box: Box) -> None:
+def test_seccomp_blocks_dangerous_syscalls_even_with_capability(box: Containers) -> None:
     # CAP_SYS_PTRACE would allow ptrace; without it the profile also blocks unshare/mount.
     cid = box.run(["sleep", "1000"], security=SecurityContext(capabilities_add=["SYS_ADMIN"]))
-    assert box.sh(cid, "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t")[0] == 0  # allowed with SYS_ADMIN
+    assert sh(box, cid, "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t")[0] == 0  # allowed with SYS_ADMIN
     plain = box.run(["sleep", "1000"])
-    code, out = box.sh(plain, "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t")
+    code, out = sh(box, plain, "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t")
     assert code != 0
 
 
 @pytest.mark.skipif(not shutil.which("runsc"), reason="runsc (gVisor) is not installed")
-def test_runsc_runs_under_gvisor(box: Box, netns: str) -> None:
+def test_runsc_runs_under_gvisor(box: Containers, netns: str) -> None:
     cid = box.run(["sh", "-c", "dmesg; echo ready; sleep 1000"], runtime="runsc", namespace_paths={"network": netns})
-    rt = box.rt("runsc")
+    rt = box.runtime("runsc")
     assert rt.state(cid).status == "running"
-    code, out = box.sh(cid, "dmesg", runtime="runsc")
+    code, out = sh(box, cid, "dmesg", runtime="runsc")
     assert code == 0 and "gVisor" in out
-    code, out = box.sh(cid, "echo hi > /tmp/f && cat /tmp/f && id -u", runtime="runsc")
+    code, out = sh(box, cid, "echo hi > /tmp/f && cat /tmp/f && id -u", runtime="runsc")
     assert (code, out) == (0, "hi\n0\n")
     with exec_pty(rt, cid, ["sh"], rows=25, cols=90) as sess:
         sess.write(b"stty size; exit 9\n")
@@ -191,9 +144,9 @@ def test_runsc_runs_under_gvisor(box: Box, netns: str) -> None:
 
 
 @pytest.mark.skipif(not shutil.which("runsc"), reason="runsc (gVisor) is not installed")
-def test_runsc_sandbox_is_held_to_the_limits(box: Box, netns: str) -> None:
+def test_runsc_sandbox_is_held_to_the_limits(box: Containers, netns: str) -> None:
     ns = {"network": netns}
-    rt = box.rt("runsc")
+    rt = box.runtime("runsc")
     cid = box.run(["sleep", "1000"], runtime="runsc", namespace_paths=ns, cpu=0.25, cpu_limit=0.5)
     cg = f"{box.cg_root}/{cid}"
     assert cgroups.read_value("cpu", cg, "cpu.cfs_quota_us") == "50000"
@@ -201,7 +154,7 @@ def test_runsc_sandbox_is_held_to_the_limits(box: Box, netns: str) -> None:
     assert cgroups.read_value("memory", cg, "memory.limit_in_bytes") == str(64 << 20)
     pid = rt.state(cid).pid
     assert str(pid) in cgroups.read_value("memory", cg, "cgroup.procs").split()
-    assert box.sh(cid, "echo still-fine", runtime="runsc") == (0, "still-fine\n")
+    assert sh(box, cid, "echo still-fine", runtime="runsc") == (0, "still-fine\n")
     stats = rt.stats(cid)
     assert stats is not None and stats.memory_limit_bytes == 64 << 20
     rt.update_resources(cid, cpu=1.0, cpu_limit=1.0, memory_bytes=96 << 20)
