@@ -7,6 +7,7 @@ import sys
 import typer
 
 from corral.cli import container, image, network, node, share
+from corral.cli.azlogin import az_login_command
 from corral.cli.output import err_console
 from corral.cli.up import up
 from corral.cli.usage import usage
@@ -16,6 +17,7 @@ app = typer.Typer(help="Corral: serverless container groups on your own machines
                   pretty_exceptions_enable=False)
 app.command("up")(up)
 app.command("usage")(usage)
+app.command("az-login")(az_login_command)
 app.add_typer(container.app, name="container")
 app.add_typer(image.app, name="image")
 app.add_typer(node.app, name="node")
