@@ -1,0 +1,185 @@
+"""The real Azure CLI (`az`, installed in .venv-az by `make az`) against a real `corral up`:
+cloud registration and managed-identity login through `corral az-login`, `az network` and
+`az container` verbs, and the token endpoint's authentication."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from corral_server import CorralServer
+
+from corral.api.auth import issue_jwt
+from corral.cli.azlogin import REPO_AZ, az_env
+from corral.node.runtime.cgroups import remove_cgroup
+
+RG = "azcli"
+SUB = "00000000-0000-0000-0000-000000000000"
+TOKEN_PATH = "/metadata/identity/oauth2/token"
+IMAGE = "corral/busybox:latest"
+# Exits at once on SIGTERM (a plain `sleep` as PID 1 ignores it), so deletes are quick.
+CMD = "sh -c 'echo hello-from-az; trap \"exit 0\" TERM; sleep 3600 & wait'"
+
+pytestmark = pytest.mark.skipif(not REPO_AZ.exists(), reason=f"the Azure CLI is not installed at {REPO_AZ} "
+                                "(`make az` installs it)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
+    root = tmp_path_factory.mktemp("azcli")
+    srv = CorralServer(root, bridge="ctaz0", subnet="10.79.0.0/16", cgroup_parent="/corral-test-az")
+    # az keeps its clouds, login and token cache here, never in the user's ~/.azure.
+    srv.env["AZURE_CONFIG_DIR"] = str(root / "azure")
+    try:
+        srv.build_base_image()
+        srv.start()
+        yield srv
+    finally:
+        try:
+            srv.close()
+        finally:
+            remove_cgroup(srv.cgroup_parent)  # crun made it; nothing else removes it
+
+
+@pytest.fixture(scope="module")
+def az_environ(server: CorralServer) -> dict[str, str]:
+    """Logged in through `corral az-login`; the environment every az call then needs."""
+    out = server.cli("az-login", "--az", str(REPO_AZ)).stdout
+    assert "az login --identity" in out and server.config.token not in out  # the secret is not printed
+    exports = server.cli("az-login", "--print-env").stdout
+    assert f"IDENTITY_ENDPOINT={server.config.endpoint}{TOKEN_PATH}" in exports
+    return {**server.env, **az_env(server.config)}
+
+
+def az(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([str(REPO_AZ), *args], env=env, capture_output=True, text=True, timeout=120,
+                         stdin=subprocess.DEVNULL)
+    if check and res.returncode != 0:
+        raise AssertionError(f"az {' '.join(args)} failed ({res.returncode}): {res.stdout}\n{res.stderr}")
+    return res
+
+
+def az_json(env: dict[str, str], *args: str) -> object:
+    return json.loads(az(env, *args, "-o", "json").stdout)
+
+
+def wait_running(env: dict[str, str], name: str, timeout: float = 60) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        g = az_json(env, "container", "show", "-g", RG, "-n", name)
+        assert isinstance(g, dict)
+        if g["instanceView"]["state"] == "Running":
+            return g
+        assert time.monotonic() < deadline, f"{name} is not Running after {timeout} s: {g['instanceView']}"
+        time.sleep(0.3)
+
+
+def test_token_endpoint_authenticates(server: CorralServer) -> None:
+    cfg = server.config
+    url = cfg.endpoint + TOKEN_PATH
+    params = {"api-version": "2019-08-01", "resource": "https://management.corral.local/"}
+    with httpx.Client(verify=ssl.create_default_context(cafile=cfg.ca_cert), timeout=10) as http:
+        for headers in ({}, {"X-IDENTITY-HEADER": "not-the-token"}, {"Authorization": f"Bearer {cfg.token}"}):
+            r = http.get(url, params=params, headers=headers)
+            assert r.status_code == 401, r.text
+            assert r.json()["error"]["code"] == "AuthenticationFailed" and "access_token" not in r.text
+        secret = {"X-IDENTITY-HEADER": cfg.token}
+        r = http.get(url, params={"api-version": "2019-08-01"}, headers=secret)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidResource", r.text
+        r = http.get(url, params={**params, "resource": "https://graph.microsoft.com/"}, headers=secret)
+        assert r.status_code == 400 and "graph.microsoft.com" in r.json()["error"]["message"]
+        r = http.get(url, params=params, headers=secret)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["expires_in"] > 300 and int(body["expires_on"]) > time.time() + 300
+
+        subs = cfg.endpoint + "/subscriptions"
+        version = {"api-version": "2022-12-01"}
+
+        def status(bearer: str) -> int:
+            return http.get(subs, params=version, headers={"Authorization": f"Bearer {bearer}"}).status_code
+
+        assert status(body["access_token"]) == 200  # the issued JWT
+        assert status(cfg.token) == 200  # the installation token, as before
+        head, claims, sig = body["access_token"].split(".")
+        assert status(f"{head}.{claims}.{sig[:-2]}AA") == 401  # signature tampered with
+        expired = issue_jwt(cfg.token, lifetime=60, now=int(time.time()) - 120).access_token
+        r = http.get(subs, params=version, headers={"Authorization": f"Bearer {expired}"})
+        assert r.status_code == 401 and "expired" in r.json()["error"]["message"]
+        assert status(issue_jwt("some-other-installation").access_token) == 401
+        assert http.get(subs, params=version).status_code == 401
+
+        # ARM-shaped 4xx for bad input on the resource-manager routes
+        r = http.get(f"{subs}/{SUB}/resourcegroups/bad%20name.", params=version,
+                     headers={"Authorization": f"Bearer {cfg.token}"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidResourceGroupName", r.text
+        r = http.get(f"{subs}/11111111-1111-1111-1111-111111111111", params=version,
+                     headers={"Authorization": f"Bearer {cfg.token}"})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "SubscriptionNotFound", r.text
+
+
+def test_az_network_and_container_round_trip(server: CorralServer, az_environ: dict[str, str]) -> None:
+    env = az_environ
+    account = az_json(env, "account", "show")
+    assert isinstance(account, dict) and account["id"] == SUB and account["environmentName"] == "corral"
+
+    vnet = az_json(env, "network", "vnet", "create", "-g", RG, "-n", "azvn", "--address-prefixes", "10.80.0.0/16",
+                   "--subnet-name", "apps", "--subnet-prefixes", "10.80.0.0/24")
+    assert isinstance(vnet, dict) and [s["name"] for s in vnet["newVNet"]["subnets"]] == ["apps"]
+    az(env, "network", "nsg", "create", "-g", RG, "-n", "aznsg", "-o", "none")
+    rule = az_json(env, "network", "nsg", "rule", "create", "-g", RG, "--nsg-name", "aznsg", "-n", "deny-ssh",
+                   "--priority", "100", "--access", "Deny", "--protocol", "Tcp", "--destination-port-ranges", "22")
+    assert isinstance(rule, dict) and rule["destinationPortRange"] == "22" and rule["access"] == "Deny"
+    sub = az_json(env, "network", "vnet", "subnet", "create", "-g", RG, "--vnet-name", "azvn", "-n", "back",
+                  "--address-prefixes", "10.80.1.0/24", "--nsg", "aznsg",
+                  "--delegations", "Microsoft.ContainerInstance/containerGroups")
+    assert isinstance(sub, dict) and sub["networkSecurityGroup"]["id"].endswith("/networkSecurityGroups/aznsg")
+    bad = az(env, "network", "vnet", "subnet", "create", "-g", RG, "--vnet-name", "azvn", "-n", "out",
+             "--address-prefixes", "10.99.0.0/24", check=False)
+    assert bad.returncode != 0 and "InvalidAddressPrefix" in bad.stderr
+
+    # --no-wait: az polls a running operation every 30 s unless the status answer carries Retry-After.
+    common = ["--image", IMAGE, "--command-line", CMD, "--cpu", "0.5", "--memory", "0.5", "--no-wait"]
+    az(env, "container", "create", "-g", RG, "-n", "plain", *common)
+    az(env, "container", "create", "-g", RG, "-n", "private", *common, "--vnet", "azvn", "--subnet", "apps")
+    plain = wait_running(env, "plain")
+    containers = plain["containers"]
+    assert isinstance(containers, list)
+    assert containers[0]["resources"]["requests"] == {"cpu": 0.5, "memoryInGb": 0.5, "gpu": None}
+    private = wait_running(env, "private")
+    ip = private["ipAddress"]
+    assert isinstance(ip, dict) and ip["type"] == "Private"
+    assert ipaddress.ip_address(ip["ip"]) in ipaddress.ip_network("10.80.0.0/24")
+    assert isinstance(private["subnetIds"], list)
+    assert private["subnetIds"][0]["id"].endswith("/virtualNetworks/azvn/subnets/apps")
+
+    assert "hello-from-az" in az(env, "container", "logs", "-g", RG, "-n", "plain").stdout
+    listed = az_json(env, "container", "list", "-g", RG)
+    assert isinstance(listed, list) and sorted(g["name"] for g in listed) == ["plain", "private"]
+    out = az(env, "container", "exec", "-g", RG, "-n", "private", "--exec-command", "echo exec-ok").stdout
+    assert "exec-ok" in out  # no terminal here: az sends no input and prints the output
+
+    # Both deletes at once: each waits out az's 30 s poll (see above) while the group stops.
+    deletes = [subprocess.Popen([str(REPO_AZ), "container", "delete", "-g", RG, "-n", n, "--yes", "-o", "none"],
+                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for n in ("plain", "private")]
+    for p in deletes:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert az_json(env, "container", "list", "-g", RG) == []
+
+    az(env, "network", "vnet", "delete", "-g", RG, "-n", "azvn")
+    az(env, "network", "nsg", "delete", "-g", RG, "-n", "aznsg")
+    assert az_json(env, "network", "vnet", "list", "-g", RG) == []
+
+
+def test_az_container_show_missing_is_not_found(az_environ: dict[str, str]) -> None:
+    res = az(az_environ, "container", "show", "-g", RG, "-n", "nope", check=False)
+    assert res.returncode != 0 and "ResourceNotFound" in res.stderr
+
