@@ -56,6 +56,15 @@ def _read_until(sess: PtySession, needle: bytes, timeout: float = 15) -> bytes:
     return buf
 
 
+def _size_seen(sess: PtySession, size: bytes, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sess.write(b"stty size\n")
+        if size in _read_until(sess, size, timeout=1):
+            return True
+    return False
+
+
 def test_exec_pty_interactive_resize_and_exit_code(box: Containers) -> None:
     cid = box.run(["sleep", "1000"])
     with exec_pty(box.rt, cid, ["sh"], rows=30, cols=100) as sess:
@@ -76,11 +85,11 @@ def test_exec_on_runc_captured_and_pty(box: Containers) -> None:
     rt = box.runtime("runc")
     assert exec_capture(rt, cid, ["sh", "-c", "echo via-runc; exit 4"]) == (4, b"via-runc\n", b"")
     with exec_pty(rt, cid, ["sh"], rows=21, cols=77) as sess:
-        sess.write(b"stty size\n")
-        assert b"21 77" in _read_until(sess, b"21 77")
+        # runc copies our terminal's size to the container's pty once it has started the
+        # process: a shell that asks before then sees 0x0, so ask until it has been passed on.
+        assert _size_seen(sess, b"21 77")
         sess.resize(33, 99)
-        sess.write(b"stty size\n")
-        assert b"33 99" in _read_until(sess, b"33 99")
+        assert _size_seen(sess, b"33 99")
         sess.write(b"exit 6\n")
         assert sess.wait(15) == 6
 
