@@ -21,6 +21,7 @@ def test_put_get_list_delete_with_versions(tmp_path: Path) -> None:
     assert a.version < b.version
     assert s.get("/groups/a").value == {"x": 1}
     assert [r.key for r in s.list("/groups/")] == ["/groups/a", "/groups/b"]
+    assert s.count("/groups/") == 2 and s.count("/") == 3 and s.count("/none/") == 0
     assert s.delete("/groups/a", expect_version=a.version)
     assert s.get("/groups/a") is None and not s.delete("/groups/a")
 

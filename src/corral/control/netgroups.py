@@ -88,8 +88,10 @@ class GroupNetworkCheck:
         self._check_capacity(key, ref.subscription, ref.resource_group, record.meta.name)
 
     def _check_capacity(self, key: str, sub: str, rg: str, vnet: str) -> None:
-        users = [k for k in self.vnets.subnet_users(sub, rg, vnet) if k != key]
         limit = self.vnets.settings.max_groups_per_vnet
+        if self.store.count(GROUPS) < limit:
+            return  # fewer groups in all than one network may hold: no need to read them
+        users = [k for k in self.vnets.subnet_users(sub, rg, vnet) if k != key]
         if len(users) >= limit:
             raise NetworkCapacityExceeded(
                 f"virtual network '{vnet}' already holds {len(users)} container groups, its limit "

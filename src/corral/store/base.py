@@ -35,6 +35,10 @@ class Store(Protocol):
 
     def list(self, prefix: str) -> list[Record]: ...
 
+    def count(self, prefix: str) -> int:
+        """How many keys are under ``prefix``, without reading their values."""
+        ...
+
     def put(self, key: str, value: dict[str, Any], expect_version: int | None = None) -> Record:
         """Write ``value``; with ``expect_version`` only if the key is still at it (ABSENT: new key).
 

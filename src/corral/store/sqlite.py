@@ -51,6 +51,12 @@ class SqliteStore:
             ).fetchall()
         return [Record(key=k, value=json.loads(v), version=ver) for k, v, ver in rows]
 
+    def count(self, prefix: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) FROM kv WHERE key >= ? AND key < ?",
+                                   (prefix, prefix + "\uffff")).fetchone()
+        return int(row[0])
+
     def revision(self) -> int:
         with self._lock:
             return self._rev
