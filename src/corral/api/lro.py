@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from corral.api.deps import api_version, service
 from corral.control.groups import GroupService, Operation
@@ -41,7 +42,8 @@ def operation_status(sub: str, loc: str, op_id: str, svc: GroupService = Depends
     body: dict[str, Any] = {"id": op_id, "name": op_id, "status": st.status}
     if st.error:
         body["error"] = {"code": "DeploymentFailed", "message": st.error}
-    return body
+    # The poller reads Retry-After on every answer: without it, az waits 30 s before the next poll.
+    return JSONResponse(body, headers={"Retry-After": RETRY_AFTER} if st.status == "InProgress" else None)
 
 
 @router.get("/subscriptions/{sub}/providers/Microsoft.ContainerInstance/locations/{loc}/operationResults/{op_id}")
