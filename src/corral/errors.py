@@ -121,3 +121,27 @@ class DnsNameLabelNotAvailable(Conflict):
     """Another container group in the same location already uses this dnsNameLabel."""
 
     code = "DnsNameLabelNotAvailable"
+
+
+class SubscriptionNotFound(NotFound):
+    """A subscription other than the installation's one."""
+
+    code = "SubscriptionNotFound"
+
+
+class InvalidResourceGroupName(InvalidRequest):
+    """A resource group name ARM would refuse."""
+
+    code = "InvalidResourceGroupName"
+
+
+class LocationNotAvailable(InvalidRequest):
+    """A location other than the installation's one."""
+
+    code = "LocationNotAvailableForResourceGroup"
+
+
+class InvalidResource(InvalidRequest):
+    """A token asked for another audience than Corral's resource manager."""
+
+    code = "InvalidResource"

@@ -19,24 +19,12 @@ from corral.api.auth import AUDIENCE, tenant_id
 from corral.api.deps import api_version
 from corral.api.groups import json_body
 from corral.config import DEFAULT_SUBSCRIPTION
-from corral.errors import InvalidRequest, NotFound
+from corral.errors import InvalidResourceGroupName, LocationNotAvailable, SubscriptionNotFound
 
 router = APIRouter(dependencies=[Depends(api_version)])
 
 # ARM's rule: up to 90 letters, digits, '_', '-', '.', '(' and ')', not ending in '.'.
 RG_NAME_RE = re.compile(r"^[-\w.()]{0,89}[-\w()]$")
-
-
-class SubscriptionNotFound(NotFound):
-    code = "SubscriptionNotFound"
-
-
-class InvalidResourceGroupName(InvalidRequest):
-    code = "InvalidResourceGroupName"
-
-
-class LocationNotAvailable(InvalidRequest):
-    code = "LocationNotAvailableForResourceGroup"
 
 
 class ResourceGroupBody(BaseModel):

@@ -18,16 +18,12 @@ from fastapi.responses import JSONResponse
 from corral.api.auth import AUDIENCE, issue_jwt, same_audience
 from corral.api.deps import api_version
 from corral.api.errors import error_body
-from corral.errors import InvalidRequest, Unauthorized
+from corral.errors import InvalidResource, Unauthorized
 
 router = APIRouter()
 
 IDENTITY_HEADER = "X-IDENTITY-HEADER"
 TOKEN_PATH = "/metadata/identity/oauth2/token"
-
-
-class InvalidResource(InvalidRequest):
-    code = "InvalidResource"
 
 
 def _refuse(status: int, code: str, message: str) -> JSONResponse:
