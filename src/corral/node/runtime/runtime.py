@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 RUNTIMES = ("crun", "runc", "runsc")
 CMD_TIMEOUT = 60.0
+# How long after its start a container's init may take to install a SIGTERM handler (see stop).
+HANDLER_GRACE = 1.0
 
 
 class ContainerState(BaseModel):
@@ -399,13 +401,27 @@ class Runtime:
         st = self.state(cid)
         if st.status not in ("running", "created"):
             return st
-        if st.pid and not _sys.catches_sigterm(st.pid):
+        if st.pid and not self._handles_sigterm(st):
             timeout = 0.05  # PID 1 without a SIGTERM handler ignores it: waiting would only delay the kill
         self.kill(cid, _signal.SIGTERM)
         if not self.wait_exit(cid, timeout):
             self.kill(cid, _signal.SIGKILL)
             self.wait_exit(cid, 30)
         return self.state(cid)
+
+    @staticmethod
+    def _handles_sigterm(st: ContainerState) -> bool:
+        """Whether the init handles SIGTERM. One started moments ago may not have installed its
+        handler yet (and PID 1 drops a signal it does not handle): it gets until HANDLER_GRACE
+        seconds after its start to do so."""
+        assert st.pid is not None
+        age = (datetime.now(UTC) - st.started_at).total_seconds() if st.started_at else HANDLER_GRACE
+        deadline = time.monotonic() + max(0.0, HANDLER_GRACE - age)
+        while not _sys.catches_sigterm(st.pid):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def delete(self, cid: str) -> None:
         """Remove every trace of ``cid``: process, runtime state, conmon, cgroups, bundle. Idempotent."""
