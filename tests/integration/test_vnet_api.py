@@ -269,6 +269,13 @@ def test_nsg_rules_reach_vnet_config(api: TestClient, plane: ControlPlane) -> No
     assert all(r.priority == 200 and r.access == "Allow" and r.protocol == "Tcp" for r in rules)
 
 
+def test_group_rules_of_a_vanished_nsg_deny_everything(api: TestClient, plane: ControlPlane) -> None:
+    gone = f"/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Network/networkSecurityGroups/gone"
+    rules = plane.link.group_rules(gone, None)
+    assert {(r.direction, r.access, r.protocol, r.source_prefix, r.destination_port_range) for r in rules} == {
+        ("Inbound", "Deny", "*", "*", "*"), ("Outbound", "Deny", "*", "*", "*")}
+
+
 def test_vnet_group_limit(api: TestClient, plane: ControlPlane) -> None:
     gp = f"/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.ContainerInstance/containerGroups"
     plane.network.settings.max_groups_per_vnet = 2

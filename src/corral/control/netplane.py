@@ -36,13 +36,20 @@ class NetworkControl:
         return self.blocks.vnet_config_for(node, subnet_id or self.vnets.ensure_default())
 
     def group_rules(self, nsg_id: str, subnet_id: str | None = None) -> list[NodeRule]:
-        """A group's own NSG in the plugin's form (``VirtualNetwork`` means its subnet's vnet); [] if gone."""
+        """A group's own NSG in the plugin's form (``VirtualNetwork`` means its subnet's vnet).
+
+        An NSG can only be deleted while no group names it, but a create racing the delete can
+        still leave a group naming one that is gone: such a group gets deny-all rules, never none.
+        """
         record, _ = self.blocks._subnet(subnet_id or self.vnets.ensure_default())
         try:
             rec = self.store.get(K.nsg_key(*K.parse_nsg_id(nsg_id)))
         except ValueError:
-            return []
-        return node_rules(NsgRecord.model_validate(rec.value) if rec else None, record)
+            rec = None
+        if rec is None:
+            return [NodeRule(name=f"security-group-gone-{d.lower()}", priority=100, direction=d, access="Deny")
+                    for d in ("Inbound", "Outbound")]
+        return node_rules(NsgRecord.model_validate(rec.value), record)
 
     def release_node(self, node: str) -> int:
         return self.blocks.release_node(node)
