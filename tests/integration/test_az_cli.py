@@ -10,9 +10,11 @@ import ssl
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from corral_server import CorralServer
 
 from corral.api.auth import issue_jwt
@@ -176,6 +178,33 @@ def test_az_network_and_container_round_trip(server: CorralServer, az_environ: d
     az(env, "network", "vnet", "delete", "-g", RG, "-n", "azvn")
     az(env, "network", "nsg", "delete", "-g", RG, "-n", "aznsg")
     assert az_json(env, "network", "vnet", "list", "-g", RG) == []
+
+
+def test_az_container_create_from_a_yaml_file(az_environ: dict[str, str], tmp_path: Path) -> None:
+    env = az_environ
+    spec = {
+        "apiVersion": "2023-05-01", "location": "local", "name": "fromfile", "tags": {"made-by": "az"},
+        "type": "Microsoft.ContainerInstance/containerGroups",
+        "properties": {
+            "osType": "Linux", "restartPolicy": "Always",
+            "containers": [{"name": "web", "properties": {
+                "image": IMAGE, "command": ["sh", "-c", "echo from-yaml; trap 'exit 0' TERM; sleep 3600 & wait"],
+                "environmentVariables": [{"name": "MODE", "value": "yaml"}],
+                "resources": {"requests": {"cpu": 0.25, "memoryInGB": 0.25}}}}],
+        },
+    }
+    path = tmp_path / "deploy.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    created = az_json(env, "container", "create", "-g", RG, "--file", str(path))
+    assert isinstance(created, dict) and created["name"] == "fromfile" and created["tags"] == {"made-by": "az"}
+    wait_running(env, "fromfile")
+    assert "from-yaml" in az(env, "container", "logs", "-g", RG, "-n", "fromfile").stdout
+    exported = tmp_path / "exported.yaml"
+    az(env, "container", "export", "-g", RG, "-n", "fromfile", "-f", str(exported))
+    back = yaml.safe_load(exported.read_text())
+    assert back["properties"]["containers"][0]["properties"]["environmentVariables"] == [
+        {"name": "MODE", "value": "yaml"}]
+    az(env, "container", "delete", "-g", RG, "-n", "fromfile", "--yes", "-o", "none")
 
 
 def test_az_container_show_missing_is_not_found(az_environ: dict[str, str]) -> None:
