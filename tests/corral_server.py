@@ -124,9 +124,13 @@ class CorralServer:
 
 
 @contextlib.contextmanager
-def running_corral(root: Path, **kwargs: Any) -> Iterator[CorralServer]:
-    """A started CorralServer with the base image cached, closed (and its host traces removed) on exit."""
+def running_corral(root: Path, env: dict[str, str] | None = None, **kwargs: Any) -> Iterator[CorralServer]:
+    """A started CorralServer with the base image cached, closed (and its host traces removed) on exit.
+
+    ``env``: extra environment for the server and its CLI calls.
+    """
     server = CorralServer(root, **kwargs)
+    server.env.update(env or {})
     try:
         server.build_base_image()
         server.start()

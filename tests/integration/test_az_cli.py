@@ -15,11 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from corral_server import CorralServer
+from corral_server import CorralServer, running_corral
 
 from corral.api.auth import issue_jwt
 from corral.cli.azlogin import REPO_AZ, az_env
-from corral.node.runtime.cgroups import remove_cgroup
 
 RG = "azcli"
 SUB = "00000000-0000-0000-0000-000000000000"
@@ -35,18 +34,10 @@ pytestmark = pytest.mark.skipif(not REPO_AZ.exists(), reason=f"the Azure CLI is 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
     root = tmp_path_factory.mktemp("azcli")
-    srv = CorralServer(root, bridge="ctaz0", subnet="10.79.0.0/16", cgroup_parent="/corral-test-az")
-    # az keeps its clouds, login and token cache here, never in the user's ~/.azure.
-    srv.env["AZURE_CONFIG_DIR"] = str(root / "azure")
-    try:
-        srv.build_base_image()
-        srv.start()
+    # az keeps its clouds, login and token cache under AZURE_CONFIG_DIR, never in the user's ~/.azure.
+    with running_corral(root, bridge="ctaz0", subnet="10.79.0.0/16", cgroup_parent="/corral-test-az",
+                        env={"AZURE_CONFIG_DIR": str(root / "azure")}) as srv:
         yield srv
-    finally:
-        try:
-            srv.close()
-        finally:
-            remove_cgroup(srv.cgroup_parent)  # crun made it; nothing else removes it
 
 
 @pytest.fixture(scope="module")

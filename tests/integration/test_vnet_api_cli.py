@@ -7,11 +7,9 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from corral_server import CorralServer, free_port
+from corral_server import CorralServer, free_port, running_corral
 from dnslib import QTYPE, RCODE, DNSRecord
 from groups import container, delete, group, put, wait_for
-
-from corral.node.runtime.cgroups import remove_cgroup
 
 RG = "netcli"
 
@@ -19,19 +17,11 @@ RG = "netcli"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
     dns_port = free_port()
-    srv = CorralServer(tmp_path_factory.mktemp("vnetcli"), bridge="ctvn0", subnet="10.77.0.0/16",
-                       cgroup_parent="/corral-test-vn", extra=["--dns-listen", f"127.0.0.1:{dns_port}"])
-    srv.dns_port = dns_port  # type: ignore[attr-defined]
-    srv.env["COLUMNS"] = "200"  # wide tables in the captured CLI output
-    try:
-        srv.build_base_image()
-        srv.start()
+    with running_corral(tmp_path_factory.mktemp("vnetcli"), bridge="ctvn0", subnet="10.77.0.0/16",
+                        cgroup_parent="/corral-test-vn", extra=["--dns-listen", f"127.0.0.1:{dns_port}"],
+                        env={"COLUMNS": "200"}) as srv:  # wide tables in the captured CLI output
+        srv.dns_port = dns_port  # type: ignore[attr-defined]
         yield srv
-    finally:
-        try:
-            srv.close()
-        finally:
-            remove_cgroup(srv.cgroup_parent)  # crun made it; nothing else removes it
 
 
 def cli_json(server: CorralServer, *args: str) -> object:
