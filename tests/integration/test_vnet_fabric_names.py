@@ -24,7 +24,7 @@ from corral.model.records import NodeInfo
 from corral.model.status import GroupStatus
 from corral.net.dns.server import DnsServer
 from corral.net.vnet import netops, plugin
-from corral.node.network.sandbox import PortMapping
+from corral.node.network.records import PortMapping
 from corral.node.network.vnet_backend import VnetNetworkConfig, VnetNetworkManager
 from corral.store.sqlite import SqliteStore
 

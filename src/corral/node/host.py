@@ -20,7 +20,7 @@ from corral.model.group import SecurityContext as GroupSecurity
 from corral.node.images.store import Image, ImageStore, RegistryCredential
 from corral.node.network.backend import NodeNetwork
 from corral.node.network.etcfiles import DnsSettings
-from corral.node.network.sandbox import PortMapping, Sandbox
+from corral.node.network.records import PortMapping, Sandbox
 from corral.node.runtime.cgroups import remove_cgroup
 from corral.node.runtime.runtime import ContainerState, Runtime
 from corral.node.runtime.spec import MountSpec, SecurityContext, SpecRequest, build_spec

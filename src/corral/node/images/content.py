@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from corral.errors import ImageError
+from corral.fileio import atomic_write
 
 CHUNK = 1 << 20
 
@@ -24,27 +24,6 @@ def digest_hex(digest: str) -> str:
     if algo != "sha256" or len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
         raise ImageError(f"unsupported or malformed digest {digest!r}; only sha256 digests are supported")
     return hexpart
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
-    """Write via a temp file (+ fsync when ``durable``) + rename so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if durable:
-                os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any, durable: bool = True) -> None:
-    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True).encode(), durable=durable)
 
 
 class BlobStore:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from corral.errors import ImageError
-from corral.node.images.content import atomic_write_json
+from corral.fileio import atomic_write_json
 from corral.node.images.locks import file_lock
 from corral.node.images.models import Image
 

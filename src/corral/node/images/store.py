@@ -28,8 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from corral.errors import ImageError, RegistryAuthError
+from corral.fileio import atomic_write_json
 from corral.node.images import mediatypes, overlay
-from corral.node.images.content import BlobStore, atomic_write_json, digest_hex, sha256_digest
+from corral.node.images.content import BlobStore, digest_hex, sha256_digest
 from corral.node.images.distribution import RegistryClient, match_credential
 from corral.node.images.layers import unpack_layer
 from corral.node.images.locks import file_lock

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from corral.net.vnet.nsg import SecurityRule
 from corral.node.network.etcfiles import DnsSettings
-from corral.node.network.sandbox import PortMapping, Sandbox
+from corral.node.network.records import PortMapping, Sandbox
 
 
 class NodeNetwork(Protocol):

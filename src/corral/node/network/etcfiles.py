@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from pathlib import Path
 
 from pydantic import BaseModel, Field
+
+from corral.fileio import atomic_write
 
 
 class DnsSettings(BaseModel):
@@ -35,10 +36,9 @@ def host_nameservers(path: Path = Path("/etc/resolv.conf")) -> list[str]:
     return out
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def default_nameservers() -> list[str]:
+    """Nameservers for sandboxes when none are given: the host's, else a public resolver."""
+    return host_nameservers() or ["1.1.1.1"]
 
 
 def resolv_conf(dns: DnsSettings) -> str:
@@ -62,7 +62,8 @@ def write_all(directory: Path, ip: str, hostname: str, dns: DnsSettings) -> tupl
     """Write (resolv.conf, hosts, hostname) under ``directory``; returns their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     r, h, n = directory / "resolv.conf", directory / "hosts", directory / "hostname"
-    write_atomic(r, resolv_conf(dns))
-    write_atomic(h, hosts(ip, hostname))
-    write_atomic(n, hostname + "\n")
+    # No fsync: a sandbox whose files a machine crash lost is rebuilt, not reused.
+    atomic_write(r, resolv_conf(dns), durable=False)
+    atomic_write(h, hosts(ip, hostname), durable=False)
+    atomic_write(n, hostname + "\n", durable=False)
     return r, h, n

@@ -23,7 +23,7 @@ from corral.net.vnet.config import VnetConf
 from corral.net.vnet.nsg import SecurityRule
 from corral.node.network.claims import HostPortClaims
 from corral.node.network.etcfiles import DnsSettings
-from corral.node.network.sandbox import PortMapping, Sandbox
+from corral.node.network.records import PortMapping, Sandbox
 from corral.node.network.vnet_backend import VnetNetworkConfig, VnetNetworkManager
 
 log = logging.getLogger(__name__)

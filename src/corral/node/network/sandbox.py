@@ -15,18 +15,18 @@ from __future__ import annotations
 import builtins
 import ipaddress
 import json
-import os
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from corral.errors import Conflict, CorralError, NetworkError, NetworkFeatureUnsupported
 from corral.net.vnet.nsg import SecurityRule
-from corral.node.network import cni, etcfiles, iptables, nsfiles
+from corral.node.network import cni, etcfiles, iptables, nsfiles, records
 from corral.node.network.claims import HostPortClaims, SandboxLocks, check_sandbox_id
 from corral.node.network.etcfiles import DnsSettings
+from corral.node.network.records import PortMapping, Sandbox, SandboxRecord
 
 _IFNAME = "eth0"
 _HOSTPORT_CHAINS = (
@@ -38,31 +38,6 @@ _HOSTPORT_CHAINS = (
 )
 
 
-class PortMapping(BaseModel):
-    host_port: int = Field(ge=1, le=65535)
-    container_port: int = Field(ge=1, le=65535)
-    protocol: Literal["tcp", "udp"] = "tcp"
-
-
-class Sandbox(BaseModel):
-    id: str
-    netns: str
-    netns_path: str
-    uts_path: str
-    ipc_path: str
-    ip: str
-    gateway: str
-    prefix_len: int
-    port_mappings: list[PortMapping] = Field(default_factory=list)
-    resolv_conf: Path
-    hosts: Path
-    hostname_file: Path
-
-
-def _default_dns() -> list[str]:
-    return etcfiles.host_nameservers() or ["1.1.1.1"]
-
-
 class NetworkConfig(BaseModel):
     name: str = "corral"
     bridge: str = "corral0"
@@ -70,7 +45,7 @@ class NetworkConfig(BaseModel):
     gateway: str | None = None  # default: the subnet's first address
     state_dir: Path
     cni_bin_dir: Path = Path("/usr/lib/cni")
-    dns_servers: list[str] = Field(default_factory=_default_dns)
+    dns_servers: list[str] = Field(default_factory=etcfiles.default_nameservers)
     netns_prefix: str = "corral-"
     cni_version: str = "1.0.0"
 
@@ -80,18 +55,10 @@ class NetworkConfig(BaseModel):
         return str(next(ipaddress.ip_network(self.subnet).hosts()))
 
 
-class _Record(BaseModel):
-    """What is on disk for one sandbox; ``status`` is ``creating`` until it is whole."""
-
-    id: str
-    status: Literal["creating", "ready"] = "creating"
-    hostname: str
-    netns: str
-    port_mappings: list[PortMapping] = Field(default_factory=list)
+class _Record(SandboxRecord):
     dns: DnsSettings
     conflist: dict[str, Any]
     cni_result: dict[str, Any] | None = None
-    sandbox: Sandbox | None = None
 
 
 class NetworkManager:
@@ -104,7 +71,7 @@ class NetworkManager:
         (config.state_dir / "ipam").mkdir(parents=True, exist_ok=True)
         self._id_lock = SandboxLocks()
         self._ports = HostPortClaims()
-        self._ports.add_holdings(str(self._root), self._held_ports)
+        self._ports.add_holdings(str(self._root), lambda: records.held_ports(self._root, _Record))
 
     # ---- public API -------------------------------------------------------
 
@@ -124,7 +91,7 @@ class NetworkManager:
         ports = list(port_mappings or [])
         with self._id_lock(sandbox_id):
             rec = self._load(sandbox_id)
-            if rec is not None and rec.status == "ready" and rec.sandbox and self._intact(rec.sandbox):
+            if rec is not None and rec.status == "ready" and rec.sandbox and records.intact(rec.sandbox):
                 return rec.sandbox
             if rec is not None or nsfiles.netns_path(self._netns_name(sandbox_id)).exists():
                 # Left by a crash (half built, or netns/state out of step): undo, then rebuild.
@@ -145,12 +112,7 @@ class NetworkManager:
         return rec.sandbox if rec is not None and rec.status == "ready" else None
 
     def list(self) -> builtins.list[Sandbox]:
-        out: builtins.list[Sandbox] = []
-        for d in sorted(self._root.iterdir()):
-            rec = self._load(d.name)
-            if rec is not None and rec.status == "ready" and rec.sandbox is not None:
-                out.append(rec.sandbox)
-        return out
+        return records.ready(self._root, _Record)
 
     def delete(self, sandbox_id: str) -> None:
         """Remove everything of the sandbox; a no-op when nothing is left."""
@@ -165,7 +127,7 @@ class NetworkManager:
             with self._id_lock(d.name):
                 rec = self._load(d.name)
                 sb = rec.sandbox if rec is not None and rec.status == "ready" else None
-                if sb is None or not self._intact(sb):
+                if sb is None or not records.intact(sb):
                     self._destroy(d.name, rec)
                     undone.append(d.name)
         return undone
@@ -281,19 +243,6 @@ class NetworkManager:
         if failed is not None and strict:
             raise failed
 
-    def _intact(self, sb: Sandbox) -> bool:
-        return all(nsfiles.is_pinned(Path(p)) for p in (sb.netns_path, sb.uts_path, sb.ipc_path))
-
-    # ---- ports ------------------------------------------------------------
-
-    def _held_ports(self) -> builtins.list[tuple[str, builtins.list[tuple[int, str]]]]:
-        out = []
-        for d in self._root.iterdir():
-            rec = self._load(d.name)
-            if rec is not None and rec.port_mappings:
-                out.append((d.name, [(p.host_port, p.protocol) for p in rec.port_mappings]))
-        return out
-
     # ---- state ------------------------------------------------------------
 
     def _conflist(self, *, with_portmap: bool) -> dict[str, Any]:
@@ -317,24 +266,10 @@ class NetworkManager:
         return self._root / sandbox_id
 
     def _load(self, sandbox_id: str) -> _Record | None:
-        try:
-            raw = (self._dir(sandbox_id) / "state.json").read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        try:
-            return _Record.model_validate_json(raw)
-        except ValueError:
-            return None  # torn write cannot happen (rename), but never let junk block a delete
+        return records.load(self._dir(sandbox_id), _Record)
 
     def _save(self, rec: _Record) -> None:
-        d = self._dir(rec.id)
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / ".state.json.tmp"
-        with open(tmp, "w") as f:
-            f.write(rec.model_dump_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, d / "state.json")
+        records.save(self._dir(rec.id), rec)
 
 
 def _primary_address(result: dict[str, Any], default_gw: str) -> tuple[str, int, str]:

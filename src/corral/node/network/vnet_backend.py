@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -29,10 +29,10 @@ from corral.errors import Conflict, CorralError, InvalidRequest, NetworkError
 from corral.net.vnet import firewall, netops, node, plugin
 from corral.net.vnet.config import VnetConf
 from corral.net.vnet.nsg import SecurityRule
-from corral.node.network import etcfiles, nsfiles
+from corral.node.network import etcfiles, nsfiles, records
 from corral.node.network.claims import HostPortClaims, SandboxLocks, check_sandbox_id
 from corral.node.network.etcfiles import DnsSettings
-from corral.node.network.sandbox import PortMapping, Sandbox, _default_dns
+from corral.node.network.records import PortMapping, Sandbox, SandboxRecord
 
 T = TypeVar("T")
 _IFNAME = "eth0"
@@ -44,20 +44,14 @@ REFILL_QUIET = 0.2
 class VnetNetworkConfig(BaseModel):
     vnet: VnetConf  # the corral-vnet plugin configuration for this node
     state_dir: Path
-    dns_servers: list[str] = Field(default_factory=_default_dns)
+    dns_servers: list[str] = Field(default_factory=etcfiles.default_nameservers)
     netns_prefix: str = "corral-"
     pool_size: int = Field(0, ge=0)  # standby sandboxes kept ready; 0 disables the pool
     host_netns: str | None = None  # run host-side work in this netns (tests: a simulated host)
 
 
-class _Record(BaseModel):
-    id: str
-    status: Literal["creating", "ready"] = "creating"
+class _Record(SandboxRecord):
     attachment: str  # the CNI container id holding the address (the slot id for pooled ones)
-    netns: str
-    hostname: str = ""
-    port_mappings: list[PortMapping] = Field(default_factory=list)
-    sandbox: Sandbox | None = None
 
 
 class VnetNetworkManager:
@@ -74,7 +68,7 @@ class VnetNetworkManager:
         self._lock = threading.Lock()
         self._id_lock = SandboxLocks()
         self._ports = ports or HostPortClaims()
-        self._ports.add_holdings(str(self._root), self._held_ports)
+        self._ports.add_holdings(str(self._root), lambda: records.held_ports(self._root, _Record))
         self._ready: builtins.list[str] = []  # slot ids ready to take
         self._broken: builtins.list[str] = []  # pool slots found damaged, to destroy
         self._wake = threading.Event()
@@ -84,7 +78,7 @@ class VnetNetworkManager:
         self.pool_errors: builtins.list[BaseException] = []
         for d in sorted(self._pool.iterdir()):
             rec = _load(d)
-            if rec is not None and rec.status == "ready" and rec.sandbox and _intact(rec.sandbox):
+            if rec is not None and rec.status == "ready" and rec.sandbox and records.intact(rec.sandbox):
                 self._ready.append(rec.id)
         if config.pool_size > 0:
             self.start_pool()
@@ -106,7 +100,7 @@ class VnetNetworkManager:
         with self._id_lock(sandbox_id):
             d = self._root / sandbox_id
             rec = _load(d)
-            if rec is not None and rec.status == "ready" and rec.sandbox and _intact(rec.sandbox):
+            if rec is not None and rec.status == "ready" and rec.sandbox and records.intact(rec.sandbox):
                 return rec.sandbox
             if rec is not None or d.exists():
                 self._destroy(d, rec)
@@ -137,12 +131,7 @@ class VnetNetworkManager:
         return rec.sandbox if rec is not None and rec.status == "ready" else None
 
     def list(self) -> builtins.list[Sandbox]:
-        out = []
-        for d in sorted(self._root.iterdir()):
-            rec = _load(d)
-            if rec is not None and rec.status == "ready" and rec.sandbox is not None:
-                out.append(rec.sandbox)
-        return out
+        return records.ready(self._root, _Record)
 
     def delete(self, sandbox_id: str) -> None:
         check_sandbox_id(sandbox_id)
@@ -156,7 +145,7 @@ class VnetNetworkManager:
         for d in sorted(self._root.iterdir()):
             with self._id_lock(d.name):
                 rec = _load(d)
-                if rec is None or rec.status != "ready" or rec.sandbox is None or not _intact(rec.sandbox):
+                if rec is None or rec.status != "ready" or rec.sandbox is None or not records.intact(rec.sandbox):
                     self._destroy(d, rec)
                     undone.append(d.name)
         with self._lock:
@@ -232,7 +221,7 @@ class VnetNetworkManager:
         d.mkdir(parents=True, exist_ok=True)
         netns = f"{self.config.netns_prefix}{attachment}"
         rec = _Record(id=sid, attachment=attachment, netns=netns, hostname=hostname, port_mappings=ports)
-        _save(d, rec)  # intent first
+        records.save(d, rec)  # intent first
         netns_path = nsfiles.netns_path(netns)
         nsfiles.create_namespaces(netns_path, d / "uts", d / "ipc", hostname or sid)
         att = self._host(lambda: plugin.add(self.conf, attachment, str(netns_path), _IFNAME))
@@ -249,10 +238,10 @@ class VnetNetworkManager:
         rec.sandbox = sb
         if ports:
             rec.status = "creating"
-            _save(d, rec)
+            records.save(d, rec)
             self._apply_ports()
         rec.status = "ready"
-        _save(d, rec)
+        records.save(d, rec)
         return sb
 
     def _take_slot(self) -> str | None:
@@ -260,7 +249,7 @@ class VnetNetworkManager:
         while self._ready:
             slot = self._ready.pop(0)
             rec = _load(self._pool / slot)
-            if rec is not None and rec.sandbox is not None and _intact(rec.sandbox):
+            if rec is not None and rec.sandbox is not None and records.intact(rec.sandbox):
                 return slot
             self._broken.append(slot)  # the refill thread destroys it outside the lock
             self._wake.set()
@@ -276,7 +265,7 @@ class VnetNetworkManager:
             raise NetworkError(f"standby sandbox {slot} lost its state")
         att_ip, gw, plen = rec.sandbox.ip, rec.sandbox.gateway, rec.sandbox.prefix_len
         rec = _Record(id=sid, attachment=slot, netns=rec.netns, hostname=hostname, port_mappings=ports)
-        _save(d, rec)
+        records.save(d, rec)
         nsfiles.set_hostname(d / "uts", hostname or sid)
         att = plugin.Attachment(container_id=slot, ifname=_IFNAME, netns="", ip=att_ip, prefix_len=plen,
                                 gateway=gw, host_veth="", mac="", host_mac="", bridge_mac="")
@@ -336,14 +325,6 @@ class VnetNetworkManager:
 
     # ---- host ports ------------------------------------------------------------------
 
-    def _held_ports(self) -> builtins.list[tuple[str, builtins.list[tuple[int, str]]]]:
-        out = []
-        for d in self._root.iterdir() if self._root.exists() else []:
-            rec = _load(d)
-            if rec is not None and rec.port_mappings:
-                out.append((d.name, [(p.host_port, p.protocol) for p in rec.port_mappings]))
-        return out
-
     def _apply_ports(self) -> None:
         ports: builtins.list[firewall.HostPort] = []
         for d in self._root.iterdir():
@@ -361,23 +342,7 @@ class VnetNetworkManager:
 
 
 def _load(d: Path) -> _Record | None:
-    try:
-        return _Record.model_validate_json((d / "state.json").read_bytes())
-    except (FileNotFoundError, NotADirectoryError, ValueError):
-        return None
-
-
-def _save(d: Path, rec: _Record) -> None:
-    tmp = d / ".state.json.tmp"
-    with open(tmp, "w") as f:
-        f.write(rec.model_dump_json())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, d / "state.json")
-
-
-def _intact(sb: Sandbox) -> bool:
-    return all(nsfiles.is_pinned(Path(p)) for p in (sb.netns_path, sb.uts_path, sb.ipc_path))
+    return records.load(d, _Record)
 
 
 def vnet_conf(doc: dict[str, Any]) -> VnetConf:

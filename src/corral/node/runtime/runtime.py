@@ -17,7 +17,6 @@ import re
 import shutil
 import signal as _signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from corral.errors import InvalidRequest, NotFound, RuntimeFailure
+from corral.fileio import atomic_write
 from corral.node.runtime import _sys, cgroups, conmon
 from corral.node.runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO, Inotify
 
@@ -65,17 +65,6 @@ class _Meta(BaseModel):
 def check_id(cid: str) -> None:
     if not _ID_RE.match(cid):
         raise InvalidRequest(f"container id {cid!r} is invalid: use 1-128 letters, digits, '_', '.', '-' (not first)")
-
-
-def _write_atomic(path: Path, data: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ExitWatcher:
@@ -192,7 +181,7 @@ class Runtime:
             return None
 
     def _save_meta(self, cid: str, meta: _Meta) -> None:
-        _write_atomic(self.bundle(cid) / "meta.json", meta.model_dump_json())
+        atomic_write(self.bundle(cid) / "meta.json", meta.model_dump_json(), durable=False)
 
     @staticmethod
     def _read_int(path: Path) -> int | None:
@@ -245,7 +234,7 @@ class Runtime:
         (bundle / "persist").mkdir()
         log_path.parent.mkdir(parents=True, exist_ok=True)
         (self.exits_dir / cid).unlink(missing_ok=True)
-        _write_atomic(bundle / "config.json", json.dumps(spec))
+        atomic_write(bundle / "config.json", json.dumps(spec), durable=False)
         meta = _Meta(
             runtime=self.name, log_path=str(log_path), netns=netns, created_at=datetime.now(UTC),
             cgroup_path=(spec.get("linux") or {}).get("cgroupsPath"),
@@ -540,7 +529,7 @@ class Runtime:
         if memory_bytes > 0:
             res["memory"] = {"limit": memory_bytes, "swap": memory_bytes}
         path = self.bundle(cid) / "resources.json"
-        _write_atomic(path, json.dumps(res))
+        atomic_write(path, json.dumps(res), durable=False)
         if meta.runtime == "runsc":
             if meta.cgroup_path is None:
                 raise RuntimeFailure(f"container {cid} has no cgroup to update")

@@ -25,7 +25,7 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from corral.errors import InvalidRequest, NotFound
-from corral.node.images.content import atomic_write
+from corral.fileio import atomic_write
 
 _NAME = re.compile(r"^([a-z0-9]{3,24})/([a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62})$")
 
