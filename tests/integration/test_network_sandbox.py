@@ -49,6 +49,16 @@ def _link_exists(name: str) -> bool:
     return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
 
 
+def _teardown(mgr: NetworkManager, tmp_path: Path) -> None:
+    """Remove the test network, and whatever mounts or bridge a failed test left."""
+    try:
+        mgr.teardown()
+    finally:
+        _umount_under(tmp_path)
+        if _link_exists(BRIDGE):
+            subprocess.run(["ip", "link", "del", BRIDGE], check=False)
+
+
 @pytest.fixture
 def manager(tmp_path: Path) -> Iterator[NetworkManager]:
     before = _cnt_iptables()
@@ -66,12 +76,7 @@ def manager(tmp_path: Path) -> Iterator[NetworkManager]:
                 print(f"cleanup delete {sid}: {exc}")
         for sid in created + ["a", "b", "c", "crash1", "crash2", "crash3"]:
             nsfiles.remove_namespace_file(nsfiles.netns_path(f"cnt-{sid}"))
-        try:
-            mgr.teardown()
-        finally:
-            _umount_under(tmp_path)
-            if _link_exists(BRIDGE):
-                subprocess.run(["ip", "link", "del", BRIDGE], check=False)
+        _teardown(mgr, tmp_path)
         assert _cnt_iptables() == before
 
 
@@ -293,10 +298,5 @@ def test_failure_midway_rolls_back(tmp_path: Path) -> None:
             mgr.delete("a")
         finally:
             nsfiles.remove_namespace_file(nsfiles.netns_path("cnt-a"))
-        try:
-            mgr.teardown()
-        finally:
-            _umount_under(tmp_path)
-            if _link_exists(BRIDGE):
-                subprocess.run(["ip", "link", "del", BRIDGE], check=False)
+        _teardown(mgr, tmp_path)
         assert _cnt_iptables() == before
