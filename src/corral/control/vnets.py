@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from corral.config import DEFAULT_SUBSCRIPTION
 from corral.control import netkeys as K
 from corral.errors import (
     Conflict,
@@ -39,7 +40,7 @@ from corral.store.update import update_record
 
 class VnetService:
     def __init__(self, store: Store, settings: NetworkSettings | None = None, default_location: str = "local",
-                 default_subscription: str = "00000000-0000-0000-0000-000000000000") -> None:
+                 default_subscription: str = DEFAULT_SUBSCRIPTION) -> None:
         self.store = store
         self.settings = settings or NetworkSettings()
         self.default_location = default_location
