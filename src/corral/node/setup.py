@@ -78,8 +78,6 @@ def build_network(settings: NodeSettings, link: ControlPlaneLink | None,
 def build_host(settings: NodeSettings, link: ControlPlaneLink | None = None,
                on_network: Callable[[VnetConf], None] | None = None) -> NodeHost:
     root = settings.data_dir / "node"
-    if settings.cgroup_favordynmods:
-        cgroups.favor_dynamic_changes()
     images = ImageStore(settings.data_dir / "images")
     runtime = Runtime(root / "runtime", runtime=settings.runtime)
     network = build_network(settings, link, on_network)
@@ -95,6 +93,8 @@ def shares_root(data_dir: Path) -> Path:
 
 
 def build_agent(settings: NodeSettings, link: ControlPlaneLink, host: NodeHost) -> NodeAgent:
+    if settings.cgroup_favordynmods:  # tuning for a node that starts containers, not for `node reset`
+        cgroups.favor_dynamic_changes()
     cores, mem = capacity()
     info = NodeInfo(
         name=settings.name, address=settings.public_ip, cpu=cores, memoryGB=mem,
