@@ -18,7 +18,7 @@ from dnslib import QTYPE, DNSRecord
 from test_vnet_fabric import BLOCKS_A, FABRIC, Fabric, attach, fabric, on, tcp_ok, vnet  # noqa: F401
 
 from corral.control.groups import GroupService
-from corral.control.link import LocalLink
+from corral.link.local import LocalLink
 from corral.model.group import ContainerGroup
 from corral.model.records import NodeInfo
 from corral.model.status import GroupStatus

@@ -31,8 +31,9 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from corral.api.deps import api_version, service
 from corral.api.groups import P, json_body
 from corral.control.groups import GroupService, GroupView
-from corral.control.nodes import NodeClient, NodeDirectory, TerminalSession
+from corral.control.nodes import NodeDirectory
 from corral.errors import Conflict, CorralError, NotFound
+from corral.link.protocol import NodeClient, TerminalSession
 from corral.model.records import GroupRecord
 from corral.store.base import Store
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-VNETS = "/vnets/"
-NSGS = "/nsgs/"
-NODE_BLOCKS = "/nodeblocks/"
-DNS_LABELS = "/dnslabels/"
+from corral.model.records import DNS_LABELS, NODE_BLOCKS, NSGS, VNETS  # noqa: F401  (the key prefixes)
 
 PROVIDER = "Microsoft.Network"
 VNET_TYPE = f"{PROVIDER}/virtualNetworks"

@@ -9,10 +9,10 @@ from pydantic import BaseModel
 
 from corral.control.binder import Binder
 from corral.control.groups import GroupService
-from corral.control.link import LocalLink
 from corral.control.metering import Meter, PriceSheet
 from corral.control.netplane import NetworkControl
 from corral.control.nodes import NodeDirectory
+from corral.link.local import LocalLink
 from corral.model.network import NetworkSettings
 from corral.store.base import Store
 

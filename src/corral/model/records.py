@@ -13,6 +13,11 @@ GROUPS = "/groups/"
 STATUS = "/status/"
 OPERATIONS = "/operations/"
 NODES = "/nodes/"
+# Network resources (their records live in corral.model.network; ids and keys in corral.control.netkeys).
+VNETS = "/vnets/"
+NSGS = "/nsgs/"
+NODE_BLOCKS = "/nodeblocks/"
+DNS_LABELS = "/dnslabels/"
 
 
 def group_key(subscription: str, resource_group: str, name: str) -> str:

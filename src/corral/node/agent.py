@@ -12,7 +12,7 @@ import logging
 import threading
 from datetime import UTC, datetime
 
-from corral.control.link import NETWORK_PREFIXES, ControlPlaneLink
+from corral.link.protocol import NETWORK_PREFIXES, ControlPlaneLink
 from corral.model.records import GROUPS, NodeInfo
 from corral.node.host import NodeHost
 from corral.node.worker import GroupWorker

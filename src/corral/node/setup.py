@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from corral.control.link import ControlPlaneLink
 from corral.errors import NetworkError
+from corral.link.protocol import ControlPlaneLink
 from corral.model.records import NodeInfo
 from corral.model.status import now
 from corral.net.vnet.config import VnetConf

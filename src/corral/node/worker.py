@@ -19,8 +19,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from corral.control.link import ControlPlaneLink
 from corral.errors import CorralError, NetworkFeatureUnsupported
+from corral.link.protocol import ControlPlaneLink
 from corral.model.group import Container, GroupProperties, InitContainer
 from corral.model.records import GroupRecord
 from corral.model.status import ContainerStateView, ContainerStatus, GroupStatus, record_event

@@ -1,17 +1,14 @@
-"""The interface between the control plane and node agents.
+"""``ControlPlaneLink`` served in-process from the store: the all-in-one's agent uses it directly.
 
-An agent sees only this: its assignments (group records bound to its node),
-a way to wait for them to change, and a place to report what it observes.
-``LocalLink`` serves it from the store in the same process; a remote agent
-will get the same interface over HTTP, so nothing in the agent knows which.
+The control plane side of the link; the agent side only knows ``corral.link.protocol``.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from corral.control.netkeys import NODE_BLOCKS, NSGS, VNETS
+from corral.link.protocol import AGENT_PREFIXES
 from corral.model.records import GROUPS, NODES, GroupRecord, NodeInfo, status_key
 from corral.model.status import GroupStatus
 from corral.store.base import Compacted, Store
@@ -20,45 +17,6 @@ if TYPE_CHECKING:
     from corral.control.netplane import NetworkControl
     from corral.net.vnet.config import VnetConf
     from corral.net.vnet.nsg import SecurityRule
-
-
-# What an agent follows: its groups, and what its networks are made of.
-AGENT_PREFIXES = (GROUPS, VNETS, NSGS, NODE_BLOCKS)
-NETWORK_PREFIXES = (VNETS, NSGS, NODE_BLOCKS)
-
-
-class ControlPlaneLink(Protocol):
-    def register(self, node: NodeInfo) -> None: ...
-
-    def assignments(self, node: str) -> tuple[int, dict[str, GroupRecord]]:
-        """The groups bound to ``node`` now, and the revision to wait from."""
-        ...
-
-    def wait(self, node: str, after: int, timeout: float) -> tuple[int, set[str] | None]:
-        """Keys changed since ``after`` (None: history lost, re-list), and the new revision.
-
-        Group keys (under ``/groups/``) and network keys (virtual networks, security groups,
-        node blocks: the node re-reads its network configuration when one changes).
-        """
-        ...
-
-    def assignment(self, node: str, key: str) -> GroupRecord | None: ...
-
-    def last_status(self, uid: str) -> GroupStatus | None: ...
-
-    def report(self, status: GroupStatus) -> None: ...
-
-    def release(self, key: str, uid: str) -> None:
-        """The agent removed everything of a deleted group: forget it."""
-        ...
-
-    def vnet_config_for(self, node: str, subnet_id: str | None) -> VnetConf:
-        """The node's corral-vnet config for a subnet (None: the default network), granting a block."""
-        ...
-
-    def group_rules(self, nsg_id: str, subnet_id: str | None) -> list[SecurityRule]:
-        """The security rules of a group's own network security group ([] once it is gone)."""
-        ...
 
 
 class LocalLink:

@@ -1,0 +1,106 @@
+"""The two directions of the agent <-> control plane link, as protocols both sides import.
+
+An agent sees only ``ControlPlaneLink``: its assignments (group records bound to its node), a way
+to wait for them to change, and a place to report what it observes. The control plane reaches a
+node for what is not desired state (logs, exec, attach, image cache) only through ``NodeClient``.
+Neither side knows whether the other is in the same process or across the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Protocol
+
+from corral.errors import CorralError
+from corral.model.records import GROUPS, NODE_BLOCKS, NSGS, VNETS, GroupRecord, NodeInfo
+from corral.model.status import GroupStatus
+
+if TYPE_CHECKING:
+    from corral.net.vnet.config import VnetConf
+    from corral.net.vnet.nsg import SecurityRule
+
+
+# What an agent follows: its groups, and what its networks are made of.
+AGENT_PREFIXES = (GROUPS, VNETS, NSGS, NODE_BLOCKS)
+NETWORK_PREFIXES = (VNETS, NSGS, NODE_BLOCKS)
+
+
+class ControlPlaneLink(Protocol):
+    def register(self, node: NodeInfo) -> None: ...
+
+    def assignments(self, node: str) -> tuple[int, dict[str, GroupRecord]]:
+        """The groups bound to ``node`` now, and the revision to wait from."""
+        ...
+
+    def wait(self, node: str, after: int, timeout: float) -> tuple[int, set[str] | None]:
+        """Keys changed since ``after`` (None: history lost, re-list), and the new revision.
+
+        Group keys (under ``/groups/``) and network keys (virtual networks, security groups,
+        node blocks: the node re-reads its network configuration when one changes).
+        """
+        ...
+
+    def assignment(self, node: str, key: str) -> GroupRecord | None: ...
+
+    def last_status(self, uid: str) -> GroupStatus | None: ...
+
+    def report(self, status: GroupStatus) -> None: ...
+
+    def release(self, key: str, uid: str) -> None:
+        """The agent removed everything of a deleted group: forget it."""
+        ...
+
+    def vnet_config_for(self, node: str, subnet_id: str | None) -> VnetConf:
+        """The node's corral-vnet config for a subnet (None: the default network), granting a block."""
+        ...
+
+    def group_rules(self, nsg_id: str, subnet_id: str | None) -> list[SecurityRule]:
+        """The security rules of a group's own network security group ([] once it is gone)."""
+        ...
+
+
+class NodeUnavailable(CorralError):
+    code = "NodeUnavailable"
+    status = 503
+
+
+class TerminalSession(Protocol):
+    """An interactive process on a pty in a container (``corral.node.exec.PtySession`` has this shape)."""
+
+    def read(self, size: int = 65536, timeout: float | None = None) -> bytes | None:
+        """Output; b"" once the process has exited and its output is drained; None on timeout."""
+        ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def resize(self, rows: int, cols: int) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit code, or None if the process still runs after ``timeout``."""
+        ...
+
+    def close(self) -> None:
+        """Hang up; the process gets SIGHUP and is killed if it lingers."""
+        ...
+
+
+class NodeClient(Protocol):
+    def logs(self, uid: str, container: str, tail: int | None, timestamps: bool) -> str: ...
+
+    def follow_logs(
+        self, uid: str, container: str, timestamps: bool, stop: Callable[[], bool], tail: int | None = None
+    ) -> Iterator[str]:
+        """Existing lines (the last ``tail``), then new ones as they are written, until ``stop()``."""
+        ...
+
+    def exec(self, uid: str, container: str, argv: list[str], timeout: float | None) -> tuple[int, bytes, bytes]: ...
+
+    def exec_pty(self, uid: str, container: str, argv: list[str], rows: int, cols: int) -> TerminalSession:
+        """Start ``argv`` in the running container on a new pty of rows x cols."""
+        ...
+
+    def attach(self, uid: str, container: str, stop: Callable[[], bool], tail: int | None = 0) -> Iterator[str]:
+        """The container's output lines from now on, until it exits or ``stop()``."""
+        ...
+
+    def cached_images(self) -> list[str]: ...
