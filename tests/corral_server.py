@@ -33,9 +33,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Several checkouts may run their tests on one machine at once: CORRAL_TEST_SLOT=N (1-9) moves the
+# shared server's bridge, address space and cgroup parent out of the other slots' way.
+SLOT = int(os.environ.get("CORRAL_TEST_SLOT", "0"))
+DEFAULT_BRIDGE = f"ctest{SLOT}" if SLOT else "ctest0"
+DEFAULT_SUBNET = f"10.{100 + SLOT}.0.0/16" if SLOT else "10.66.0.0/16"
+DEFAULT_CGROUP_PARENT = f"/corral-test{SLOT}" if SLOT else "/corral-test"
+
+
 class CorralServer:
-    def __init__(self, root: Path, bridge: str = "ctest0", subnet: str = "10.66.0.0/16",
-                 cgroup_parent: str = "/corral-test", extra: list[str] | None = None) -> None:
+    def __init__(self, root: Path, bridge: str = DEFAULT_BRIDGE, subnet: str = DEFAULT_SUBNET,
+                 cgroup_parent: str = DEFAULT_CGROUP_PARENT, extra: list[str] | None = None) -> None:
         self.root = root
         self.data_dir = root / "data"
         self.config_path = root / "config.json"
