@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from corral.errors import VersionConflict
-from corral.store.base import ABSENT
+from corral.store.base import ABSENT, Delete, Put
 from corral.store.sqlite import SqliteStore
 
 
@@ -66,3 +66,23 @@ def test_state_survives_reopening(tmp_path: Path) -> None:
     assert s2.get("/k") == rec
     assert s2.revision() == rec.version
     assert s2.put("/j", {}).version == rec.version + 1
+
+
+def test_txn_applies_all_or_nothing(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "db")
+    a = s.put("/k/a", {"v": 1})
+    s.put("/k/gone", {"v": 0})
+    before = s.revision()
+    out = s.txn([Put(key="/k/a", value={"v": 2}, expect_version=a.version),
+                 Put(key="/k/b", value={"v": 3}, expect_version=ABSENT), Delete(key="/k/gone")])
+    assert [r.value if r else None for r in out] == [{"v": 2}, {"v": 3}, None]
+    assert s.get("/k/gone") is None and s.revision() > before
+    events = s.watch("/k/", before, timeout=0)
+    assert [(e.type, e.key) for e in events] == [("put", "/k/a"), ("put", "/k/b"), ("delete", "/k/gone")]
+    rev = s.revision()
+    with pytest.raises(VersionConflict, match="/k/b"):  # second op stale: the first is not applied either
+        s.txn([Put(key="/k/c", value={"v": 4}), Put(key="/k/b", value={"v": 5}, expect_version=a.version)])
+    assert s.get("/k/c") is None and s.get("/k/b").value == {"v": 3} and s.revision() == rev
+    with pytest.raises(VersionConflict, match="/k/none"):
+        s.txn([Delete(key="/k/none")])
+    assert s.txn([]) == [] and s.revision() == rev

@@ -54,6 +54,8 @@ class GroupRecord(BaseModel):
 
 
 class NodeInfo(BaseModel):
+    """A node as it registered (capacity, placement attributes) and as the control plane sees it."""
+
     name: str
     address: str  # where its public ports are reachable
     cpu: float
@@ -61,3 +63,9 @@ class NodeInfo(BaseModel):
     maxGroups: int = 250
     lastHeartbeat: datetime
     osType: Literal["Linux", "Windows"] = "Linux"
+    zone: str | None = None  # failure domain; groups' `zones` and zone spread read it
+    labels: dict[str, str] = Field(default_factory=dict)  # matched by a group's node selector
+    gpus: dict[str, int] = Field(default_factory=dict)  # GPU SKU -> how many the node has
+    # Set by the control plane, never by the agent: cordoned (no new placements) and heartbeat health.
+    unschedulable: bool = False
+    ready: bool = True

@@ -30,6 +30,24 @@ class Event(BaseModel):
 ABSENT = 0
 
 
+class Put(BaseModel):
+    """One write of a transaction (``Store.txn``)."""
+
+    key: str
+    value: dict[str, Any]
+    expect_version: int | None = None
+
+
+class Delete(BaseModel):
+    """One delete of a transaction; the key must exist (a missing key fails the transaction)."""
+
+    key: str
+    expect_version: int | None = None
+
+
+Op = Put | Delete
+
+
 class Store(Protocol):
     def get(self, key: str) -> Record | None: ...
 
@@ -48,6 +66,16 @@ class Store(Protocol):
 
     def delete(self, key: str, expect_version: int | None = None) -> bool:
         """Delete; False when the key did not exist. Raises VersionConflict on a stale version."""
+        ...
+
+    def txn(self, ops: list[Op]) -> list[Record | None]:
+        """Apply every op or none, atomically (one transaction: one etcd Txn, one SQLite transaction).
+
+        Each op's ``expect_version`` is checked as ``put``/``delete`` check it; if any fails, nothing
+        is written and VersionConflict names the first key that failed. Returns, in order, the new
+        record of each Put and None for each Delete. Watchers see the writes as ordinary events
+        (their revisions may be equal, as in etcd, or consecutive, as in SQLite).
+        """
         ...
 
     def revision(self) -> int: ...

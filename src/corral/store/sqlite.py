@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.errors import VersionConflict
-from corral.store.base import ABSENT, Compacted, Event, Record
+from corral.store.base import ABSENT, Compacted, Event, Op, Put, Record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, version INTEGER NOT NULL);
@@ -86,20 +86,9 @@ class SqliteStore:
         return self._rev
 
     def put(self, key: str, value: dict[str, Any], expect_version: int | None = None) -> Record:
-        text = json.dumps(value, separators=(",", ":"))
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._check(key, expect_version)
-                rev = self._append(key, "put", text)
-                self._db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (key, text, rev))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._rev = self._db.execute("SELECT value FROM meta WHERE name='revision'").fetchone()[0]
-                raise
-            self._changed.notify_all()
-        return Record(key=key, value=value, version=rev)
+        out = self.txn([Put(key=key, value=value, expect_version=expect_version)])[0]
+        assert out is not None
+        return out
 
     def delete(self, key: str, expect_version: int | None = None) -> bool:
         with self._lock:
@@ -113,12 +102,41 @@ class SqliteStore:
                 self._db.execute("DELETE FROM kv WHERE key=?", (key,))
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
-                row = self._db.execute("SELECT value FROM meta WHERE name='revision'").fetchone()
-                self._rev = row[0] if row else 0
+                self._rollback()
                 raise
             self._changed.notify_all()
         return True
+
+    def txn(self, ops: list[Op]) -> list[Record | None]:
+        out: list[Record | None] = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for op in ops:
+                    current = self._check(op.key, op.expect_version)
+                    if isinstance(op, Put):
+                        text = json.dumps(op.value, separators=(",", ":"))
+                        rev = self._append(op.key, "put", text)
+                        self._db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (op.key, text, rev))
+                        out.append(Record(key=op.key, value=op.value, version=rev))
+                    else:
+                        if current is None:
+                            raise VersionConflict(f"'{op.key}' does not exist")
+                        self._append(op.key, "delete", None)
+                        self._db.execute("DELETE FROM kv WHERE key=?", (op.key,))
+                        out.append(None)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            if ops:
+                self._changed.notify_all()
+        return out
+
+    def _rollback(self) -> None:
+        self._db.execute("ROLLBACK")
+        row = self._db.execute("SELECT value FROM meta WHERE name='revision'").fetchone()
+        self._rev = row[0] if row else 0
 
     # watch -----------------------------------------------------------------
     def watch(self, prefix: str, after: int, timeout: float) -> list[Event]:
