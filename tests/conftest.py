@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from corral_server import CorralServer  # noqa: E402
 
-pytest_plugins = ["runtime_support"]  # its `rootfs` fixture
+pytest_plugins = ["runtime_support", "etcd_support"]  # `rootfs`; `etcd`, `etcd_namespace`
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

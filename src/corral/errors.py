@@ -145,3 +145,19 @@ class InvalidResource(InvalidRequest):
     """A token asked for another audience than Corral's resource manager."""
 
     code = "InvalidResource"
+
+
+class StoreUnavailable(CorralError):
+    """No store endpoint answered, or a write's outcome is unknown because its endpoint failed mid-request."""
+
+    code = "ServiceUnavailable"
+    status = 503
+
+
+class StoreRequestInvalid(CorralError):
+    """The store refused a request as malformed: too many operations, a value too large, a repeated key.
+
+    A bug of the caller, not of the user's input, so the API answers 500 rather than 400.
+    """
+
+    code = "StoreRequestInvalid"

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from corral.store.base import Store
+
 
 class Leadership(Protocol):
     def start(self, on_elected: Callable[[], None], on_demoted: Callable[[], None]) -> None:
@@ -44,3 +46,14 @@ class SoleLeadership:
         if self._leader and self._on_demoted is not None:
             self._leader = False
             self._on_demoted()
+
+
+def leadership_for(store: Store, name: str) -> Leadership:
+    """The election a server of this store takes part in: etcd's lease election, or none (SQLite)."""
+    from corral.store.etcd import EtcdStore
+
+    if isinstance(store, EtcdStore):
+        from corral.control.election import EtcdLeadership
+
+        return EtcdLeadership(store, name)
+    return SoleLeadership()

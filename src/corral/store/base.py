@@ -12,6 +12,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
+from corral.errors import StoreRequestInvalid, VersionConflict
+
 
 class Record(BaseModel):
     key: str
@@ -46,6 +48,34 @@ class Delete(BaseModel):
 
 
 Op = Put | Delete
+
+# etcd 3.4 refuses a Txn of more than 128 operations (its --max-txn-ops); every store enforces the same
+# limit so code tested on SQLite works on etcd. Callers batch at BATCH_OPS.
+MAX_TXN_OPS = 128
+BATCH_OPS = 100
+
+
+def check_txn(ops: list[Op]) -> None:
+    """Refuse a transaction etcd would refuse: too many operations, or one key written twice."""
+    if len(ops) > MAX_TXN_OPS:
+        raise StoreRequestInvalid(f"a store transaction holds at most {MAX_TXN_OPS} operations, this one "
+                                  f"{len(ops)}: split it into batches of {BATCH_OPS}")
+    keys = [op.key for op in ops]
+    if len(set(keys)) != len(keys):
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise StoreRequestInvalid(f"a store transaction writes each key once; repeated: {', '.join(twice)}")
+
+
+def check_expectation(key: str, current: int | None, expect_version: int | None) -> None:
+    """Raise VersionConflict unless a key at ``current`` (None: absent) satisfies ``expect_version``."""
+    if expect_version is None:
+        return
+    if expect_version == ABSENT and current is not None:
+        raise VersionConflict(f"'{key}' already exists")
+    if expect_version != ABSENT and current != expect_version:
+        raise VersionConflict(
+            f"'{key}' changed since it was read (version {current}, expected {expect_version}); retry"
+        )
 
 
 class Store(Protocol):

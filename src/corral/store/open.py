@@ -1,4 +1,5 @@
-"""Open the store a URL names: ``sqlite:///path/to/store.db`` (one server) or ``etcd://host:port[,host:port]``."""
+"""Open the store a URL names: ``sqlite:///path/to/store.db`` (one server) or
+``etcd://host:port[,host:port...][/namespace]`` (several servers; namespace ``/corral`` by default)."""
 
 from __future__ import annotations
 
@@ -19,5 +20,7 @@ def open_store(url: str) -> Store:
             raise InvalidRequest(f"store URL '{url}': a SQLite path must be absolute (sqlite:///var/lib/...)")
         return SqliteStore(Path(rest))
     if scheme == "etcd":
-        raise InvalidRequest("the etcd store is not available yet")
+        from corral.store.etcd import EtcdStore
+
+        return EtcdStore.from_url(url)
     raise InvalidRequest(f"store URL '{url}': unknown scheme '{scheme}' (sqlite or etcd)")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.errors import VersionConflict
-from corral.store.base import ABSENT, Compacted, Event, Op, Put, Record
+from corral.store.base import Compacted, Event, Op, Put, Record, check_expectation, check_txn
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, version INTEGER NOT NULL);
@@ -65,14 +65,7 @@ class SqliteStore:
     def _check(self, key: str, expect_version: int | None) -> int | None:
         row = self._db.execute("SELECT version FROM kv WHERE key=?", (key,)).fetchone()
         current = row[0] if row else None
-        if expect_version is None:
-            return current
-        if expect_version == ABSENT and current is not None:
-            raise VersionConflict(f"'{key}' already exists")
-        if expect_version != ABSENT and current != expect_version:
-            raise VersionConflict(
-                f"'{key}' changed since it was read (version {current}, expected {expect_version}); retry"
-            )
+        check_expectation(key, current, expect_version)
         return current
 
     def _append(self, key: str, kind: str, value: str | None) -> int:
@@ -108,6 +101,7 @@ class SqliteStore:
         return True
 
     def txn(self, ops: list[Op]) -> list[Record | None]:
+        check_txn(ops)
         out: list[Record | None] = []
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -137,6 +131,15 @@ class SqliteStore:
         self._db.execute("ROLLBACK")
         row = self._db.execute("SELECT value FROM meta WHERE name='revision'").fetchone()
         self._rev = row[0] if row else 0
+
+    def compact(self, revision: int) -> None:
+        """Forget the history up to ``revision``: a watch from before it raises Compacted."""
+        with self._lock:
+            revision = min(revision, self._rev)
+            if revision > self._compacted:
+                self._compacted = revision
+                self._db.execute("DELETE FROM events WHERE revision <= ?", (revision,))
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('compacted', ?)", (revision,))
 
     # watch -----------------------------------------------------------------
     def watch(self, prefix: str, after: int, timeout: float) -> list[Event]:
