@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from corral.cli import container, image, network, node, share
+from corral.cli import container, image, network, node, share, storage
 from corral.cli.azlogin import az_login_command
 from corral.cli.output import err_console
 from corral.cli.up import up
@@ -23,6 +23,7 @@ app.add_typer(image.app, name="image")
 app.add_typer(node.app, name="node")
 app.add_typer(network.app, name="network")
 app.add_typer(share.app, name="share")
+app.add_typer(storage.app, name="storage")
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from corral.cli.output import console
 from corral.config import DEFAULT_DATA_DIR
 from corral.node.runtime.cgroups import remove_cgroup
 from corral.node.setup import NodeSettings, build_host
+from corral.node.volumes.backends import unmount_shares
 
 app = typer.Typer(help="Maintain this machine as a Corral node.", no_args_is_help=True)
 
@@ -35,4 +36,5 @@ def reset(
         host.network.teardown()
         uids |= found
     remove_cgroup(cgroup_parent)
+    unmount_shares(data_dir)  # a cluster node's GlusterFS mount (remounted when Corral starts)
     console.print(f"removed {len(uids)} group(s) from this node")

@@ -1,4 +1,8 @@
-"""`corral share ...`: the node's file shares that back azureFile volumes (run on the node, as root)."""
+"""`corral share ...`: the file shares that back azureFile volumes (run on a node, as root).
+
+On a cluster node whose shares live on GlusterFS (`corral storage mount`, or an agent started with
+a gluster shares source) the shares are the cluster's: created on one node, seen on every node.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from rich.table import Table
 
 from corral.cli.output import Format, console, emit
 from corral.config import DEFAULT_DATA_DIR
-from corral.node.setup import shares_root
+from corral.node.volumes.backends import share_backend
+from corral.node.volumes.gluster import GlusterShares
 from corral.node.volumes.shares import Share, ShareStore
 
 app = typer.Typer(help="Manage the node's file shares (azureFile volumes).", no_args_is_help=True)
@@ -18,11 +23,11 @@ DATA = typer.Option(DEFAULT_DATA_DIR, "--data-dir", help="Corral's data director
 NAME = typer.Argument(..., help="ACCOUNT/SHARE: the volume's storageAccountName and shareName.")
 
 
-def _store(data_dir: Path) -> ShareStore:
-    return ShareStore(shares_root(data_dir))
+def _store(data_dir: Path) -> ShareStore | GlusterShares:
+    return share_backend(data_dir)  # a cluster node's GlusterFS volume, or directories here
 
 
-def _json(store: ShareStore, s: Share) -> dict[str, object]:
+def _json(store: ShareStore | GlusterShares, s: Share) -> dict[str, object]:
     account, share = s.name.split("/", 1)
     return {"name": s.name, "storageAccountName": account, "shareName": share, "quotaGB": s.quota_gb,
             "usedBytes": store.usage(s.name), "created": s.created.isoformat(), "path": str(s.path)}

@@ -23,6 +23,7 @@ from corral.node.network.networks import NetworkSet
 from corral.node.network.sandbox import NetworkConfig, NetworkManager
 from corral.node.runtime import cgroups
 from corral.node.runtime.runtime import Runtime
+from corral.node.volumes.backends import share_backend, shares_root
 from corral.node.volumes.manager import VolumeManager
 
 
@@ -47,6 +48,10 @@ class NodeSettings(BaseModel):
     isolation: Literal["default", "sandboxed"] = "default"
     # Remount cgroup2 with favordynmods so moving a task into a cgroup skips an RCU grace period.
     cgroup_favordynmods: bool = True
+    # Where azureFile shares live: None = as this node remembers (directories here unless told
+    # otherwise); "local"; or "gluster://SERVER[,SERVER...]/VOLUME", a GlusterFS volume every node
+    # of a cluster mounts at <data_dir>/shares, so a group that moves finds its files (docs/shares.md).
+    shares: str | None = None
 
 
 def capacity() -> tuple[float, float]:
@@ -81,15 +86,11 @@ def build_host(settings: NodeSettings, link: ControlPlaneLink | None = None,
     images = ImageStore(settings.data_dir / "images")
     runtime = Runtime(root / "runtime", runtime=settings.runtime)
     network = build_network(settings, link, on_network)
-    volumes = VolumeManager(root / "volumes", shares_root(settings.data_dir))
+    volumes = VolumeManager(root / "volumes", shares_root(settings.data_dir),
+                            shares=share_backend(settings.data_dir, settings.shares))
     return NodeHost(root, images, runtime, network, settings.public_ip, cgroup_parent=settings.cgroup_parent,
                     volumes=volumes, allow_privileged=settings.allow_privileged, isolation=settings.isolation,
                     dns_zone=settings.dns_zone, dns_enabled=settings.dns_enabled)
-
-
-def shares_root(data_dir: Path) -> Path:
-    """Where the node keeps its azureFile shares (`corral share` manages them)."""
-    return data_dir / "shares"
 
 
 def build_agent(settings: NodeSettings, link: ControlPlaneLink, host: NodeHost) -> NodeAgent:

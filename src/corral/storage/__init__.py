@@ -1,0 +1,1 @@
+"""Storage servers for the file shares of a cluster (GlusterFS)."""
