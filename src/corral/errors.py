@@ -161,3 +161,9 @@ class StoreRequestInvalid(CorralError):
     """
 
     code = "StoreRequestInvalid"
+
+
+class StorageError(CorralError):
+    """A storage server of the cluster's file shares (GlusterFS) or one of its volumes failed."""
+
+    code = "StorageError"

@@ -25,7 +25,7 @@ from typing import Any
 
 from corral.errors import CorralError
 from corral.store.etcd import EtcdStore
-from corral.store.etcdclient import LeaseNotFound, b64
+from corral.store.etcdclient import LeaseNotFound, b64, unb64
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +140,18 @@ class EtcdLeadership:
             left = self._deadline - sent
             if left <= 0:
                 continue
-            try:
-                ttl = client.keepalive(lease, timeout=max(0.05, min(1.0, left)))
-                rec = self.store.get(self.key)
+            try:  # bounded by the deadline, so stepping down is never late
+                budget = max(0.05, min(1.0, left) / len(client.endpoints))
+                ttl = client.keepalive(lease, timeout=budget)
+                held = client.call("/v3/kv/range", {"key": b64(self.store.etcd_key(self.key))}, idempotent=True,
+                                   timeout=budget, retry_for=0).get("kvs") or []
             except LeaseNotFound:
                 self._demote("its lease expired", term)
                 return
             except CorralError as exc:
                 log.info("leader lease renewal failed: %s", exc)
                 continue
-            if rec is None or rec.value.get("holder") != self.identity:
+            if not held or json.loads(unb64(held[0].get("value"))).get("holder") != self.identity:
                 self._demote("its key was removed", term)
                 return
             with self._lock:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from corral.errors import CorralError, InvalidRequest
+from corral.errors import InvalidRequest, StorageError
 
 GLUSTERD = "/usr/sbin/glusterd"
 GLUSTER = "/usr/sbin/gluster"
@@ -34,12 +34,6 @@ _VOLUME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Shares fail over with their groups: clients notice a dead brick server in seconds, not the default
 # 42 s, and refuse writes that only a minority of the replicas would take (no split brain).
 VOLUME_OPTIONS = {"network.ping-timeout": "5", "cluster.quorum-type": "auto"}
-
-
-class StorageError(CorralError):
-    """The GlusterFS server or one of its volumes could not do what was asked."""
-
-    code = "StorageError"
 
 
 class Volume(BaseModel):
