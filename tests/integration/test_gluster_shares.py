@@ -9,11 +9,14 @@ import random
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from corral_server import CorralServer
+from groups import container, delete, exec_sync, group, put
 
 from corral.node.volumes.backends import share_backend, shares_root, unmount_shares
 from corral.node.volumes.gluster import GlusterShares
@@ -47,12 +50,12 @@ def volume(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                "--replica", "2", "--state-dir", state)
         assert [(v.name, v.status, v.type) for v in server.volumes()] == [(name, "Started", "Replicate")]
         yield f"gluster://{address}/{name}"
-        corral("storage", "delete-volume", name, "--state-dir", state)
+        server.delete_volume(name)  # what `corral storage delete-volume` does
         assert server.volumes() == []
     finally:
         if server.pid():  # a failed test: leave no volume behind
             server.delete_volume(name)
-        corral("storage", "stop", "--state-dir", state)
+        server.stop()  # `corral storage stop`
         assert server.pid() is None
 
 
@@ -93,3 +96,34 @@ def test_a_share_follows_its_group_to_another_node(volume: str, tmp_path: Path) 
             unmount_shares(node)
     for node in (node_a, node_b):
         assert not os.path.ismount(shares_root(node))
+
+
+def test_containers_read_and_write_a_share_through_gluster(volume: str, corral: CorralServer, tmp_path: Path) -> None:
+    """A real group on the session's node, its share on the volume, another node reading what it wrote."""
+    other = tmp_path / "other-node"
+    corral.cli("storage", "mount", volume, "--data-dir", str(corral.data_dir))
+    client = corral.client()
+    try:
+        corral.cli("share", "create", "acct2/web", "--data-dir", str(corral.data_dir))
+        afile = {"name": "web", "azureFile": {"shareName": "web", "storageAccountName": "acct2",
+                                              "storageAccountKey": "k"}}
+        put(client, "it-gluster", "gl-writer", group(
+            container("w", ["sh", "-c", "echo from-the-container > /web/index.html; sleep 3600"],
+                      volumeMounts=[{"name": "web", "mountPath": "/web"}]), volumes=[afile]))
+        try:
+            vm = volume_manager(other, volume)
+            path = vm.prepare("elsewhere", [afile])["web"]
+            deadline = time.monotonic() + 30
+            while not (path / "index.html").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert (path / "index.html").read_text() == "from-the-container\n"
+            (path / "reply").write_text("from the other node")
+            out = exec_sync(client, "it-gluster", "gl-writer", "w", "cat", "/web/reply")
+            assert out["stdout"] == "from the other node"
+        finally:
+            delete(client, "it-gluster", "gl-writer")
+            corral.cli("share", "delete", "acct2/web", "--data-dir", str(corral.data_dir))
+    finally:
+        corral.cli("storage", "unmount", "--data-dir", str(corral.data_dir))
+        unmount_shares(other)
+    assert not os.path.ismount(corral.data_dir / "shares")

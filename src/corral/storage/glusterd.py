@@ -29,7 +29,7 @@ from corral.errors import InvalidRequest, StorageError
 GLUSTERD = "/usr/sbin/glusterd"
 GLUSTER = "/usr/sbin/gluster"
 PORT = 24007  # glusterd's management port: clients and peers assume it
-BRICK_LOGS = "/var/log/glusterfs/bricks"
+PACKAGE_LOGS = "/var/log/glusterfs"
 _VOLUME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Shares fail over with their groups: clients notice a dead brick server in seconds, not the default
 # 42 s, and refuse writes that only a minority of the replicas would take (no split brain).
@@ -202,7 +202,12 @@ end-volume
         for brick in volume.bricks:  # glusterd logs each brick under the package's log directory
             host, _, path = brick.partition(":")
             if host == self.address:
-                Path(BRICK_LOGS, path.strip("/").replace("/", "-") + ".log").unlink(missing_ok=True)
+                Path(PACKAGE_LOGS, "bricks", path.strip("/").replace("/", "-") + ".log").unlink(missing_ok=True)
+        for empty in ("gfproxy", "snaps"):  # and makes two log directories per volume
+            try:
+                Path(PACKAGE_LOGS, empty, name).rmdir()
+            except OSError:
+                pass
 
 
 def _cmdline(pid: int) -> list[str]:
