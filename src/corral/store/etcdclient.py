@@ -61,6 +61,8 @@ def parse_endpoints(hosts: str) -> list[str]:
         if "://" not in part:
             part = "http://" + part
         u = urlsplit(part)
+        if u.scheme != "http":
+            raise InvalidRequest(f"etcd endpoint '{part}': only plain http is supported yet (no TLS)")
         if not u.hostname or not u.port:
             raise InvalidRequest(f"etcd endpoint '{part}' needs a host and a port (HOST:PORT)")
         out.append(f"{u.scheme}://{u.netloc}")
