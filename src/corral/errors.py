@@ -167,3 +167,9 @@ class StorageError(CorralError):
     """A storage server of the cluster's file shares (GlusterFS) or one of its volumes failed."""
 
     code = "StorageError"
+
+
+class PortUnreachable(Conflict):
+    """Nothing accepts connections on the port of the group that a port-forward asked for."""
+
+    code = "PortUnreachable"

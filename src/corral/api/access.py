@@ -1,4 +1,5 @@
-"""Getting at running containers: ACI exec/attach over websockets, streaming log follow, one-container restart.
+"""Getting at running containers: ACI exec/attach over websockets, port-forward, streaming log follow,
+one-container restart.
 
 ACI's exec and attach answer a POST with ``{"webSocketUri", "password"}``; the
 client opens the websocket, sends the password as its first frame, then raw
@@ -33,7 +34,7 @@ from corral.api.groups import P, json_body
 from corral.control.groups import GroupService, GroupView
 from corral.control.nodes import NodeDirectory
 from corral.errors import Conflict, CorralError, NotFound
-from corral.link.protocol import NodeClient, TerminalSession
+from corral.link.protocol import NodeClient, PortStream, TerminalSession
 from corral.model.records import GroupRecord
 from corral.store.base import Store
 
@@ -63,13 +64,14 @@ def stream_threads() -> anyio.CapacityLimiter:
 # one-time session tickets ------------------------------------------------------------------------------------------
 @dataclass
 class Ticket:
-    kind: Literal["exec", "attach"]
+    kind: Literal["exec", "attach", "portforward"]
     node: str
     uid: str
     container: str
     argv: list[str] = field(default_factory=list)
     rows: int = 24
     cols: int = 80
+    port: int = 0
     password: str = ""
     expires: float = 0.0
 
@@ -186,6 +188,25 @@ def attach(sub: str, rg: str, name: str, container: str, request: Request, svc: 
     return _session_answer(request, Ticket("attach", node, view.record.meta.uid, container))
 
 
+class PortForwardRequest(BaseModel):
+    port: int = Field(ge=1, le=65535)
+
+
+@router.post(P + "/portForward")
+def port_forward(
+    sub: str, rg: str, name: str, request: Request, body: dict[str, Any] = Depends(json_body),
+    svc: GroupService = Depends(service),
+) -> Any:
+    """Corral extension: a one-time websocket session carrying one TCP connection to ``port`` of the group."""
+    req = PortForwardRequest.model_validate(body)
+    view = svc.get(sub, rg, name)
+    node = view.record.meta.node
+    state = view.status.state if view.status else "Pending"
+    if node is None or state != "Running" or view.record.meta.deleting:
+        raise Conflict(f"container group '{name}' is not running (it is {state}); wait for it or start it")
+    return _session_answer(request, Ticket("portforward", node, view.record.meta.uid, "", port=req.port))
+
+
 @router.post(P + "/containers/{container}/restart")
 def restart_container(sub: str, rg: str, name: str, container: str, svc: GroupService = Depends(service)) -> Response:
     """Corral extension: restart only this container of the group."""
@@ -272,6 +293,8 @@ async def session_socket(websocket: WebSocket, sid: str) -> None:
         node = directory.get(ticket.node)
         if ticket.kind == "exec":
             await _exec_session(websocket, node, ticket)
+        elif ticket.kind == "portforward":
+            await _port_forward_session(websocket, node, ticket)
         else:
             await _attach_session(websocket, node, ticket)
     except CorralError as exc:
@@ -378,3 +401,39 @@ async def _attach_session(websocket: WebSocket, node: NodeClient, ticket: Ticket
         for task in (out_task, in_task):
             task.cancel()
         await asyncio.gather(out_task, in_task, return_exceptions=True)
+
+
+async def _port_forward_session(websocket: WebSocket, node: NodeClient, ticket: Ticket) -> None:
+    """Bytes both ways between the socket's binary frames and a TCP connection the node opened."""
+    stream: PortStream = await anyio.to_thread.run_sync(node.port_forward, ticket.uid, ticket.port)
+
+    async def output() -> None:
+        while True:
+            data = await anyio.to_thread.run_sync(stream.read, 65536, READ_WAKE, limiter=stream_threads())
+            if data is None:
+                continue
+            if not data:
+                return
+            await websocket.send_bytes(data)
+
+    async def input_() -> None:
+        while True:
+            msg = await websocket.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+            data = msg.get("bytes") or (msg.get("text") or "").encode()
+            try:
+                await anyio.to_thread.run_sync(stream.write, data, limiter=stream_threads())
+            except OSError:
+                return
+
+    out_task, in_task = asyncio.create_task(output()), asyncio.create_task(input_())
+    try:
+        await asyncio.wait({out_task, in_task}, return_when=asyncio.FIRST_COMPLETED)
+        if out_task.done() and not out_task.cancelled() and out_task.exception() is None:
+            await _close(websocket, 1000, json.dumps({"closed": True}))
+    finally:
+        for task in (out_task, in_task):
+            task.cancel()
+        await asyncio.gather(out_task, in_task, return_exceptions=True)
+        await anyio.to_thread.run_sync(stream.close)

@@ -6,7 +6,7 @@ of what its node reported is rendered as the API would show it, compared with
 what this stream showed before, and only the differences are sent:
 
 * ``group``: the group's ``instanceView.state`` or ``provisioningState`` changed;
-* ``container``: a container's state, restart count, detail or exit code changed;
+* ``container``: a container's state, restart count, detail, exit code or readiness changed;
 * ``event``: a new (or repeated) entry in an ``instanceView.events`` list;
 * ``deleted``: the group is gone.
 
@@ -68,6 +68,7 @@ def summarize(view: GroupView) -> dict[str, Any]:
                 "container": c["name"], "init": kind == "init", "state": cur.get("state"),
                 "restartCount": iv.get("restartCount", 0), "detailStatus": cur.get("detailStatus", ""),
                 "exitCode": cur.get("exitCode"), "startTime": cur.get("startTime"), "finishTime": cur.get("finishTime"),
+                "ready": iv.get("ready"),
             }
             for e in iv.get("events") or []:
                 events[(c["name"], e["name"], e["message"], e["firstTimestamp"])] = e
@@ -84,7 +85,7 @@ def diff(old: dict[str, Any] | None, new: dict[str, Any], replay_events: bool = 
     out: list[Message] = []
     if old is None or (old["state"], old["provisioningState"]) != (new["state"], new["provisioningState"]):
         out.append(("group", {**head, "state": new["state"], "provisioningState": new["provisioningState"]}))
-    fields = ("state", "restartCount", "detailStatus", "exitCode")
+    fields = ("state", "restartCount", "detailStatus", "exitCode", "ready")
     for name, c in new["containers"].items():
         before = (old or {}).get("containers", {}).get(name)
         if before is None or any(before[f] != c[f] for f in fields):

@@ -72,6 +72,9 @@ def render_group(view: GroupView, fqdn_zone: str | None = None) -> dict[str, Any
         "state": state,
         "events": [e.model_dump(mode="json") for e in (st.events if st else [])],
     }
+    if st is not None and st.privateIp:
+        # Corral extension: the group's own address in its virtual network, whatever its ipAddress type.
+        props["instanceView"]["privateIp"] = st.privateIp
     out: dict[str, Any] = {
         "id": group_id(meta.subscription, meta.resourceGroup, meta.name),
         "name": meta.name,

@@ -84,6 +84,18 @@ class TerminalSession(Protocol):
         ...
 
 
+class PortStream(Protocol):
+    """A TCP connection the node opened to a group's address and port (``corral.node.client.TcpStream``)."""
+
+    def read(self, size: int = 65536, timeout: float | None = None) -> bytes | None:
+        """Bytes from the group; b"" once it closed its side; None on timeout."""
+        ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class NodeClient(Protocol):
     def logs(self, uid: str, container: str, tail: int | None, timestamps: bool) -> str: ...
 
@@ -101,6 +113,10 @@ class NodeClient(Protocol):
 
     def attach(self, uid: str, container: str, stop: Callable[[], bool], tail: int | None = 0) -> Iterator[str]:
         """The container's output lines from now on, until it exits or ``stop()``."""
+        ...
+
+    def port_forward(self, uid: str, port: int) -> PortStream:
+        """Connect from the node to ``port`` on the group's own address (its network namespace)."""
         ...
 
     def cached_images(self) -> list[str]: ...

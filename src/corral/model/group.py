@@ -9,6 +9,7 @@ filled by the API from observed state, never trusted from a request.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Literal
 
@@ -108,9 +109,18 @@ class HttpGetAction(Wire):
         return v.lower() if isinstance(v, str) else v
 
 
+class TcpSocketAction(Wire):
+    port: int = Field(ge=1, le=65535)
+
+
+PROBE_ACTIONS = ("exec", "httpGet", "tcpSocket")
+
+
 class Probe(Wire):
     exec: ExecAction | None = None
     httpGet: HttpGetAction | None = None
+    # Corral extension (ACI has exec and httpGet only): succeeds when a TCP connection opens.
+    tcpSocket: TcpSocketAction | None = None
     initialDelaySeconds: int = Field(default=0, ge=0)
     periodSeconds: int = Field(default=10, ge=1)
     failureThreshold: int = Field(default=3, ge=1)
@@ -119,8 +129,8 @@ class Probe(Wire):
 
     @model_validator(mode="after")
     def _one_action(self) -> Probe:
-        if (self.exec is None) == (self.httpGet is None):
-            raise ValueError("a probe needs exactly one of 'exec' or 'httpGet'")
+        if sum(getattr(self, a) is not None for a in PROBE_ACTIONS) != 1:
+            raise ValueError("a probe needs exactly one of 'exec', 'httpGet' or 'tcpSocket'")
         return self
 
 
@@ -147,6 +157,9 @@ class ContainerProperties(Wire):
     volumeMounts: list[VolumeMount] | None = None
     livenessProbe: Probe | None = None
     readinessProbe: Probe | None = None
+    # Corral extension: liveness and readiness wait until it succeeds once; failing it past its threshold
+    # kills the container, as in Kubernetes.
+    startupProbe: Probe | None = None
     securityContext: SecurityContext | None = None
     # Corral extension (ACI has none): the working directory.
     workingDir: str | None = None
@@ -247,6 +260,30 @@ class DnsConfig(Wire):
     options: str | None = None
 
 
+class HostAlias(Wire):
+    """Corral extension: an extra /etc/hosts line of the group (Kubernetes' hostAliases)."""
+
+    ip: str
+    hostnames: list[str] = Field(min_length=1)
+
+    @field_validator("ip")
+    @classmethod
+    def _valid_ip(cls, v: str) -> str:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"'{v}' is not an IP address") from None
+        return v
+
+    @field_validator("hostnames")
+    @classmethod
+    def _valid_hostnames(cls, v: list[str]) -> list[str]:
+        for h in v:
+            if not h or any(ch.isspace() for ch in h) or "#" in h:
+                raise ValueError(f"'{h}' is not a host name")
+        return v
+
+
 class SubnetId(Wire):
     id: str
     name: str | None = None
@@ -272,6 +309,8 @@ class GroupProperties(Wire):
     # Corral extension: security rules for this group alone (as Azure attaches an NSG to a NIC),
     # applied beside its subnet's. {"id": "<network security group id>"}
     networkSecurityGroup: SubnetId | None = None
+    # Corral extension: extra /etc/hosts entries for every container of the group.
+    hostAliases: list[HostAlias] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> GroupProperties:

@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+import select
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from corral.errors import Conflict
+from corral.errors import Conflict, PortUnreachable
 from corral.node.exec import PtySession, attach, exec_capture, exec_pty
 from corral.node.host import NodeHost, container_id
 from corral.node.logs import follow_logs, read_logs
+
+
+class TcpStream:
+    """``PortStream`` over a socket from the host to the group's address (the host reaches it on the node bridge)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def read(self, size: int = 65536, timeout: float | None = None) -> bytes | None:
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if not ready:
+            return None
+        try:
+            return self.sock.recv(size)
+        except OSError:
+            return b""
+
+    def write(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
 
 
 class LocalNodeClient:
@@ -45,6 +73,18 @@ class LocalNodeClient:
 
     def attach(self, uid: str, container: str, stop: Callable[[], bool], tail: int | None = 0) -> Iterator[str]:
         return attach(self.host.runtime, self._running(uid, container), stop, tail=tail)
+
+    def port_forward(self, uid: str, port: int) -> TcpStream:
+        sandbox = self.host.network.get(uid)
+        if sandbox is None:
+            raise Conflict("the group has no network sandbox on this node (it is not running)")
+        try:
+            sock = socket.create_connection((sandbox.ip, port), timeout=5)
+        except OSError as exc:
+            raise PortUnreachable(f"cannot connect to port {port} of the group ({sandbox.ip}:{port}): "
+                                  f"{exc.strerror or exc}") from None
+        sock.settimeout(None)
+        return TcpStream(sock)
 
     def cached_images(self) -> list[str]:
         return [img.reference for img in self.host.images.list()]

@@ -1,4 +1,4 @@
-"""Liveness and readiness probes of a group's containers.
+"""Startup, liveness and readiness probes of a group's containers.
 
 A ``Prober`` belongs to one group worker and is stepped from the worker's own
 loop (no thread per probe): each step runs the probes that are due and says
@@ -10,6 +10,7 @@ restarts whenever the container starts again (its ``epoch`` changes).
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from corral.model.group import Probe
 from corral.node.exec import exec_capture
 from corral.node.runtime.runtime import Runtime
 
-ProbeKind = Literal["liveness", "readiness"]
+ProbeKind = Literal["startup", "liveness", "readiness"]
 # (probe, container id, the group's IP) -> (succeeded, what happened)
 ProbeRunner = Callable[[Probe, str, str | None], tuple[bool, str]]
 
@@ -76,9 +77,27 @@ def http_probe(probe: Probe, ip: str | None) -> tuple[bool, str]:
     return False, f"GET {url}: HTTP {resp.status}"
 
 
+def tcp_probe(probe: Probe, ip: str | None) -> tuple[bool, str]:
+    """Open (and close) a TCP connection from the host to the group's address, as kubelet does."""
+    assert probe.tcpSocket is not None
+    port = probe.tcpSocket.port
+    if not ip:
+        return False, "the group has no address yet"
+    try:
+        with socket.create_connection((ip, port), timeout=probe.timeoutSeconds):
+            pass
+    except OSError as exc:
+        return False, f"dial tcp {ip}:{port}: {exc.strerror or exc or type(exc).__name__}"
+    return True, f"connected to {ip}:{port}"
+
+
 def runner_for(runtime: Runtime) -> ProbeRunner:
     def run(probe: Probe, cid: str, ip: str | None) -> tuple[bool, str]:
-        return exec_probe(runtime, probe, cid) if probe.exec is not None else http_probe(probe, ip)
+        if probe.exec is not None:
+            return exec_probe(runtime, probe, cid)
+        if probe.tcpSocket is not None:
+            return tcp_probe(probe, ip)
+        return http_probe(probe, ip)
 
     return run
 

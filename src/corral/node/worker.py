@@ -26,6 +26,7 @@ from corral.model.records import GroupRecord
 from corral.model.status import ContainerStateView, ContainerStatus, GroupStatus, record_event
 from corral.net.dns.resolv import dns_settings
 from corral.node.host import NodeHost, container_id, isolation_of, registry_credentials, volume_mounts
+from corral.node.network.etcfiles import write_hosts
 from corral.node.probes import Prober, runner_for
 from corral.node.runtime.runtime import ContainerState
 
@@ -75,6 +76,8 @@ class GroupWorker:
         self._backoff: dict[str, tuple[int, float]] = {}
         self._started_mono: dict[str, float] = {}
         self._prober = Prober(runner_for(host.runtime))
+        self._host_aliases = False  # whether the sandbox's hosts file carries the group's hostAliases
+        self._started_ok: dict[str, str] = {}  # container -> the run (epoch) whose startup probe succeeded
         self._restart_policy = group.spec.properties.restartPolicy
         # The volumes spec last prepared on the host, so an unchanged one is not redone every pass.
         self._volumes_prepared: str | None = None
@@ -243,6 +246,10 @@ class GroupWorker:
         public = props.ipAddress is not None and props.ipAddress.type == "Public"
         self.status.ip = self.host.public_ip if public else sandbox.ip
         self.status.privateIp = sandbox.ip
+        if props.hostAliases or self._host_aliases:
+            aliases = [(a.ip, a.hostnames) for a in props.hostAliases or []]
+            write_hosts(sandbox.hosts, sandbox.ip, hostname, aliases)
+            self._host_aliases = bool(aliases)
         self._apply_group_rules(props, subnet_id)
 
         images = {}
@@ -399,14 +406,36 @@ class GroupWorker:
         record_event(cs.events, "Started", f"started container {c.name} from {c.properties.image}")
         if not isinstance(c, Container):
             return RUNNING_SWEEP  # its exit wakes us
-        cs.ready = c.properties.readinessProbe is None
-        return RUNNING_SWEEP if not (c.properties.livenessProbe or c.properties.readinessProbe) else POLL_INTERVAL
+        p = c.properties
+        cs.ready = p.readinessProbe is None and p.startupProbe is None
+        return RUNNING_SWEEP if not (p.livenessProbe or p.readinessProbe or p.startupProbe) else POLL_INTERVAL
+
+    def _kill_unhealthy(self, c: Container, cs: ContainerStatus, cid: str, kind: str) -> float:
+        record_event(cs.events, "Killing", f"container {c.name} failed its {kind} probe and will be "
+                     f"restarted (restart policy {self._restart_policy})", "Warning")
+        self._prober.reset(c.name, "liveness")
+        self._prober.reset(c.name, "startup")
+        self.host.stop_container(cid, timeout=5)
+        cs.ready = False
+        return 0.0  # the next pass sees it exited and applies the restart policy
 
     def _probe(self, c: Container, cs: ContainerStatus, cid: str, ip: str | None) -> float:
-        """Run the container's due probes; a failed liveness probe kills it (the restart policy decides the rest)."""
+        """Run the container's due probes; a failed liveness (or startup) probe kills it (the restart policy
+        decides the rest). Until a startup probe has succeeded, the other two wait and the container is not ready."""
         p = c.properties
         epoch = f"{cs.restartCount}:{cs.currentState.startTime}"
         delay = RUNNING_SWEEP
+        if p.startupProbe is not None and self._started_ok.get(c.name) != epoch:
+            step = self._prober.step(c.name, "startup", p.startupProbe, epoch, cid, ip)
+            if step.failure:
+                record_event(cs.events, "Unhealthy", f"Startup probe failed: {step.failure}", "Warning")
+            if step.verdict is False:
+                return self._kill_unhealthy(c, cs, cid, "startup")
+            if step.verdict is None:
+                cs.ready = False
+                return step.next_in
+            self._started_ok[c.name] = epoch  # succeeded: never probed again in this run of the container
+            self._prober.reset(c.name, "startup")
         if p.readinessProbe is None:
             cs.ready = True
         else:
@@ -420,12 +449,7 @@ class GroupWorker:
             if step.failure:
                 record_event(cs.events, "Unhealthy", f"Liveness probe failed: {step.failure}", "Warning")
             if step.verdict is False:
-                record_event(cs.events, "Killing", f"container {c.name} failed its liveness probe and will be "
-                             f"restarted (restart policy {self._restart_policy})", "Warning")
-                self._prober.reset(c.name, "liveness")
-                self.host.stop_container(cid, timeout=5)
-                cs.ready = False
-                return 0.0  # the next pass sees it exited and applies the restart policy
+                return self._kill_unhealthy(c, cs, cid, "liveness")
             delay = min(delay, step.next_in)
         return delay
 

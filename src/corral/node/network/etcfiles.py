@@ -50,12 +50,25 @@ def resolv_conf(dns: DnsSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def hosts(ip: str, hostname: str) -> str:
+def hosts(ip: str, hostname: str, aliases: list[tuple[str, list[str]]] | None = None) -> str:
+    extra = "".join(f"{a_ip}\t{' '.join(names)}\n" for a_ip, names in aliases or [])
     return (
         "127.0.0.1\tlocalhost\n"
         "::1\tlocalhost ip6-localhost ip6-loopback\n"
         f"{ip}\t{hostname}\n"
-    )
+    ) + ("# hostAliases\n" + extra if extra else "")
+
+
+def write_hosts(path: Path, ip: str, hostname: str, aliases: list[tuple[str, list[str]]]) -> None:
+    """Rewrite a sandbox's hosts file in place (not by rename: containers bind-mount this very inode)."""
+    text = hosts(ip, hostname, aliases)
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def write_all(directory: Path, ip: str, hostname: str, dns: DnsSettings) -> tuple[Path, Path, Path]:
