@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from corral.api import access, arm, errors, events, groups, identity, lro, network, provider, usage
+from corral.api import access, arm, capacity, errors, events, groups, identity, lro, network, provider, usage
 from corral.api.auth import PUBLIC_PREFIXES, check
 from corral.api.paths import canonical_path
 from corral.control.plane import ControlPlane
@@ -61,4 +61,5 @@ def create_app(plane: ControlPlane) -> FastAPI:
     app.include_router(usage.router)
     app.include_router(arm.router)
     app.include_router(identity.router)
+    app.include_router(capacity.router)
     return app

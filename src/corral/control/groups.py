@@ -49,7 +49,19 @@ class OperationStatus(BaseModel):
 
 
 # Fields that cannot change in place: the group would need a new sandbox (network, volumes, runtime).
-IMMUTABLE = ("osType", "subnetIds", "volumes", "isolation", "sku")
+IMMUTABLE = ("osType", "subnetIds", "isolation", "sku")
+
+
+def volume_shape(group: ContainerGroup) -> list[object]:
+    """What of the volumes cannot change in place: all but the contents of secret volumes, which the node
+    rewrites in the running group (a Kubernetes configMap or secret volume kept up to date)."""
+    out: list[object] = []
+    for v in group.properties.volumes or []:
+        dump = v.model_dump(mode="json", exclude_none=True)
+        if v.secret is not None:
+            dump["secret"] = None
+        out.append(dump)
+    return out
 
 
 class GroupService:
@@ -127,6 +139,13 @@ class GroupService:
                     f"({getattr(old.properties, field)} -> {getattr(new.properties, field)}); "
                     "delete the group and create it again"
                 )
+        if volume_shape(old) != volume_shape(new):
+            raise Conflict(
+                f"properties.volumes cannot change on an existing container group ({old.properties.volumes} -> "
+                f"{new.properties.volumes}), except the files of secret volumes; delete the group and create it "
+                "again"
+            )
+
         def addr(g: ContainerGroup) -> object:
             ip = g.properties.ipAddress
             return None if ip is None else (ip.type, sorted((p.port, p.protocol, p.publicPort) for p in ip.ports))

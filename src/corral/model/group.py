@@ -44,6 +44,9 @@ class EnvironmentVariable(Wire):
     name: str
     value: str | None = None
     secureValue: str | None = None
+    # Corral extension: the value is the group's own address (privateIp) or its node's (nodeIp), known only
+    # once the node has built the group's sandbox (Kubernetes' status.podIP and status.hostIP field refs).
+    groupField: Literal["privateIp", "nodeIp"] | None = None
 
     @field_validator("name")
     @classmethod
@@ -151,6 +154,8 @@ class SecurityContext(Wire):
 class ContainerProperties(Wire):
     image: str = Field(min_length=1)
     command: list[str] | None = None
+    # Corral extension (Kubernetes' args): after `command`, or alone in place of the image's CMD.
+    args: list[str] | None = None
     ports: list[Port] | None = None
     environmentVariables: list[EnvironmentVariable] | None = None
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
@@ -184,6 +189,8 @@ class Container(Wire):
 class InitContainerProperties(Wire):
     image: str = Field(min_length=1)
     command: list[str] | None = None
+    args: list[str] | None = None  # Corral extension, as for containers
+    workingDir: str | None = None  # Corral extension, as for containers
     environmentVariables: list[EnvironmentVariable] | None = None
     volumeMounts: list[VolumeMount] | None = None
     securityContext: SecurityContext | None = None

@@ -236,11 +236,20 @@ class NodeHost:
         hostname: str,
     ) -> SpecRequest:
         cfg = image.config
-        args = list(props.command) if props.command else [*cfg.entrypoint, *cfg.cmd]
+        if props.command:
+            args = [*props.command, *(props.args or [])]
+        elif props.args is not None:  # Kubernetes' args alone: the image's entrypoint with these arguments
+            args = [*cfg.entrypoint, *props.args]
+        else:
+            args = [*cfg.entrypoint, *cfg.cmd]
         if not args:
             args = ["sh"]
         env = dict(e.split("=", 1) for e in cfg.env if "=" in e)
+        group_fields = {"privateIp": sandbox.ip, "nodeIp": self.public_ip}
         for var in props.environmentVariables or []:
+            if var.groupField is not None:
+                env[var.name] = group_fields[var.groupField]
+                continue
             env[var.name] = var.value if var.value is not None else (var.secureValue or "")
         if isinstance(props, ContainerProperties):
             req = props.resources.requests
@@ -251,7 +260,7 @@ class NodeHost:
             cwd = props.workingDir or cfg.working_dir or "/"
         else:  # init containers share the group's resources; bound them by a modest default
             cpu, cpu_limit, mem_limit = 1.0, 1.0, 1.0
-            cwd = cfg.working_dir or "/"
+            cwd = props.workingDir or cfg.working_dir or "/"
         mounts = [
             MountSpec(source=sandbox.resolv_conf, destination="/etc/resolv.conf", read_only=True),
             MountSpec(source=sandbox.hosts, destination="/etc/hosts", read_only=True),
