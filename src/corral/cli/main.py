@@ -8,6 +8,7 @@ import typer
 
 from corral.cli import container, image, network, node, share, storage
 from corral.cli.azlogin import az_login_command
+from corral.cli.kube import kube_node
 from corral.cli.output import err_console
 from corral.cli.up import up
 from corral.cli.usage import usage
@@ -18,6 +19,7 @@ app = typer.Typer(help="Corral: serverless container groups on your own machines
 app.command("up")(up)
 app.command("usage")(usage)
 app.command("az-login")(az_login_command)
+app.command("kube-node")(kube_node)
 app.add_typer(container.app, name="container")
 app.add_typer(image.app, name="image")
 app.add_typer(node.app, name="node")
