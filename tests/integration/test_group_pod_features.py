@@ -3,12 +3,13 @@ address in instanceView, hostAliases, readiness in the event stream, and port-fo
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
 import pytest
 from corral_server import CorralServer
-from groups import container, delete, exec_sync, group, put, view, wait_for
+from groups import container, delete, exec_sync, get, group, put, view, wait_for
 from test_access import SseReader, open_socket
 from websockets.exceptions import ConnectionClosed
 
@@ -123,3 +124,47 @@ def test_port_forward_carries_a_tcp_connection_to_the_group(corral: CorralServer
     with pytest.raises(ApiError) as err:
         client.request("POST", path, json={"port": 80})
     assert err.value.status == 404
+
+
+def test_args_group_fields_secret_files_updated_in_place_and_capacity(corral: CorralServer) -> None:
+    client = corral.client()
+    env = [{"name": "MY_IP", "groupField": "privateIp"}, {"name": "NODE_IP", "groupField": "nodeIp"}]
+    files = {"level": base64.b64encode(b"one").decode()}
+    body = group(
+        # args alone: the image's entrypoint (none in corral/busybox) with these arguments, in place of its CMD
+        {"name": "c", "properties": {"image": "corral/busybox:latest", "args": ["sleep", "3600"],
+                                     "environmentVariables": env,
+                                     "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}],
+                                     "resources": {"requests": {"cpu": 0.1, "memoryInGB": 0.1}}}},
+        volumes=[{"name": "cfg", "secret": files}],
+    )
+    cap0 = client.request("GET", f"/subscriptions/{client.sub}/providers/Microsoft.ContainerInstance/locations/"
+                          "local/capacity").json()
+    put(client, RG, "pf-args", body)
+    try:
+        g = wait_for(client, RG, "pf-args", lambda g: view(g, "c")["currentState"]["state"] == "Running")
+        ip = g["properties"]["instanceView"]["privateIp"]
+        out = exec_sync(client, RG, "pf-args", "c", "sh", "-c", "echo $MY_IP $NODE_IP; cat /etc/cfg/level; echo; "
+                        "cat /proc/1/cmdline | tr '\\0' ' '")["stdout"].split("\n")
+        assert out[0].split()[0] == ip and out[0].split()[1] and out[1] == "one"
+        assert out[2].strip() == "sleep 3600"
+        started = view(g, "c")["currentState"]["startTime"]
+        # New contents of a secret volume reach the running container; nothing restarts.
+        body["properties"]["volumes"][0]["secret"] = {"level": base64.b64encode(b"two").decode()}
+        put(client, RG, "pf-args", body)
+        wait_for(client, RG, "pf-args", lambda g: exec_sync(client, RG, "pf-args", "c", "cat",
+                                                            "/etc/cfg/level")["stdout"] == "two", timeout=20)
+        g = get(client, RG, "pf-args")
+        assert view(g, "c")["currentState"]["startTime"] == started and view(g, "c")["restartCount"] == 0
+        # Another kind of volume still needs a new group.
+        body["properties"]["volumes"][0] = {"name": "cfg", "emptyDir": {}}
+        with pytest.raises(ApiError) as err:
+            client.request("PUT", client.group_path(RG, "pf-args"), json=body)
+        assert err.value.status == 409 and "except the files of secret volumes" in err.value.message
+        cap = client.request("GET", f"/subscriptions/{client.sub}/providers/Microsoft.ContainerInstance/locations/"
+                             "local/capacity").json()
+        assert cap["readyNodes"] == 1 and cap["total"]["cpu"] > 0
+        assert round(cap0["free"]["cpu"] - cap["free"]["cpu"], 3) == 0.1
+        assert cap["free"]["groups"] == cap0["free"]["groups"] - 1
+    finally:
+        delete(client, RG, "pf-args")
