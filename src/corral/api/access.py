@@ -19,7 +19,7 @@ import secrets
 import shlex
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -320,6 +320,33 @@ async def _close(websocket: WebSocket, code: int, reason: str = "") -> None:
             pass
 
 
+async def _client_frames(websocket: WebSocket) -> AsyncIterator[bytes]:
+    """What the client sends, as bytes (text or binary frames), until it goes away."""
+    while True:
+        msg = await websocket.receive()
+        if msg["type"] == "websocket.disconnect":
+            return
+        yield msg.get("bytes") or (msg.get("text") or "").encode()
+
+
+async def _duplex(output: Coroutine[Any, Any, None], input_: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """Run a session's two directions until either ends; both are cancelled and awaited before it returns the
+    output's task."""
+    out_task, in_task = asyncio.create_task(output), asyncio.create_task(input_)
+    try:
+        await asyncio.wait({out_task, in_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (out_task, in_task):
+            task.cancel()
+        await asyncio.gather(out_task, in_task, return_exceptions=True)
+    return out_task
+
+
+def _ended(task: asyncio.Task[None]) -> bool:
+    """The output side ended by itself (the process or connection finished), not by a failure or the client."""
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
 async def _exec_session(websocket: WebSocket, node: NodeClient, ticket: Ticket) -> None:
     session: TerminalSession = await anyio.to_thread.run_sync(
         node.exec_pty, ticket.uid, ticket.container, ticket.argv, ticket.rows, ticket.cols
@@ -339,11 +366,7 @@ async def _exec_session(websocket: WebSocket, node: NodeClient, ticket: Ticket) 
                 await websocket.send_text(text)
 
     async def input_() -> None:
-        while True:
-            msg = await websocket.receive()
-            if msg["type"] == "websocket.disconnect":
-                return
-            data = msg.get("bytes") or (msg.get("text") or "").encode()
+        async for data in _client_frames(websocket):
             if m := RESIZE.fullmatch(data):
                 session.resize(int(m[1]), int(m[2]))
                 continue
@@ -352,19 +375,14 @@ async def _exec_session(websocket: WebSocket, node: NodeClient, ticket: Ticket) 
             except OSError:
                 return  # the process is gone: output() sees the end
 
-    out_task, in_task = asyncio.create_task(output()), asyncio.create_task(input_())
     try:
-        await asyncio.wait({out_task, in_task}, return_when=asyncio.FIRST_COMPLETED)
-        if out_task.done() and not out_task.cancelled() and out_task.exception() is None:
-            in_task.cancel()
+        # Both directions are awaited before the pty is closed (the reader thread's fd number could be reused).
+        out_task = await _duplex(output(), input_())
+        if _ended(out_task):
             code = await anyio.to_thread.run_sync(session.wait, 5.0)
             # The exit code travels in the close reason, invisible to clients that only print frames.
             await _close(websocket, 1000, json.dumps({"exitCode": code}))
     finally:
-        for task in (out_task, in_task):
-            task.cancel()
-        # Wait for the reader thread to leave the pty before closing it (its fd number could be reused).
-        await asyncio.gather(out_task, in_task, return_exceptions=True)
         await anyio.to_thread.run_sync(session.close)
     exc = out_task.exception() if out_task.done() and not out_task.cancelled() else None
     if exc is not None and not isinstance(exc, WebSocketDisconnect | OSError | RuntimeError):
@@ -388,19 +406,14 @@ async def _attach_session(websocket: WebSocket, node: NodeClient, ticket: Ticket
 
     async def input_() -> None:
         # Output only (the container has no stdin pipe): read frames just to notice the client leaving.
-        while (await websocket.receive())["type"] != "websocket.disconnect":
+        async for _ in _client_frames(websocket):
             pass
 
-    out_task, in_task = asyncio.create_task(output()), asyncio.create_task(input_())
     try:
-        await asyncio.wait({out_task, in_task}, return_when=asyncio.FIRST_COMPLETED)
-        if out_task.done() and not out_task.cancelled() and out_task.exception() is None:
+        if _ended(await _duplex(output(), input_())):
             await _close(websocket, 1000, json.dumps({"exited": True}))
     finally:
         stopped.set()
-        for task in (out_task, in_task):
-            task.cancel()
-        await asyncio.gather(out_task, in_task, return_exceptions=True)
 
 
 async def _port_forward_session(websocket: WebSocket, node: NodeClient, ticket: Ticket) -> None:
@@ -417,23 +430,14 @@ async def _port_forward_session(websocket: WebSocket, node: NodeClient, ticket: 
             await websocket.send_bytes(data)
 
     async def input_() -> None:
-        while True:
-            msg = await websocket.receive()
-            if msg["type"] == "websocket.disconnect":
-                return
-            data = msg.get("bytes") or (msg.get("text") or "").encode()
+        async for data in _client_frames(websocket):
             try:
                 await anyio.to_thread.run_sync(stream.write, data, limiter=stream_threads())
             except OSError:
                 return
 
-    out_task, in_task = asyncio.create_task(output()), asyncio.create_task(input_())
     try:
-        await asyncio.wait({out_task, in_task}, return_when=asyncio.FIRST_COMPLETED)
-        if out_task.done() and not out_task.cancelled() and out_task.exception() is None:
+        if _ended(await _duplex(output(), input_())):
             await _close(websocket, 1000, json.dumps({"closed": True}))
     finally:
-        for task in (out_task, in_task):
-            task.cancel()
-        await asyncio.gather(out_task, in_task, return_exceptions=True)
         await anyio.to_thread.run_sync(stream.close)

@@ -18,6 +18,7 @@ from rich.console import Group as RichGroup
 from corral.cli import terminal
 from corral.cli.client import API_VERSION, ApiError, Client
 from corral.cli.output import Format, console, containers_table, emit, err_console, groups_table
+from corral.sse import SseParser
 
 app = typer.Typer(help="Create and manage container groups (the verbs of `az container`).", no_args_is_help=True)
 
@@ -329,16 +330,10 @@ def restart(
 
 def _sse(resp: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
     """(event, data) pairs of a server-sent event stream."""
-    kind, data = "message", []
+    parser = SseParser()
     for line in resp.iter_lines():
-        if not line:
-            if data:
-                yield kind, json.loads("\n".join(data))
-            kind, data = "message", []
-        elif line.startswith("event:"):
-            kind = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].strip())
+        if (message := parser.feed(line)) is not None:
+            yield message
 
 
 def describe(kind: str, d: dict[str, Any]) -> str:

@@ -8,7 +8,6 @@ restart or a slow moment never turns into a failed pod; what Corral refuses (4xx
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 
 from corral.config import ClientConfig
+from corral.sse import SseParser
 
 log = logging.getLogger(__name__)
 
@@ -109,22 +109,14 @@ class CorralApi:
         """The resource group's state changes (server-sent events), starting with a snapshot; ends when the
         connection does (the caller reconnects)."""
         path = f"/subscriptions/{self.sub}/resourceGroups/{self.rg}/providers/Microsoft.ContainerInstance/events"
-        kind, data = "message", []
+        parser = SseParser()
         async with self.http.stream("GET", path, params={"api-version": API_VERSION},
                                     timeout=httpx.Timeout(30.0, read=60.0)) as resp:
             if resp.status_code != 200:
                 raise CorralUnavailable(f"event stream answered HTTP {resp.status_code}")
             async for line in resp.aiter_lines():
-                if not line:
-                    if data:
-                        yield kind, json.loads("\n".join(data))
-                    kind, data = "message", []
-                elif line.startswith("event:"):
-                    kind = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].strip())
-                elif line == ": watching":
-                    yield "watching", {}
+                if (message := parser.feed(line)) is not None:
+                    yield message
 
     async def logs(self, name: str, container: str, tail: int | None, timestamps: bool) -> str:
         params: dict[str, Any] = {"timestamps": str(timestamps).lower()}

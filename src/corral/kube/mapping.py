@@ -398,22 +398,17 @@ class _Mapper:
             return self._field_ref(e.name, src.fieldRef)
         if src.resourceFieldRef is not None:
             return {"name": e.name, "value": self._resource_ref(c, src.resourceFieldRef)}
-        if src.configMapKeyRef is not None:
-            ref = src.configMapKeyRef
-            data = self._config_map(ref.name or "", bool(ref.optional))
+        for ref, kind, field_ in ((src.configMapKeyRef, "ConfigMap", "value"), (src.secretKeyRef, "Secret",
+                                                                                 "secureValue")):
+            if ref is None:
+                continue
+            lookup = self._config_map if kind == "ConfigMap" else self._secret
+            data = lookup(ref.name or "", bool(ref.optional))
             if data is None or ref.key not in data:
                 if ref.optional:
                     return None
-                raise MissingReference(f"couldn't find key {ref.key} in ConfigMap {self.ns}/{ref.name}")
-            return {"name": e.name, "value": data[ref.key].decode(errors="replace")}
-        if src.secretKeyRef is not None:
-            sref = src.secretKeyRef
-            data = self._secret(sref.name or "", bool(sref.optional))
-            if data is None or sref.key not in data:
-                if sref.optional:
-                    return None
-                raise MissingReference(f"couldn't find key {sref.key} in Secret {self.ns}/{sref.name}")
-            return {"name": e.name, "secureValue": data[sref.key].decode(errors="replace")}
+                raise MissingReference(f"couldn't find key {ref.key} in {kind} {self.ns}/{ref.name}")
+            return {"name": e.name, field_: data[ref.key].decode(errors="replace")}
         self.warn("UnsupportedField", f"container {c.name}: env {e.name} uses a source Corral does not support")
         return None
 
