@@ -11,10 +11,10 @@ PYTEST_ARGS ?=
 # since it pins other versions of the azure-mgmt packages than the project's tests use.
 AZ_VENV := .venv-az
 AZ_VERSION := 2.91.0
-# Byte-compile only what Corral's az commands load (container, network, cloud, login): a full compile
+# Byte-compile only what Corral's az commands load (container, network, monitor, cloud, login): a full compile
 # doubles the size, none makes every az call compile ~5 s of sources where bytecode writing is off.
 AZ_NO_COMPILE := site-packages/(pip|setuptools)/|site-packages/azure/(?!cli/|core/|common/|mgmt/)
-AZ_NO_COMPILE := $(AZ_NO_COMPILE)|azure/cli/command_modules/(?!container/|network/|cloud/|profile/)
+AZ_NO_COMPILE := $(AZ_NO_COMPILE)|azure/cli/command_modules/(?!container/|network/|cloud/|profile/|monitor/)
 AZ_NO_COMPILE := $(AZ_NO_COMPILE)|azure/mgmt/(?!core/|containerinstance/|resource/)
 AZ_NO_COMPILE := $(AZ_NO_COMPILE)|azure/mgmt/resource/.*/v20(?!24_11_01|22_12_01|21_07_01|19_07_01)
 
@@ -22,7 +22,7 @@ AZ_NO_COMPILE := $(AZ_NO_COMPILE)|azure/mgmt/resource/.*/v20(?!24_11_01|22_12_01
 APT_PACKAGES := crun runc conmon containernetworking-plugins docker-registry busybox-static \
 	iptables iproute2 podman skopeo umoci etcd-server glusterfs-server glusterfs-client runsc git openssl curl \
 	ca-certificates \
-	bind9-dnsutils iputils-ping util-linux python3 python3-venv
+	bind9-dnsutils iputils-ping util-linux python3 python3-venv chromium chromium-driver
 
 .PHONY: run test deps system-packages venv az lint bench clean-node
 

@@ -173,3 +173,9 @@ class PortUnreachable(Conflict):
     """Nothing accepts connections on the port of the group that a port-forward asked for."""
 
     code = "PortUnreachable"
+
+
+class InvalidMetricQuery(InvalidRequest):
+    """A metrics query names an unknown metric, aggregation or dimension, or a malformed timespan or interval."""
+
+    code = "BadRequest"

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from corral.api import access, arm, capacity, errors, events, groups, identity, lro, network, provider, usage
+from corral.api import access, arm, capacity, errors, events, groups, identity, lro, monitor, network, provider, usage
 from corral.api.auth import PUBLIC_PREFIXES, check
 from corral.api.paths import canonical_path
 from corral.control.plane import ControlPlane
@@ -59,6 +59,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
     app.include_router(access.sessions)
     app.include_router(events.router)
     app.include_router(usage.router)
+    app.include_router(monitor.router)
     app.include_router(arm.router)
     app.include_router(identity.router)
     app.include_router(capacity.router)

@@ -14,6 +14,7 @@ LITERALS = {
         "Microsoft.Network", "virtualNetworks", "subnets", "networkSecurityGroups", "securityRules",
         "operationResults", "execSync",
         "events",
+        "Microsoft.Insights", "metrics", "metricDefinitions",
     )
 }
 _SLASHES = re.compile(r"/{2,}")

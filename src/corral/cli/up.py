@@ -42,6 +42,8 @@ def up(
         help="Remount cgroup2 with favordynmods: container starts skip a ~10 ms kernel wait (global, until reboot)."),
     dns_listen: str = typer.Option("127.0.0.1:5354", "--dns-listen",
                                    help="HOST:PORT of Corral's DNS server (name labels, service discovery); 'off'."),
+    metrics_interval: float = typer.Option(5.0, "--metrics-interval", min=0,
+                                           help="Seconds between usage samples of the containers (0: off)."),
 ) -> None:
     """Start Corral on this machine: API, control plane and node agent, until Ctrl-C."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -50,7 +52,7 @@ def up(
                         bridge=bridge, subnet=subnet, cgroup_parent=cgroup_parent,
                         network=network, pool_size=pool_size,
                         allow_privileged=allow_privileged, isolation=isolation,
-                        cgroup_favordynmods=cgroup_favordynmods)
+                        cgroup_favordynmods=cgroup_favordynmods, metrics_interval=metrics_interval)
     settings = UpSettings(data_dir=data_dir, listen=listen, insecure_http=insecure_http,
                           config_path=client_config_path(), node=node, location=location, price_sheet=price_sheet,
                           dns_listen=None if dns_listen == "off" else dns_listen)

@@ -10,6 +10,8 @@ from pydantic import BaseModel
 from corral.control.binder import Binder
 from corral.control.groups import GroupService
 from corral.control.metering import Meter, PriceSheet
+from corral.control.metrics.history import MetricsHistory
+from corral.control.metrics.rollups import MetricsCompactor
 from corral.control.netplane import NetworkControl
 from corral.control.nodes import NodeDirectory
 from corral.link.local import LocalLink
@@ -38,14 +40,20 @@ class ControlPlane:
         self.network = NetworkControl(store, network, location=location)
         self.groups.network_check = self.network.check_group
         self.link.network = self.network
+        # Usage metrics: every server keeps what its agents send; the compactor runs with the controllers.
+        self.metrics = MetricsHistory(store)
+        self.link.metrics = self.metrics
+        self.metrics_compactor = MetricsCompactor(store)
         self.network.start()
 
     def start(self) -> None:
         self.binder.start()
         self.metering.start()
+        self.metrics_compactor.start()
 
     def stop(self) -> None:
-        controllers = [threading.Thread(target=c.stop) for c in (self.binder, self.metering)]
+        controllers = [threading.Thread(target=c.stop)
+                       for c in (self.binder, self.metering, self.metrics_compactor, self.metrics)]
         for t in controllers:
             t.start()
         for t in controllers:

@@ -9,11 +9,13 @@ import time
 from typing import TYPE_CHECKING
 
 from corral.link.protocol import AGENT_PREFIXES
+from corral.model.metrics import MetricsReport
 from corral.model.records import GROUPS, NODES, GroupRecord, NodeInfo, status_key
 from corral.model.status import GroupStatus
 from corral.store.base import Compacted, Store
 
 if TYPE_CHECKING:
+    from corral.control.metrics.history import MetricsHistory
     from corral.control.netplane import NetworkControl
     from corral.net.vnet.config import VnetConf
     from corral.net.vnet.nsg import SecurityRule
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 
 class LocalLink:
     network: NetworkControl | None = None  # set by the ControlPlane
+    metrics: MetricsHistory | None = None  # set by the ControlPlane
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -80,3 +83,7 @@ class LocalLink:
         from corral.control.netplane import NetworkControl
 
         return (self.network or NetworkControl(self.store)).group_rules(nsg_id, subnet_id)
+
+    def report_metrics(self, report: MetricsReport) -> None:
+        if self.metrics is not None:
+            self.metrics.receive(report)

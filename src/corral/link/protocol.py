@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from corral.errors import CorralError
+from corral.model.metrics import MetricsReport
 from corral.model.records import GROUPS, NODE_BLOCKS, NSGS, VNETS, GroupRecord, NodeInfo
 from corral.model.status import GroupStatus
 
@@ -56,6 +57,10 @@ class ControlPlaneLink(Protocol):
 
     def group_rules(self, nsg_id: str, subnet_id: str | None) -> list[SecurityRule]:
         """The security rules of a group's own network security group ([] once it is gone)."""
+        ...
+
+    def report_metrics(self, report: MetricsReport) -> None:
+        """CPU, memory and network usage of the node's running groups, every few seconds (lossy: never retried)."""
         ...
 
 

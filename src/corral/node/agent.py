@@ -15,16 +15,19 @@ from datetime import UTC, datetime
 from corral.link.protocol import NETWORK_PREFIXES, ControlPlaneLink
 from corral.model.records import GROUPS, NodeInfo
 from corral.node.host import NodeHost
+from corral.node.stats import SAMPLE_INTERVAL, MetricsReporter, UsageSampler
 from corral.node.worker import GroupWorker
 
 log = logging.getLogger(__name__)
 
 
 class NodeAgent:
-    def __init__(self, link: ControlPlaneLink, host: NodeHost, info: NodeInfo) -> None:
+    def __init__(self, link: ControlPlaneLink, host: NodeHost, info: NodeInfo,
+                 metrics_interval: float = SAMPLE_INTERVAL) -> None:
         self.link = link
         self.host = host
         self.info = info
+        self.metrics = MetricsReporter(UsageSampler(host, info.name), link, metrics_interval)
         self.workers: dict[str, GroupWorker] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -39,11 +42,13 @@ class NodeAgent:
             self._dispatch(key, group)
         self._rev = rev
         self._thread.start()
+        self.metrics.start()
 
     def stop(self) -> None:
         """Stop reconciling; containers keep running."""
         self._stop.set()
         self._thread.join(timeout=5)
+        self.metrics.stop()
         with self._lock:
             workers = list(self.workers.values())
         for w in workers:

@@ -52,6 +52,8 @@ class NodeSettings(BaseModel):
     # otherwise); "local"; or "gluster://SERVER[,SERVER...]/VOLUME", a GlusterFS volume every node
     # of a cluster mounts at <data_dir>/shares, so a group that moves finds its files (docs/shares.md).
     shares: str | None = None
+    # Seconds between usage samples (CPU, memory, network) sent to the control plane; 0: none.
+    metrics_interval: float = 5.0
 
 
 def capacity() -> tuple[float, float]:
@@ -101,4 +103,4 @@ def build_agent(settings: NodeSettings, link: ControlPlaneLink, host: NodeHost) 
         name=settings.name, address=settings.public_ip, cpu=cores, memoryGB=mem,
         maxGroups=settings.max_groups, lastHeartbeat=now(),
     )
-    return NodeAgent(link, host, info)
+    return NodeAgent(link, host, info, metrics_interval=settings.metrics_interval)

@@ -88,6 +88,16 @@ def read_stats(cgroup_path: str) -> CgroupStats | None:
     )
 
 
+def first_pid(cgroup_path: str) -> int | None:
+    """A process in ``cgroup_path`` (memory hierarchy), or None when it has none or is gone."""
+    try:
+        with open(controller_dir("memory", cgroup_path) / "cgroup.procs") as f:
+            line = f.readline().strip()
+    except OSError:
+        return None
+    return int(line) if line.isdigit() else None
+
+
 def _rmdir_tree(path: Path, deadline: float) -> None:
     """Remove a cgroup dir bottom-up; retry EBUSY briefly (tasks still exiting)."""
     if not path.is_dir():

@@ -1,0 +1,153 @@
+"""Container metrics end to end: the agent samples a busy and an idle container, the control plane keeps the
+history, and the Azure Monitor metrics API serves it to raw HTTP, azure-mgmt-monitor and `az monitor metrics
+list`; Prometheus' /metrics shows the same server's families."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from azure.core.credentials import AccessToken
+from azure.mgmt.monitor import MonitorManagementClient
+from corral_server import CorralServer, running_corral
+from groups import container, delete, group, put, wait_for
+
+from corral.cli.azlogin import REPO_AZ, az_env
+
+RG = "metrics"
+BUSY = ["sh", "-c", "trap 'exit 0' TERM; while :; do :; done"]
+IDLE = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+MON_VERSION = {"api-version": "2018-01-01"}
+
+
+class Token:
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
+    root = tmp_path_factory.mktemp("cme-metrics")
+    with running_corral(root, bridge="cme0", subnet="10.83.0.0/16", cgroup_parent="/cme-metrics",
+                        extra=["--metrics-interval", "1"], env={"AZURE_CONFIG_DIR": str(root / "azure")}) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def pair(server: CorralServer) -> Iterator[str]:
+    """One group with a busy and an idle container, Running and sampled for a few seconds; its resource id."""
+    client = server.client()
+    body = group(container("busy", BUSY, cpu=0.5, memory=0.1), container("idle", IDLE, cpu=0.5, memory=0.1))
+    g = put(client, RG, "pair", body)
+    wait_for(client, RG, "pair", lambda g: g["properties"]["instanceView"]["state"] == "Running")
+    yield g["id"]
+    delete(client, RG, "pair")
+
+
+def get(server: CorralServer, path: str, **params: str) -> httpx.Response:
+    cfg = server.config
+    return httpx.get(f"{cfg.endpoint}{path}", params={**MON_VERSION, **params},
+                     headers={"Authorization": f"Bearer {cfg.token}"},
+                     verify=ssl.create_default_context(cafile=cfg.ca_cert), timeout=30)
+
+
+def metrics(server: CorralServer, rid: str, **params: str) -> httpx.Response:
+    return get(server, f"{rid}/providers/microsoft.insights/metrics", **params)
+
+
+def wait_samples(server: CorralServer, rid: str, count: int = 3, timeout: float = 30) -> dict[str, Any]:
+    """The last minutes of CpuUsage split by container once each container has ``count`` samples."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = metrics(server, rid, metricnames="CpuUsage", timespan="PT5M", aggregation="Count,Average",
+                    interval="FULL", **{"$filter": "containerName eq '*'"})
+        assert r.status_code == 200, r.text
+        series = {ts["metadatavalues"][0]["value"]: ts["data"][0] for ts in r.json()["value"][0]["timeseries"]}
+        if len(series) == 2 and all(p.get("count", 0) >= count for p in series.values()):
+            return series
+        assert time.monotonic() < deadline, f"no samples of both containers after {timeout} s: {r.text}"
+        time.sleep(0.5)
+
+
+def test_monitor_api_busy_beats_idle_and_rejects_bad_queries(server: CorralServer, pair: str) -> None:
+    series = wait_samples(server, pair)
+    assert series["busy"]["average"] > 300 > 50 > series["idle"]["average"]  # millicores; busy is capped at 500
+
+    now = datetime.now(UTC)
+    span = f"{(now - timedelta(minutes=3)).isoformat()}/{now.isoformat()}"
+    r = metrics(server, pair, metricnames="CpuUsage,MemoryUsage,NetworkBytesReceivedPerSecond", timespan=span,
+                interval="PT1M", aggregation="Average,Maximum,Count")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["interval"] == "PT1M" and body["namespace"] == "Microsoft.ContainerInstance/containerGroups"
+    cpu, mem, net = body["value"]
+    assert cpu["id"] == f"{pair}/providers/Microsoft.Insights/metrics/CpuUsage" and cpu["errorCode"] == "Success"
+    assert len(cpu["timeseries"]) == 1 and cpu["timeseries"][0]["metadatavalues"] == []  # the whole group
+    points = [p for p in cpu["timeseries"][0]["data"] if "average" in p]
+    assert points and max(p["average"] for p in points) > 300
+    assert len(cpu["timeseries"][0]["data"]) in (3, 4)  # minutes of the span, aligned
+    assert any(p.get("average", 0) > 100_000 for p in mem["timeseries"][0]["data"])  # two shells' working set
+    assert net["unit"] == "Bytes" and net["timeseries"][0]["metadatavalues"] == []
+
+    defs = get(server, f"{pair}/providers/Microsoft.Insights/metricDefinitions").json()
+    assert [d["name"]["value"] for d in defs["value"]] == [
+        "CpuUsage", "MemoryUsage", "NetworkBytesReceivedPerSecond", "NetworkBytesTransmittedPerSecond"]
+    assert defs["value"][0]["dimensions"] == [{"value": "containerName", "localizedValue": "containerName"}]
+
+    for params, target in (({"metricnames": "Percentage CPU"}, "metricnames"),
+                           ({"aggregation": "p99"}, "aggregation"),
+                           ({"timespan": "last-hour"}, "timespan"),
+                           ({"interval": "PT7M"}, "interval"),
+                           ({"$filter": "zone eq '1'"}, "$filter")):
+        r = metrics(server, pair, **params)
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["code"] == "BadRequest" and err["target"] == target, err
+    assert metrics(server, pair.replace("/pair", "/nosuch")).status_code == 404
+
+
+def test_azure_mgmt_monitor_reads_cpu_and_memory(server: CorralServer, pair: str) -> None:
+    wait_samples(server, pair)
+    cfg = server.config
+    mon = MonitorManagementClient(Token(cfg.token), cfg.subscription, base_url=cfg.endpoint,
+                                  connection_verify=cfg.ca_cert, retry_total=0)
+    defs = list(mon.metric_definitions.list(pair))
+    assert {d.name.value for d in defs} >= {"CpuUsage", "MemoryUsage"}
+    now = datetime.now(UTC)
+    res = mon.metrics.list(pair, timespan=f"{(now - timedelta(minutes=5)).isoformat()}/{now.isoformat()}",
+                           interval="PT1M", metricnames="CpuUsage,MemoryUsage",
+                           aggregation="Average,Maximum", filter="containerName eq '*'")
+    cpu = {ts.metadatavalues[0].value: [p.average for p in ts.data if p.average is not None]
+           for ts in res.value[0].timeseries}
+    assert set(cpu) == {"busy", "idle"} and max(cpu["busy"]) > max(cpu["idle"])
+    assert res.value[1].unit == "Bytes"
+    assert all(p.time_stamp.tzinfo is not None for ts in res.value[1].timeseries for p in ts.data)
+
+
+@pytest.mark.skipif(not REPO_AZ.exists(), reason=f"the Azure CLI is not installed at {REPO_AZ} (`make az`)")
+def test_az_monitor_metrics_list(server: CorralServer, pair: str) -> None:
+    wait_samples(server, pair)
+    server.cli("az-login", "--az", str(REPO_AZ))
+    env = {**server.env, **az_env(server.config)}
+    res = subprocess.run([str(REPO_AZ), "monitor", "metrics", "list", "--resource", pair, "--metric", "CpuUsage",
+                          "--dimension", "containerName", "--offset", "5m", "--aggregation", "Average",
+                          "-o", "json"], env=env, capture_output=True, text=True, timeout=180,
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    cpu = {ts["metadatavalues"][0]["value"]: [p["average"] for p in ts["data"] if p.get("average") is not None]
+           for ts in out["value"][0]["timeseries"]}
+    assert set(cpu) == {"busy", "idle"} and max(cpu["busy"]) > max(cpu["idle"])
+    bad = subprocess.run([str(REPO_AZ), "monitor", "metrics", "list", "--resource", pair, "--metric", "Bogus"],
+                         env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    assert bad.returncode != 0 and "Bogus" in bad.stderr
