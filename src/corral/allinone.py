@@ -49,6 +49,7 @@ class AllInOne:
         self.plane = ControlPlane(self.store, self.token, location=settings.location,
                                   price_sheet=settings.price_sheet,
                                   network=NetworkSettings(default_prefix=node.subnet))
+        self.plane.scrape_token = load_or_create_token(d / "control" / "scrape-token")
         node.dns_zone, node.dns_enabled = self.plane.dns_zone, settings.dns_listen is not None
         self.dns: DnsServer | None = None
         self.node_host = build_host(node, self.plane.link, on_network=self._serve_dns_on)

@@ -18,6 +18,7 @@ from azure.core.credentials import AccessToken
 from azure.mgmt.monitor import MonitorManagementClient
 from corral_server import CorralServer, running_corral
 from groups import container, delete, group, put, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 from corral.cli.azlogin import REPO_AZ, az_env
 
@@ -151,3 +152,69 @@ def test_az_monitor_metrics_list(server: CorralServer, pair: str) -> None:
     bad = subprocess.run([str(REPO_AZ), "monitor", "metrics", "list", "--resource", pair, "--metric", "Bogus"],
                          env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
     assert bad.returncode != 0 and "Bogus" in bad.stderr
+
+
+def scrape(server: CorralServer, token: str) -> dict[str, Any]:
+    r = httpx.get(f"{server.config.endpoint}/metrics", headers={"Authorization": f"Bearer {token}"},
+                  verify=ssl.create_default_context(cafile=server.config.ca_cert), timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {f.name: f for f in text_string_to_metric_families(r.text)}
+
+
+def value(families: dict[str, Any], family: str, sample: str | None = None, **labels: str) -> float | None:
+    for s in families[family].samples:
+        if (sample is None or s.name == sample) and all(s.labels.get(k) == v for k, v in labels.items()):
+            return s.value
+    return None
+
+
+def test_prometheus_families_follow_groups(server: CorralServer, pair: str) -> None:
+    wait_samples(server, pair, count=1)
+    scrape_token = (server.data_dir / "control" / "scrape-token").read_text().strip()
+    fams = scrape(server, scrape_token)
+    for family in ("corral_api_requests", "corral_api_request_duration_seconds", "corral_container_groups",
+                   "corral_scheduler_pending_groups", "corral_scheduler_attempt_duration_seconds",
+                   "corral_node_cpu_cores", "corral_node_allocated_cpu_cores", "corral_node_ready",
+                   "corral_container_cpu_usage_cores", "corral_container_memory_working_set_bytes",
+                   "corral_container_restarts", "corral_image_pull_duration_seconds",
+                   "corral_network_pool_ready_sandboxes", "corral_standby_pool_ready_groups", "corral_failovers",
+                   "process_cpu_seconds"):
+        assert family in fams, family
+    route = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance/containerGroups/{name}"
+    assert value(fams, "corral_api_requests", method="PUT", route=route, code="201") == 1
+    assert value(fams, "corral_api_request_duration_seconds", "corral_api_request_duration_seconds_count",
+                 method="GET", route=route) >= 1
+    busy = value(fams, "corral_container_cpu_usage_cores", resource_group=RG, container_group="pair",
+                 container="busy")
+    assert busy is not None and busy > 0.2
+    assert value(fams, "corral_container_restarts", "corral_container_restarts_total", container="idle") == 0
+    running = value(fams, "corral_container_groups", state="Running")
+    assert running is not None and running >= 1
+    assert value(fams, "corral_node_allocated_cpu_cores") >= 1.0 and value(fams, "corral_node_ready") == 1
+
+    client = server.client()
+    put(client, RG, "extra", group(container("solo", IDLE)))
+    wait_for(client, RG, "extra", lambda g: g["properties"]["instanceView"]["state"] == "Running")
+    deadline = time.monotonic() + 20
+    while True:  # the state families are cached for a few seconds
+        fams = scrape(server, server.config.token)
+        if value(fams, "corral_container_groups", state="Running") == running + 1 and value(
+                fams, "corral_container_cpu_usage_cores", container_group="extra") is not None:
+            break
+        assert time.monotonic() < deadline, "the new group does not show in /metrics"
+        time.sleep(1)
+    delete(client, RG, "extra")
+    deadline = time.monotonic() + 20
+    while value(fams := scrape(server, scrape_token), "corral_container_groups", state="Running") != running:
+        assert time.monotonic() < deadline, "the deleted group still counts in /metrics"
+        time.sleep(1)
+    assert value(fams, "corral_container_restarts", "corral_container_restarts_total", container_group="extra") is None
+
+    # The scrape token opens /metrics only; a wrong token opens nothing.
+    cfg = server.config
+    verify = ssl.create_default_context(cafile=cfg.ca_cert)
+    for path, token in (("/metrics", "wrong"), (f"{pair}?api-version=2023-05-01", scrape_token)):
+        r = httpx.get(f"{cfg.endpoint}{path}", headers={"Authorization": f"Bearer {token}"}, verify=verify)
+        assert r.status_code == 401, (path, r.text)
+    assert httpx.get(f"{cfg.endpoint}/metrics", verify=verify).status_code == 401

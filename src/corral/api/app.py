@@ -7,7 +7,21 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from corral.api import access, arm, capacity, errors, events, groups, identity, lro, monitor, network, provider, usage
+from corral.api import (
+    access,
+    arm,
+    capacity,
+    errors,
+    events,
+    groups,
+    identity,
+    lro,
+    monitor,
+    network,
+    prometheus,
+    provider,
+    usage,
+)
 from corral.api.auth import PUBLIC_PREFIXES, check
 from corral.api.paths import canonical_path
 from corral.control.plane import ControlPlane
@@ -27,10 +41,13 @@ class CanonicalizeAndAuthenticate:
             await self.app(scope, receive, send)
             return
         path = canonical_path(scope["path"])
-        scope = {**scope, "path": path, "raw_path": path.encode()}
-        if not path.startswith(PUBLIC_PREFIXES):
+        # In place: the request-metrics middleware outside reads the route the router records in the scope.
+        scope.update(path=path, raw_path=path.encode())
+        headers = Headers(scope=scope)
+        if not path.startswith(PUBLIC_PREFIXES) and not prometheus.scrape_authorized(path, headers,
+                                                                                        self.plane.scrape_token):
             try:
-                check(Headers(scope=scope).get("authorization"), self.plane.token)
+                check(headers.get("authorization"), self.plane.token)
             except Unauthorized as exc:
                 response = JSONResponse(
                     status_code=401, content=errors.error_body(exc.code, exc.message),
@@ -46,6 +63,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
     app.state.plane = plane
     errors.install(app)
     app.add_middleware(CanonicalizeAndAuthenticate, plane=plane)
+    app.add_middleware(prometheus.RequestMetrics)  # added last: outermost
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -60,6 +78,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
     app.include_router(events.router)
     app.include_router(usage.router)
     app.include_router(monitor.router)
+    app.include_router(prometheus.router)
     app.include_router(arm.router)
     app.include_router(identity.router)
     app.include_router(capacity.router)

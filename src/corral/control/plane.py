@@ -25,6 +25,8 @@ class Quota(BaseModel):
 
 
 class ControlPlane:
+    scrape_token: str | None = None  # a bearer token good for GET /metrics only (set by the server)
+
     def __init__(self, store: Store, token: str, location: str = "local", dns_zone: str = "corral.local",
                  price_sheet: Path | None = None, network: NetworkSettings | None = None) -> None:
         self.store = store

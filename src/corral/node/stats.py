@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 from corral.link.protocol import ControlPlaneLink
 from corral.model.metrics import ContainerSample, GroupSample, MetricsReport
 from corral.node.host import UID_LEN, NodeHost
+from corral.node.network.networks import NetworkSet
 from corral.node.runtime import cgroups
+from corral.telemetry import NETWORK_POOL_READY
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,9 @@ class UsageSampler:
             self._net[uid] = (now, *counters)
             if rx is not None and tx is not None:
                 groups[uid].rxBytesPerSecond, groups[uid].txBytesPerSecond = rx, tx
+        if isinstance(self.host.network, NetworkSet):
+            for network, ready in self.host.network.pool_counts().items():
+                NETWORK_POOL_READY.labels(self.node, network).set(ready)
         for cid in [c for c in self._cpu if c not in seen]:
             del self._cpu[cid]
         for uid in [u for u in self._net if u not in pids]:

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ from corral.node.images.models import (
 )
 from corral.node.images.platform import pick_manifest
 from corral.node.images.reference import ImageReference, normalize
+from corral.telemetry import IMAGE_PULLS
 
 __all__ = ["Image", "ImageConfig", "ImageStore", "RegistryCredential", "Progress"]
 
@@ -104,6 +106,15 @@ class ImageStore:
 
     def pull(self, ref: str, credentials: Iterable[RegistryCredential] = (),
              progress: Progress | None = None) -> Image:
+        start, result = time.perf_counter(), "failure"
+        try:
+            image = self._pull(ref, credentials, progress)
+            result = "success"
+            return image
+        finally:
+            IMAGE_PULLS.labels(result).observe(time.perf_counter() - start)
+
+    def _pull(self, ref: str, credentials: Iterable[RegistryCredential], progress: Progress | None) -> Image:
         parsed = ImageReference.parse(ref)
         cred = match_credential(parsed.registry, tuple(credentials))
         endpoint = self.mirrors.get(parsed.registry)

@@ -196,3 +196,9 @@ class NetworkSet:
     def gateways(self) -> dict[str, str]:
         """Network name -> this node's gateway address on it (where sandboxes reach the host)."""
         return {name: str(m.conf.ipam.gateway_ip) for name, m in self._managers.items()}
+
+    def pool_counts(self) -> dict[str, int]:
+        """Network name -> standby sandboxes ready in its pool (telemetry)."""
+        with self._lock:
+            managers = dict(self._managers)
+        return {name: m.pool_count() for name, m in managers.items()}
