@@ -24,7 +24,7 @@ APT_PACKAGES := crun runc conmon containernetworking-plugins docker-registry bus
 	ca-certificates \
 	bind9-dnsutils iputils-ping util-linux python3 python3-venv chromium chromium-driver
 
-.PHONY: run test deps system-packages venv az lint bench clean-node
+.PHONY: run test deps system-packages venv az portal lint bench clean-node
 
 run: deps
 	$(VENV)/bin/corral up --data-dir $(DATA_DIR) --listen $(LISTEN) --demo
@@ -33,7 +33,7 @@ test: deps az
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-deps: system-packages venv
+deps: system-packages venv portal
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -60,6 +60,13 @@ $(AZ_VENV)/.installed: Makefile
 	$(AZ_VENV)/bin/python -W ignore -m compileall -q -j 0 -x '$(AZ_NO_COMPILE)' \
 		$$($(AZ_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') > /dev/null
 	touch $@
+
+# The portal's front-end libraries (Pico CSS, xterm.js, Chart.js, js-yaml) from npm, at the lockfile's versions.
+PORTAL := src/corral/portal
+portal: $(PORTAL)/static/vendor/.built
+
+$(PORTAL)/static/vendor/.built: $(PORTAL)/package-lock.json $(PORTAL)/build.mjs
+	cd $(PORTAL) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench

@@ -179,3 +179,10 @@ class InvalidMetricQuery(InvalidRequest):
     """A metrics query names an unknown metric, aggregation or dimension, or a malformed timespan or interval."""
 
     code = "BadRequest"
+
+
+class CsrfTokenInvalid(CorralError):
+    """A portal request that changes something came without the session's CSRF token (X-CSRF-Token)."""
+
+    code = "CsrfTokenInvalid"
+    status = 403

@@ -22,10 +22,12 @@ from corral.api import (
     provider,
     usage,
 )
-from corral.api.auth import PUBLIC_PREFIXES, check
+from corral.api.auth import PUBLIC_PREFIXES
 from corral.api.paths import canonical_path
 from corral.control.plane import ControlPlane
-from corral.errors import Unauthorized
+from corral.errors import CsrfTokenInvalid, Unauthorized
+from corral.portal import routes as portal
+from corral.portal.session import authorize
 
 
 class CanonicalizeAndAuthenticate:
@@ -47,11 +49,11 @@ class CanonicalizeAndAuthenticate:
         if not path.startswith(PUBLIC_PREFIXES) and not prometheus.scrape_authorized(path, headers,
                                                                                         self.plane.scrape_token):
             try:
-                check(headers.get("authorization"), self.plane.token)
-            except Unauthorized as exc:
+                authorize(headers, scope["method"], self.plane.token)  # bearer token, or the portal's cookie
+            except (Unauthorized, CsrfTokenInvalid) as exc:
                 response = JSONResponse(
-                    status_code=401, content=errors.error_body(exc.code, exc.message),
-                    headers={"WWW-Authenticate": 'Bearer realm="corral"'},
+                    status_code=exc.status, content=errors.error_body(exc.code, exc.message),
+                    headers={"WWW-Authenticate": 'Bearer realm="corral"'} if exc.status == 401 else None,
                 )
                 await response(scope, receive, send)
                 return
@@ -79,6 +81,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
     app.include_router(usage.router)
     app.include_router(monitor.router)
     app.include_router(prometheus.router)
+    portal.install(app)
     app.include_router(arm.router)
     app.include_router(identity.router)
     app.include_router(capacity.router)

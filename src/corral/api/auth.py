@@ -29,6 +29,8 @@ PUBLIC_PREFIXES = ("/metadata/endpoints", "/healthz")
 PUBLIC_PREFIXES += ("/sessions/",)
 # The managed-identity token endpoint authenticates by its identity header (api/identity.py).
 PUBLIC_PREFIXES += ("/metadata/identity/",)
+# The portal's page and assets; its data routes authenticate themselves (corral.portal.routes).
+PUBLIC_PREFIXES += ("/portal",)
 
 # The resource (token audience) Corral's management API answers to; the cloud metadata advertises it.
 AUDIENCE = "https://management.corral.local/"
