@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 
 from corral.api.deps import api_version, service
 from corral.api.groups import P
+from corral.api.render import group_id
 from corral.control.groups import GroupService
 from corral.control.metrics.definitions import CONTAINER_NAME, DEFINITIONS, NAMESPACE, MetricDefinition
 from corral.control.metrics.history import MetricsHistory
@@ -40,7 +41,6 @@ from corral.errors import InvalidMetricQuery
 router = APIRouter(dependencies=[Depends(api_version)])
 
 INSIGHTS = "/providers/Microsoft.Insights"
-GROUP_TYPE = "Microsoft.ContainerInstance/containerGroups"
 
 
 def _params(request: Request) -> dict[str, str]:
@@ -164,10 +164,6 @@ def definitions_response(resource_id: str, q: dict[str, str]) -> dict[str, Any]:
             item["dimensions"] = [_localized(x) for x in d.dimensions]
         value.append(item)
     return {"value": value}
-
-
-def group_id(sub: str, rg: str, name: str) -> str:
-    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{GROUP_TYPE}/{name}"
 
 
 @router.get(P + INSIGHTS + "/metrics")
