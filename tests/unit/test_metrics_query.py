@@ -208,3 +208,17 @@ def test_query_buckets_series_and_compaction(tmp_path: Path) -> None:
     assert ts[0]["data"] == [{"timeStamp": "2026-11-22T09:00:00Z", "average": 1000.0, "count": 60.0},
                              {"timeStamp": "2026-11-22T10:00:00Z", "average": 1000.0, "count": 60.0}]
     assert body["value"][1]["timeseries"][0]["data"][0]["average"] == 1000.0  # memory: 1000 bytes per core here
+
+
+def test_two_servers_sharing_a_store_add_up_their_parts_of_a_minute(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db")
+    clock = Clock(T0 + timedelta(minutes=5))
+    a, b = MetricsHistory(store, clock=clock), MetricsHistory(store, clock=clock)
+    a.receive(MetricsReport(node="n", groups=[_sample(T0 + timedelta(seconds=5), web=1.0)]))
+    b.receive(MetricsReport(node="n", groups=[_sample(T0 + timedelta(seconds=40), web=3.0)]))  # the agent moved
+    a.flush()
+    b.flush()
+    base = int(T0.timestamp())
+    web = MetricsHistory(store).minutes("u1", base, base + 60)[base]["CpuUsage"]["web"]
+    assert (web.count, web.value("Average"), web.value("Maximum")) == (2, 2000.0, 3000.0)
+    assert len(store.list(rollup_prefix("u1", MINUTE))) == 1
