@@ -54,7 +54,8 @@ class MetricsHistory:
                         by_dim.setdefault(dim, Stats()).add(value)
                 self._latest[sample.uid] = (now, report.node, sample)
             if self._thread is None:  # the first report starts the flusher (every server that receives any)
-                self._thread = threading.Thread(target=self._run, name="metrics-flusher", daemon=True)
+                self._thread = threading.Thread(target=self._run, args=(self._stop,), name="metrics-flusher",
+                                                daemon=True)
                 self._thread.start()
 
     def flush(self, everything: bool = False) -> None:
@@ -103,17 +104,21 @@ class MetricsHistory:
             return {uid: (node, s) for uid, (t, node, s) in self._latest.items() if t >= horizon}
 
     # lifecycle ---------------------------------------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_every):
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.flush_every):
             try:
                 self.flush()
             except Exception:  # the store away for a moment: the minutes stay in memory for the next try
                 log.warning("could not write metrics rollups; retrying", exc_info=True)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        """Stop the flusher and write what is in memory; a later ``receive`` starts a new flusher."""
+        with self._lock:
+            thread, stop = self._thread, self._stop
+            self._thread, self._stop = None, threading.Event()
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=5)
         try:
             self.flush(everything=True)
         except Exception:
