@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,9 +29,22 @@ from corral.control.metrics.rollups import HOUR, METRICS, MINUTE, compact, rollu
 from corral.control.metrics.stats import Stats
 from corral.errors import InvalidMetricQuery
 from corral.model.metrics import ContainerSample, GroupSample, MetricsReport
-from corral.store.sqlite import SqliteStore
+from corral.store.base import Store
+from corral.store.open import open_store
 
 T0 = datetime(2026, 11, 22, 9, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh store: SQLite (one server) or a namespace on a real etcd member (several servers)."""
+    if request.param == "sqlite":
+        url = f"sqlite://{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("etcd").url(request.getfixturevalue("etcd_namespace"))
+    s = open_store(url)
+    yield s
+    s.close()
 
 
 def test_stats_aggregations_and_exact_merge() -> None:
@@ -132,8 +146,7 @@ class Clock:
         return self.t
 
 
-def test_history_minutes_reach_the_store_once_and_read_the_same(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "db")
+def test_history_minutes_reach_the_store_once_and_read_the_same(store: Store) -> None:
     clock = Clock(T0 + timedelta(seconds=30))
     h = MetricsHistory(store, clock=clock, grace=15)
     h.receive(MetricsReport(node="n", groups=[_sample(T0 + timedelta(seconds=5), web=0.5, side=0.1, rx=100.0)]))
@@ -159,8 +172,7 @@ def test_history_minutes_reach_the_store_once_and_read_the_same(tmp_path: Path) 
     assert merged[base]["CpuUsage"]["web"].value("Count") == 3 and merged[base + 60]["CpuUsage"]["web"].count == 1
 
 
-def test_query_buckets_series_and_compaction(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "db")
+def test_query_buckets_series_and_compaction(store: Store) -> None:
     base = int(T0.timestamp())
     store.put("/groups/s/rg/g", {"meta": {"uid": "u1"}})
     clock = Clock(T0)
@@ -210,8 +222,7 @@ def test_query_buckets_series_and_compaction(tmp_path: Path) -> None:
     assert body["value"][1]["timeseries"][0]["data"][0]["average"] == 1000.0  # memory: 1000 bytes per core here
 
 
-def test_two_servers_sharing_a_store_add_up_their_parts_of_a_minute(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "db")
+def test_two_servers_sharing_a_store_add_up_their_parts_of_a_minute(store: Store) -> None:
     clock = Clock(T0 + timedelta(minutes=5))
     a, b = MetricsHistory(store, clock=clock), MetricsHistory(store, clock=clock)
     a.receive(MetricsReport(node="n", groups=[_sample(T0 + timedelta(seconds=5), web=1.0)]))

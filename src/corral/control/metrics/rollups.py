@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from corral.control.metrics.stats import Series, dump_series, load_series, merge_into
 from corral.errors import VersionConflict
 from corral.model.records import GROUPS
-from corral.store.base import ABSENT, Delete, Op, Put, Store
+from corral.store.base import ABSENT, BATCH_OPS, Delete, Op, Put, Store
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ MINUTE_RETENTION = 3 * HOUR  # seconds of one-minute rollups kept
 HOUR_RETENTION = 7 * 24 * HOUR  # seconds of one-hour rollups kept
 HOUR_SETTLE = 5 * MINUTE  # an hour is rolled up this long after its end: late minutes have landed by then
 COMPACT_EVERY = 5 * MINUTE
-TXN_OPS = 100  # below etcd's default --max-txn-ops (128)
 _TIER = {MINUTE: "m", HOUR: "h"}
 
 
@@ -63,16 +62,16 @@ def read_rollups(store: Store, uid: str, grain: int, start: int, end: int) -> di
 
 
 def _chunks(ops: list[Op]) -> Iterable[list[Op]]:
-    for i in range(0, len(ops), TXN_OPS):
-        yield ops[i:i + TXN_OPS]
+    for i in range(0, len(ops), BATCH_OPS):
+        yield ops[i:i + BATCH_OPS]
 
 
 def merge_rollups(store: Store, batch: dict[tuple[str, int, int], Series]) -> None:
     """Add ``batch`` ((uid, grain, start) -> series) to the stored rollups: new keys in a few transactions,
     keys that exist already (a late or a shared minute) merged one by one with compare-and-swap."""
     items = list(batch.items())
-    for i in range(0, len(items), TXN_OPS):
-        part = items[i:i + TXN_OPS]
+    for i in range(0, len(items), BATCH_OPS):
+        part = items[i:i + BATCH_OPS]
         ops: list[Op] = [Put(key=rollup_key(u, g, s), value=_record(u, g, s, series), expect_version=ABSENT)
                          for (u, g, s), series in part]
         try:
