@@ -117,6 +117,24 @@ class InUseNetworkSecurityGroupCannotBeDeleted(Conflict):
     code = "InUseNetworkSecurityGroupCannotBeDeleted"
 
 
+class InUseRouteTableCannotBeDeleted(Conflict):
+    """A route table is still associated with a subnet."""
+
+    code = "InUseRouteTableCannotBeDeleted"
+
+
+class VnetAddressSpacesOverlap(InvalidRequest):
+    """Two virtual networks to be peered (or two peers of one network) share addresses."""
+
+    code = "VnetAddressSpacesOverlap"
+
+
+class RemotePeeringIsDisconnected(InvalidRequest):
+    """The other side's peering is Disconnected: it must be updated or re-created first."""
+
+    code = "RemotePeeringIsDisconnected"
+
+
 class DnsNameLabelNotAvailable(Conflict):
     """Another container group in the same location already uses this dnsNameLabel."""
 

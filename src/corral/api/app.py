@@ -18,8 +18,10 @@ from corral.api import (
     lro,
     monitor,
     network,
+    peerings,
     prometheus,
     provider,
+    routetables,
     usage,
 )
 from corral.api.auth import PUBLIC_PREFIXES
@@ -75,6 +77,8 @@ def create_app(plane: ControlPlane) -> FastAPI:
     app.include_router(lro.router)
     app.include_router(provider.router)
     app.include_router(network.router)
+    app.include_router(peerings.router)
+    app.include_router(routetables.router)
     app.include_router(access.router)
     app.include_router(access.sessions)
     app.include_router(events.router)

@@ -73,13 +73,14 @@ def render_subnet(v: VnetRecord, sn: SubnetRecord, version: int, blocks: NodeBlo
     return {"id": sid, "name": sn.name, "type": K.SUBNET_TYPE, "etag": _etag(sn.uid, version), "properties": props}
 
 
-def render_vnet(v: VnetRecord, version: int, blocks: NodeBlocks | None = None) -> dict[str, Any]:
+def render_vnet(v: VnetRecord, version: int, blocks: NodeBlocks | None = None,
+                peerings: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     m = v.meta
     props: dict[str, Any] = {
         **v.extra,
         "addressSpace": v.addressSpace.model_dump(mode="json"),
         "subnets": [render_subnet(v, s, version, blocks) for s in sorted(v.subnets.values(), key=lambda s: s.name)],
-        "virtualNetworkPeerings": [],
+        "virtualNetworkPeerings": peerings or [],
         "enableDdosProtection": False,
         "resourceGuid": m.uid,
         "provisioningState": "Succeeded",
@@ -172,12 +173,17 @@ def _blocks(net: NetworkControl, v: VnetRecord) -> NodeBlocks:
     return NodeBlocks.model_validate(rec.value) if rec else NodeBlocks(vnetUid=v.meta.uid)
 
 
+def _vnet_view(net: NetworkControl, v: VnetRecord, version: int) -> dict[str, Any]:
+    from corral.api.peerings import render_peerings  # it builds on this module
+
+    return render_vnet(v, version, _blocks(net, v), render_peerings(net, v, version))
+
+
 @router.put(VN + "/{vnet}")
 def put_vnet(sub: str, rg: str, vnet: str, request: Request, body: dict[str, Any] = Depends(json_body),
              net: NetworkControl = Depends(network)) -> Response:
     record, version, created = net.vnets.put(sub, rg, vnet, VirtualNetwork.model_validate(body))
-    return _done(request, sub, record.location, render_vnet(record, version, _blocks(net, record)),
-                 201 if created else 200)
+    return _done(request, sub, record.location, _vnet_view(net, record, version), 201 if created else 200)
 
 
 @router.patch(VN + "/{vnet}")
@@ -189,23 +195,23 @@ def patch_vnet_tags(sub: str, rg: str, vnet: str, body: dict[str, Any] = Depends
     new, version, _ = net.vnets.put(sub, rg, vnet, VirtualNetwork.model_validate(
         {"location": record.location, "tags": full["tags"],
          "properties": {**record.extra, "addressSpace": full["properties"]["addressSpace"]}}))
-    return render_vnet(new, version, _blocks(net, new))
+    return _vnet_view(net, new, version)
 
 
 @router.get(VN + "/{vnet}")
 def get_vnet(sub: str, rg: str, vnet: str, net: NetworkControl = Depends(network)) -> Any:
     record, version = net.vnets.get(sub, rg, vnet)
-    return render_vnet(record, version, _blocks(net, record))
+    return _vnet_view(net, record, version)
 
 
 @router.get(VN)
 def list_vnets(sub: str, rg: str, net: NetworkControl = Depends(network)) -> Any:
-    return {"value": [render_vnet(r, v, _blocks(net, r)) for r, v in net.vnets.list(sub, rg)]}
+    return {"value": [_vnet_view(net, r, v) for r, v in net.vnets.list(sub, rg)]}
 
 
 @router.get(SUBP + "/virtualNetworks")
 def list_vnets_in_subscription(sub: str, net: NetworkControl = Depends(network)) -> Any:
-    return {"value": [render_vnet(r, v, _blocks(net, r)) for r, v in net.vnets.list(sub)]}
+    return {"value": [_vnet_view(net, r, v) for r, v in net.vnets.list(sub)]}
 
 
 @router.delete(VN + "/{vnet}")

@@ -12,7 +12,7 @@ LITERALS = {
         "containers", "logs", "exec", "attach", "restart", "stop", "start", "locations", "operations",
         "usages", "capabilities", "cachedImages", "metadata", "endpoints", "identity", "oauth2", "token",
         "Microsoft.Network", "virtualNetworks", "subnets", "networkSecurityGroups", "securityRules",
-        "operationResults", "execSync",
+        "operationResults", "execSync", "virtualNetworkPeerings", "routeTables", "routes",
         "events",
         "Microsoft.Insights", "metrics", "metricDefinitions",
     )

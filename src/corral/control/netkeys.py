@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from corral.model.records import DNS_LABELS, NODE_BLOCKS, NSGS, VNETS  # noqa: F401  (the key prefixes)
+from corral.model.records import DNS_LABELS, NODE_BLOCKS, NSGS, ROUTE_TABLES, VNETS  # noqa: F401  (the key prefixes)
 
 PROVIDER = "Microsoft.Network"
 VNET_TYPE = f"{PROVIDER}/virtualNetworks"
 SUBNET_TYPE = f"{VNET_TYPE}/subnets"
 NSG_TYPE = f"{PROVIDER}/networkSecurityGroups"
 RULE_TYPE = f"{NSG_TYPE}/securityRules"
+PEERING_TYPE = f"{VNET_TYPE}/virtualNetworkPeerings"
+ROUTE_TABLE_TYPE = f"{PROVIDER}/routeTables"
+ROUTE_TYPE = f"{ROUTE_TABLE_TYPE}/routes"
 
 
 def vnet_key(sub: str, rg: str, name: str) -> str:
@@ -21,6 +24,10 @@ def vnet_key(sub: str, rg: str, name: str) -> str:
 
 def nsg_key(sub: str, rg: str, name: str) -> str:
     return f"{NSGS}{sub.lower()}/{rg.lower()}/{name.lower()}"
+
+
+def route_table_key(sub: str, rg: str, name: str) -> str:
+    return f"{ROUTE_TABLES}{sub.lower()}/{rg.lower()}/{name.lower()}"
 
 
 def blocks_key(vnet_uid: str) -> str:
@@ -47,6 +54,30 @@ def rule_id(sub: str, rg: str, nsg: str, name: str) -> str:
     return f"{nsg_id(sub, rg, nsg)}/securityRules/{name}"
 
 
+def peering_id(sub: str, rg: str, vnet: str, name: str) -> str:
+    return f"{vnet_id(sub, rg, vnet)}/virtualNetworkPeerings/{name}"
+
+
+def route_table_id(sub: str, rg: str, name: str) -> str:
+    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{ROUTE_TABLE_TYPE}/{name}"
+
+
+def route_id(sub: str, rg: str, table: str, name: str) -> str:
+    return f"{route_table_id(sub, rg, table)}/routes/{name}"
+
+
+class VnetRef(NamedTuple):
+    subscription: str
+    resource_group: str
+    vnet: str
+
+
+class RouteTableRef(NamedTuple):
+    subscription: str
+    resource_group: str
+    route_table: str
+
+
 class SubnetRef(NamedTuple):
     subscription: str
     resource_group: str
@@ -66,6 +97,34 @@ _SUBNET_RE = re.compile(
 _NSG_RE = re.compile(
     r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.Network/networkSecurityGroups/([^/]+)/?$",
     re.IGNORECASE)
+
+
+_VNET_RE = re.compile(
+    r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.Network/virtualNetworks/([^/]+)/?$",
+    re.IGNORECASE)
+_ROUTE_TABLE_RE = re.compile(
+    r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.Network/routeTables/([^/]+)/?$",
+    re.IGNORECASE)
+
+
+def parse_vnet_id(value: str) -> VnetRef:
+    m = _VNET_RE.match(value.strip())
+    if not m:
+        raise ValueError(
+            f"'{value}' is not a virtual network id: expected /subscriptions/{{sub}}/resourceGroups/{{rg}}/"
+            "providers/Microsoft.Network/virtualNetworks/{name}"
+        )
+    return VnetRef(*m.groups())
+
+
+def parse_route_table_id(value: str) -> RouteTableRef:
+    m = _ROUTE_TABLE_RE.match(value.strip())
+    if not m:
+        raise ValueError(
+            f"'{value}' is not a route table id: expected /subscriptions/{{sub}}/resourceGroups/{{rg}}/"
+            "providers/Microsoft.Network/routeTables/{name}"
+        )
+    return RouteTableRef(*m.groups())
 
 
 def parse_subnet_id(value: str) -> SubnetRef:

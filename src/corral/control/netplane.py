@@ -1,4 +1,5 @@
-"""The network side of the control plane in one object: vnets, NSGs, node blocks, group checks."""
+"""The network side of the control plane in one object: vnets, peerings, NSGs, route tables, node
+blocks, group checks."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from corral.control import netkeys as K
 from corral.control.netgroups import GroupNetworkCheck
 from corral.control.nodeblocks import NodeBlockService, node_rules
 from corral.control.nsgs import NsgService
+from corral.control.peerings import PeeringService, linked
+from corral.control.routetables import RouteTableService
 from corral.control.vnets import VnetService
 from corral.model.group import ContainerGroup
 from corral.model.network import NetworkSettings, NsgRecord
@@ -22,6 +25,8 @@ class NetworkControl:
         self.settings = settings or NetworkSettings()
         self.vnets = VnetService(store, self.settings, location, default_subscription)
         self.nsgs = NsgService(store, self.vnets, location)
+        self.peerings = PeeringService(store, self.vnets)
+        self.route_tables = RouteTableService(store, self.vnets, location)
         self.blocks = NodeBlockService(store, self.vnets)
         self._groups = GroupNetworkCheck(store, self.vnets)
 
@@ -49,7 +54,8 @@ class NetworkControl:
         if rec is None:
             return [NodeRule(name=f"security-group-gone-{d.lower()}", priority=100, direction=d, access="Deny")
                     for d in ("Inbound", "Outbound")]
-        return node_rules(NsgRecord.model_validate(rec.value), record)
+        peered = [p for r in linked(self.store, record) for p in r.addressSpace.addressPrefixes]
+        return node_rules(NsgRecord.model_validate(rec.value), record, peered)
 
     def release_node(self, node: str) -> int:
         return self.blocks.release_node(node)

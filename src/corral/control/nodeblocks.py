@@ -15,6 +15,8 @@ import ipaddress
 import itertools
 
 from corral.control import netkeys as K
+from corral.control.peerings import linked
+from corral.control.routetables import appliance_routes, subnet_routes
 from corral.control.vnets import VnetService
 from corral.errors import Conflict, InvalidRequest, NetworkCapacityExceeded, VersionConflict
 from corral.model.network import NodeBlocks, NsgRecord, SubnetRecord, VnetRecord
@@ -136,27 +138,42 @@ class NodeBlockService:
 
     def vnet_config_for(self, node: str, subnet_id: str) -> VnetConf:
         """The corral-vnet configuration of ``node`` for the subnet: its block, the routes to the
-        other nodes' blocks of the same virtual network, and the subnet's security rules."""
+        other nodes' blocks of the same virtual network, the networks it is peered with, the
+        subnet's security rules and route table, and the appliance routes this node serves."""
         record, sn = self._subnet(subnet_id)
         block = self._grant(node, record, sn)
         space = next(p for p in record.addressSpace.addressPrefixes
                      if sn.properties.prefix.subnet_of(ipaddress.IPv4Network(p)))
-        blocks, _ = _load(self.store, record.meta.uid)
-        peers: list[Peer] = []
-        for other_node, other_block in sorted(
-                (n, b) for m in blocks.blocks.values() for n, b in m.items() if n != node):
-            addr = self._node_address(other_node)
-            if addr is not None and ipaddress.ip_network(other_block).subnet_of(ipaddress.ip_network(space)):  # type: ignore[arg-type]
-                peers.append(Peer(block=other_block, via=addr))
+        peers = self._remote_blocks(record, node, [space])
+        links = linked(self.store, record)
+        peerings = [{"name": r.meta.name, "addressPrefixes": r.addressSpace.addressPrefixes,
+                     "peers": [p.model_dump() for p in self._remote_blocks(r, node)]} for r in links]
         settings = self.vnets.settings
         usable = ipaddress.ip_network(block).num_addresses - 3  # network, gateway, broadcast
         nsg = self.vnets.nsg_of(record, sn)
+        rules = node_rules(nsg, record, [p for r in links for p in r.addressSpace.addressPrefixes])
         return VnetConf.model_validate({
             "name": network_name(record, sn),
             "maxSandboxes": max(1, min(settings.max_groups_per_node, usable)),
             "ipam": IpamConf(subnet=space, nodeBlock=block, peers=peers).model_dump(by_alias=True),
-            "securityRules": [r.model_dump(by_alias=True) for r in node_rules(nsg, record)],
+            "securityRules": [r.model_dump(by_alias=True) for r in rules],
+            "peerings": peerings,
+            "routes": subnet_routes(self.store, sn),
+            "applianceRoutes": appliance_routes(self.store, block),
         })
+
+    def _remote_blocks(self, record: VnetRecord, node: str, within: list[str] | None = None) -> list[Peer]:
+        """The blocks of the virtual network granted to other nodes (inside ``within`` if given), each with
+        the address of the node it is routed to."""
+        blocks, _ = _load(self.store, record.meta.uid)
+        nets = [ipaddress.IPv4Network(p) for p in (within or record.addressSpace.addressPrefixes)]
+        peers: list[Peer] = []
+        for other_node, other_block in sorted(
+                (n, b) for m in blocks.blocks.values() for n, b in m.items() if n != node):
+            addr = self._node_address(other_node)
+            if addr is not None and any(ipaddress.IPv4Network(other_block).subnet_of(n) for n in nets):
+                peers.append(Peer(block=other_block, via=addr))
+        return peers
 
     def _node_address(self, node: str) -> str | None:
         """Where another node routes this node's blocks; a loopback address routes nowhere."""
@@ -173,12 +190,12 @@ def network_name(record: VnetRecord, sn: SubnetRecord) -> str:
     return f"{record.meta.uid[:10]}.{sn.name.lower()}"
 
 
-def node_rules(nsg: NsgRecord | None, record: VnetRecord) -> list[NodeRule]:
+def node_rules(nsg: NsgRecord | None, record: VnetRecord, peered: list[str] | None = None) -> list[NodeRule]:
     """An NSG's rules in the plugin's form: one rule per (source, destination, source ports,
     destination ports) combination.
 
-    Tags: ``*``/``Internet`` match anything, ``VirtualNetwork`` is the vnet's address space,
-    ``AzureLoadBalancer`` matches nothing here (there is none).
+    Tags: ``*``/``Internet`` match anything, ``VirtualNetwork`` is the vnet's address space and the
+    ``peered`` address spaces (as in Azure), ``AzureLoadBalancer`` matches nothing here (there is none).
     """
     if nsg is None:
         return []
@@ -190,7 +207,7 @@ def node_rules(nsg: NsgRecord | None, record: VnetRecord) -> list[NodeRule]:
             res: list[str] = []
             for x in prefixes:
                 if x == "VirtualNetwork":
-                    res.extend(record.addressSpace.addressPrefixes)
+                    res.extend([*record.addressSpace.addressPrefixes, *(peered or [])])
                 elif x in ("*", "Internet"):
                     res.append("*")
                 elif x != "AzureLoadBalancer":

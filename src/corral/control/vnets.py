@@ -26,6 +26,7 @@ from corral.model.network import (
     NetMeta,
     NetworkSettings,
     NsgRecord,
+    Ref,
     Subnet,
     SubnetProperties,
     SubnetRecord,
@@ -96,7 +97,9 @@ class VnetService:
         except ValueError as exc:
             raise InvalidRequest(str(exc), target="name") from None
         key = K.vnet_key(sub, rg, name)
-        extra = {k: v for k, v in (body.properties.model_extra or {}).items() if k != "provisioningState"}
+        # Peerings have their own routes (a GET-then-PUT client sends them back: they are kept as they are).
+        extra = {k: v for k, v in (body.properties.model_extra or {}).items()
+                 if k not in ("provisioningState", "virtualNetworkPeerings")}
 
         def apply(old: VnetRecord | None) -> VnetRecord:
             if old is None:
@@ -121,7 +124,8 @@ class VnetService:
                     del rec.subnets[gone]
                 for lname, s in wanted.items():
                     old_sn = rec.subnets.get(lname)
-                    rec.subnets[lname] = self._subnet(sub, rg, name, s.name or lname, s.properties, old_sn)
+                    rec.subnets[lname] = self._subnet(sub, rg, name, s.name or lname, s.properties, old_sn,
+                                                      rec.location)
             self._validate(sub, rg, name, rec)
             return rec
 
@@ -161,7 +165,7 @@ class VnetService:
             rec = old.model_copy(deep=True)
             prev = rec.subnets.get(name.lower())
             created = prev is None
-            rec.subnets[name.lower()] = self._subnet(sub, rg, vnet, name, body.properties, prev)
+            rec.subnets[name.lower()] = self._subnet(sub, rg, vnet, name, body.properties, prev, rec.location)
             self._validate(sub, rg, vnet, rec)
             return rec
 
@@ -190,7 +194,7 @@ class VnetService:
         return existed
 
     def _subnet(self, sub: str, rg: str, vnet: str, name: str, props: SubnetProperties,
-                old: SubnetRecord | None) -> SubnetRecord:
+                old: SubnetRecord | None, location: str) -> SubnetRecord:
         try:
             check_net_name(name, "subnet")
         except ValueError as exc:
@@ -209,6 +213,11 @@ class VnetService:
             if self.store.get(K.nsg_key(*ref)) is None:
                 raise InvalidRequest(f"network security group '{ref.nsg}' in resource group '{ref.resource_group}' "
                                      "does not exist; create it first", target="properties.networkSecurityGroup.id")
+        if props.routeTable is not None:
+            from corral.control.routetables import check_association
+
+            check_association(self.store, sub, location, props.routeTable)
+            props.routeTable = Ref(id=props.routeTable.id)  # the id only, whatever else a client echoed
         if old is not None and old.properties.addressPrefix != props.addressPrefix:
             users = self.subnet_users(sub, rg, vnet, name)
             if users:
@@ -234,6 +243,10 @@ class VnetService:
                     raise InvalidAddressPrefix(
                         f"subnet '{a_name}' ({a}) overlaps subnet '{b_name}' ({b}) in virtual network '{vnet}'",
                         target="properties.addressPrefix")
+        if rec.peerings:
+            from corral.control.peerings import check_space
+
+            check_space(self.store, rec)
 
     def _check_unused(self, sub: str, rg: str, vnet: str, subnet: str) -> None:
         users = self.subnet_users(sub, rg, vnet, subnet)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from corral.errors import CorralError
 from corral.model.metrics import MetricsReport
-from corral.model.records import GROUPS, NODE_BLOCKS, NSGS, VNETS, GroupRecord, NodeInfo
+from corral.model.records import GROUPS, NODE_BLOCKS, NSGS, ROUTE_TABLES, VNETS, GroupRecord, NodeInfo
 from corral.model.status import GroupStatus
 
 if TYPE_CHECKING:
@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 
 # What an agent follows: its groups, and what its networks are made of.
-AGENT_PREFIXES = (GROUPS, VNETS, NSGS, NODE_BLOCKS)
-NETWORK_PREFIXES = (VNETS, NSGS, NODE_BLOCKS)
+AGENT_PREFIXES = (GROUPS, VNETS, NSGS, NODE_BLOCKS, ROUTE_TABLES)
+NETWORK_PREFIXES = (VNETS, NSGS, NODE_BLOCKS, ROUTE_TABLES)
 
 
 class ControlPlaneLink(Protocol):
@@ -36,8 +36,9 @@ class ControlPlaneLink(Protocol):
     def wait(self, node: str, after: int, timeout: float) -> tuple[int, set[str] | None]:
         """Keys changed since ``after`` (None: history lost, re-list), and the new revision.
 
-        Group keys (under ``/groups/``) and network keys (virtual networks, security groups,
-        node blocks: the node re-reads its network configuration when one changes).
+        Group keys (under ``/groups/``) and network keys (virtual networks with their peerings,
+        security groups, node blocks, route tables: the node re-reads its network configuration
+        when one changes).
         """
         ...
 

@@ -1,4 +1,4 @@
-"""Virtual networks, subnets and network security groups as ``Microsoft.Network`` carries them.
+"""Virtual networks, subnets, peerings, security groups and route tables as ``Microsoft.Network`` carries them.
 
 Field names are the wire names. Unknown fields are kept (``extra="allow"``) so
 newer api-versions round-trip. Checks that need one object only (CIDR syntax,
@@ -79,6 +79,7 @@ class SubnetProperties(Wire):
     addressPrefix: str | None = None
     addressPrefixes: list[str] | None = None
     networkSecurityGroup: Ref | None = None
+    routeTable: Ref | None = None
     delegations: list[Delegation] | None = None
 
     @model_validator(mode="after")
@@ -236,6 +237,108 @@ class NetworkSecurityGroup(Wire):
     properties: NetworkSecurityGroupProperties = Field(default_factory=NetworkSecurityGroupProperties)
 
 
+# ---- virtual network peerings -------------------------------------------------------
+
+
+class PeeringProperties(Wire):
+    """A peering as PUT; the defaults are the REST API's (``az`` sends every flag explicitly)."""
+
+    remoteVirtualNetwork: Ref
+    allowVirtualNetworkAccess: bool = True
+    allowForwardedTraffic: bool = False
+    allowGatewayTransit: bool = False
+    useRemoteGateways: bool = False
+    peerCompleteVnets: bool = True
+    enableOnlyIPv6Peering: bool = False
+
+    @model_validator(mode="after")
+    def _supported(self) -> PeeringProperties:
+        if self.useRemoteGateways:
+            raise ValueError("useRemoteGateways: Corral virtual networks have no gateways to use")
+        if not self.peerCompleteVnets:
+            raise ValueError("peerCompleteVnets: only whole virtual networks can be peered (no subnet peering)")
+        if self.enableOnlyIPv6Peering:
+            raise ValueError("enableOnlyIPv6Peering: only IPv4 address spaces are supported")
+        return self
+
+
+class VirtualNetworkPeering(Wire):
+    name: str | None = None
+    id: str | None = None
+    properties: PeeringProperties
+
+
+# ---- route tables -----------------------------------------------------------------
+
+NEXT_HOP_TYPES = {"virtualappliance": "VirtualAppliance", "vnetlocal": "VnetLocal", "internet": "Internet",
+                  "none": "None"}
+
+
+class RouteProperties(Wire):
+    addressPrefix: str
+    nextHopType: Literal["VirtualAppliance", "VnetLocal", "Internet", "None"]
+    nextHopIpAddress: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_only(cls, v: Any) -> Any:
+        # What a GET-then-PUT client echoes back; never stored.
+        if isinstance(v, dict):
+            return {k: x for k, x in v.items() if k not in ("provisioningState", "hasBgpOverride")}
+        return v
+
+    @field_validator("nextHopType", mode="before")
+    @classmethod
+    def _hop_type(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if v.lower() in ("virtualnetworkgateway", "virtualapplianceecmp"):
+                raise ValueError(f"next hop type '{v}' is not supported: Corral has no gateways and no ECMP "
+                                 "appliances (use VirtualAppliance, VnetLocal, Internet or None)")
+            return NEXT_HOP_TYPES.get(v.lower(), v)
+        return v
+
+    @field_validator("addressPrefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        return cidr(v)
+
+    @model_validator(mode="after")
+    def _hop(self) -> RouteProperties:
+        if self.nextHopType == "VirtualAppliance":
+            if not self.nextHopIpAddress:
+                raise ValueError("nextHopIpAddress is required when nextHopType is VirtualAppliance")
+            try:
+                ip = ipaddress.ip_address(self.nextHopIpAddress)
+            except ValueError:
+                raise ValueError(f"nextHopIpAddress '{self.nextHopIpAddress}' is not an IP address") from None
+            if ip.version != 4:
+                raise ValueError("nextHopIpAddress: only IPv4 addresses are supported")
+            self.nextHopIpAddress = str(ip)
+        elif self.nextHopIpAddress:
+            raise ValueError(f"nextHopIpAddress is only allowed when nextHopType is VirtualAppliance, "
+                             f"not {self.nextHopType}")
+        else:
+            self.nextHopIpAddress = None
+        return self
+
+
+class Route(Wire):
+    name: str | None = None
+    id: str | None = None
+    properties: RouteProperties
+
+
+class RouteTableProperties(Wire):
+    routes: list[Route] | None = None
+    disableBgpRoutePropagation: bool | None = None
+
+
+class RouteTable(Wire):
+    location: str | None = None
+    tags: dict[str, str] | None = None
+    properties: RouteTableProperties = Field(default_factory=RouteTableProperties)
+
+
 # ---- how they are stored ----------------------------------------------------------
 
 
@@ -245,6 +348,20 @@ class NetMeta(BaseModel):
     resourceGroup: str
     name: str
     createdAt: datetime
+
+
+class PeeringRecord(BaseModel):
+    """One side of a peering, kept in its virtual network's record (one CAS with the overlap checks)."""
+
+    name: str
+    uid: str
+    remoteId: str  # the remote virtual network's id, as given
+    remoteUid: str  # that network's uid when peered: a network re-created under the name is another one
+    allowVirtualNetworkAccess: bool = True
+    allowForwardedTraffic: bool = False
+    allowGatewayTransit: bool = False
+    # The remote side was deleted after being connected; stays so until this side is updated or re-created.
+    disconnected: bool = False
 
 
 class SubnetRecord(BaseModel):
@@ -261,6 +378,7 @@ class VnetRecord(BaseModel):
     tags: dict[str, str] | None = None
     addressSpace: AddressSpace
     subnets: dict[str, SubnetRecord] = Field(default_factory=dict)  # by lowercase name
+    peerings: dict[str, PeeringRecord] = Field(default_factory=dict)  # by lowercase name
     extra: dict[str, Any] = Field(default_factory=dict)  # round-tripped unknown properties
 
     def dump(self) -> dict[str, Any]:
@@ -277,6 +395,22 @@ class NsgRecord(BaseModel):
     location: str
     tags: dict[str, str] | None = None
     rules: dict[str, RuleRecord] = Field(default_factory=dict)  # by lowercase name
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class RouteRecord(BaseModel):
+    name: str
+    properties: RouteProperties
+
+
+class RouteTableRecord(BaseModel):
+    meta: NetMeta
+    location: str
+    tags: dict[str, str] | None = None
+    disableBgpRoutePropagation: bool = False
+    routes: dict[str, RouteRecord] = Field(default_factory=dict)  # by lowercase name
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

@@ -17,6 +17,7 @@ NODES = "/nodes/"
 VNETS = "/vnets/"
 NSGS = "/nsgs/"
 NODE_BLOCKS = "/nodeblocks/"
+ROUTE_TABLES = "/routetables/"
 DNS_LABELS = "/dnslabels/"
 
 

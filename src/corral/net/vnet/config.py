@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,6 +27,75 @@ class Peer(BaseModel):
     @classmethod
     def _net(cls, v: str) -> str:
         return str(ipaddress.ip_network(v, strict=True))
+
+
+def _cidr(v: str) -> str:
+    net = ipaddress.ip_network(v, strict=True)
+    if net.version != 4:
+        raise ValueError(f"{v}: only IPv4 prefixes are supported")
+    return str(net)
+
+
+class PeeredNetwork(BaseModel):
+    """A virtual network peered with this one (Connected both ways): its address space is admitted
+    and not masqueraded, and its blocks on other nodes are routed to those nodes."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str
+    address_prefixes: list[str] = Field(alias="addressPrefixes", min_length=1)
+    peers: list[Peer] = Field(default_factory=list)  # its blocks on other nodes
+
+    @field_validator("address_prefixes")
+    @classmethod
+    def _nets(cls, v: list[str]) -> list[str]:
+        return [_cidr(p) for p in v]
+
+
+class Route(BaseModel):
+    """One route of the subnet's route table (Azure's user-defined routes)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str
+    address_prefix: str = Field(alias="addressPrefix")
+    next_hop_type: Literal["VirtualAppliance", "VnetLocal", "Internet", "None"] = Field(alias="nextHopType")
+    next_hop_ip: str | None = Field(None, alias="nextHopIpAddress")
+
+    @field_validator("address_prefix")
+    @classmethod
+    def _net(cls, v: str) -> str:
+        return _cidr(v)
+
+    @model_validator(mode="after")
+    def _hop(self) -> Route:
+        if (self.next_hop_type == "VirtualAppliance") != bool(self.next_hop_ip):
+            raise ValueError(f"route {self.name}: nextHopIpAddress is required for VirtualAppliance, "
+                             "and only for it")
+        if self.next_hop_ip:
+            self.next_hop_ip = str(ipaddress.IPv4Address(self.next_hop_ip))
+        return self
+
+
+class ApplianceRoute(BaseModel):
+    """Traffic of another subnet's route table that this node must hand to an appliance on this network:
+    packets from ``sourceAddressPrefix`` to ``addressPrefix`` arriving here go to ``nextHopIpAddress``."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    source_prefix: str = Field(alias="sourceAddressPrefix")
+    address_prefix: str = Field(alias="addressPrefix")
+    next_hop_ip: str = Field(alias="nextHopIpAddress")
+
+    @field_validator("source_prefix", "address_prefix")
+    @classmethod
+    def _net(cls, v: str) -> str:
+        return _cidr(v)
+
+    @field_validator("next_hop_ip")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        return str(ipaddress.IPv4Address(v))
 
 
 class IpamConf(BaseModel):
@@ -78,6 +147,9 @@ class VnetConf(BaseModel):
     snat: bool = True
     ipam: IpamConf
     security_rules: list[SecurityRule] = Field(default_factory=list, alias="securityRules")
+    peerings: list[PeeredNetwork] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+    appliance_routes: list[ApplianceRoute] = Field(default_factory=list, alias="applianceRoutes")
     prev_result: dict[str, Any] | None = Field(None, alias="prevResult")
     runtime_config: dict[str, Any] = Field(default_factory=dict, alias="runtimeConfig")
     valid_attachments: list[dict[str, str]] | None = Field(None, alias="cni.dev/valid-attachments")
@@ -88,6 +160,22 @@ class VnetConf(BaseModel):
         if v is not None and not (0 < len(v) <= 15):
             raise ValueError("bridge name must be 1-15 characters")
         return v
+
+    @model_validator(mode="after")
+    def _peers_apart(self) -> VnetConf:
+        own = ipaddress.ip_network(self.ipam.subnet)
+        seen: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [own]
+        for pn in self.peerings:
+            for p in pn.address_prefixes:
+                net = ipaddress.ip_network(p)
+                if any(net.overlaps(o) for o in seen):
+                    raise ValueError(f"peered network {pn.name}: {p} overlaps this network or another peer")
+                seen.append(net)
+        return self
+
+    @property
+    def peered_prefixes(self) -> list[str]:
+        return [p for pn in self.peerings for p in pn.address_prefixes]
 
     @property
     def tag(self) -> str:
