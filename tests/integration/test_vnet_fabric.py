@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,17 +40,16 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=check)
 
 
-def _host_iptables() -> list[str]:
-    """The real host's rules that could be ours: those naming the fabric's range (Corral servers of other
-    tests keep their own CVN-/CVS- chains on the host meanwhile)."""
-    marks = ("10.199.",)
-    return [line for line in sh("iptables-save").stdout.splitlines() if any(m in line for m in marks)]
-
-
 @dataclass
 class Fabric:
     tmp: Path
     namespaces: list[str] = field(default_factory=list)
+    prefix: str = "cnt"  # names of everything made on the host: <prefix>-fabric, <prefix>-hN, <prefix>f-hN
+    net: str = "10.199.200"  # the fabric's /24; host N is .N, the fabric itself .254
+
+    @property
+    def name(self) -> str:
+        return f"{self.prefix}-fabric"
 
     def netns(self, name: str) -> str:
         sh("ip", "netns", "add", name)
@@ -57,13 +57,22 @@ class Fabric:
         sh("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
         return f"/var/run/netns/{name}"
 
+    def start(self) -> None:
+        self.netns(self.name)
+        sh("ip", "netns", "exec", self.name, "ip", "link", "add", "fab0", "type", "bridge")
+        sh("ip", "netns", "exec", self.name, "ip", "addr", "add", f"{self.net}.254/24", "dev", "fab0")
+        sh("ip", "netns", "exec", self.name, "ip", "link", "set", "fab0", "up")
+
+    def address(self, n: int) -> str:
+        return f"{self.net}.{n}"
+
     def add_host(self, n: int) -> str:
-        host = f"cnt-h{n}"
+        host, veth = f"{self.prefix}-h{n}", f"{self.prefix}f-h{n}"
         self.netns(host)
-        sh("ip", "link", "add", f"cntf-h{n}", "type", "veth", "peer", "name", "fab", "netns", host)
-        sh("ip", "link", "set", f"cntf-h{n}", "netns", FABRIC)
-        sh("ip", "netns", "exec", FABRIC, "ip", "link", "set", f"cntf-h{n}", "master", "fab0", "up")
-        sh("ip", "netns", "exec", host, "ip", "addr", "add", f"10.199.200.{n}/24", "dev", "fab")
+        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "fab", "netns", host)
+        sh("ip", "link", "set", veth, "netns", self.name)
+        sh("ip", "netns", "exec", self.name, "ip", "link", "set", veth, "master", "fab0", "up")
+        sh("ip", "netns", "exec", host, "ip", "addr", "add", f"{self.address(n)}/24", "dev", "fab")
         sh("ip", "netns", "exec", host, "ip", "link", "set", "fab", "up")
         return host
 
@@ -80,21 +89,31 @@ def on(host: str, fn: Callable[[], T]) -> T:
     return netops.in_netns(f"/var/run/netns/{host}", fn)
 
 
-@pytest.fixture
-def fabric(tmp_path: Path) -> Iterator[Fabric]:
-    before = _host_iptables()
-    fab = Fabric(tmp_path)
+@contextmanager
+def fabric_of(tmp: Path, prefix: str, net: str, marks: tuple[str, ...]) -> Iterator[Fabric]:
+    """A fabric whose namespaces are all named ``<prefix>-...``; the real host is left as it was (no
+    iptables rule naming one of ``marks``, the address ranges the test uses, appears on it)."""
+
+    def host_rules() -> list[str]:
+        # The real host's rules that could be ours (Corral servers of other tests keep their own meanwhile).
+        return [line for line in sh("iptables-save").stdout.splitlines() if any(m in line for m in marks)]
+
+    before = host_rules()
+    fab = Fabric(tmp, prefix=prefix, net=net)
     try:
-        fab.netns(FABRIC)
-        sh("ip", "netns", "exec", FABRIC, "ip", "link", "add", "fab0", "type", "bridge")
-        sh("ip", "netns", "exec", FABRIC, "ip", "addr", "add", "10.199.200.254/24", "dev", "fab0")
-        sh("ip", "netns", "exec", FABRIC, "ip", "link", "set", "fab0", "up")
+        fab.start()
         yield fab
     finally:
         fab.cleanup()
-        assert _host_iptables() == before  # nothing leaked into the real host
-        leftover = [ns for ns in sh("ip", "netns", "list").stdout.split() if ns.startswith("cnt-h")]
+        assert host_rules() == before  # nothing leaked into the real host
+        leftover = [ns for ns in sh("ip", "netns", "list").stdout.split() if ns.startswith(f"{prefix}-")]
         assert leftover == []
+
+
+@pytest.fixture
+def fabric(tmp_path: Path) -> Iterator[Fabric]:
+    with fabric_of(tmp_path, "cnt", "10.199.200", ("10.199.",)) as fab:
+        yield fab
 
 
 def vnet(name: str, bridge: str, subnet: str, blocks: dict[str, str], host: str, tmp: Path,

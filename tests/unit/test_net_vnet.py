@@ -132,3 +132,57 @@ def test_result_shapes() -> None:
     assert res["dns"] == {"nameservers": ["10.199.1.1"]}
     old = VnetConf.model_validate({**conf().model_dump(by_alias=True, mode="json"), "cniVersion": "0.4.0"})
     assert plugin.result(old, att)["ips"][0]["version"] == "4"
+
+
+def test_route_plan_tables_rules_and_next_hops() -> None:
+    from corral.net.vnet import routing
+
+    c = VnetConf.model_validate({
+        "name": "cvn-plan", "ipam": {"subnet": "10.216.0.0/16", "nodeBlock": "10.216.1.0/24",
+                                     "peers": [{"block": "10.216.2.0/24", "via": "192.0.2.2"}]},
+        "peerings": [{"name": "b", "addressPrefixes": ["10.217.0.0/16"],
+                      "peers": [{"block": "10.217.2.0/24", "via": "192.0.2.2"}]}],
+        "routes": [{"name": "fw", "addressPrefix": "0.0.0.0/0", "nextHopType": "VirtualAppliance",
+                    "nextHopIpAddress": "10.216.2.9"},
+                   {"name": "drop", "addressPrefix": "10.230.0.0/16", "nextHopType": "None"},
+                   {"name": "local", "addressPrefix": "10.216.1.0/24", "nextHopType": "VnetLocal"}],
+        "applianceRoutes": [{"sourceAddressPrefix": "10.218.0.0/24", "addressPrefix": "10.231.0.0/16",
+                             "nextHopIpAddress": "10.216.1.5"},
+                            {"sourceAddressPrefix": "10.218.0.0/24", "addressPrefix": "10.232.0.0/16",
+                             "nextHopIpAddress": "10.216.2.5"}],  # another node's appliance: not ours
+    })
+    rules, routes = routing.plan(c)
+    base, br = routing.table_base(c.tag), c.bridge_name
+    assert routing.RuleSpec(routing.PRIO_ROUTES, base, iif=br) in rules
+    assert routing.RuleSpec(routing.PRIO_PEERS, base + 1, iif=br) in rules
+    assert routing.RuleSpec(routing.PRIO_DUTY_SKIP, iif=br, src="10.218.0.0/24", dst="10.231.0.0/16",
+                            goto=routing.PRIO_ROUTES) in rules
+    assert routing.RuleSpec(routing.PRIO_DUTY, base + 2, src="10.218.0.0/24", dst="10.231.0.0/16") in rules
+    assert not [r for r in rules if r.dst == "10.232.0.0/16"]
+    by_dst = {(r.table, r.dst, r.metric): r for r in routes}
+    assert by_dst[(base, "0.0.0.0/0", 0)].gateway == "192.0.2.2"  # the appliance's node
+    assert by_dst[(base, "10.230.0.0/16", 0)].kind == "blackhole"
+    assert by_dst[(base, "10.216.1.0/24", 0)].kind == "throw"
+    assert {d for (t, d, m) in by_dst if m == routing.SYSTEM_METRIC} == {"10.216.0.0/16", "10.217.0.0/16"}
+    assert by_dst[(base + 1, "10.217.2.0/24", 0)].gateway == "192.0.2.2"
+    assert by_dst[(base + 2, "10.231.0.0/16", 0)].gateway == "10.216.1.5"
+    # Inside sandboxes: everything but the block's own prefix (its connected route stays).
+    assert routing.sandbox_routes(c) == [("0.0.0.0/0", False), ("10.230.0.0/16", True)]
+    # Nothing wanted: nothing planned.
+    assert routing.plan(conf()) == ([], [])
+
+
+def test_peering_and_route_config_validation() -> None:
+    ipam = {"subnet": "10.216.0.0/16", "nodeBlock": "10.216.1.0/24"}
+    bad = [
+        {"peerings": [{"name": "x", "addressPrefixes": ["10.216.128.0/17"]}]},  # overlaps our own space
+        {"peerings": [{"name": "x", "addressPrefixes": ["10.217.0.0/16"]},
+                      {"name": "y", "addressPrefixes": ["10.217.0.0/24"]}]},  # two peers overlap
+        {"routes": [{"name": "r", "addressPrefix": "10.0.0.0/8", "nextHopType": "VirtualAppliance"}]},
+        {"routes": [{"name": "r", "addressPrefix": "10.0.0.0/8", "nextHopType": "None",
+                     "nextHopIpAddress": "10.0.0.1"}]},
+        {"routes": [{"name": "r", "addressPrefix": "10.0.0.1/8", "nextHopType": "None"}]},
+    ]
+    for extra in bad:
+        with pytest.raises(ValidationError):
+            VnetConf.model_validate({"name": "cvn-x", "ipam": ipam, **extra})

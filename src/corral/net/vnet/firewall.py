@@ -5,12 +5,14 @@ filter table
   CORRAL-VNET-OUT     ``-i <bridge> -j CVN-<tag>-OUT`` per vnet (returns unless a rule drops)
   CORRAL-VNET-IN      ``-o <bridge> -j CVN-<tag>-IN``  per vnet (ends in ACCEPT or DROP)
   CORRAL-VNET-EGRESS  ``-i <bridge> -j ACCEPT``        per vnet (what leaves the vnet)
-  CVN-<tag>-IN        established -> NSG inbound -> from the vnet's subnet -> DNAT'd (published
-                      ports) -> allowed by a rule (mark) -> DROP. So nothing from outside the
-                      vnet, and nothing from another vnet, reaches a sandbox unless a rule allows it.
+  CVN-<tag>-IN        established -> NSG inbound -> from the vnet's subnet or a peered network ->
+                      DNAT'd (published ports) -> allowed by a rule (mark) -> DROP. So nothing from
+                      outside the vnet, and nothing from another (unpeered) vnet, reaches a sandbox
+                      unless a rule allows it.
   CVN-<tag>-NSGI/O    security rules: per-sandbox chains (CVS-<hash>-I/O) first, then the vnet's.
 nat table
-  POSTROUTING ``-s <block> -j CVN-<tag>-SNAT``: RETURN inside the vnet subnet, else MASQUERADE.
+  POSTROUTING ``-s <block> -j CVN-<tag>-SNAT``: RETURN inside the vnet subnet, peered networks and
+  prefixes routed to an appliance (they keep their source address), else MASQUERADE.
   PREROUTING/OUTPUT (local dst) ``-j CVN-<tag>-HP``: in-process host ports (DNAT), with
   POSTROUTING ``-j CVN-<tag>-HPM`` masquerading hairpin and loopback-sourced connections.
 
@@ -132,8 +134,13 @@ def _jumps(n: Names, subnet: str, block: str, snat: bool) -> dict[str, list[tupl
     return {"filter": filt, "nat": nat}
 
 
-def ensure_node(n: Names, subnet: str, block: str, snat: bool) -> None:
-    """Create or repair the vnet's chains and jumps on this node (idempotent)."""
+def ensure_node(n: Names, subnet: str, block: str, snat: bool, peered: list[str] | tuple[str, ...] = (),
+                direct: list[str] | tuple[str, ...] = ()) -> None:
+    """Create or repair the vnet's chains and jumps on this node (idempotent).
+
+    ``peered``: address spaces of peered networks (admitted like the vnet's own, not masqueraded);
+    ``direct``: more destinations reached with the sandbox's own address (appliance routes).
+    """
     cur = save()
     filt, nat = cur.get("filter", []), cur.get("nat", [])
     f_out: list[str] = ["*filter"]
@@ -147,6 +154,7 @@ def ensure_node(n: Names, subnet: str, block: str, snat: bool) -> None:
         f"-A {n.vin} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         f"-A {n.vin} -j {n.nsgi}",
         f"-A {n.vin} -s {subnet} -j ACCEPT",
+        *[f"-A {n.vin} -s {p} -j ACCEPT" for p in peered],
         f"-A {n.vin} -m conntrack --ctstate DNAT -j ACCEPT",
         f"-A {n.vin} -m mark --mark {ALLOW_MARK} -j ACCEPT",
         f"-A {n.vin} -j DROP",
@@ -162,7 +170,9 @@ def ensure_node(n: Names, subnet: str, block: str, snat: bool) -> None:
     n_out = ["*nat", f":{n.hp} - [0:0]" if not _has_chain(nat, n.hp) else "",
              f":{n.hpm} - [0:0]" if not _has_chain(nat, n.hpm) else ""]
     if snat:
-        n_out += [f":{n.snat} - [0:0]", f"-A {n.snat} -d {subnet} -j RETURN", f"-A {n.snat} -j MASQUERADE"]
+        n_out += [f":{n.snat} - [0:0]", f"-A {n.snat} -d {subnet} -j RETURN",
+                  *[f"-A {n.snat} -d {p} -j RETURN" for p in dict.fromkeys([*peered, *direct])],
+                  f"-A {n.snat} -j MASQUERADE"]
     for _, rule in jumps["nat"]:
         if not _has_rule(nat, rule):
             n_out.append(rule)

@@ -1,4 +1,5 @@
-"""A virtual network's footprint on one node: bridge, gateway, routes to peers, iptables chains.
+"""A virtual network's footprint on one node: bridge, gateway, routes to peers, iptables chains,
+peered networks, its route table (``routing``).
 
 ``ensure`` is cheap when nothing changed: a stamp of the applied settings is kept
 under the network's data dir (and in memory for the in-process agent), so the
@@ -15,8 +16,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from corral.net.vnet import firewall, netops
+from corral.net.vnet import firewall, netops, routing
 from corral.net.vnet.config import VnetConf
 from corral.net.vnet.nsg import SecurityRule
 
@@ -35,6 +37,9 @@ def _stamp(conf: VnetConf) -> str:
         "bridge": conf.bridge_name, "mtu": conf.mtu, "snat": conf.snat, "subnet": ipam.subnet,
         "block": ipam.node_block, "gw": str(ipam.gateway_ip),
         "peers": sorted((p.block, p.via) for p in ipam.peers),
+        "peerings": sorted(pn.model_dump_json(by_alias=True) for pn in conf.peerings),
+        "routes": routing.route_doc(conf.routes),
+        "appliances": sorted(a.model_dump_json(by_alias=True) for a in conf.appliance_routes),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -79,8 +84,11 @@ def _ensure_locked(conf: VnetConf, stamp: str, key: str) -> tuple[int, str]:
     if on_disk.get("stamp") == stamp and netops.bridge_exists(conf.bridge_name):
         idx, mac = netops.ensure_bridge(conf.bridge_name, _gw(conf), conf.mtu)
     else:
-        idx, mac = _apply(conf, on_disk.get("peers", []))
-        body = {"stamp": stamp, "peers": [p.block for p in conf.ipam.peers]}
+        idx, mac, complete = _apply(conf, on_disk)
+        if not complete:  # an appliance not reachable yet: the next ensure tries again
+            return idx, mac
+        body = {"stamp": stamp, "peers": [p.block for p in conf.ipam.peers], "peered": conf.peered_prefixes,
+                "routes": routing.route_doc(conf.routes)}
         tmp = _stamp_file(conf).with_suffix(".tmp")
         tmp.write_text(json.dumps(body))
         os.replace(tmp, _stamp_file(conf))
@@ -93,7 +101,10 @@ def _gw(conf: VnetConf) -> tuple[str, int]:
     return str(conf.ipam.gateway_ip), conf.ipam.block_net.prefixlen
 
 
-def _apply(conf: VnetConf, old_peers: list[str]) -> tuple[int, str]:
+def _apply(conf: VnetConf, before: dict[str, Any]) -> tuple[int, str, bool]:
+    """Everything of the network on this node; ``before`` is what the last complete set-up applied.
+    Returns (bridge index, bridge mac, whether every appliance route could be installed)."""
+    old_peers: list[str] = before.get("peers", [])
     idx, mac = netops.ensure_bridge(conf.bridge_name, _gw(conf), conf.mtu)
     netops.write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
     # Lets 127.0.0.1:<host port> be DNAT'd to a sandbox (in-process host ports).
@@ -104,9 +115,21 @@ def _apply(conf: VnetConf, old_peers: list[str]) -> tuple[int, str]:
             netops.delete_route(block)
     for p in conf.ipam.peers:
         netops.replace_route(p.block, p.via)
-    firewall.ensure_node(names(conf), conf.ipam.subnet, conf.ipam.node_block, conf.snat)
+    direct = [r.address_prefix for r in conf.routes if r.next_hop_type == "VirtualAppliance"]
+    firewall.ensure_node(names(conf), conf.ipam.subnet, conf.ipam.node_block, conf.snat,
+                         peered=conf.peered_prefixes, direct=direct)
     apply_security(conf)
-    return idx, mac
+    complete = routing.apply_host(conf)
+    old_routes: list[list[str | None]] = before.get("routes", [])
+    new_routes = routing.route_doc(conf.routes)
+    if old_routes != new_routes:
+        routing.apply_sandboxes(conf)
+    # Connections the change no longer allows (a peering gone, traffic re-routed) must not linger in
+    # conntrack, where the established-flow rules would keep them alive.
+    gone = set(before.get("peered", [])) - set(conf.peered_prefixes)
+    moved = {str(r[0]) for r in [*old_routes, *new_routes] if (r in old_routes) != (r in new_routes)}
+    routing.cut_flows(conf.ipam.node_block, sorted(gone | moved))
+    return idx, mac, complete
 
 
 def forget(conf: VnetConf) -> None:
@@ -169,6 +192,7 @@ def apply_security(conf: VnetConf) -> None:
 def teardown(conf: VnetConf) -> None:
     """Remove the vnet from this node: chains, routes, bridge, state. Sandboxes must be gone."""
     forget(conf)
+    routing.teardown_host(conf)
     firewall.teardown_node(names(conf), conf.ipam.node_block)
     for p in conf.ipam.peers:
         netops.delete_route(p.block)

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from corral.errors import CorralError, NetworkError
-from corral.net.vnet import netops, node
+from corral.net.vnet import netops, node, routing
 from corral.net.vnet.config import VnetConf
 from corral.net.vnet.ipam import AddressStore, attachment_key
 from corral.net.vnet.nsg import SecurityRule
@@ -127,6 +127,8 @@ def add(conf: VnetConf, container_id: str, netns: str, ifname: str = "eth0") -> 
         ipam = conf.ipam
         _, host_mac = netops.add_veth(host, netns, ifname, bridge_idx, conf.mtu)
         mac = netops.configure_sandbox(netns, ifname, str(ip), ipam.block_net.prefixlen, str(ipam.gateway_ip))
+        if conf.routes:  # the subnet's route table, mirrored inside the sandbox
+            routing.apply_sandbox(netns, str(ipam.gateway_ip), routing.sandbox_routes(conf))
         att = Attachment(container_id=container_id, ifname=ifname, netns=netns, ip=str(ip),
                          prefix_len=ipam.block_net.prefixlen, gateway=str(ipam.gateway_ip),
                          host_veth=host, mac=mac, host_mac=host_mac, bridge_mac=bridge_mac)

@@ -38,10 +38,12 @@ class NetworkSet:
         config_for: ConfigSource,
         pool_size: int = 0,
         on_network: Callable[[VnetConf], None] | None = None,
+        netns_prefix: str = "corral-",
     ) -> None:
         self.state_dir = state_dir
         self.config_for = config_for
         self.pool_size = pool_size
+        self.netns_prefix = netns_prefix
         self.on_network = on_network
         self._lock = threading.Lock()
         self._managers: dict[str, VnetNetworkManager] = {}
@@ -52,6 +54,7 @@ class NetworkSet:
         for d in sorted(p for p in state_dir.iterdir() if (p / "vnet.json").exists()):
             conf = VnetConf.model_validate_json((d / "vnet.json").read_text())
             self._open(conf)
+        self._settle()
 
     # the NetworkManager surface the node host uses ----------------------------
     def create(
@@ -140,6 +143,16 @@ class NetworkSet:
                 m = self._managers.get(name)
             if m is not None and m.conf != conf:
                 self._open(conf, fresh=True)
+        self._settle()
+
+    def _settle(self) -> None:
+        """Networks whose set-up was incomplete (an appliance route to a network opened after them)
+        try again; a network already set up costs a dictionary lookup."""
+        for m in self._all():
+            try:
+                vnet_node.ensure(m.conf)
+            except Exception:
+                log.exception("network %s: could not complete its set-up", m.conf.name)
 
     def _retire(self, subnet_id: str | None, name: str) -> None:
         with self._lock:
@@ -171,7 +184,8 @@ class NetworkSet:
             vnet_node.ensure(conf)  # bridge, routes, chains: before any sandbox or listener needs them
             vnet_node.set_vnet_rules(conf, conf.security_rules)
             vnet_node.apply_security(conf)
-            m = VnetNetworkManager(VnetNetworkConfig(vnet=conf, state_dir=d, pool_size=self.pool_size), self._ports)
+            m = VnetNetworkManager(VnetNetworkConfig(vnet=conf, state_dir=d, pool_size=self.pool_size,
+                                                     netns_prefix=self.netns_prefix), self._ports)
             self._managers[conf.name] = m
         if self.on_network is not None:
             try:

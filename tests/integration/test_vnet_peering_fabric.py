@@ -1,0 +1,307 @@
+"""Peering and route tables across two hosts made as network namespaces, driven by the real control plane.
+
+Layout (``fabric_of`` from test_vnet_fabric, with this file's names): netns ``cvn-fabric`` holds the
+fabric bridge (10.219.200.254/24); hosts ``cvn-h1`` and ``cvn-h2`` sit on it at .1 and .2. Each host
+runs the node's own network layer (``NetworkSet``, the corral-vnet library in-process) on threads
+inside its namespace, configured by ``NetworkControl.vnet_config_for`` over a real SQLite store. A
+"group" is a network sandbox made by the host's NetworkSet; after each change a host refreshes its
+networks, as the agent does when the link's ``wait`` reports a network key.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_vnet_fabric import Fabric, fabric_of, on, sh, tcp_ok
+
+from corral.config import DEFAULT_SUBSCRIPTION
+from corral.control import netkeys as K
+from corral.control.netplane import NetworkControl
+from corral.model.network import NetworkSecurityGroup, RouteTable, Subnet, VirtualNetwork, VirtualNetworkPeering
+from corral.model.records import NODES, NodeInfo
+from corral.net.vnet import netops
+from corral.node.network.networks import NetworkSet
+from corral.node.network.records import Sandbox
+from corral.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.integration
+SUB, RG = DEFAULT_SUBSCRIPTION, "cvn"
+FAB_NET = "10.219.200"
+
+
+@dataclass
+class Host:
+    name: str
+    nets: NetworkSet
+
+    def group(self, sid: str, subnet_id: str) -> Sandbox:
+        return on(self.name, lambda: self.nets.create(sid, sid, subnet_id=subnet_id))
+
+    def refresh(self) -> None:
+        on(self.name, self.nets.refresh)
+
+    def close(self) -> None:
+        def work() -> None:
+            for sb in self.nets.list():
+                self.nets.delete(sb.id)
+            self.nets.teardown()
+
+        on(self.name, work)
+
+
+@dataclass
+class World:
+    fab: Fabric
+    net: NetworkControl
+    hosts: list[Host]
+
+    def sync(self) -> None:
+        for h in self.hosts:
+            h.refresh()
+
+    def vnet(self, name: str, prefix: str, subnets: dict[str, str]) -> dict[str, str]:
+        self.net.vnets.put(SUB, RG, name, VirtualNetwork.model_validate({"location": "local", "properties": {
+            "addressSpace": {"addressPrefixes": [prefix]},
+            "subnets": [{"name": s, "properties": {"addressPrefix": p}} for s, p in subnets.items()]}}))
+        return {s: K.subnet_id(SUB, RG, name, s) for s in subnets}
+
+    def subnet(self, vnet: str, name: str, prefix: str, **props: Any) -> None:
+        self.net.vnets.put_subnet(SUB, RG, vnet, name, Subnet.model_validate(
+            {"properties": {"addressPrefix": prefix, **props}}))
+
+    def peer(self, a: str, b: str) -> None:
+        self.net.peerings.put(SUB, RG, a, f"{a}-to-{b}", VirtualNetworkPeering.model_validate(
+            {"properties": {"remoteVirtualNetwork": {"id": K.vnet_id(SUB, RG, b)}}}))
+        self.sync()
+
+    def unpeer(self, a: str, b: str) -> None:
+        assert self.net.peerings.delete(SUB, RG, a, f"{a}-to-{b}")
+        self.sync()
+
+    def state(self, a: str, b: str) -> str:
+        record, p, _ = self.net.peerings.get(SUB, RG, a, f"{a}-to-{b}")
+        return self.net.peerings.state(record, p)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    with fabric_of(tmp_path, "cvn", FAB_NET, ("10.216.", "10.217.", "10.218.", "10.219.")) as fab:
+        store = SqliteStore(tmp_path / "store.db")
+        net = NetworkControl(store)
+        hosts: list[Host] = []
+        try:
+            for n in (1, 2):
+                name = fab.add_host(n)
+                info = NodeInfo(name=name, address=fab.address(n), cpu=2, memoryGB=4, lastHeartbeat=datetime.now(UTC))
+                store.put(NODES + name, info.model_dump(mode="json"))
+                nets = NetworkSet(tmp_path / name, lambda sid, node=name: net.vnet_config_for(node, sid),
+                                  netns_prefix=f"{name}-")
+                hosts.append(Host(name, nets))
+            yield World(fab, net, hosts)
+        finally:
+            for h in hosts:
+                h.close()
+            store.close()
+
+
+def reach(src: Sandbox, dst: Sandbox, port: int = 8080, expect: bool = True) -> str:
+    """Connect from one group to another; returns the source address the server saw."""
+    ok, seen = tcp_ok(src.netns, dst.ip, port, dst.netns, timeout=3.0 if expect else 1.0)
+    assert ok == expect, f"{src.id} -> {dst.id}:{port}: {'no connection' if expect else 'connected'}"
+    return seen
+
+
+class Echo:
+    """A long-lived TCP connection between two groups (a server echoing what it receives)."""
+
+    def __init__(self, client: Sandbox, server: Sandbox, port: int) -> None:
+        self.received: list[bytes] = []
+        ready = threading.Event()
+
+        def listen() -> socket.socket:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", port))
+            s.listen(1)
+            return s
+
+        self._listener = netops.in_netns(server.netns_path, listen)
+
+        def serve() -> None:
+            ready.set()
+            conn, _ = self._listener.accept()
+            conn.settimeout(10)
+            with conn:
+                try:
+                    while data := conn.recv(64):
+                        self.received.append(data)
+                        conn.sendall(data)
+                except OSError:
+                    pass  # the client went quiet (its traffic is cut) or away
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        ready.wait(5)
+        self.sock = netops.in_netns(client.netns_path, lambda: socket.create_connection((server.ip, port), timeout=3))
+
+    def round_trip(self, data: bytes, timeout: float) -> bool:
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.sendall(data)
+            return self.sock.recv(64) == data
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+        self._listener.close()
+        self._thread.join(12)
+
+
+def test_peering_across_hosts(world: World) -> None:
+    h1, h2 = world.hosts
+    sa = world.vnet("cvn-a", "10.216.0.0/16", {"apps": "10.216.0.0/20"})["apps"]
+    sb = world.vnet("cvn-b", "10.217.0.0/16", {"apps": "10.217.0.0/20"})["apps"]
+    sc = world.vnet("cvn-c", "10.218.0.0/16", {"apps": "10.218.0.0/20"})["apps"]
+    a1, b1 = h1.group("a1", sa), h1.group("b1", sb)
+    a2, b2, c2 = h2.group("a2", sa), h2.group("b2", sb), h2.group("c2", sc)
+    world.sync()  # each host learns the other's blocks
+    assert reach(a1, a2) == a1.ip  # the same network reaches across hosts, as before
+
+    reach(a1, b2, expect=False)  # two networks: no traffic before peering
+    reach(b1, a1, expect=False)
+    world.peer("cvn-a", "cvn-b")
+    assert world.state("cvn-a", "cvn-b") == "Initiated"
+    reach(a1, b2, expect=False)  # one way only: still none
+
+    world.peer("cvn-b", "cvn-a")
+    assert world.state("cvn-a", "cvn-b") == world.state("cvn-b", "cvn-a") == "Connected"
+    # Both ways, across hosts and on one host, with the groups' own addresses (no NAT).
+    assert reach(a1, b2) == a1.ip
+    assert reach(b2, a1) == b2.ip
+    assert reach(a2, b1) == a2.ip
+    assert reach(b1, a1) == b1.ip
+    routes = sh("ip", "netns", "exec", h1.name, "ip", "route", "show", "table", "all").stdout
+    # b2's block, in the table cvn-a's peerings use on h1
+    assert [r for r in routes.splitlines() if r.startswith("10.217.1.0/24 via 10.219.200.2") and " table " in r]
+
+    # Not transitive: b peers with c too, a still cannot reach c.
+    world.peer("cvn-b", "cvn-c")
+    world.peer("cvn-c", "cvn-b")
+    assert reach(b1, c2) == b1.ip
+    reach(a1, c2, expect=False)
+
+    # A security rule of one network still holds across the peering.
+    nsg = world.net.nsgs.put(SUB, RG, "cvn-nsg", NetworkSecurityGroup.model_validate({
+        "location": "local", "properties": {"securityRules": [{"name": "no-8081", "properties": {
+            "priority": 100, "direction": "Inbound", "access": "Deny", "protocol": "Tcp",
+            "sourceAddressPrefix": "10.216.0.0/16", "sourcePortRange": "*",
+            "destinationAddressPrefix": "*", "destinationPortRange": "8081"}}]}}))[0]
+    world.subnet("cvn-b", "apps", "10.217.0.0/20",
+                 networkSecurityGroup={"id": K.nsg_id(SUB, RG, nsg.meta.name)})
+    world.sync()
+    reach(a1, b2, 8081, expect=False)
+    reach(a1, b2, 8080)
+
+    # Peering removed (one side): traffic stops at once, the open connection included.
+    echo = Echo(a1, b2, 8090)
+    try:
+        assert echo.round_trip(b"before", 3)
+        world.unpeer("cvn-b", "cvn-a")
+        assert world.state("cvn-a", "cvn-b") == "Disconnected"
+        assert not echo.round_trip(b"after", 1.5)
+        assert echo.received == [b"before"]
+    finally:
+        echo.close()
+    reach(a1, b2, expect=False)
+    reach(b1, a1, expect=False)
+    routes = sh("ip", "netns", "exec", h1.name, "ip", "route", "show", "table", "all").stdout
+    assert not [r for r in routes.splitlines() if r.startswith("10.217.1.0/24") and " table " in r]
+
+
+def forwarded(router: Sandbox) -> int:
+    """The router group's IP forwarding counter (ForwDatagrams of /proc/net/snmp, in its namespace)."""
+    snmp = sh("ip", "netns", "exec", router.netns, "cat", "/proc/net/snmp").stdout
+    lines = [line.split() for line in snmp.splitlines() if line.startswith("Ip:")]
+    return int(lines[1][lines[0].index("ForwDatagrams")])
+
+
+def sandbox_routes(sb: Sandbox) -> str:
+    return sh("ip", "netns", "exec", sb.netns, "ip", "route").stdout
+
+
+def test_route_table_through_a_router_and_to_none(world: World, tmp_path: Path) -> None:
+    h1, h2 = world.hosts
+    ids = world.vnet("cvn-r", "10.218.0.0/16", {"apps": "10.218.0.0/20", "dmz": "10.218.16.0/20",
+                                                 "data": "10.218.32.0/20", "old": "10.218.48.0/20"})
+    app = h1.group("app", ids["apps"])
+    app2 = h2.group("app2", ids["apps"])  # beside the router
+    target = h1.group("target", ids["data"])
+    legacy = h2.group("legacy", ids["old"])
+    router = h2.group("router", ids["dmz"])
+    sh("ip", "netns", "exec", router.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    world.sync()
+    before = forwarded(router)
+    assert reach(app, target) == app.ip and reach(app, legacy) == app.ip
+    assert forwarded(router) == before  # direct: on h1's bridges, and h1 -> h2
+
+    table = K.route_table_id(SUB, RG, "cvn-rt")
+    world.net.route_tables.put(SUB, RG, "cvn-rt", RouteTable.model_validate({"location": "local", "properties": {
+        "routes": [
+            {"name": "data-via-router", "properties": {"addressPrefix": "10.218.32.0/20",
+                                                       "nextHopType": "VirtualAppliance",
+                                                       "nextHopIpAddress": router.ip}},
+            {"name": "old-dropped", "properties": {"addressPrefix": "10.218.48.0/20", "nextHopType": "None"}}]}}))
+    world.subnet("cvn-r", "apps", "10.218.0.0/20", routeTable={"id": table})
+    world.sync()  # live: the same sandboxes, nothing restarted
+
+    # The router's path: h1 -> router on h2 -> back to h1; the target still sees the app's own address.
+    before = forwarded(router)
+    assert reach(app, target) == app.ip
+    assert forwarded(router) > before
+    before = forwarded(router)
+    assert reach(app2, target) == app2.ip  # from the router's own node too
+    assert forwarded(router) > before
+    reach(app, legacy, expect=False)  # None: unreachable
+    inside = sandbox_routes(app)
+    assert "unreachable 10.218.48.0/20 proto 67" in inside
+    assert "10.218.32.0/20 via 10.218.0.1 dev eth0 proto 67" in inside
+    # The node enforces it even when a group deletes its own route (it might hold CAP_NET_ADMIN).
+    sh("ip", "netns", "exec", app.netns, "ip", "route", "del", "10.218.48.0/20")
+    reach(app, legacy, expect=False)
+
+    # A runtime using the plugin executable directly (podman) gets the same routes from its config.
+    conf = world.net.vnet_config_for(h1.name, ids["apps"]).model_dump(mode="json", by_alias=True)
+    conf["dataDir"] = str(tmp_path / h1.name / conf["name"] / "plugin")
+    other = world.fab.sandbox(h1.name, "podman")
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "cvn-podman", "CNI_NETNS": other, "CNI_IFNAME": "eth0",
+           "CNI_PATH": "/usr/lib/cni", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    exe = str(Path(__import__("sys").executable).parent / "corral-vnet")
+    res = subprocess.run(["ip", "netns", "exec", h1.name, exe], input=json.dumps(conf), capture_output=True,
+                         text=True, env=env, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    podman_ip = json.loads(res.stdout)["ips"][0]["address"].split("/")[0]
+    podman = Sandbox.model_construct(id="podman", netns=f"{h1.name}-podman", netns_path=other, ip=podman_ip)
+    assert "unreachable 10.218.48.0/20 proto 67" in sandbox_routes(podman)
+    before = forwarded(router)
+    assert reach(podman, target) == podman_ip and forwarded(router) > before
+    subprocess.run(["ip", "netns", "exec", h1.name, exe], input=json.dumps(conf), capture_output=True, text=True,
+                   env={**env, "CNI_COMMAND": "DEL"}, check=True)
+
+    # Dissociated: direct routing again, the router out of the path, the routes gone from the group.
+    world.subnet("cvn-r", "apps", "10.218.0.0/20")
+    world.sync()
+    before = forwarded(router)
+    assert reach(app, target) == app.ip and reach(app, legacy) == app.ip
+    assert forwarded(router) == before
+    assert "proto 67" not in sandbox_routes(app)
+    assert world.net.route_tables.delete(SUB, RG, "cvn-rt")
