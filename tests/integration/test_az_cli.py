@@ -202,3 +202,52 @@ def test_az_container_show_missing_is_not_found(az_environ: dict[str, str]) -> N
     res = az(az_environ, "container", "show", "-g", RG, "-n", "nope", check=False)
     assert res.returncode != 0 and "ResourceNotFound" in res.stderr
 
+
+
+def test_az_network_peering_and_route_tables(az_environ: dict[str, str]) -> None:
+    env = az_environ
+    net = ["network", "vnet"]
+    az(env, *net, "create", "-g", RG, "-n", "azpa", "--address-prefixes", "10.221.0.0/16", "--subnet-name", "apps",
+       "--subnet-prefixes", "10.221.0.0/24", "-o", "none")
+    az(env, *net, "create", "-g", RG, "-n", "azpb", "--address-prefixes", "10.222.0.0/16", "-o", "none")
+    az(env, *net, "create", "-g", RG, "-n", "azpc", "--address-prefixes", "10.221.128.0/17", "-o", "none")
+    peer = [*net, "peering", "create", "-g", RG, "--allow-vnet-access"]
+    p = az_json(env, *peer, "-n", "a-to-b", "--vnet-name", "azpa", "--remote-vnet", "azpb")
+    assert isinstance(p, dict) and p["peeringState"] == "Initiated" and p["allowVirtualNetworkAccess"] is True
+    az(env, *peer, "-n", "b-to-a", "--vnet-name", "azpb", "--remote-vnet", "azpa", "-o", "none")
+    shown = az_json(env, *net, "peering", "show", "-g", RG, "--vnet-name", "azpa", "-n", "a-to-b")
+    assert isinstance(shown, dict) and shown["peeringState"] == "Connected"
+    assert shown["peeringSyncLevel"] == "FullyInSync" and shown["remoteVirtualNetwork"]["id"].endswith("/azpb")
+    listed = az_json(env, *net, "peering", "list", "-g", RG, "--vnet-name", "azpb")
+    assert isinstance(listed, list) and [x["name"] for x in listed] == ["b-to-a"]
+    bad = az(env, *peer, "-n", "a-to-c", "--vnet-name", "azpa", "--remote-vnet", "azpc", check=False)
+    assert bad.returncode != 0 and "VnetAddressSpacesOverlap" in bad.stderr
+
+    rt = ["network", "route-table"]
+    az(env, *rt, "create", "-g", RG, "-n", "azrt", "-o", "none")
+    r = az_json(env, *rt, "route", "create", "-g", RG, "--route-table-name", "azrt", "-n", "via-fw",
+                "--address-prefix", "10.223.0.0/16", "--next-hop-type", "VirtualAppliance",
+                "--next-hop-ip-address", "10.221.0.4")
+    assert isinstance(r, dict) and r["nextHopType"] == "VirtualAppliance" and r["nextHopIpAddress"] == "10.221.0.4"
+    az(env, *rt, "route", "create", "-g", RG, "--route-table-name", "azrt", "-n", "drop",
+       "--address-prefix", "10.224.0.0/16", "--next-hop-type", "None", "-o", "none")
+    sub = az_json(env, *net, "subnet", "update", "-g", RG, "--vnet-name", "azpa", "-n", "apps",
+                  "--route-table", "azrt")
+    assert isinstance(sub, dict) and sub["routeTable"]["id"].endswith("/routeTables/azrt")
+    table = az_json(env, *rt, "show", "-g", RG, "-n", "azrt")
+    assert isinstance(table, dict) and [s["id"].rsplit("/", 1)[-1] for s in table["subnets"]] == ["apps"]
+    assert sorted(x["name"] for x in table["routes"]) == ["drop", "via-fw"]
+    busy = az(env, *rt, "delete", "-g", RG, "-n", "azrt", check=False)
+    assert busy.returncode != 0 and "InUseRouteTableCannotBeDeleted" in busy.stderr
+    sub = az_json(env, *net, "subnet", "update", "-g", RG, "--vnet-name", "azpa", "-n", "apps", "--route-table", "null")
+    assert isinstance(sub, dict) and not sub.get("routeTable")
+    az(env, *rt, "route", "delete", "-g", RG, "--route-table-name", "azrt", "-n", "drop")
+    routes = az_json(env, *rt, "route", "list", "-g", RG, "--route-table-name", "azrt")
+    assert isinstance(routes, list) and [x["name"] for x in routes] == ["via-fw"]
+    az(env, *rt, "delete", "-g", RG, "-n", "azrt")
+
+    az(env, *net, "peering", "delete", "-g", RG, "--vnet-name", "azpb", "-n", "b-to-a")
+    gone = az_json(env, *net, "peering", "show", "-g", RG, "--vnet-name", "azpa", "-n", "a-to-b")
+    assert isinstance(gone, dict) and gone["peeringState"] == "Disconnected"
+    for name in ("azpa", "azpb", "azpc"):
+        az(env, *net, "delete", "-g", RG, "-n", name)

@@ -1,4 +1,6 @@
-"""`corral network vnet|subnet|nsg ...`: the verbs of `az network`, against Corral's Microsoft.Network API."""
+"""`corral network vnet|subnet|nsg ...`: the verbs of `az network`, against Corral's Microsoft.Network API.
+
+Peerings, route tables and `subnet update` are in ``corral.cli.netroutes`` (imported at the end)."""
 
 from __future__ import annotations
 
@@ -54,9 +56,10 @@ def _vnet_rows(items: list[dict[str, Any]]) -> Table:
 
 
 def _subnet_rows(items: list[dict[str, Any]]) -> Table:
-    return _table(["Name", "ResourceGroup", "AddressPrefix", "NSG", "Node blocks"], [
+    return _table(["Name", "ResourceGroup", "AddressPrefix", "NSG", "RouteTable", "Node blocks"], [
         [s["name"], _rg(s["id"]), s["properties"].get("addressPrefix", ""),
          (s["properties"].get("networkSecurityGroup") or {}).get("id", "").rsplit("/", 1)[-1],
+         (s["properties"].get("routeTable") or {}).get("id", "").rsplit("/", 1)[-1],
          ", ".join(f"{n}={b}" for n, b in (s["properties"].get("nodeAddressBlocks") or {}).items())]
         for s in items])
 
@@ -159,6 +162,7 @@ def subnet_create(
                                                       help="NSG name (same resource group) or id."),
     delegations: str | None = typer.Option(None, "--delegations",
                                            help="Microsoft.ContainerInstance/containerGroups (the only service)."),
+    route_table: str | None = typer.Option(None, "--route-table", help="Route table name (same resource group) or id."),
     output: Format = OUT,
 ) -> None:
     """Create (or update) a subnet."""
@@ -168,6 +172,9 @@ def subnet_create(
         nsg = network_security_group
         props["networkSecurityGroup"] = {"id": nsg if nsg.startswith("/") else
                                          f"{_base(client, resource_group)}/networkSecurityGroups/{nsg}"}
+    if route_table:
+        props["routeTable"] = {"id": route_table if route_table.startswith("/") else
+                               f"{_base(client, resource_group)}/routeTables/{route_table}"}
     if delegations:
         props["delegations"] = [{"name": "aci", "properties": {"serviceName": delegations}}]
     s = client.request("PUT", f"{_subnets(client, resource_group, vnet_name)}/{name}",
@@ -297,3 +304,7 @@ def rule_delete(resource_group: str = RG, nsg_name: str = typer.Option(..., "--n
     client = Client.from_config()
     client.request("DELETE", f"{_base(client, resource_group)}/networkSecurityGroups/{nsg_name}/securityRules/{name}")
     console.print(f"security rule {name} deleted")
+
+
+# Peerings, route tables and subnet update register themselves on the apps above.
+from corral.cli import netroutes  # noqa: E402,F401
