@@ -80,3 +80,25 @@ def container_cgroup(controller: str, parent: str, container: str) -> str:
     found = glob.glob(f"/sys/fs/cgroup/{controller}{parent}/*/*-c-{container}")
     assert len(found) == 1, found
     return found[0]
+
+
+# A group that answers "pong" on port 7000 (busybox nc), for reachability checks between groups.
+LISTEN = ["sh", "-c", "while true; do echo pong | nc -l -p 7000; done"]
+
+
+def private_ip(client: Client, rg: str, name: str) -> str:
+    """The group's own address, as its container sees it (eth0)."""
+    out = exec_sync(client, rg, name, name, "sh", "-c", "ip -4 -o addr show eth0")["stdout"]
+    return out.split()[3].split("/")[0]
+
+
+def talks(client: Client, rg: str, src: str, target: str, timeout: float = 10, expect: bool = True) -> bool:
+    """Whether group ``src`` gets "pong" from ``target``:7000 (retrying until ``timeout`` for the expected
+    answer: nodes apply network changes shortly after the API answers)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = exec_sync(client, rg, src, src, "sh", "-c", f"echo ping | timeout 2 nc {target} 7000")
+        ok = res["stdout"].strip() == "pong"
+        if ok == expect or time.monotonic() > deadline:
+            return ok
+        time.sleep(0.3)

@@ -3,17 +3,16 @@ name inside a virtual network, isolation between virtual networks, security rule
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
+import groups
 import pytest
 from corral_server import CorralServer, running_corral
-from groups import container, delete, exec_sync, group, put
+from groups import LISTEN, container, delete, exec_sync, group, put
 
 from corral.cli.client import ApiError, Client
 
 RG = "vnetgroups"
-LISTEN = ["sh", "-c", "while true; do echo pong | nc -l -p 7000; done"]
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +34,11 @@ def subnet_id(client: Client, vnet: str, subnet: str) -> str:
 
 
 def private_ip(client: Client, name: str) -> str:
-    out = exec_sync(client, RG, name, name, "sh", "-c", "ip -4 -o addr show eth0")["stdout"]
-    return out.split()[3].split("/")[0]
+    return groups.private_ip(client, RG, name)
 
 
 def talks(client: Client, src: str, target: str, timeout: float = 10, expect: bool = True) -> bool:
-    """Whether ``src`` gets "pong" from ``target``:7000 (retrying until ``timeout`` for the expected answer)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        res = exec_sync(client, RG, src, src, "sh", "-c", f"echo ping | timeout 2 nc {target} 7000")
-        ok = res["stdout"].strip() == "pong"
-        if ok == expect or time.monotonic() > deadline:
-            return ok
-        time.sleep(0.3)
+    return groups.talks(client, RG, src, target, timeout, expect)
 
 
 def test_groups_in_a_virtual_network_reach_each_other_by_address_and_name(server: CorralServer) -> None:

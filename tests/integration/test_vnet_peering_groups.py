@@ -4,27 +4,18 @@ table drops one's traffic to the other, applied by the running agent to running 
 from __future__ import annotations
 
 import json
-import time
 
+import groups
 from corral_server import CorralServer
-from groups import container, delete, exec_sync, group, put
+from groups import LISTEN, container, delete, exec_sync, group, private_ip, put
 
 from corral.cli.client import Client
 
 RG = "cvnpeer"
-LISTEN = ["sh", "-c", "while true; do echo pong | nc -l -p 7000; done"]
 
 
-def talks(client: Client, src: str, target: str, expect: bool, timeout: float = 15) -> bool:
-    """Whether ``src`` gets "pong" from ``target``:7000, retrying until ``timeout`` for the expected answer
-    (the agent applies network changes shortly after the API answers)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        res = exec_sync(client, RG, src, src, "sh", "-c", f"echo ping | timeout 2 nc {target} 7000")
-        ok = res["stdout"].strip() == "pong"
-        if ok == expect or time.monotonic() > deadline:
-            return ok
-        time.sleep(0.3)
+def talks(client: Client, src: str, target: str, expect: bool) -> bool:
+    return groups.talks(client, RG, src, target, timeout=15, expect=expect)
 
 
 def test_peering_and_route_table_verbs_on_running_groups(corral: CorralServer) -> None:
@@ -42,8 +33,7 @@ def test_peering_and_route_table_verbs_on_running_groups(corral: CorralServer) -
         for name, vnet in (("cvn-ga", "cvn-pa"), ("cvn-gb", "cvn-pb")):
             sid = f"{base}/virtualNetworks/{vnet}/subnets/apps"
             put(client, RG, name, group(container(name, LISTEN), subnetIds=[{"id": sid}]))
-        ip_b = exec_sync(client, RG, "cvn-gb", "cvn-gb", "sh", "-c", "ip -4 -o addr show eth0")["stdout"].split()[3]
-        ip_b = ip_b.split("/")[0]
+        ip_b = private_ip(client, RG, "cvn-gb")
         assert ip_b.startswith("10.226.0.")
         assert not talks(client, "cvn-ga", ip_b, expect=False)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -147,6 +148,18 @@ def _done(request: Request, sub: str, location: str, body: Any, status: int,
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def deleted(request: Request, sub: str, find: Callable[[], str], delete: Callable[[], bool]) -> Response:
+    """A DELETE's answer: 204 when there was nothing to delete (``find`` raised NotFound, or ``delete``
+    found nothing), else 200 with the LRO headers, in the location ``find`` returned."""
+    try:
+        location = find()
+    except NotFound:
+        return Response(status_code=204)
+    if not delete():
+        return Response(status_code=204)
+    return _done(request, sub, location, None, 200, delete=True)
+
+
 def _check_op(op: str) -> None:
     # Network operations finish before their answer, so nothing is stored: any id we could have issued is done.
     if not _OP_RE.match(op):
@@ -216,13 +229,8 @@ def list_vnets_in_subscription(sub: str, net: NetworkControl = Depends(network))
 
 @router.delete(VN + "/{vnet}")
 def delete_vnet(sub: str, rg: str, vnet: str, request: Request, net: NetworkControl = Depends(network)) -> Response:
-    try:
-        record, _ = net.vnets.get(sub, rg, vnet)
-    except NotFound:
-        return Response(status_code=204)
-    if not net.vnets.delete(sub, rg, vnet):
-        return Response(status_code=204)
-    return _done(request, sub, record.location, None, 200, delete=True)
+    return deleted(request, sub, lambda: net.vnets.get(sub, rg, vnet)[0].location,
+                   lambda: net.vnets.delete(sub, rg, vnet))
 
 
 # ---- subnets --------------------------------------------------------------------------
@@ -254,13 +262,8 @@ def list_subnets(sub: str, rg: str, vnet: str, net: NetworkControl = Depends(net
 @router.delete(SN + "/{subnet}")
 def delete_subnet(sub: str, rg: str, vnet: str, subnet: str, request: Request,
                   net: NetworkControl = Depends(network)) -> Response:
-    try:
-        record, _, _ = net.vnets.get_subnet(sub, rg, vnet, subnet)
-    except NotFound:
-        return Response(status_code=204)
-    if not net.vnets.delete_subnet(sub, rg, vnet, subnet):
-        return Response(status_code=204)
-    return _done(request, sub, record.location, None, 200, delete=True)
+    return deleted(request, sub, lambda: net.vnets.get_subnet(sub, rg, vnet, subnet)[0].location,
+                   lambda: net.vnets.delete_subnet(sub, rg, vnet, subnet))
 
 
 # ---- network security groups ----------------------------------------------------------------
@@ -305,13 +308,8 @@ def list_nsgs_in_subscription(sub: str, net: NetworkControl = Depends(network)) 
 
 @router.delete(NSG + "/{nsg}")
 def delete_nsg(sub: str, rg: str, nsg: str, request: Request, net: NetworkControl = Depends(network)) -> Response:
-    try:
-        record, _ = net.nsgs.get(sub, rg, nsg)
-    except NotFound:
-        return Response(status_code=204)
-    if not net.nsgs.delete(sub, rg, nsg):
-        return Response(status_code=204)
-    return _done(request, sub, record.location, None, 200, delete=True)
+    return deleted(request, sub, lambda: net.nsgs.get(sub, rg, nsg)[0].location,
+                   lambda: net.nsgs.delete(sub, rg, nsg))
 
 
 # ---- security rules ----------------------------------------------------------------------
@@ -344,10 +342,5 @@ def list_rules(sub: str, rg: str, nsg: str, net: NetworkControl = Depends(networ
 @router.delete(RULE + "/{rule}")
 def delete_rule(sub: str, rg: str, nsg: str, rule: str, request: Request,
                 net: NetworkControl = Depends(network)) -> Response:
-    try:
-        record, _ = net.nsgs.get(sub, rg, nsg)
-    except NotFound:
-        return Response(status_code=204)
-    if not net.nsgs.delete_rule(sub, rg, nsg, rule):
-        return Response(status_code=204)
-    return _done(request, sub, record.location, None, 200, delete=True)
+    return deleted(request, sub, lambda: net.nsgs.get(sub, rg, nsg)[0].location,
+                   lambda: net.nsgs.delete_rule(sub, rg, nsg, rule))

@@ -13,10 +13,9 @@ from fastapi.responses import Response
 
 from corral.api.deps import api_version
 from corral.api.groups import json_body
-from corral.api.network import VN, _done, _etag, network
+from corral.api.network import VN, _done, _etag, deleted, network
 from corral.control import netkeys as K
 from corral.control.netplane import NetworkControl
-from corral.errors import NotFound
 from corral.model.network import PeeringRecord, VirtualNetworkPeering, VnetRecord
 
 router = APIRouter(dependencies=[Depends(api_version)])
@@ -75,10 +74,5 @@ def list_peerings(sub: str, rg: str, vnet: str, net: NetworkControl = Depends(ne
 @router.delete(PEER + "/{name}")
 def delete_peering(sub: str, rg: str, vnet: str, name: str, request: Request,
                    net: NetworkControl = Depends(network)) -> Response:
-    try:
-        record, _, _ = net.peerings.get(sub, rg, vnet, name)
-    except NotFound:
-        return Response(status_code=204)
-    if not net.peerings.delete(sub, rg, vnet, name):
-        return Response(status_code=204)
-    return _done(request, sub, record.location, None, 200, delete=True)
+    return deleted(request, sub, lambda: net.peerings.get(sub, rg, vnet, name)[0].location,
+                   lambda: net.peerings.delete(sub, rg, vnet, name))

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from corral.api.deps import api_version
 from corral.api.groups import json_body
-from corral.api.network import RGP, SUBP, _done, _etag, network
+from corral.api.network import RGP, SUBP, _done, _etag, deleted, network
 from corral.control import netkeys as K
 from corral.control.netplane import NetworkControl
 from corral.errors import NotFound
@@ -78,13 +78,8 @@ def list_tables_in_subscription(sub: str, net: NetworkControl = Depends(network)
 
 @router.delete(RT + "/{table}")
 def delete_table(sub: str, rg: str, table: str, request: Request, net: NetworkControl = Depends(network)) -> Response:
-    try:
-        record, _ = net.route_tables.get(sub, rg, table)
-    except NotFound:
-        return Response(status_code=204)
-    if not net.route_tables.delete(sub, rg, table):
-        return Response(status_code=204)
-    return _done(request, sub, record.location, None, 200, delete=True)
+    return deleted(request, sub, lambda: net.route_tables.get(sub, rg, table)[0].location,
+                   lambda: net.route_tables.delete(sub, rg, table))
 
 
 @router.put(ROUTE + "/{route}")
@@ -114,10 +109,5 @@ def list_routes(sub: str, rg: str, table: str, net: NetworkControl = Depends(net
 @router.delete(ROUTE + "/{route}")
 def delete_route(sub: str, rg: str, table: str, route: str, request: Request,
                  net: NetworkControl = Depends(network)) -> Response:
-    try:
-        record, _ = net.route_tables.get(sub, rg, table)
-    except NotFound:
-        return Response(status_code=204)
-    if not net.route_tables.delete_route(sub, rg, table, route):
-        return Response(status_code=204)
-    return _done(request, sub, record.location, None, 200, delete=True)
+    return deleted(request, sub, lambda: net.route_tables.get(sub, rg, table)[0].location,
+                   lambda: net.route_tables.delete_route(sub, rg, table, route))

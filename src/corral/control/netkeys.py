@@ -107,41 +107,25 @@ _ROUTE_TABLE_RE = re.compile(
     re.IGNORECASE)
 
 
-def parse_vnet_id(value: str) -> VnetRef:
-    m = _VNET_RE.match(value.strip())
+def _parse(pattern: re.Pattern[str], value: str, what: str, path: str) -> tuple[str, ...]:
+    m = pattern.match(value.strip())
     if not m:
-        raise ValueError(
-            f"'{value}' is not a virtual network id: expected /subscriptions/{{sub}}/resourceGroups/{{rg}}/"
-            "providers/Microsoft.Network/virtualNetworks/{name}"
-        )
-    return VnetRef(*m.groups())
+        raise ValueError(f"'{value}' is not a {what} id: expected /subscriptions/{{sub}}/resourceGroups/{{rg}}/"
+                         f"providers/Microsoft.Network/{path}")
+    return m.groups()
+
+
+def parse_vnet_id(value: str) -> VnetRef:
+    return VnetRef(*_parse(_VNET_RE, value, "virtual network", "virtualNetworks/{name}"))
 
 
 def parse_route_table_id(value: str) -> RouteTableRef:
-    m = _ROUTE_TABLE_RE.match(value.strip())
-    if not m:
-        raise ValueError(
-            f"'{value}' is not a route table id: expected /subscriptions/{{sub}}/resourceGroups/{{rg}}/"
-            "providers/Microsoft.Network/routeTables/{name}"
-        )
-    return RouteTableRef(*m.groups())
+    return RouteTableRef(*_parse(_ROUTE_TABLE_RE, value, "route table", "routeTables/{name}"))
 
 
 def parse_subnet_id(value: str) -> SubnetRef:
-    m = _SUBNET_RE.match(value.strip())
-    if not m:
-        raise ValueError(
-            f"'{value}' is not a subnet id: expected /subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/"
-            "Microsoft.Network/virtualNetworks/{vnet}/subnets/{subnet}"
-        )
-    return SubnetRef(*m.groups())
+    return SubnetRef(*_parse(_SUBNET_RE, value, "subnet", "virtualNetworks/{vnet}/subnets/{subnet}"))
 
 
 def parse_nsg_id(value: str) -> NsgRef:
-    m = _NSG_RE.match(value.strip())
-    if not m:
-        raise ValueError(
-            f"'{value}' is not a network security group id: expected /subscriptions/{{sub}}/resourceGroups/{{rg}}/"
-            "providers/Microsoft.Network/networkSecurityGroups/{name}"
-        )
-    return NsgRef(*m.groups())
+    return NsgRef(*_parse(_NSG_RE, value, "network security group", "networkSecurityGroups/{name}"))
