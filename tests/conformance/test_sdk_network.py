@@ -1,4 +1,5 @@
-"""The official azure-mgmt-network SDK against Corral: vnet, subnet, NSG with a rule, list, delete."""
+"""The official azure-mgmt-network SDK against Corral: vnet, subnet, NSG with a rule, list, delete;
+peerings and route tables."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from azure.mgmt.network.models import (
     AddressSpace,
     Delegation,
     NetworkSecurityGroup,
+    Route,
+    RouteTable,
     SecurityRule,
     Subnet,
+    SubResource,
     VirtualNetwork,
+    VirtualNetworkPeering,
 )
 from conftest import CorralToken  # type: ignore[import-not-found]
 
@@ -30,7 +35,7 @@ def net(corral) -> Iterator[NetworkManagementClient]:  # type: ignore[no-untyped
     try:
         yield client
     finally:
-        for name in ("sdk-vnet",):
+        for name in ("sdk-vnet", "sdk-pa", "sdk-pb"):
             try:
                 client.virtual_networks.begin_delete(RG, name).result()
             except HttpResponseError:
@@ -82,3 +87,38 @@ def test_vnet_subnet_nsg_rule(net: NetworkManagementClient) -> None:
     net.network_security_groups.begin_delete(RG, "sdk-nsg").result()
     with pytest.raises(ResourceNotFoundError):
         net.virtual_networks.get(RG, "sdk-vnet")
+
+
+def test_peering_and_route_table(net: NetworkManagementClient) -> None:
+    a, b = (net.virtual_networks.begin_create_or_update(RG, name, VirtualNetwork(
+        location="local", address_space=AddressSpace(address_prefixes=[prefix]))).result()
+        for name, prefix in (("sdk-pa", "10.233.0.0/16"), ("sdk-pb", "10.234.0.0/16")))
+    p = net.virtual_network_peerings.begin_create_or_update(RG, "sdk-pa", "a-b", VirtualNetworkPeering(
+        remote_virtual_network=SubResource(id=b.id), allow_virtual_network_access=True)).result()
+    assert p.peering_state == "Initiated" and p.remote_address_space.address_prefixes == ["10.234.0.0/16"]
+    net.virtual_network_peerings.begin_create_or_update(RG, "sdk-pb", "b-a", VirtualNetworkPeering(
+        remote_virtual_network=SubResource(id=a.id))).result()
+    assert net.virtual_network_peerings.get(RG, "sdk-pa", "a-b").peering_state == "Connected"
+    assert [x.name for x in net.virtual_network_peerings.list(RG, "sdk-pb")] == ["b-a"]
+    assert net.virtual_networks.get(RG, "sdk-pa").virtual_network_peerings[0].peering_state == "Connected"
+
+    rt = net.route_tables.begin_create_or_update(RG, "sdk-rt", RouteTable(location="local", routes=[
+        Route(name="drop", address_prefix="10.235.0.0/16", next_hop_type="None")])).result()
+    assert rt.routes[0].next_hop_type == "None"
+    r = net.routes.begin_create_or_update(RG, "sdk-rt", "fw", Route(
+        address_prefix="10.236.0.0/16", next_hop_type="VirtualAppliance", next_hop_ip_address="10.233.0.4")).result()
+    assert r.next_hop_ip_address == "10.233.0.4"
+    sn = net.subnets.begin_create_or_update(RG, "sdk-pa", "apps", Subnet(
+        address_prefix="10.233.0.0/24", route_table=RouteTable(id=rt.id))).result()
+    assert sn.route_table.id == rt.id
+    assert [s.id for s in net.route_tables.get(RG, "sdk-rt").subnets] == [sn.id]
+    with pytest.raises(HttpResponseError) as busy:
+        net.route_tables.begin_delete(RG, "sdk-rt").result()
+    assert busy.value.error.code == "InUseRouteTableCannotBeDeleted"
+
+    net.virtual_network_peerings.begin_delete(RG, "sdk-pb", "b-a").result()
+    assert net.virtual_network_peerings.get(RG, "sdk-pa", "a-b").peering_state == "Disconnected"
+    net.virtual_networks.begin_delete(RG, "sdk-pa").result()
+    net.route_tables.begin_delete(RG, "sdk-rt").result()
+    with pytest.raises(ResourceNotFoundError):
+        net.route_tables.get(RG, "sdk-rt")

@@ -10,6 +10,7 @@ networks, as the agent does when the link's ``wait`` reports a network key.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import subprocess
@@ -305,3 +306,24 @@ def test_route_table_through_a_router_and_to_none(world: World, tmp_path: Path) 
     assert forwarded(router) == before
     assert "proto 67" not in sandbox_routes(app)
     assert world.net.route_tables.delete(SUB, RG, "cvn-rt")
+
+
+def test_an_appliance_route_waits_for_the_appliance_bridge(world: World) -> None:
+    """The appliance's subnet has a block on this node but its network is not set up yet (e.g. opened
+    later after an agent restart): its traffic is dropped meanwhile, and routed once the bridge is up."""
+    h1 = world.hosts[0]
+    ids = world.vnet("cvn-w", "10.216.0.0/16", {"apps": "10.216.0.0/20", "dmz": "10.216.16.0/20"})
+    appliance = str(ipaddress.ip_network(world.net.blocks.block_for(h1.name, ids["dmz"])).network_address + 10)
+    world.net.route_tables.put(SUB, RG, "cvn-wrt", RouteTable.model_validate({"location": "local", "properties": {
+        "routes": [{"name": "fw", "properties": {"addressPrefix": "10.216.32.0/20", "nextHopType": "VirtualAppliance",
+                                                 "nextHopIpAddress": appliance}}]}}))
+    world.subnet("cvn-w", "apps", "10.216.0.0/20", routeTable={"id": K.route_table_id(SUB, RG, "cvn-wrt")})
+
+    def table_route() -> str:
+        out = sh("ip", "netns", "exec", h1.name, "ip", "route", "show", "table", "all").stdout
+        return next(line for line in out.splitlines() if line.startswith(("10.216.32.0/20", "blackhole 10.216.32")))
+
+    h1.group("app", ids["apps"])
+    assert table_route().startswith("blackhole")  # fail closed
+    h1.group("router", ids["dmz"])  # its network comes up on h1
+    assert table_route().startswith(f"10.216.32.0/20 via {appliance} dev ")

@@ -130,8 +130,10 @@ def host_link_master(host_name: str) -> int | None:
         return int(ipr.get_links(idx)[0].get_attr("IFLA_MASTER") or 0)
 
 
-def configure_sandbox(netns_path: str, ifname: str, ip: str, prefix_len: int, gateway: str) -> str:
-    """Inside the sandbox: address, link up, default route via the gateway. Returns the MAC."""
+def configure_sandbox(netns_path: str, ifname: str, ip: str, prefix_len: int, gateway: str,
+                      routes: list[dict[str, object]] | None = None) -> str:
+    """Inside the sandbox: address, link up, default route via the gateway, then ``routes`` (pyroute2
+    route arguments: the subnet's route table). Returns the MAC."""
 
     def work() -> str:
         with IPRoute() as ipr:
@@ -144,6 +146,8 @@ def configure_sandbox(netns_path: str, ifname: str, ip: str, prefix_len: int, ga
             if lo is not None:
                 ipr.link("set", index=lo, state="up")
             ipr.route("replace", dst="0.0.0.0/0", gateway=gateway)
+            for r in routes or []:
+                ipr.route("replace", **r)
             return _mac(ipr, idx)
 
     return in_netns(netns_path, work)

@@ -24,7 +24,8 @@ from corral.net.vnet.nsg import SecurityRule
 
 _mem_lock = threading.Lock()
 _thread_locks: dict[str, threading.Lock] = {}
-_mem_stamps: dict[str, tuple[str, int, str]] = {}  # net_dir -> (stamp, bridge index, bridge mac)
+# net_dir -> (stamp, bridge index, bridge mac, complete: every appliance route could be installed)
+_mem_stamps: dict[str, tuple[str, int, str, bool]] = {}
 
 
 def names(conf: VnetConf) -> firewall.Names:
@@ -48,13 +49,17 @@ def _stamp_file(conf: VnetConf) -> Path:
     return conf.net_dir / "node.json"
 
 
-def ensure(conf: VnetConf) -> tuple[int, str]:
-    """Set up (or repair) the node side of the vnet; returns the bridge's (ifindex, mac)."""
+def ensure(conf: VnetConf, retry: bool = False) -> tuple[int, str]:
+    """Set up (or repair) the node side of the vnet; returns the bridge's (ifindex, mac).
+
+    ``retry``: also try again a set-up left incomplete (an appliance on a bridge of this node that
+    was not there yet); the hot path (ADD) never pays for that.
+    """
     stamp = _stamp(conf)
     key = str(conf.net_dir)
     with _mem_lock:
         hit = _mem_stamps.get(key)
-    if hit is not None and hit[0] == stamp:
+    if hit is not None and hit[0] == stamp and (hit[3] or not retry):
         return hit[1], hit[2]
     conf.net_dir.mkdir(parents=True, exist_ok=True)
     with node_lock(conf):
@@ -81,19 +86,19 @@ def _ensure_locked(conf: VnetConf, stamp: str, key: str) -> tuple[int, str]:
         on_disk = json.loads(_stamp_file(conf).read_text())
     except (FileNotFoundError, ValueError):
         on_disk = {}
-    if on_disk.get("stamp") == stamp and netops.bridge_exists(conf.bridge_name):
+    if on_disk.get("stamp") == stamp and on_disk.get("complete", True) and netops.bridge_exists(conf.bridge_name):
         idx, mac = netops.ensure_bridge(conf.bridge_name, _gw(conf), conf.mtu)
+        complete = True
     else:
+        # Re-applying an incomplete set-up of the same stamp finds no change: nothing is cut again.
         idx, mac, complete = _apply(conf, on_disk)
-        if not complete:  # an appliance not reachable yet: the next ensure tries again
-            return idx, mac
-        body = {"stamp": stamp, "peers": [p.block for p in conf.ipam.peers], "peered": conf.peered_prefixes,
-                "routes": routing.route_doc(conf.routes)}
+        body = {"stamp": stamp, "complete": complete, "peers": [p.block for p in conf.ipam.peers],
+                "peered": conf.peered_prefixes, "routes": routing.route_doc(conf.routes)}
         tmp = _stamp_file(conf).with_suffix(".tmp")
         tmp.write_text(json.dumps(body))
         os.replace(tmp, _stamp_file(conf))
     with _mem_lock:
-        _mem_stamps[key] = (stamp, idx, mac)
+        _mem_stamps[key] = (stamp, idx, mac, complete)
     return idx, mac
 
 

@@ -237,6 +237,12 @@ def sandbox_routes(conf: VnetConf) -> list[tuple[str, bool]]:
             if r.address_prefix != conf.ipam.node_block]
 
 
+def sandbox_route_args(routes: list[tuple[str, bool]], gateway: str) -> list[dict[str, object]]:
+    """pyroute2 ``route("replace", ...)`` arguments of a sandbox's mirrored routes."""
+    return [{"dst": dst, "proto": RT_PROTO, **({"type": "unreachable"} if dropped else {"gateway": gateway})}
+            for dst, dropped in routes]
+
+
 def apply_sandbox(netns: str, gateway: str, routes: list[tuple[str, bool]]) -> None:
     """Make the sandbox's Corral routes exactly ``routes`` (its default route is kept or restored)."""
 
@@ -249,9 +255,7 @@ def apply_sandbox(netns: str, gateway: str, routes: list[tuple[str, bool]]) -> N
                 dst = _net(m.get_attr("RTA_DST") or "0.0.0.0", m["dst_len"])
                 if dst not in want and dst != "0.0.0.0/0":
                     _del_route(ipr, {"dst": dst, "type": _RTN_NAME.get(m["type"], "unicast")})
-            for dst, dropped in want.items():
-                args: dict[str, object] = {"dst": dst, "proto": RT_PROTO}
-                args |= {"type": "unreachable"} if dropped else {"gateway": gateway}
+            for args in sandbox_route_args(routes, gateway):
                 ipr.route("replace", **args)
             if "0.0.0.0/0" not in want:
                 ipr.route("replace", dst="0.0.0.0/0", gateway=gateway, proto=_RTPROT_BOOT)

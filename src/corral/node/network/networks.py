@@ -118,6 +118,7 @@ class NetworkSet:
             m = self._managers.get(conf.name)
         if m is None or m.conf != conf:
             m = self._open(conf, fresh=True)
+            self._settle()  # a network waiting for an appliance on this one's bridge
         with self._lock:
             self._by_subnet[subnet_id] = conf.name
         return m
@@ -150,7 +151,7 @@ class NetworkSet:
         try again; a network already set up costs a dictionary lookup."""
         for m in self._all():
             try:
-                vnet_node.ensure(m.conf)
+                vnet_node.ensure(m.conf, retry=True)
             except Exception:
                 log.exception("network %s: could not complete its set-up", m.conf.name)
 
