@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from network import pct, timed  # noqa: E402  (bench/network.py)
+from network import Bench, timed  # noqa: E402  (bench/network.py)
 
 from corral.net.vnet import netops, node, plugin  # noqa: E402
 from corral.net.vnet.config import VnetConf  # noqa: E402
@@ -58,7 +58,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="cvn-bench-routes-"))
     names = [f"{HOST}-s{i}" for i in range(args.n)]
     subprocess.run(["ip", "netns", "add", HOST], check=True)
-    rows: list[tuple[str, list[float], list[float]]] = []
+    table = Bench(args.n, tmp)  # its rows and table; the sandboxes are this script's own
     changes: list[tuple[str, float]] = []
 
     def conf(name: str, bridge: str, block: str, **extra: Any) -> VnetConf:
@@ -71,7 +71,7 @@ def main() -> int:
         plugin.delete(c, "warm", paths[0], "eth1")
         adds = [timed(partial(plugin.add, c, f"i{i}", p, "eth0")) for i, p in enumerate(paths)]
         dels = [timed(partial(plugin.delete, c, f"i{i}", p, "eth0")) for i, p in enumerate(paths)]
-        rows.append((label, adds, dels))
+        table.rows.append((label, adds, dels))
         plugin.teardown(c)
 
     def live() -> None:
@@ -79,9 +79,9 @@ def main() -> int:
         paths = [str(nsfiles.netns_path(n)) for n in names]
         for i, p in enumerate(paths):
             plugin.add(c, f"l{i}", p, "eth0")
-        table = routes("10.228.3.0/24")
-        for label, new in (("(f) associate the 4-route table", {"routes": table}),
-                           ("(f) change one route", {"routes": [*table[:3], {**table[3], "nextHopType": "None"}]}),
+        rt = routes("10.228.3.0/24")
+        for label, new in (("(f) associate the 4-route table", {"routes": rt}),
+                           ("(f) change one route", {"routes": [*rt[:3], {**rt[3], "nextHopType": "None"}]}),
                            ("(f) remove the peering", {"peerings": []})):
             c = VnetConf.model_validate({**c.model_dump(by_alias=True), **new})
             changes.append((label, timed(partial(node.ensure, c))))
@@ -108,10 +108,7 @@ def main() -> int:
                     ["ip", "link", "set", "fab1", "up"]):
             subprocess.run(["ip", "netns", "exec", HOST, *cmd], check=True)
         netops.in_netns(HOST_PATH, work)
-        head = f"{'mode':<46} {'ADD p50':>9} {'ADD p99':>9} {'DEL p50':>9} {'DEL p99':>9}   (ms, n={args.n})"
-        print(head + "\n" + "-" * len(head))
-        for label, adds, dels in rows:
-            print(f"{label:<46} {pct(adds, 50):9.1f} {pct(adds, 99):9.1f} {pct(dels, 50):9.1f} {pct(dels, 99):9.1f}")
+        print(table.table())
         print(f"\n{'live change, network with n sandboxes':<46} {'ms':>9}")
         for label, ms in changes:
             print(f"{label:<46} {ms:9.1f}")

@@ -107,7 +107,7 @@ def _gw(conf: VnetConf) -> tuple[str, int]:
 
 
 def _apply(conf: VnetConf, before: dict[str, Any]) -> tuple[int, str, bool]:
-    """Everything of the network on this node; ``before`` is what the last complete set-up applied.
+    """Everything of the network on this node; ``before`` is what the last set-up applied.
     Returns (bridge index, bridge mac, whether every appliance route could be installed)."""
     old_peers: list[str] = before.get("peers", [])
     idx, mac = netops.ensure_bridge(conf.bridge_name, _gw(conf), conf.mtu)
