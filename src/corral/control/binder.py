@@ -1,66 +1,329 @@
-"""The scheduling controller: binds unplaced groups to nodes.
+"""The scheduling controller: binds unplaced groups to nodes, from the store's changes.
 
-Level-triggered: on any change it looks at every unbound group, so a missed
-event or a crash between the read and the write costs nothing but a retry.
+A full pass (``resync``, at start and after a lost watch) rebuilds the
+scheduler's snapshot from the store; after that every event is applied as a
+delta (a node registered, a group bound, stopped, resized or deleted), never
+by re-listing. Pending groups are tried in arrival order; one that fits
+nowhere is parked with a ``FailedScheduling`` event and tried again when room
+may have appeared (a node joins, becomes ready or is uncordoned, a group
+leaves, stops or shrinks, an address block is returned) or, for a group
+waiting on affinity or spread, when another group is bound. Binds are written
+in batches, one compare-and-swap transaction per batch.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
+from typing import Any
 
+from corral.config import DEFAULT_SUBSCRIPTION
+from corral.control import netkeys as K
 from corral.control.controller import Controller
 from corral.errors import VersionConflict
-from corral.model.records import GROUPS, NODES, GroupRecord, NodeInfo, status_key
-from corral.model.status import GroupStatus, record_event
-from corral.scheduler.placement import Unschedulable, loads, place
-from corral.store.base import Event
+from corral.model.network import NetworkSettings, NodeBlocks, VnetRecord
+from corral.model.records import GROUPS, NODE_BLOCKS, NODES, VNETS, NodeInfo, status_key
+from corral.model.status import Event as StatusEvent
+from corral.model.status import GroupStatus, now, record_event
+from corral.scheduler.demand import Demand, demand_of, subnet_key
+from corral.scheduler.pipeline import Pipeline, SchedulerSettings, Unschedulable
+from corral.scheduler.state import ClusterState
+from corral.store.base import Event, Put, Store
 
 log = logging.getLogger(__name__)
+
+BATCH = 100  # ops per transaction: etcd's default limit is 128
+FAILED_SCHEDULING = "FailedScheduling"
+# A parked group's reason is rewritten when its kinds change, or its counts after this long.
+REPORT_INTERVAL = 30.0
+
+
+@dataclass(slots=True)
+class Pending:
+    version: int
+    value: dict[str, Any]
+    demand: Demand
+
+
+@dataclass(slots=True)
+class Reported:
+    message: str
+    kinds: frozenset[str]
+    at: float
 
 
 class Binder(Controller):
     name = "binder"
 
+    def __init__(self, store: Store, settings: SchedulerSettings | None = None,
+                 network: NetworkSettings | None = None, default_subnet_id: str | None = None) -> None:
+        super().__init__(store)
+        self.network = network or NetworkSettings()
+        net = self.network
+        self.default_subnet = subnet_key(default_subnet_id or K.subnet_id(
+            DEFAULT_SUBSCRIPTION, net.default_resource_group, net.default_vnet, net.default_subnet))
+        self.pipeline = Pipeline(settings)
+        self._reset()
+
+    def _reset(self) -> None:
+        net = self.network
+        self.state = ClusterState(net.block_prefixlen, net.max_groups_per_node)
+        self.versions: dict[str, int] = {}  # key -> version applied (groups, nodes, vnets, blocks)
+        self.uids: dict[str, str] = {}  # group key -> uid
+        self.pending: dict[str, Pending] = {}
+        self.active: dict[str, None] = {}  # pending keys to try, in arrival order
+        self.parked: dict[str, None] = {}  # pending keys that fit nowhere at their last try
+        self.waiting: set[str] = set()  # parked keys that another group's bind may unblock
+        self.reported: dict[str, Reported] = {}
+        self.vnets: dict[str, tuple[str, set[str]]] = {}  # vnet key -> (uid, subnet keys)
+        self.vnet_of_uid: dict[str, str] = {}
+        self.grants: dict[str, dict[str, dict[str, str]]] = {}  # vnet uid -> subnet -> node -> block
+        self._room = False
+        self._bound_any = False
+        self._ops: list[Put] = []
+        self._batch_keys: list[tuple[str, Pending | None]] = []
+
+    # the controller's two entry points ------------------------------------------
     def resync(self) -> None:
-        self.reconcile()
+        self._reset()
+        for prefix in (NODES, VNETS, NODE_BLOCKS, GROUPS):
+            for rec in self.store.list(prefix):
+                self._apply(Event(type="put", key=rec.key, revision=rec.version, value=rec.value))
+        self.schedule()
 
     def handle(self, events: list[Event]) -> None:
-        if any(e.key.startswith((GROUPS, NODES)) for e in events):
-            self.reconcile()
+        for e in events:
+            self._apply(e)
+        self.schedule()
 
-    def reconcile(self) -> None:
-        records = self.store.list(GROUPS)
-        groups = [(r, GroupRecord.model_validate(r.value)) for r in records]
-        pending = [(r, g) for r, g in groups if g.meta.node is None]
-        if not pending:
+    # deltas ---------------------------------------------------------------------
+    def _apply(self, e: Event) -> None:
+        if self.versions.get(e.key, 0) >= e.revision:
+            return  # already seen (a listed record, or the echo of our own write)
+        if e.key.startswith(GROUPS):
+            self._group(e)
+        elif e.key.startswith(NODES):
+            self._node(e)
+        elif e.key.startswith(VNETS):
+            self._vnet(e)
+        elif e.key.startswith(NODE_BLOCKS):
+            self._blocks(e)
+        else:
             return
-        nodes = [NodeInfo.model_validate(r.value) for r in self.store.list(NODES)]
-        node_loads = loads(nodes, [g for _, g in groups])
-        for rec, group in pending:
-            if group.meta.deleting:
-                # Never reached a node: nothing to tear down.
-                self.store.delete(rec.key, expect_version=rec.version)
-                self.store.delete(status_key(group.meta.uid))
-                continue
-            try:
-                node = place(group, node_loads)
-            except Unschedulable as exc:
-                self._report_unschedulable(group, str(exc))
-                continue
-            group.meta.node = node
-            try:
-                self.store.put(rec.key, group.dump(), expect_version=rec.version)
-            except VersionConflict:
-                continue  # changed meanwhile; the next pass sees the new version
-            node_loads = loads(nodes, [g for _, g in groups])
+        if e.type == "put":
+            self.versions[e.key] = e.revision
+        else:
+            self.versions.pop(e.key, None)
 
-    def _report_unschedulable(self, group: GroupRecord, reason: str) -> None:
-        rec = self.store.get(status_key(group.meta.uid))
-        status = GroupStatus.model_validate(rec.value) if rec else GroupStatus(uid=group.meta.uid, node="")
-        if status.events and status.events[-1].message == reason:
-            return  # already said; writing again would wake this controller in a loop
-        record_event(status.events, "FailedScheduling", reason, "Warning")
+    def _group(self, e: Event) -> None:
+        key = e.key
+        if e.type == "delete" or e.value is None:
+            self._forget(key)
+            return
+        d = demand_of(key, e.value, self.default_subnet)
+        if self.uids.get(key) not in (None, d.uid):
+            self._forget(key)  # deleted and created again under the same name
+        self.uids[key] = d.uid
+        if d.node is None:
+            old = self.pending.get(key)
+            self._retain(d)
+            if old is not None:
+                self._release(old.demand)
+            if key in self.state.bound:  # unbound by someone: it holds nothing now
+                self.state.release(key)
+                self._room = True
+            self.pending[key] = Pending(e.revision, e.value, d)
+            self.parked.pop(key, None)
+            self.waiting.discard(key)
+            self.active[key] = None
+            return
+        was = self.pending.pop(key, None)
+        if was is not None:
+            self._release(was.demand)
+            self.active.pop(key, None)
+            self.parked.pop(key, None)
+            self.waiting.discard(key)
+        prev = self.state.bound.get(key)
+        if prev is not None and prev.node == d.node and prev.demand.same_footprint(d):
+            prev.demand = d
+            return
+        self.state.bind(d, d.node)
+        if prev is not None:
+            self._room = True  # stopped, resized, re-tagged: what it held may be free
+        elif d.running:
+            self._bound_any = True
+
+    def _forget(self, key: str) -> None:
+        self.uids.pop(key, None)
+        p = self.pending.pop(key, None)
+        if p is not None:
+            self._release(p.demand)
+        self.active.pop(key, None)
+        self.parked.pop(key, None)
+        self.waiting.discard(key)
+        self.reported.pop(key, None)
+        if self.state.release(key) is not None:
+            self._room = True
+
+    def _retain(self, d: Demand) -> None:
+        for sel in d.selectors():
+            self.state.topology.retain(sel)
+
+    def _release(self, d: Demand) -> None:
+        for sel in d.selectors():
+            self.state.topology.release(sel)
+
+    def _node(self, e: Event) -> None:
+        name = e.key[len(NODES):]
+        if e.type == "delete" or e.value is None:
+            self.state.remove_node(name)
+            return
+        if self.state.upsert_node(NodeInfo.model_validate(e.value)):
+            self._room = True
+
+    def _vnet(self, e: Event) -> None:
+        old_uid, old_subnets = self.vnets.pop(e.key, ("", set()))
+        self.vnet_of_uid.pop(old_uid, None)
+        subnets: set[str] = set()
+        if e.type == "put" and e.value is not None:
+            rec = VnetRecord.model_validate(e.value)
+            m = rec.meta
+            for name, sn in rec.subnets.items():
+                key = "/".join((m.subscription, m.resourceGroup, m.name, name)).lower()
+                self.state.subnets.define(key, str(sn.properties.prefix))
+                subnets.add(key)
+            self.vnets[e.key] = (m.uid, subnets)
+            self.vnet_of_uid[m.uid] = e.key
+            self._apply_grants(m.uid)
+        for gone in old_subnets - subnets:
+            self.state.subnets.undefine(gone)
+
+    def _blocks(self, e: Event) -> None:
+        uid = e.key[len(NODE_BLOCKS):]
+        if e.type == "delete" or e.value is None:
+            self.grants.pop(uid, None)
+        else:
+            self.grants[uid] = NodeBlocks.model_validate(e.value).blocks
+        self._apply_grants(uid)
+
+    def _apply_grants(self, uid: str) -> None:
+        vnet = self.vnet_of_uid.get(uid)
+        if vnet is None:
+            return
+        grants = self.grants.get(uid, {})
+        for key in self.vnets[vnet][1]:
+            # NodeBlocks files grants by the subnet's lowercase name, the last part of its key.
+            if self.state.subnets.set_grants(key, grants.get(key.rsplit("/", 1)[-1], {})):
+                self._room = True
+
+    # the scheduling pass -----------------------------------------------------------
+    def schedule(self) -> None:
+        """Try the pending groups that may fit now; write the binds."""
+        if self._room:
+            self.active.update(self.parked)
+            self.parked.clear()
+            self.waiting.clear()
+            self._room = False
+        while True:
+            if self._bound_any and self.waiting:
+                for key in self.waiting:
+                    self.parked.pop(key, None)
+                    self.active[key] = None
+                self.waiting.clear()
+            self._bound_any = False
+            if not self.active:
+                break
+            while self.active:
+                key = next(iter(self.active))
+                del self.active[key]
+                p = self.pending.get(key)
+                if p is not None:
+                    self._try(key, p)
+            self._flush()
+        self._flush()
+
+    def _try(self, key: str, p: Pending) -> None:
+        d = p.demand
+        if d.deleting:
+            # Never reached a node: nothing to tear down.
+            self._flush()
+            try:
+                self.store.delete(key, expect_version=p.version)
+            except VersionConflict:
+                return  # changed meanwhile; its event comes
+            self.store.delete(status_key(d.uid))
+            return
+        try:
+            node = self.pipeline.place(d, self.state)
+        except Unschedulable as exc:
+            self.parked[key] = None
+            if d.affinity or d.spread:
+                self.waiting.add(key)
+            self._report(key, d, exc)
+            return
+        self.state.bind(d, node)
+        self._bound_any = True
+        value = {**p.value, "meta": {**p.value["meta"], "node": node}}
+        self._ops.append(Put(key=key, value=value, expect_version=p.version))
+        self._batch_keys.append((key, p))
+        if len(self._ops) >= BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._ops:
+            return
+        ops, keys = self._ops, self._batch_keys
+        self._ops, self._batch_keys = [], []
+        try:
+            results = self.store.txn(ops)
+        except VersionConflict:
+            # Someone wrote one of these since we read it: write one by one, give up on the losers
+            # (their newer version is on its way to us as an event).
+            results = []
+            for op, (key, p) in zip(ops, keys, strict=True):
+                try:
+                    results.append(self.store.put(op.key, op.value, expect_version=op.expect_version))
+                except VersionConflict:
+                    results.append(None)
+                    if p is not None:
+                        self.state.release(key)
+        for rec, (key, p) in zip(results, keys, strict=True):
+            if rec is None or p is None:
+                continue
+            self.pending.pop(key, None)
+            self._release(p.demand)
+            self.reported.pop(key, None)
+            self.versions[key] = rec.version
+
+    def _report(self, key: str, d: Demand, exc: Unschedulable) -> None:
+        message = str(exc)
+        kinds = frozenset(exc.reasons)
+        last = self.reported.get(key)
+        t = time.monotonic()
+        if last is not None and (last.message == message or (last.kinds == kinds and t - last.at < REPORT_INTERVAL)):
+            return
+        self.reported[key] = Reported(message, kinds, t)
+        rec = self.store.get(status_key(d.uid))
+        status = GroupStatus.model_validate(rec.value) if rec else GroupStatus(uid=d.uid, node="")
+        last_event = status.events[-1] if status.events else None
+        if last_event is not None and last_event.name == FAILED_SCHEDULING:
+            if last_event.message == message and status.provisioningError == message:
+                return  # already said; writing again would wake this controller in a loop
+            _update(last_event, message)
+        else:
+            record_event(status.events, FAILED_SCHEDULING, message, "Warning")
         # The create operation ends Failed with the reason; the group stays Pending and is placed
-        # (the node's first pass clears the error) if a node that fits turns up.
-        status.provisioningError = reason
-        self.store.put(status_key(group.meta.uid), status.model_dump(mode="json"))
+        # (the node's first pass clears the error) when a node that fits turns up.
+        status.provisioningError = message
+        self._ops.append(Put(key=status_key(d.uid), value=status.model_dump(mode="json")))
+        self._batch_keys.append((status_key(d.uid), None))
+        if len(self._ops) >= BATCH:
+            self._flush()
+
+
+def _update(event: StatusEvent, message: str) -> None:
+    """One FailedScheduling event per group: a new reason replaces the old one (as a repeat would)."""
+    event.message = message
+    event.count += 1
+    event.lastTimestamp = now()

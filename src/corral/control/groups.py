@@ -67,6 +67,8 @@ def volume_shape(group: ContainerGroup) -> list[object]:
 class GroupService:
     # Network checks (subnets, Private, dnsNameLabel claims); set by the ControlPlane.
     network_check: Callable[[str, str, str, ContainerGroup], None] | None = None
+    # Placement checks (spread tags, zones of the nodes); set by the ControlPlane.
+    placement_check: Callable[[ContainerGroup], None] | None = None
 
     def __init__(self, store: Store, default_location: str = "local") -> None:
         self.store = store
@@ -97,6 +99,8 @@ class GroupService:
         except ValueError as exc:
             raise InvalidRequest(str(exc), target="name") from None
         body.location = body.location or self.default_location
+        if self.placement_check is not None:
+            self.placement_check(body)
         if self.network_check is not None:
             self.network_check(sub, rg, name, body)
         key = group_key(sub, rg, name)
@@ -158,7 +162,11 @@ class GroupService:
             raise Conflict(f"location cannot change on an existing container group ({old.location} -> {new.location})")
 
     def update_tags(self, sub: str, rg: str, name: str, tags: dict[str, str] | None) -> GroupView:
-        return self._mutate(sub, rg, name, lambda r: setattr(r.spec, "tags", tags))
+        def apply(r: GroupRecord) -> None:
+            r.spec.tags = tags
+            if self.placement_check is not None:
+                self.placement_check(r.spec)  # a spread constraint names one of the tags
+        return self._mutate(sub, rg, name, apply)
 
     def delete(self, sub: str, rg: str, name: str) -> Operation | None:
         try:

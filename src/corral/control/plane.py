@@ -14,8 +14,10 @@ from corral.control.metrics.history import MetricsHistory
 from corral.control.metrics.rollups import MetricsCompactor
 from corral.control.netplane import NetworkControl
 from corral.control.nodes import NodeDirectory
+from corral.control.placementcheck import GroupPlacementCheck
 from corral.link.local import LocalLink
 from corral.model.network import NetworkSettings
+from corral.scheduler.pipeline import SchedulerSettings
 from corral.store.base import Store
 
 
@@ -28,7 +30,8 @@ class ControlPlane:
     scrape_token: str | None = None  # a bearer token good for GET /metrics only (set by the server)
 
     def __init__(self, store: Store, token: str, location: str = "local", dns_zone: str = "corral.local",
-                 price_sheet: Path | None = None, network: NetworkSettings | None = None) -> None:
+                 price_sheet: Path | None = None, network: NetworkSettings | None = None,
+                 scheduler: SchedulerSettings | None = None) -> None:
         self.store = store
         self.token = token
         self.location = location
@@ -37,9 +40,10 @@ class ControlPlane:
         self.groups = GroupService(store, default_location=location)
         self.nodes = NodeDirectory()
         self.link = LocalLink(store)
-        self.binder = Binder(store)
         self.metering = Meter(store, PriceSheet.load(price_sheet))
         self.network = NetworkControl(store, network, location=location)
+        self.binder = Binder(store, scheduler, self.network.settings, self.network.vnets.default_subnet_id())
+        self.groups.placement_check = GroupPlacementCheck(store).check
         self.groups.network_check = self.network.check_group
         self.link.network = self.network
         # Usage metrics: every server keeps what its agents send; the compactor runs with the controllers.

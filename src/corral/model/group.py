@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -56,9 +56,20 @@ class EnvironmentVariable(Wire):
         return v
 
 
+GPU_SKU_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_GPUS = 16  # per container; no machine carries more
+
+
 class GpuResource(Wire):
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=MAX_GPUS)
     sku: str
+
+    @field_validator("sku")
+    @classmethod
+    def _valid_sku(cls, v: str) -> str:
+        if not GPU_SKU_RE.match(v):
+            raise ValueError(f"'{v}' is not a GPU SKU name: 1-64 letters, digits, '.', '_' or '-' (e.g. V100)")
+        return v
 
 
 class ResourceRequests(Wire):
@@ -296,6 +307,56 @@ class SubnetId(Wire):
     name: str | None = None
 
 
+TopologyKey = Literal["node", "zone"]
+LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,126}[A-Za-z0-9])?$")
+
+
+def _check_pairs(v: dict[str, str], what: str) -> dict[str, str]:
+    for k in v:
+        if not LABEL_RE.match(k):
+            raise ValueError(f"'{k}' is not a valid {what} name: 1-128 letters, digits, '.', '_', '/' or '-'")
+    return v
+
+
+class GroupAffinityTerm(Wire):
+    """Corral extension: be placed near (affinity) or away from (antiAffinity) the groups carrying ``tags``
+    (all of them, same resource group), within one ``topologyKey`` domain: a node or a zone."""
+
+    tags: dict[str, str] = Field(min_length=1)
+    topologyKey: TopologyKey = "node"
+    required: bool = True  # False: a preference, worth ``weight``
+    weight: int | None = Field(default=None, ge=1, le=100)
+
+    _valid_tags = field_validator("tags")(lambda v: _check_pairs(v, "tag"))
+
+    @model_validator(mode="after")
+    def _weight_is_for_preferences(self) -> GroupAffinityTerm:
+        if self.required and self.weight is not None:
+            raise ValueError("weight applies to preferred terms only: set required to false, or drop weight")
+        return self
+
+
+class SpreadConstraint(Wire):
+    """Corral extension: the groups sharing this group's value of tag ``tag`` (its family) spread evenly
+    over ``topologyKey`` domains, at most ``maxSkew`` apart (Kubernetes topology spread constraints)."""
+
+    tag: str = Field(min_length=1)
+    topologyKey: TopologyKey = "zone"
+    maxSkew: int = Field(default=1, ge=1, le=1000)
+    whenUnsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"] = "DoNotSchedule"
+
+
+class Placement(Wire):
+    """Corral extension (``properties.placement``): where the scheduler may and should put the group."""
+
+    nodeSelector: dict[str, str] | None = None  # node labels the node must carry
+    affinity: list[GroupAffinityTerm] | None = None
+    antiAffinity: list[GroupAffinityTerm] | None = None
+    spread: list[SpreadConstraint] | None = None
+
+    _valid_selector = field_validator("nodeSelector")(lambda v: v if v is None else _check_pairs(v, "label"))
+
+
 class GroupProperties(Wire):
     containers: list[Container] = Field(min_length=1)
     initContainers: list[InitContainer] | None = None
@@ -318,6 +379,8 @@ class GroupProperties(Wire):
     networkSecurityGroup: SubnetId | None = None
     # Corral extension: extra /etc/hosts entries for every container of the group.
     hostAliases: list[HostAlias] | None = None
+    # Corral extension: node selector, affinity / anti-affinity between groups, topology spread.
+    placement: Placement | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> GroupProperties:
@@ -359,7 +422,8 @@ class ContainerGroup(Wire):
 
     location: str | None = None
     tags: dict[str, str] | None = None
-    zones: list[str] | None = None
+    # Only nodes in one of these zones; checked against the registered nodes at create.
+    zones: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None
     identity: dict[str, Any] | None = None
     properties: GroupProperties
 
@@ -373,3 +437,13 @@ def total_requests(props: GroupProperties) -> tuple[float, float]:
     cpu = sum(c.properties.resources.requests.cpu for c in props.containers)
     mem = sum(c.properties.resources.requests.memoryInGB for c in props.containers)
     return cpu, mem
+
+
+def gpu_requests(props: GroupProperties) -> dict[str, int]:
+    """GPUs the group's containers request, per SKU (upper case: SKU names compare without case)."""
+    out: dict[str, int] = {}
+    for c in props.containers:
+        gpu = c.properties.resources.requests.gpu
+        if gpu is not None:
+            out[gpu.sku.upper()] = out.get(gpu.sku.upper(), 0) + gpu.count
+    return out

@@ -1,0 +1,1 @@
+"""Filter and score plugins, one module each; ``corral.scheduler.pipeline`` puts them in order."""

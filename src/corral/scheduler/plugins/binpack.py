@@ -1,0 +1,29 @@
+"""Score: bin-packing (most allocated: fill busy nodes, keep others empty) or spreading (least
+allocated: balance the load), the cluster's choice. Both read CPU and memory as allocated after
+the group is placed, averaged."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from corral.scheduler.demand import Demand
+from corral.scheduler.nodes import Mask
+from corral.scheduler.plugin import Context
+
+
+class ResourceAllocation:
+    name = "ResourceAllocation"
+    weight = 1.0
+
+    def __init__(self, strategy: str = "spread") -> None:
+        self.most = strategy == "binpack"
+
+    def applies(self, d: Demand) -> bool:
+        return True
+
+    def score(self, ctx: Context, feasible: Mask) -> np.ndarray:
+        nodes, n, d = ctx.state.nodes, ctx.n, ctx.demand
+        used = (nodes.cpu_used[:n] + d.cpu) / np.maximum(nodes.cpu_cap[:n], 1e-9)
+        used += (nodes.mem_used[:n] + d.mem) / np.maximum(nodes.mem_cap[:n], 1e-9)
+        used *= 0.5
+        return used if self.most else 1 - used

@@ -1,0 +1,71 @@
+"""Topology spread (Kubernetes topology spread constraints): the groups of one family (same value of
+the constraint's tag) spread over nodes or zones, no domain more than ``maxSkew`` above the emptiest.
+
+The domains counted are those of the nodes that pass the node-attribute filters (health, osType,
+zones, node selector), full or not, so a full zone holds its siblings back rather than being skipped.
+``DoNotSchedule`` is a filter; ``ScheduleAnyway`` a score favouring the emptier domains.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from corral.scheduler.demand import NODE, Demand, Spread
+from corral.scheduler.nodes import Mask
+from corral.scheduler.plugin import Context
+
+
+def _domain_counts(ctx: Context, s: Spread) -> tuple[np.ndarray, int, int]:
+    """Per node, the family's groups in its domain; and the least and most over the counted domains."""
+    topo, nodes = ctx.state.topology, ctx.state.nodes
+    counts = topo.node_counts(s.family)
+    eligible = ctx.eligible()
+    if s.key == NODE:
+        per_node = topo.domain_counts(counts, NODE)
+        seen = per_node[eligible]
+    else:
+        per_zone = topo.zone_counts(counts)
+        zone = nodes.zone[: ctx.n]
+        per_node = np.where(zone >= 0, per_zone[zone], 0)
+        seen = per_zone[np.unique(zone[eligible & (zone >= 0)])]
+    if seen.size == 0:
+        return per_node, 0, 0
+    return per_node, int(seen.min()), int(seen.max())
+
+
+class SpreadFilter:
+    name = "TopologySpread"
+
+    def applies(self, d: Demand) -> bool:
+        return any(s.hard for s in d.spread)
+
+    def feasible(self, ctx: Context) -> Mask:
+        ok = np.ones(ctx.n, dtype=bool)
+        zone = ctx.state.nodes.zone[: ctx.n]
+        for s in ctx.demand.spread:
+            if not s.hard:
+                continue
+            per_node, least, _ = _domain_counts(ctx, s)
+            ok &= per_node + 1 - least <= s.max_skew
+            if s.key != NODE:
+                ok &= zone >= 0  # a node in no zone is in no domain of the spread
+        return ok
+
+    def reason(self, ctx: Context) -> str:
+        return "topology spread not satisfied"
+
+
+class SpreadScore:
+    name = "TopologySpreadScore"
+    weight = 2.0
+
+    def applies(self, d: Demand) -> bool:
+        return any(not s.hard for s in d.spread)
+
+    def score(self, ctx: Context, feasible: Mask) -> np.ndarray:
+        total = np.zeros(ctx.n)
+        soft = [s for s in ctx.demand.spread if not s.hard]
+        for s in soft:
+            per_node, least, most = _domain_counts(ctx, s)
+            total += 1 - (per_node - least) / (most - least + 1)
+        return total / len(soft)
