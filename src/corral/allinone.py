@@ -21,6 +21,7 @@ from corral.net.vnet.config import VnetConf
 from corral.net.vnet.install import install_plugin
 from corral.node.client import LocalNodeClient
 from corral.node.setup import NodeSettings, build_agent, build_host
+from corral.scheduler.pipeline import SchedulerSettings
 from corral.store.sqlite import SqliteStore
 
 log = logging.getLogger("corral")
@@ -35,6 +36,7 @@ class UpSettings(BaseModel):
     location: str = "local"
     price_sheet: Path | None = None
     dns_listen: str | None = "127.0.0.1:5354"  # Corral's DNS server; None: off
+    scheduler: SchedulerSettings = SchedulerSettings()
 
 
 class AllInOne:
@@ -48,7 +50,8 @@ class AllInOne:
         node = settings.node
         self.plane = ControlPlane(self.store, self.token, location=settings.location,
                                   price_sheet=settings.price_sheet,
-                                  network=NetworkSettings(default_prefix=node.subnet))
+                                  network=NetworkSettings(default_prefix=node.subnet),
+                                  scheduler=settings.scheduler)
         self.plane.scrape_token = load_or_create_token(d / "control" / "scrape-token")
         node.dns_zone, node.dns_enabled = self.plane.dns_zone, settings.dns_listen is not None
         self.dns: DnsServer | None = None

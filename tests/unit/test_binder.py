@@ -160,7 +160,7 @@ def test_a_group_changed_between_read_and_bind_is_bound_at_its_new_version(h: Ha
     node_events = h.store.watch("/", h.rev, 0)
     h.rev = node_events[-1].revision
     for e in node_events:
-        h.binder._apply(e)
+        h.binder._apply(e.key, e.revision, e.value)
     h.groups.update_tags(SUB, RG, "g", {"owner": "me"})
     h.binder.schedule()  # the batched bind loses its compare-and-swap
     assert h.node_of("g") is None

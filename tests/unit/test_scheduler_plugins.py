@@ -24,7 +24,11 @@ from corral.scheduler.state import ClusterState
 
 
 def mask(plugin, state: ClusterState, d) -> list[bool]:  # type: ignore[no-untyped-def]
-    return [bool(x) for x in plugin.feasible(Context(d, state, state.nodes.n))]
+    """The nodes the plugin lets the group go to (all, when the group does not need the check)."""
+    ctx = Context(d, state, state.nodes.n)
+    if not plugin.applies(ctx):
+        return [True] * state.nodes.n
+    return [bool(x) for x in plugin.feasible(ctx)]
 
 
 def reason(state: ClusterState, d) -> str:  # type: ignore[no-untyped-def]

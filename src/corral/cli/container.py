@@ -15,7 +15,7 @@ import typer
 import yaml
 from rich.console import Group as RichGroup
 
-from corral.cli import terminal
+from corral.cli import placement, terminal
 from corral.cli.client import API_VERSION, ApiError, Client
 from corral.cli.output import Format, console, containers_table, emit, err_console, groups_table
 from corral.sse import SseParser
@@ -128,9 +128,24 @@ def create(
     no_wait: bool = typer.Option(False, "--no-wait", help="Return without waiting for the group to run."),
     vnet: str | None = typer.Option(None, "--vnet", help="Virtual network of --subnet (same resource group)."),
     subnet: str | None = typer.Option(None, "--subnet", help="Subnet to deploy into: a name (with --vnet) or an id."),
+    zone: list[str] = typer.Option(None, "--zone", help="Only nodes in this zone (repeatable)."),
+    tags: list[str] = typer.Option(None, "--tags", help="KEY=VALUE tags of the group (repeatable)."),
+    node_selector: list[str] = typer.Option(None, "--node-selector", help="KEY=VALUE node label (repeatable)."),
+    affinity: list[str] = typer.Option(
+        None, "--affinity", help="Near groups tagged so: k=v[,k=v]\\[@node|@zone]\\[:WEIGHT] (a weight: preferred)."),
+    anti_affinity: list[str] = typer.Option(
+        None, "--anti-affinity", help="Away from groups tagged so: k=v[,k=v]\\[@node|@zone]\\[:WEIGHT]."),
+    spread: list[str] = typer.Option(
+        None, "--spread", help="Spread the groups sharing the group's value of a tag: TAG\\[@zone|@node]\\[:MAXSKEW]."),
+    spread_anyway: bool = typer.Option(False, "--spread-anyway",
+                                       help="--spread is a preference (ScheduleAnyway), not a rule."),
     output: Format = OUT,
 ) -> None:
-    """Create (or update) a container group."""
+    """Create (or update) a container group.
+
+    Placement (Corral extension, see docs/api.md): --zone, --node-selector, --affinity,
+    --anti-affinity and --spread, with --tags to tag the group; they add to a --file's.
+    """
     if file is not None:
         file_name, body = body_from_file(file)
         name = name or file_name
@@ -147,6 +162,7 @@ def create(
         raise typer.BadParameter("--name is required (or a 'name' in the file)", param_hint="--name")
     if delete_on_exit:
         body["properties"]["deleteOnExit"] = True
+    placement.apply_flags(body, zone, tags, node_selector, affinity, anti_affinity, spread, spread_anyway)
     client = Client.from_config()
     if subnet and not subnet.startswith("/") and not vnet:
         raise typer.BadParameter("--subnet NAME needs --vnet (or give the subnet's full id)", param_hint="--subnet")
@@ -164,6 +180,42 @@ def create(
             raise typer.Exit(1)
         resp = client.request("GET", client.group_path(resource_group, name))
     _show(resp.json(), output)
+
+
+# What `export` leaves out: set by Corral, never part of a deployment file.
+READ_ONLY = ("instanceView", "provisioningState")
+
+
+def deployment_file(g: dict[str, Any]) -> dict[str, Any]:
+    """A group as a deployment file (`create --file` takes it back; secrets are not in it)."""
+    props = {k: v for k, v in g["properties"].items() if k not in READ_ONLY}
+    props["containers"] = [{**c, "properties": {k: v for k, v in c["properties"].items() if k not in READ_ONLY}}
+                           for c in props["containers"]]
+    if props.get("initContainers"):
+        props["initContainers"] = [{**c, "properties": {k: v for k, v in c["properties"].items()
+                                                        if k not in READ_ONLY}} for c in props["initContainers"]]
+    if props.get("ipAddress"):
+        props["ipAddress"] = {k: v for k, v in props["ipAddress"].items() if k not in ("ip", "fqdn")}
+    doc: dict[str, Any] = {"apiVersion": API_VERSION, "location": g.get("location"), "name": g["name"]}
+    doc.update({k: g[k] for k in ("tags", "zones", "identity") if g.get(k)})
+    doc["type"] = g["type"]
+    doc["properties"] = props
+    return doc
+
+
+@app.command()
+def export(
+    resource_group: str = RG, name: str = NAME,
+    file: Path | None = typer.Option(None, "-f", "--file", help="Write here (default: print it)."),
+) -> None:
+    """Write a group as a YAML deployment file, Corral extensions included (`create --file` reads it)."""
+    client = Client.from_config()
+    text = yaml.safe_dump(deployment_file(client.request("GET", client.group_path(resource_group, name)).json()),
+                          sort_keys=False)
+    if file is None:
+        sys.stdout.write(text)
+    else:
+        file.write_text(text)
 
 
 @app.command()

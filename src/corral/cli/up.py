@@ -13,6 +13,7 @@ from corral.allinone import AllInOne, UpSettings, install_signal_handlers
 from corral.cli.output import console
 from corral.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, client_config_path
 from corral.node.setup import NodeSettings
+from corral.scheduler.pipeline import SchedulerSettings
 
 
 def up(
@@ -44,8 +45,12 @@ def up(
                                    help="HOST:PORT of Corral's DNS server (name labels, service discovery); 'off'."),
     metrics_interval: float = typer.Option(5.0, "--metrics-interval", min=0,
                                            help="Seconds between usage samples of the containers (0: off)."),
+    scheduling: str = typer.Option("spread", "--scheduling",
+                                   help="Placement: spread (least allocated node) or binpack (most allocated)."),
 ) -> None:
     """Start Corral on this machine: API, control plane and node agent, until Ctrl-C."""
+    if scheduling not in ("spread", "binpack"):
+        raise typer.BadParameter("spread or binpack", param_hint="--scheduling")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     node = NodeSettings(name=node_name, data_dir=data_dir, public_ip=public_ip, runtime=runtime,
@@ -55,7 +60,8 @@ def up(
                         cgroup_favordynmods=cgroup_favordynmods, metrics_interval=metrics_interval)
     settings = UpSettings(data_dir=data_dir, listen=listen, insecure_http=insecure_http,
                           config_path=client_config_path(), node=node, location=location, price_sheet=price_sheet,
-                          dns_listen=None if dns_listen == "off" else dns_listen)
+                          dns_listen=None if dns_listen == "off" else dns_listen,
+                          scheduler=SchedulerSettings(strategy=scheduling))  # type: ignore[arg-type]
     app = AllInOne(settings)
     install_signal_handlers(app)
     cfg = app.client_config()

@@ -27,7 +27,12 @@ class Selector:
     tags: Pairs  # sorted
 
     def matches(self, scope: str, tags: dict[str, str]) -> bool:
-        return scope == self.scope and all(tags.get(k) == v for k, v in self.tags)
+        if scope != self.scope:
+            return False
+        for k, v in self.tags:
+            if tags.get(k) != v:
+                return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,18 +78,12 @@ class Demand:
     running: bool  # desired Running: holds its resources (a stopped group holds none)
     node: str | None
     deleting: bool
+    selectors: frozenset[Selector] = frozenset()  # every selector its placement reads counts of
 
     @property
     def static_key(self) -> tuple[object, ...]:
         """What the node-attribute filters depend on: groups alike share their cached masks."""
         return (self.os, self.zones, self.node_selector)
-
-    def selectors(self) -> set[Selector]:
-        """Every group selector this group's placement reads counts of."""
-        out = {t.selector for t in self.affinity} | {t.selector for t in self.anti_affinity}
-        out |= {p.term.selector for p in self.preferences}
-        out |= {s.family for s in self.spread}
-        return out
 
     def same_footprint(self, other: Demand) -> bool:
         """Whether a bound group's change leaves what it holds on its node as it was."""
@@ -151,11 +150,13 @@ def demand_of(key: str, value: dict[str, Any], default_subnet: str) -> Demand:
         spread.append(Spread(Selector(scope, ((s["tag"], value_of),)), s.get("topologyKey", ZONE),
                              int(s.get("maxSkew", 1)), s.get("whenUnsatisfiable", "DoNotSchedule") == "DoNotSchedule"))
     zones = spec.get("zones")
+    selectors = frozenset([*(t.selector for t in (*required, *anti)), *(p.term.selector for p in preferred),
+                           *(s.family for s in spread)])
     return Demand(
         key=key, uid=meta["uid"], scope=scope, tags=tags, cpu=cpu, mem=mem, gpus=tuple(sorted(gpus.items())),
         os=props.get("osType", "Linux"), ports=ports, subnet=subnet,
         zones=frozenset(zones) if zones else None, node_selector=_pairs(placement.get("nodeSelector")),
         affinity=tuple(required), anti_affinity=tuple(anti), preferences=tuple(preferred), spread=tuple(spread),
         running=meta.get("desiredState", "Running") == "Running", node=meta.get("node"),
-        deleting=bool(meta.get("deleting")),
+        deleting=bool(meta.get("deleting")), selectors=selectors,
     )

@@ -20,8 +20,10 @@ Mask = np.ndarray  # bool[n]
 
 
 class NodeArrays:
-    _FLOAT = ("cpu_cap", "mem_cap", "cpu_used", "mem_used")
-    _INT = ("count", "max_groups", "zone")
+    # *_free, slots (groups it may still take) and util (allocated share of CPU + of memory) are
+    # derived from the others, kept alongside so the filters and scores are one array operation each.
+    _FLOAT = ("cpu_cap", "mem_cap", "cpu_used", "mem_used", "cpu_free", "mem_free", "inv_cpu", "inv_mem", "util")
+    _INT = ("count", "max_groups", "slots", "zone")
     _BOOL = ("present", "ready", "cordoned", "linux")
 
     def __init__(self, capacity: int = 64) -> None:
@@ -47,8 +49,14 @@ class NodeArrays:
         self.mem_cap: np.ndarray
         self.cpu_used: np.ndarray
         self.mem_used: np.ndarray
+        self.cpu_free: np.ndarray
+        self.mem_free: np.ndarray
+        self.inv_cpu: np.ndarray
+        self.inv_mem: np.ndarray
+        self.util: np.ndarray
         self.count: np.ndarray
         self.max_groups: np.ndarray
+        self.slots: np.ndarray
         self.zone: np.ndarray  # index into zone_names, -1: none
         self.present: np.ndarray
         self.ready: np.ndarray
@@ -122,12 +130,25 @@ class NodeArrays:
         grew |= before[4] != zid or before[5] != info.labels
         grew |= info.cpu > self.cpu_cap[i] or info.memoryGB > self.mem_cap[i] or info.maxGroups > self.max_groups[i]
         self.cpu_cap[i], self.mem_cap[i], self.max_groups[i] = info.cpu, info.memoryGB, info.maxGroups
+        self.inv_cpu[i] = 1 / info.cpu if info.cpu > 0 else 0.0
+        self.inv_mem[i] = 1 / info.memoryGB if info.memoryGB > 0 else 0.0
+        self.allocate(i, 0.0, 0.0, 0)
         gpus = {k.upper(): v for k, v in info.gpus.items()}
         for sku in set(self.gpu_cap) | set(gpus):
             arr = self.gpu_table(sku, used=False)
             grew |= gpus.get(sku, 0) > arr[i]
             arr[i] = gpus.get(sku, 0)
         return i, bool(grew)
+
+    def allocate(self, i: int, cpu: float, mem: float, groups: int) -> None:
+        """Add (or, negative, return) an allocation on node ``i``."""
+        self.cpu_used[i] += cpu
+        self.mem_used[i] += mem
+        self.count[i] += groups
+        self.cpu_free[i] = self.cpu_cap[i] - self.cpu_used[i]
+        self.mem_free[i] = self.mem_cap[i] - self.mem_used[i]
+        self.slots[i] = self.max_groups[i] - self.count[i]
+        self.util[i] = self.cpu_used[i] * self.inv_cpu[i] + self.mem_used[i] * self.inv_mem[i]
 
     def remove(self, name: str) -> int | None:
         i = self.index.get(name)
@@ -148,6 +169,9 @@ class NodeArrays:
             self._memo.clear()
         self._memo[key] = (self.generation, value)
         return value
+
+    def schedulable(self) -> Mask:
+        return self.memo("schedulable", lambda: ~self.cordoned[: self.n])
 
     def label_mask(self, pairs: tuple[tuple[str, str], ...]) -> Mask:
         def compute() -> Mask:

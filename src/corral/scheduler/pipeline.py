@@ -69,14 +69,13 @@ class Pipeline:
         feasible = nodes.present[: ctx.n].copy()
         applied: list[tuple[FilterPlugin, np.ndarray]] = []
         for f in self.filters:
-            if not f.applies(d):
-                continue
-            ok = f.feasible(ctx)
-            applied.append((f, ok))
-            feasible &= ok
-            if not feasible.any():
-                raise self._unschedulable(ctx, applied)
-        scores = [s for s in self.scores if s.applies(d)]
+            if f.applies(ctx):
+                ok = f.feasible(ctx)
+                applied.append((f, ok))
+                feasible &= ok
+        if not feasible.any():
+            raise self._unschedulable(ctx, applied)
+        scores = [s for s in self.scores if s.applies(ctx)]
         if len(scores) == 1:
             total = scores[0].score(ctx, feasible)
         else:

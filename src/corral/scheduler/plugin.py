@@ -42,11 +42,22 @@ class Context:
             return m
         return nodes.memo(("eligible", d.static_key), compute)
 
+    def eligible_zones(self) -> np.ndarray:
+        """The zone ids of the eligible nodes."""
+        nodes = self.state.nodes
+
+        def compute() -> np.ndarray:
+            zone = nodes.zone[: nodes.n]
+            return np.unique(zone[self.eligible() & (zone >= 0)])
+        return nodes.memo(("eligible zones", self.demand.static_key), compute)
+
 
 class FilterPlugin(Protocol):
     name: str
 
-    def applies(self, d: Demand) -> bool: ...
+    def applies(self, ctx: Context) -> bool:
+        """Whether the group needs this check at all (it may stash what it found in ``ctx.scratch``)."""
+        ...
 
     def feasible(self, ctx: Context) -> Mask:
         """True for the nodes this check lets the group go to."""
@@ -61,7 +72,7 @@ class ScorePlugin(Protocol):
     name: str
     weight: float
 
-    def applies(self, d: Demand) -> bool: ...
+    def applies(self, ctx: Context) -> bool: ...
 
     def score(self, ctx: Context, feasible: Mask) -> np.ndarray:
         """A preference per node, about 0..1 (higher is better); only the feasible nodes' values matter."""

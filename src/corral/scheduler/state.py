@@ -88,9 +88,7 @@ class ClusterState:
         if not d.running:
             return
         nodes = self.nodes
-        nodes.cpu_used[idx] += sign * d.cpu
-        nodes.mem_used[idx] += sign * d.mem
-        nodes.count[idx] += sign
+        nodes.allocate(idx, sign * d.cpu, sign * d.mem, sign)
         for sku, n in d.gpus:
             nodes.gpu_table(sku, used=True)[idx] += sign * n
         for port in d.ports:

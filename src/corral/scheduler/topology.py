@@ -37,6 +37,7 @@ class Topology:
         self.counts: dict[Selector, Counts] = {}
         self.refs: dict[Selector, int] = {}
         self._selectors_by: dict[Pair, set[Selector]] = {}  # each retained selector under one of its pairs
+        self._filed: dict[Selector, Pair] = {}
         self.anti: dict[Term, Counts] = {}
         self._anti_by: dict[Pair, set[Term]] = {}
 
@@ -51,7 +52,8 @@ class Topology:
         self.refs[sel] = n + 1
         if n == 0:
             self.counts[sel] = self._count(sel)
-            self._selectors_by.setdefault(self._index_pair(sel), set()).add(sel)
+            pair = self._filed[sel] = self._index_pair(sel)
+            self._selectors_by.setdefault(pair, set()).add(sel)
 
     def release(self, sel: Selector) -> None:
         n = self.refs.get(sel, 0) - 1
@@ -60,8 +62,12 @@ class Topology:
             return
         self.refs.pop(sel, None)
         self.counts.pop(sel, None)
-        for bucket in self._selectors_by.values():
+        pair = self._filed.pop(sel, None)
+        if pair is not None:
+            bucket = self._selectors_by[pair]
             bucket.discard(sel)
+            if not bucket:
+                del self._selectors_by[pair]
 
     def _count(self, sel: Selector) -> Counts:
         sets = [self.by_tag.get((sel.scope, k, v), set()) for k, v in sel.tags]
@@ -144,6 +150,22 @@ class Topology:
             per_zone[nodes.zone[idx]] += c
         return per_zone
 
+    def mark(self, out: Mask, counts: Counts, key: str, value: bool) -> None:
+        """Set ``out`` to ``value`` on the nodes whose domain holds at least one of the counted groups."""
+        if not counts:
+            return
+        if key == NODE:
+            out[list(counts)] = value
+            return
+        nodes = self.nodes
+        zone = nodes.zone[: nodes.n]
+        held = np.zeros(len(nodes.zone_names) + 1, dtype=bool)  # last slot: no zone, never a domain
+        held[[nodes.zone[i] for i in counts]] = True
+        held[-1] = False
+        out[held[zone]] = value
+
     def presence(self, counts: Counts, key: str) -> Mask:
         """Nodes whose domain holds at least one matching group."""
-        return self.domain_counts(counts, key) > 0
+        out = np.zeros(self.nodes.n, dtype=bool)
+        self.mark(out, counts, key, True)
+        return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from corral.scheduler.demand import Demand
 from corral.scheduler.nodes import Mask
 from corral.scheduler.plugin import Context
 
@@ -13,7 +12,7 @@ from corral.scheduler.plugin import Context
 class Addresses:
     name = "Addresses"
 
-    def applies(self, d: Demand) -> bool:
+    def applies(self, ctx: Context) -> bool:
         return True
 
     def feasible(self, ctx: Context) -> Mask:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from corral.scheduler.demand import Demand
 from corral.scheduler.nodes import Mask
 from corral.scheduler.plugin import Context
 
@@ -14,8 +13,8 @@ from corral.scheduler.plugin import Context
 class RequiredAffinity:
     name = "RequiredAffinity"
 
-    def applies(self, d: Demand) -> bool:
-        return bool(d.affinity)
+    def applies(self, ctx: Context) -> bool:
+        return bool(ctx.demand.affinity)
 
     def feasible(self, ctx: Context) -> Mask:
         d, topo = ctx.demand, ctx.state.topology
@@ -35,8 +34,8 @@ class PreferredAffinity:
     name = "PreferredAffinity"
     weight = 2.0
 
-    def applies(self, d: Demand) -> bool:
-        return bool(d.preferences)
+    def applies(self, ctx: Context) -> bool:
+        return bool(ctx.demand.preferences)
 
     def score(self, ctx: Context, feasible: Mask) -> np.ndarray:
         topo = ctx.state.topology

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from corral.scheduler.demand import Demand
 from corral.scheduler.nodes import Mask
 from corral.scheduler.plugin import Context
 
@@ -13,19 +12,20 @@ from corral.scheduler.plugin import Context
 class RequiredAntiAffinity:
     name = "RequiredAntiAffinity"
 
-    def applies(self, d: Demand) -> bool:
-        return True  # a bound group's term may name any newcomer
+    def applies(self, ctx: Context) -> bool:
+        # A bound group's term may name any newcomer.
+        against = ctx.state.topology.anti_terms_against(ctx.demand) if ctx.state.topology.anti else []
+        ctx.scratch["anti_against"] = against
+        return bool(ctx.demand.anti_affinity or against)
 
     def feasible(self, ctx: Context) -> Mask:
         d, topo = ctx.demand, ctx.state.topology
-        ok: Mask | None = None
+        ok = np.ones(ctx.n, dtype=bool)
         for term in d.anti_affinity:
-            clash = topo.presence(topo.node_counts(term.selector), term.key)
-            ok = ~clash if ok is None else ok & ~clash
-        for term, holders in topo.anti_terms_against(d):
-            clash = topo.presence(holders, term.key)
-            ok = ~clash if ok is None else ok & ~clash
-        return np.ones(ctx.n, dtype=bool) if ok is None else ok
+            topo.mark(ok, topo.node_counts(term.selector), term.key, False)
+        for term, holders in ctx.scratch["anti_against"]:
+            topo.mark(ok, holders, term.key, False)
+        return ok
 
     def reason(self, ctx: Context) -> str:
         return "anti-affinity conflict"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from corral.scheduler.demand import Demand
 from corral.scheduler.nodes import Mask
 from corral.scheduler.plugin import Context
 
@@ -18,12 +17,13 @@ class ResourceAllocation:
     def __init__(self, strategy: str = "spread") -> None:
         self.most = strategy == "binpack"
 
-    def applies(self, d: Demand) -> bool:
+    def applies(self, ctx: Context) -> bool:
         return True
 
     def score(self, ctx: Context, feasible: Mask) -> np.ndarray:
         nodes, n, d = ctx.state.nodes, ctx.n, ctx.demand
-        used = (nodes.cpu_used[:n] + d.cpu) / np.maximum(nodes.cpu_cap[:n], 1e-9)
-        used += (nodes.mem_used[:n] + d.mem) / np.maximum(nodes.mem_cap[:n], 1e-9)
+        used = nodes.inv_cpu[:n] * d.cpu
+        used += nodes.inv_mem[:n] * d.mem
+        used += nodes.util[:n]
         used *= 0.5
         return used if self.most else 1 - used

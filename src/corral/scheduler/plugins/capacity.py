@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from corral.scheduler.demand import Demand
 from corral.scheduler.nodes import Mask
 from corral.scheduler.plugin import Context
 
@@ -10,12 +9,11 @@ from corral.scheduler.plugin import Context
 class GroupCapacity:
     name = "GroupCapacity"
 
-    def applies(self, d: Demand) -> bool:
+    def applies(self, ctx: Context) -> bool:
         return True
 
     def feasible(self, ctx: Context) -> Mask:
-        nodes, n = ctx.state.nodes, ctx.n
-        return nodes.count[:n] < nodes.max_groups[:n]
+        return ctx.state.nodes.slots[: ctx.n] > 0
 
     def reason(self, ctx: Context) -> str:
         return "too many groups"

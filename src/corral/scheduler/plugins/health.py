@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from corral.scheduler.demand import Demand
 from corral.scheduler.nodes import Mask
 from corral.scheduler.plugin import Context
 
@@ -10,7 +9,7 @@ from corral.scheduler.plugin import Context
 class NodeReady:
     name = "NodeReady"
 
-    def applies(self, d: Demand) -> bool:
+    def applies(self, ctx: Context) -> bool:
         return True
 
     def feasible(self, ctx: Context) -> Mask:
@@ -23,11 +22,11 @@ class NodeReady:
 class NodeSchedulable:
     name = "NodeSchedulable"
 
-    def applies(self, d: Demand) -> bool:
+    def applies(self, ctx: Context) -> bool:
         return True
 
     def feasible(self, ctx: Context) -> Mask:
-        return ~ctx.state.nodes.cordoned[: ctx.n]
+        return ctx.state.nodes.schedulable()
 
     def reason(self, ctx: Context) -> str:
         return "node cordoned"

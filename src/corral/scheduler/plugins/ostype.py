@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from corral.scheduler.demand import Demand
 from corral.scheduler.nodes import Mask
 from corral.scheduler.plugin import Context
 
@@ -10,7 +9,7 @@ from corral.scheduler.plugin import Context
 class OsType:
     name = "OsType"
 
-    def applies(self, d: Demand) -> bool:
+    def applies(self, ctx: Context) -> bool:
         return True
 
     def feasible(self, ctx: Context) -> Mask:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from corral.scheduler.demand import Demand
 from corral.scheduler.nodes import Mask
 from corral.scheduler.plugin import Context
 
@@ -12,8 +11,8 @@ from corral.scheduler.plugin import Context
 class PublicPorts:
     name = "PublicPorts"
 
-    def applies(self, d: Demand) -> bool:
-        return bool(d.ports)
+    def applies(self, ctx: Context) -> bool:
+        return bool(ctx.demand.ports)
 
     def feasible(self, ctx: Context) -> Mask:
         nodes, n = ctx.state.nodes, ctx.n

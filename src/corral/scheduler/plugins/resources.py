@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from corral.scheduler.demand import Demand
 from corral.scheduler.nodes import Mask
 from corral.scheduler.plugin import Context
 
@@ -14,12 +13,11 @@ EPSILON = 1e-9  # requests are decimal fractions; their float sums drift
 class Cpu:
     name = "Cpu"
 
-    def applies(self, d: Demand) -> bool:
+    def applies(self, ctx: Context) -> bool:
         return True
 
     def feasible(self, ctx: Context) -> Mask:
-        nodes, n = ctx.state.nodes, ctx.n
-        return nodes.cpu_used[:n] + ctx.demand.cpu <= nodes.cpu_cap[:n] + EPSILON
+        return ctx.state.nodes.cpu_free[: ctx.n] >= ctx.demand.cpu - EPSILON
 
     def reason(self, ctx: Context) -> str:
         return "insufficient cpu"
@@ -28,12 +26,11 @@ class Cpu:
 class Memory:
     name = "Memory"
 
-    def applies(self, d: Demand) -> bool:
+    def applies(self, ctx: Context) -> bool:
         return True
 
     def feasible(self, ctx: Context) -> Mask:
-        nodes, n = ctx.state.nodes, ctx.n
-        return nodes.mem_used[:n] + ctx.demand.mem <= nodes.mem_cap[:n] + EPSILON
+        return ctx.state.nodes.mem_free[: ctx.n] >= ctx.demand.mem - EPSILON
 
     def reason(self, ctx: Context) -> str:
         return "insufficient memory"
@@ -42,8 +39,8 @@ class Memory:
 class Gpu:
     name = "Gpu"
 
-    def applies(self, d: Demand) -> bool:
-        return bool(d.gpus)
+    def applies(self, ctx: Context) -> bool:
+        return bool(ctx.demand.gpus)
 
     def feasible(self, ctx: Context) -> Mask:
         nodes, n = ctx.state.nodes, ctx.n

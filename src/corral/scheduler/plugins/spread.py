@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from corral.scheduler.demand import NODE, Demand, Spread
+from corral.scheduler.demand import NODE, Spread
 from corral.scheduler.nodes import Mask
 from corral.scheduler.plugin import Context
 
@@ -19,15 +19,14 @@ def _domain_counts(ctx: Context, s: Spread) -> tuple[np.ndarray, int, int]:
     """Per node, the family's groups in its domain; and the least and most over the counted domains."""
     topo, nodes = ctx.state.topology, ctx.state.nodes
     counts = topo.node_counts(s.family)
-    eligible = ctx.eligible()
     if s.key == NODE:
         per_node = topo.domain_counts(counts, NODE)
-        seen = per_node[eligible]
+        seen = per_node[ctx.eligible()]
     else:
         per_zone = topo.zone_counts(counts)
         zone = nodes.zone[: ctx.n]
         per_node = np.where(zone >= 0, per_zone[zone], 0)
-        seen = per_zone[np.unique(zone[eligible & (zone >= 0)])]
+        seen = per_zone[ctx.eligible_zones()]
     if seen.size == 0:
         return per_node, 0, 0
     return per_node, int(seen.min()), int(seen.max())
@@ -36,8 +35,8 @@ def _domain_counts(ctx: Context, s: Spread) -> tuple[np.ndarray, int, int]:
 class SpreadFilter:
     name = "TopologySpread"
 
-    def applies(self, d: Demand) -> bool:
-        return any(s.hard for s in d.spread)
+    def applies(self, ctx: Context) -> bool:
+        return any(s.hard for s in ctx.demand.spread)
 
     def feasible(self, ctx: Context) -> Mask:
         ok = np.ones(ctx.n, dtype=bool)
@@ -59,8 +58,8 @@ class SpreadScore:
     name = "TopologySpreadScore"
     weight = 2.0
 
-    def applies(self, d: Demand) -> bool:
-        return any(not s.hard for s in d.spread)
+    def applies(self, ctx: Context) -> bool:
+        return any(not s.hard for s in ctx.demand.spread)
 
     def score(self, ctx: Context, feasible: Mask) -> np.ndarray:
         total = np.zeros(ctx.n)

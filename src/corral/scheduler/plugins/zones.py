@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from corral.scheduler.demand import Demand
 from corral.scheduler.nodes import Mask
 from corral.scheduler.plugin import Context
 
@@ -10,8 +9,8 @@ from corral.scheduler.plugin import Context
 class Zones:
     name = "Zones"
 
-    def applies(self, d: Demand) -> bool:
-        return bool(d.zones)
+    def applies(self, ctx: Context) -> bool:
+        return bool(ctx.demand.zones)
 
     def feasible(self, ctx: Context) -> Mask:
         assert ctx.demand.zones
