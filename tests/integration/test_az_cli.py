@@ -182,6 +182,8 @@ def test_az_container_create_from_a_yaml_file(az_environ: dict[str, str], tmp_pa
                 "image": IMAGE, "command": ["sh", "-c", "echo from-yaml; trap 'exit 0' TERM; sleep 3600 & wait"],
                 "environmentVariables": [{"name": "MODE", "value": "yaml"}],
                 "resources": {"requests": {"cpu": 0.25, "memoryInGB": 0.25}}}}],
+            # A Corral extension: az passes the properties through, both ways.
+            "placement": {"antiAffinity": [{"tags": {"app": "batch"}, "topologyKey": "node", "required": True}]},
         },
     }
     path = tmp_path / "deploy.yaml"
@@ -195,6 +197,7 @@ def test_az_container_create_from_a_yaml_file(az_environ: dict[str, str], tmp_pa
     back = yaml.safe_load(exported.read_text())
     assert back["properties"]["containers"][0]["properties"]["environmentVariables"] == [
         {"name": "MODE", "value": "yaml"}]
+    assert back["properties"]["placement"] == spec["properties"]["placement"]
     az(env, "container", "delete", "-g", RG, "-n", "fromfile", "--yes", "-o", "none")
 
 
