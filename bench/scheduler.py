@@ -52,7 +52,7 @@ from corral.model.group import ContainerGroup  # noqa: E402
 from corral.model.network import NetworkSettings  # noqa: E402
 from corral.model.records import NODES, GroupMeta, GroupRecord, NodeInfo, group_key  # noqa: E402
 from corral.scheduler.pipeline import SchedulerSettings  # noqa: E402
-from corral.store.base import Put  # noqa: E402
+from corral.store.base import BATCH_OPS, Put  # noqa: E402
 from corral.store.sqlite import SqliteStore  # noqa: E402
 
 SUB, RG = "00000000-0000-0000-0000-000000000000", "bench"
@@ -106,8 +106,8 @@ def fresh_store(root: Path, nodes: list[NodeInfo]) -> tuple[SqliteStore, Network
     store = SqliteStore(root / f"{uuid.uuid4().hex}.db")
     network = NetworkControl(store, NetworkSettings(default_prefix="10.0.0.0/8"))
     network.start()
-    for i in range(0, len(nodes), 100):
-        store.txn([Put(key=NODES + n.name, value=n.model_dump(mode="json")) for n in nodes[i:i + 100]])
+    for i in range(0, len(nodes), BATCH_OPS):
+        store.txn([Put(key=NODES + n.name, value=n.model_dump(mode="json")) for n in nodes[i:i + BATCH_OPS]])
     return store, network
 
 
@@ -124,7 +124,7 @@ class TimedBinder(Binder):
         super()._try(key, p)
 
     def _flush(self) -> None:
-        keys = [k for k, _ in self._batch_keys]
+        keys = list(self._batch)
         super()._flush()
         t = time.perf_counter()
         for k in keys:
@@ -136,8 +136,8 @@ class TimedBinder(Binder):
 def run_new(root: Path, nodes: list[NodeInfo], sizes: list[tuple[float, float]], scenario: str) -> dict[str, Any]:
     store, network = fresh_store(root, nodes)
     values = [group_value(i, c, m, scenario) for i, (c, m) in enumerate(sizes)]
-    for i in range(0, len(values), 500):
-        store.txn([Put(key=group_key(SUB, RG, f"g{j}"), value=v) for j, v in enumerate(values[i:i + 500], i)])
+    for i in range(0, len(values), BATCH_OPS):
+        store.txn([Put(key=group_key(SUB, RG, f"g{j}"), value=v) for j, v in enumerate(values[i:i + BATCH_OPS], i)])
     binder = TimedBinder(store, SchedulerSettings(strategy="binpack"), network.settings,
                          network.vnets.default_subnet_id())
     t0 = time.perf_counter()
@@ -155,9 +155,9 @@ def run_old(root: Path, nodes: list[NodeInfo], sizes: list[tuple[float, float]],
     store, _ = fresh_store(root, nodes)
     records = [GroupRecord.model_validate(group_value(i, c, m, "plain")) for i, (c, m) in enumerate(sizes)]
     versions = {}
-    for i in range(0, len(records), 500):
+    for i in range(0, len(records), BATCH_OPS):
         recs = store.txn([Put(key=group_key(SUB, RG, f"g{j}"), value=r.dump())
-                          for j, r in enumerate(records[i:i + 500], i)])
+                          for j, r in enumerate(records[i:i + BATCH_OPS], i)])
         versions.update({r.key: r.version for r in recs if r is not None})
     placed, lat = 0, []
     t0 = time.perf_counter()

@@ -33,11 +33,10 @@ from corral.model.status import GroupStatus, now, record_event
 from corral.scheduler.demand import Demand, demand_of, subnet_key
 from corral.scheduler.pipeline import Pipeline, SchedulerSettings, Unschedulable
 from corral.scheduler.state import ClusterState
-from corral.store.base import Event, Put, Store
+from corral.store.base import BATCH_OPS, Event, Put, Store
 
 log = logging.getLogger(__name__)
 
-BATCH = 100  # ops per transaction: etcd's default limit is 128
 BULK = 1000  # events or pending groups from which a pass runs with the cyclic collector paused
 FAILED_SCHEDULING = "FailedScheduling"
 # A parked group's reason is rewritten when its kinds change, or its counts after this long.
@@ -86,8 +85,8 @@ class Binder(Controller):
         self.grants: dict[str, dict[str, dict[str, str]]] = {}  # vnet uid -> subnet -> node -> block
         self._room = False
         self._bound_any = False
-        self._ops: list[Put] = []
-        self._batch_keys: list[tuple[str, Pending | None]] = []
+        # The batch being built: key -> (write, the pending group it binds; None for a status).
+        self._batch: dict[str, tuple[Put, Pending | None]] = {}
 
     # the controller's two entry points ------------------------------------------
     def resync(self) -> None:
@@ -270,30 +269,33 @@ class Binder(Controller):
         self.state.bind(d, node)
         self._bound_any = True
         value = {**p.value, "meta": {**p.value["meta"], "node": node}}
-        self._ops.append(Put(key=key, value=value, expect_version=p.version))
-        self._batch_keys.append((key, p))
-        if len(self._ops) >= BATCH:
+        self._add(Put(key=key, value=value, expect_version=p.version), p)
+
+    def _add(self, op: Put, p: Pending | None) -> None:
+        self._batch[op.key] = (op, p)  # a later write of the same key replaces the earlier one
+        if len(self._batch) >= BATCH_OPS:
             self._flush()
 
     def _flush(self) -> None:
-        if not self._ops:
+        if not self._batch:
             return
-        ops, keys = self._ops, self._batch_keys
-        self._ops, self._batch_keys = [], []
+        batch = list(self._batch.values())
+        self._batch = {}
         try:
-            results = self.store.txn(ops)
+            results = self.store.txn([op for op, _ in batch])
         except VersionConflict:
             # Someone wrote one of these since we read it: write one by one, give up on the losers
             # (their newer version is on its way to us as an event).
             results = []
-            for op, (key, p) in zip(ops, keys, strict=True):
+            for op, p in batch:
                 try:
                     results.append(self.store.put(op.key, op.value, expect_version=op.expect_version))
                 except VersionConflict:
                     results.append(None)
                     if p is not None:
-                        self.state.release(key)
-        for rec, (key, p) in zip(results, keys, strict=True):
+                        self.state.release(op.key)
+        for rec, (op, p) in zip(results, batch, strict=True):
+            key = op.key
             if rec is None or p is None:
                 continue
             self.pending.pop(key, None)
@@ -321,10 +323,7 @@ class Binder(Controller):
         # The create operation ends Failed with the reason; the group stays Pending and is placed
         # (the node's first pass clears the error) when a node that fits turns up.
         status.provisioningError = message
-        self._ops.append(Put(key=status_key(d.uid), value=status.model_dump(mode="json")))
-        self._batch_keys.append((status_key(d.uid), None))
-        if len(self._ops) >= BATCH:
-            self._flush()
+        self._add(Put(key=status_key(d.uid), value=status.model_dump(mode="json")), None)
 
 
 @contextmanager
