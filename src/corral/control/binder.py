@@ -132,24 +132,15 @@ class Binder(Controller):
             self._forget(key)  # deleted and created again under the same name
         self.uids[key] = d.uid
         if d.node is None:
-            old = self.pending.get(key)
-            self._retain(d)
-            if old is not None:
-                self._release(old.demand)
+            self._retain(d)  # before the old version lets go: counts shared by both stay
+            self._unqueue(key)
             if key in self.state.bound:  # unbound by someone: it holds nothing now
                 self.state.release(key)
                 self._room = True
             self.pending[key] = Pending(revision, value, d)
-            self.parked.pop(key, None)
-            self.waiting.discard(key)
             self.active[key] = None
             return
-        was = self.pending.pop(key, None)
-        if was is not None:
-            self._release(was.demand)
-            self.active.pop(key, None)
-            self.parked.pop(key, None)
-            self.waiting.discard(key)
+        self._unqueue(key)
         prev = self.state.bound.get(key)
         if prev is not None and prev.node == d.node and prev.demand.same_footprint(d):
             prev.demand = d
@@ -160,14 +151,18 @@ class Binder(Controller):
         elif d.running:
             self._bound_any = True
 
-    def _forget(self, key: str) -> None:
-        self.uids.pop(key, None)
+    def _unqueue(self, key: str) -> None:
+        """The group is no longer pending (bound, deleted, or replaced by a newer version)."""
         p = self.pending.pop(key, None)
         if p is not None:
             self._release(p.demand)
         self.active.pop(key, None)
         self.parked.pop(key, None)
         self.waiting.discard(key)
+
+    def _forget(self, key: str) -> None:
+        self.uids.pop(key, None)
+        self._unqueue(key)
         self.reported.pop(key, None)
         if self.state.release(key) is not None:
             self._room = True
@@ -232,8 +227,8 @@ class Binder(Controller):
             self._room = False
         while True:
             if self._bound_any and self.waiting:
-                for key in self.waiting:
-                    self.parked.pop(key, None)
+                for key in [k for k in self.parked if k in self.waiting]:  # in arrival order
+                    del self.parked[key]
                     self.active[key] = None
                 self.waiting.clear()
             self._bound_any = False
@@ -298,8 +293,7 @@ class Binder(Controller):
             key = op.key
             if rec is None or p is None:
                 continue
-            self.pending.pop(key, None)
-            self._release(p.demand)
+            self._unqueue(key)
             self.reported.pop(key, None)
             self.versions[key] = rec.version
 
