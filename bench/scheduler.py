@@ -14,7 +14,9 @@ Columns:
 - placements/s: groups bound / wall time of the pass, binding writes included;
 - p99 ms: one placement, from the binder taking the group to its bind committed;
 - nodes used vs BFD: nodes holding a group, against best-fit-decreasing on the
-  same groups (offline, sorted, unconstrained); ``bound`` is the volume lower bound.
+  same groups (offline, sorted, unconstrained); ``bound`` is the volume lower bound
+  (total CPU or memory over a node's). Where the 250-groups-a-node cap binds (100
+  nodes), BFD, placing the small groups last, needs more nodes than arrival order.
 
 The same run drives the old placement code (``bench/baseline_placement.py``, the
 scheduler before the plugin pipeline) as the old binder did: recompute every

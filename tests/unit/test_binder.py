@@ -17,16 +17,27 @@ from corral.model.group import ContainerGroup
 from corral.model.network import NetworkSettings
 from corral.model.records import GroupRecord, NodeInfo, group_key, status_key
 from corral.model.status import GroupStatus
+from corral.store.base import Record
 from corral.store.sqlite import SqliteStore
 
 SUB, RG = "sub", "rg"
+
+
+class ListingStore(SqliteStore):
+    """The SQLite store, counting the listings made of it."""
+
+    lists = 0
+
+    def list(self, prefix: str) -> list[Record]:
+        self.lists += 1
+        return super().list(prefix)
 
 
 class Harness:
     """A binder driven by hand: every ``pump`` hands it the store's new events, as its thread would."""
 
     def __init__(self, tmp: Path, settings: NetworkSettings | None = None) -> None:
-        self.store = SqliteStore(tmp / "store.db")
+        self.store = ListingStore(tmp / "store.db")
         self.network = NetworkControl(self.store, settings)
         self.network.start()
         self.groups = GroupService(self.store)
@@ -207,3 +218,16 @@ def test_a_stopped_group_keeps_its_node_and_a_started_one_holds_again(h: Harness
     h.pump()
     h.create("c", cpu=1)
     assert h.node_of("c") is None  # started again, it holds its cores
+
+
+def test_events_are_applied_as_deltas_without_listing_the_store(h: Harness) -> None:
+    h.node("n1", cpu=4)
+    listed = h.store.lists
+    for i in range(5):
+        h.create(f"g{i}", cpu=1)
+    h.gone("g0")
+    h.groups.stop(SUB, RG, "g1")
+    h.node("n2", cpu=4)
+    h.pump()
+    assert h.store.lists == listed
+    assert h.node_of("g4") in ("n1", "n2")

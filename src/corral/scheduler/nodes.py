@@ -180,7 +180,8 @@ class NodeArrays:
         return self.memo(("labels", pairs), compute)
 
     def zone_mask(self, zones: frozenset[str]) -> Mask:
-        def compute() -> Mask:
-            ids = [self.zone_index[z] for z in zones if z in self.zone_index]
-            return np.isin(self.zone[: self.n], ids)
-        return self.memo(("zones", zones), compute)
+        """Nodes in one of these zones."""
+        return self.zone_ids_mask(tuple(sorted(self.zone_index[z] for z in zones if z in self.zone_index)))
+
+    def zone_ids_mask(self, ids: tuple[int, ...]) -> Mask:
+        return self.memo(("zone ids", ids), lambda: np.isin(self.zone[: self.n], ids))

@@ -42,6 +42,10 @@ class Context:
             return m
         return nodes.memo(("eligible", d.static_key), compute)
 
+    def eligible_count(self) -> int:
+        return int(self.state.nodes.memo(("eligible count", self.demand.static_key),
+                                          lambda: np.count_nonzero(self.eligible())))
+
     def eligible_zones(self) -> np.ndarray:
         """The zone ids of the eligible nodes."""
         nodes = self.state.nodes

@@ -39,15 +39,26 @@ class SpreadFilter:
         return any(s.hard for s in ctx.demand.spread)
 
     def feasible(self, ctx: Context) -> Mask:
+        # Domain counts are tiny next to the node arrays (a family sits on few nodes, in few zones):
+        # work on them, and touch the node arrays once per constraint.
         ok = np.ones(ctx.n, dtype=bool)
-        zone = ctx.state.nodes.zone[: ctx.n]
+        topo, nodes = ctx.state.topology, ctx.state.nodes
         for s in ctx.demand.spread:
             if not s.hard:
                 continue
-            per_node, least, _ = _domain_counts(ctx, s)
-            ok &= per_node + 1 - least <= s.max_skew
-            if s.key != NODE:
-                ok &= zone >= 0  # a node in no zone is in no domain of the spread
+            counts = topo.node_counts(s.family)
+            if s.key == NODE:
+                eligible = ctx.eligible()
+                held = [c for i, c in counts.items() if eligible[i]]
+                least = min(held) if held and len(held) == ctx.eligible_count() else 0
+                # A node holding none is always within maxSkew (0 + 1 - least <= 1 <= maxSkew).
+                ok[[i for i, c in counts.items() if c + 1 - least > s.max_skew]] = False
+            else:
+                per_zone = topo.zone_counts(counts)
+                seen = per_zone[ctx.eligible_zones()]
+                least = int(seen.min()) if seen.size else 0
+                allowed = np.flatnonzero(per_zone[:-1] + 1 - least <= s.max_skew)
+                ok &= nodes.zone_ids_mask(tuple(allowed.tolist()))  # a node in no zone is in no domain
         return ok
 
     def reason(self, ctx: Context) -> str:
