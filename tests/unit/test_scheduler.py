@@ -59,3 +59,13 @@ def test_unplaceable_group_gets_a_reason_per_cause() -> None:
 def test_os_type_filter() -> None:
     with pytest.raises(Unschedulable, match="osType Windows not supported"):
         place(grp(0.1, 0.1, os="Windows"), snapshot([node("a")], []))
+
+
+def test_loads_report_what_the_scheduler_accounts() -> None:
+    from corral.scheduler.allocation import loads
+
+    running, stopped = grp(1, 2, node="a", name="r"), grp(1, 1, node="a", name="s")
+    stopped.meta.desiredState = "Stopped"
+    out = loads([node("a"), node("b")], [running, stopped, grp(0.5, 0.5, name="pending")])
+    assert (out["a"].cpu, out["a"].memoryGB, out["a"].groups) == (1, 2, 1)  # a stopped group holds nothing
+    assert (out["b"].cpu, out["b"].groups) == (0, 0)

@@ -1,6 +1,6 @@
 """Corral extension: what the installation can still run, read-only (``GET .../locations/{loc}/capacity``).
 
-Computed as the scheduler sees it (``scheduler.placement.loads``): every registered node's capacity,
+Computed as the scheduler sees it (``scheduler.allocation.loads``): every registered node's capacity,
 what the groups bound to it request, and what is left on nodes that take new groups (ready and not
 cordoned). Outside connectors (the Kubernetes virtual node) size themselves from it.
 """
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 
 from corral.api.deps import api_version
 from corral.model.records import GROUPS, NODES, GroupRecord, NodeInfo
-from corral.scheduler.placement import loads
+from corral.scheduler.allocation import loads
 
 router = APIRouter(dependencies=[Depends(api_version)])
 

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.model.records import GROUPS, NODES, STATUS, GroupRecord, NodeInfo
 from corral.model.status import GroupStatus
-from corral.scheduler.placement import loads
+from corral.scheduler.allocation import loads
 from corral.telemetry import API_LATENCY, API_REQUESTS
 
 router = APIRouter()

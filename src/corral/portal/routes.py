@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from corral.config import DEFAULT_SUBSCRIPTION
 from corral.model.records import GROUPS, NODES, GroupRecord, NodeInfo
 from corral.portal import session
-from corral.scheduler.placement import loads
+from corral.scheduler.allocation import loads
 
 STATIC = Path(__file__).parent / "static"
 BUILT = STATIC / "vendor" / ".built"
