@@ -8,6 +8,7 @@ import pytest
 
 from corral.model.group import ContainerGroup
 from corral.model.records import GroupMeta, GroupRecord, NodeInfo
+from corral.scheduler.allocation import loads
 from corral.scheduler.demand import demand_of
 from corral.scheduler.pipeline import Pipeline, Unschedulable
 from corral.scheduler.state import ClusterState
@@ -62,8 +63,6 @@ def test_os_type_filter() -> None:
 
 
 def test_loads_report_what_the_scheduler_accounts() -> None:
-    from corral.scheduler.allocation import loads
-
     running, stopped = grp(1, 2, node="a", name="r"), grp(1, 1, node="a", name="s")
     stopped.meta.desiredState = "Stopped"
     out = loads([node("a"), node("b")], [running, stopped, grp(0.5, 0.5, name="pending")])
