@@ -46,17 +46,17 @@ class RegistryInfo:
     token_url: str | None = None  # the token server's realm when token_auth=True
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     # Prefer the range set aside for registries; fall back to a port the OS picks.
     for port in PORT_RANGE:
         with socket.socket() as s:
             try:
-                s.bind(("127.0.0.1", port))
+                s.bind((host, port))
             except OSError:
                 continue
             return port
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -67,14 +67,15 @@ def _htpasswd(path: Path, users: dict[str, str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _config(root: Path, port: int, users: dict[str, str] | None, token: _TokenServer | None = None) -> str:
+def _config(root: Path, port: int, users: dict[str, str] | None, token: _TokenServer | None = None,
+            host: str = "127.0.0.1") -> str:
     text = (
         "version: 0.1\n"
         "log:\n  level: warn\n"
         "storage:\n"
         f"  filesystem:\n    rootdirectory: {root / 'data'}\n"
         "  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"http:\n  addr: {host}:{port}\n"
     )
     if token is not None:
         text += (f"auth:\n  token:\n    realm: {token.url}\n    service: {token.service}\n"
@@ -200,12 +201,13 @@ class _TokenServer:
 
 @contextlib.contextmanager
 def run_registry(tmp_path: Path, users: dict[str, str] | None = None,
-                 token_auth: bool = False) -> Iterator[RegistryInfo]:
+                 token_auth: bool = False, host: str = "127.0.0.1") -> Iterator[RegistryInfo]:
+    """``host``: the address it listens on (tests with hosts in network namespaces use a fabric address)."""
     base = Path(tmp_path)
     base.mkdir(parents=True, exist_ok=True)
     token = _TokenServer(base, dict(users or {})) if token_auth else None
     try:
-        with _run(base, users, token) as info:
+        with _run(base, users, token, host) as info:
             yield info
     finally:
         if token is not None:
@@ -213,18 +215,19 @@ def run_registry(tmp_path: Path, users: dict[str, str] | None = None,
 
 
 @contextlib.contextmanager
-def _run(tmp_path: Path, users: dict[str, str] | None, token: _TokenServer | None) -> Iterator[RegistryInfo]:
+def _run(tmp_path: Path, users: dict[str, str] | None, token: _TokenServer | None,
+         host: str = "127.0.0.1") -> Iterator[RegistryInfo]:
     for _attempt in range(5):  # another process may grab the port between probe and bind
-        port = _free_port()
+        port = _free_port(host)
         root = Path(tmp_path) / f"registry-{port}"
         root.mkdir(parents=True, exist_ok=True)
-        (root / "config.yml").write_text(_config(root, port, users, token))
+        (root / "config.yml").write_text(_config(root, port, users, token, host))
         log = root / "registry.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen([REGISTRY_BIN, "serve", str(root / "config.yml")], stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://{host}:{port}"
         try:
             try:
                 _wait_ready(proc, url, log)
@@ -232,7 +235,7 @@ def _run(tmp_path: Path, users: dict[str, str] | None, token: _TokenServer | Non
                 if proc.poll() is not None and "address already in use" in log.read_text():
                     continue
                 raise
-            yield RegistryInfo(host_port=f"127.0.0.1:{port}", url=url, root=root, users=dict(users or {}),
+            yield RegistryInfo(host_port=f"{host}:{port}", url=url, root=root, users=dict(users or {}),
                                token_url=token.url if token else None)
             return
         finally:

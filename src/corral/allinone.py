@@ -1,4 +1,9 @@
-"""`corral up`: control plane, API server and a local node agent in one process."""
+"""`corral up`: control plane, API server and a local node agent in one process.
+
+The server of ``corral.server`` with its agent inside: the agent follows the same link calls
+a remote agent makes, answered in-process (``LocalLink``), and has no heartbeat lease (it
+cannot be cut off from a control plane that is its own process).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from corral.net.vnet.install import install_plugin
 from corral.node.client import LocalNodeClient
 from corral.node.setup import NodeSettings, build_agent, build_host
 from corral.scheduler.pipeline import SchedulerSettings
+from corral.server import run_api
 from corral.store.sqlite import SqliteStore
 
 log = logging.getLogger("corral")
@@ -88,16 +94,14 @@ class AllInOne:
             for gateway in self.node_host.network.gateways().values():
                 self.dns.add_listener(gateway, 53)
         self.agent.start()
-        # Open streams (log follow, events) must not hold a shutdown up for long.
-        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning",
-                                timeout_graceful_shutdown=2, **kwargs)
-        self.server = uvicorn.Server(config)
         path = self.client_config().write(self.settings.config_path)
         log.info("client config written to %s", path)
-        if ready is not None:
-            threading.Thread(target=self._signal_ready, args=(ready,), daemon=True).start()
+
+        def keep(server: uvicorn.Server) -> None:
+            self.server = server
+
         try:
-            self.server.run()
+            run_api(self.app, self.host, self.port, ready, keep, **kwargs)
         finally:
             # Stop the parts side by side: each may wait out one watch timeout.
             parts = [self.agent.stop, self.plane.stop, self.node_host.network.stop]
@@ -109,11 +113,6 @@ class AllInOne:
             for t in stoppers:
                 t.join()
             self.store.close()
-
-    def _signal_ready(self, ready: threading.Event) -> None:
-        while self.server is not None and not self.server.started:
-            threading.Event().wait(0.02)
-        ready.set()
 
     def shutdown(self) -> None:
         if self.server is not None:
@@ -131,7 +130,7 @@ def start_dns(plane: ControlPlane, listen: str | None) -> DnsServer | None:
     """Corral's DNS server; a port already taken (another Corral on this host) is a warning, not fatal."""
     if not listen:
         return None
-    dns = DnsServer(plane.store, plane.dns_zone, listen)
+    dns = DnsServer(plane.link, plane.dns_zone, listen)
     try:
         dns.start()
     except OSError as exc:

@@ -204,3 +204,42 @@ class CsrfTokenInvalid(CorralError):
 
     code = "CsrfTokenInvalid"
     status = 403
+
+
+class Forbidden(CorralError):
+    """Authenticated, but not allowed: a node asking for another node's assignments, say."""
+
+    code = "AuthorizationFailed"
+    status = 403
+
+
+class NotAssigned(Forbidden):
+    """A node acted on a group that is not bound to it (any more): another node owns it now."""
+
+    code = "GroupNotAssignedToNode"
+
+
+class StaleBinding(Conflict):
+    """A node reported on an older binding (epoch) of a group than the one in force."""
+
+    code = "StaleGroupBinding"
+
+
+class ControlPlaneUnavailable(CorralError):
+    """No control-plane server answered (an agent cut off from every server)."""
+
+    code = "ControlPlaneUnavailable"
+    status = 503
+
+
+def error_from(code: str, status: int, message: str) -> CorralError:
+    """The error class named by an API error ``code`` (as another Corral process sent it), else a generic one."""
+    todo: list[type[CorralError]] = [CorralError]
+    while todo:
+        cls = todo.pop()
+        if cls.code == code:
+            return cls(message)
+        todo.extend(cls.__subclasses__())
+    err = CorralError(message)
+    err.code, err.status = code, status
+    return err

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
+from corral.link.local import LocalLink
 from corral.model.records import NODES, status_key
 from corral.net.dns.server import DnsServer
 from corral.store.sqlite import SqliteStore
@@ -29,7 +30,7 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 @pytest.fixture
 def dns(store: SqliteStore) -> Iterator[DnsServer]:
-    server = DnsServer(store, ZONE, "127.0.0.1:0")
+    server = DnsServer(LocalLink(store), ZONE, "127.0.0.1:0")
     server.start()
     try:
         yield server
@@ -129,7 +130,7 @@ def test_dig_queries(store: SqliteStore, dns: DnsServer) -> None:
 def test_restart_sees_existing_records(store: SqliteStore) -> None:
     put_group(store, "rg", "old", "u5", ip_type="Private")
     store.put(status_key("u5"), {"uid": "u5", "node": "n1", "ip": "10.3.0.5", "privateIp": "10.3.0.5"})
-    server = DnsServer(store, ZONE, "127.0.0.1:0")
+    server = DnsServer(LocalLink(store), ZONE, "127.0.0.1:0")
     server.start()
     try:
         assert addrs(ask(server, f"old.rg.{ZONE}")) == ["10.3.0.5"]

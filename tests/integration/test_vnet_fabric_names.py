@@ -85,7 +85,7 @@ def test_names_and_public_port_across_hosts(fabric: Fabric, tmp_path: Path) -> N
     sa2, ip2 = attach(fabric, h2, a2, "api")
 
     store = SqliteStore(tmp_path / "store.db")
-    dns = DnsServer(store, ZONE, f"{H1_ADDR}:53")
+    dns = DnsServer(LocalLink(store), ZONE, f"{H1_ADDR}:53")
     try:
         link, groups = LocalLink(store), GroupService(store)
         now = datetime.now(UTC)
@@ -97,7 +97,7 @@ def test_names_and_public_port_across_hosts(fabric: Fabric, tmp_path: Path) -> N
                 "containers": [{"name": name, "properties": {"image": "corral/busybox", "ports": [{"port": 80}]}}],
                 **({"ipAddress": ipaddr} if ipaddr else {})}})
             view, _, _ = groups.create_or_update(SUB, RG, name, body)
-            link.report(GroupStatus(uid=view.record.meta.uid, node=node, state="Running", privateIp=ip,
+            link.report(view.key, GroupStatus(uid=view.record.meta.uid, node=node, state="Running", privateIp=ip,
                                     ip=H1_ADDR if public else ip))
         on(h1, dns.start)
 

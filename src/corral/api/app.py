@@ -18,6 +18,7 @@ from corral.api import (
     lro,
     monitor,
     network,
+    nodes,
     peerings,
     prometheus,
     provider,
@@ -28,6 +29,7 @@ from corral.api.auth import PUBLIC_PREFIXES
 from corral.api.paths import canonical_path
 from corral.control.plane import ControlPlane
 from corral.errors import CsrfTokenInvalid, Unauthorized
+from corral.link import routes as link_routes
 from corral.portal import routes as portal
 from corral.portal.session import authorize
 
@@ -89,4 +91,6 @@ def create_app(plane: ControlPlane) -> FastAPI:
     app.include_router(arm.router)
     app.include_router(identity.router)
     app.include_router(capacity.router)
+    app.include_router(nodes.router)
+    app.include_router(link_routes.router)
     return app

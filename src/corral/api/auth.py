@@ -31,6 +31,8 @@ PUBLIC_PREFIXES += ("/sessions/",)
 PUBLIC_PREFIXES += ("/metadata/identity/",)
 # The portal's page and assets; its data routes authenticate themselves (corral.portal.routes).
 PUBLIC_PREFIXES += ("/portal",)
+# The agent link authenticates by node tokens (link/routes.py), never by the operator's token.
+PUBLIC_PREFIXES += ("/link/",)
 
 # The resource (token audience) Corral's management API answers to; the cloud metadata advertises it.
 AUDIENCE = "https://management.corral.local/"

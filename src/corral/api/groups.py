@@ -97,13 +97,17 @@ def delete(sub: str, rg: str, name: str, request: Request, svc: GroupService = D
 
 @router.post(P + "/restart")
 def restart(sub: str, rg: str, name: str, svc: GroupService = Depends(service)) -> Response:
-    svc.restart(sub, rg, name)
+    op = svc.restart(sub, rg, name)
+    # 204 once the node has restarted the group (ACI answers when it is done).
+    svc.wait_carried_out(svc.get(sub, rg, name), lambda st: st.observedRestartGeneration >= op.restartGeneration)
     return Response(status_code=204)
 
 
 @router.post(P + "/stop")
 def stop(sub: str, rg: str, name: str, svc: GroupService = Depends(service)) -> Response:
-    svc.stop(sub, rg, name)
+    view = svc.stop(sub, rg, name)
+    # 204 once the node has stopped it, so a `show` right after reads Stopped.
+    svc.wait_carried_out(view, lambda st: st.state == "Stopped")
     return Response(status_code=204)
 
 

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from corral import pki
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+def _write_key(path: Path, key: pki.PrivateKey) -> None:
+    path.write_bytes(pki.key_pem(key))
     path.chmod(0o600)
 
 
@@ -26,52 +19,28 @@ def ensure_certificates(directory: Path, hosts: list[str]) -> tuple[Path, Path, 
     """
     directory.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = directory / "ca.pem", directory / "ca-key.pem"
-    srv_cert, srv_key = directory / "server.pem", directory / "server-key.pem"
-    now = dt.datetime.now(dt.UTC)
     if not ca_cert.exists() or not ca_key.exists():
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Corral CA")])
-        cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-            .sign(key, hashes.SHA256())
-        )
+        cert, key = pki.new_ca()
         _write_key(ca_key, key)
-        ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        ca_cert.write_bytes(pki.cert_pem(cert))
+        (directory / "server.pem").unlink(missing_ok=True)
+    return ensure_server_certificate(directory, pki.load_cert(ca_cert.read_bytes()),
+                                     pki.load_key(ca_key.read_bytes()), hosts)
+
+
+def ensure_server_certificate(directory: Path, ca: pki.x509.Certificate, ca_key: pki.PrivateKey,
+                              hosts: list[str]) -> tuple[Path, Path, Path]:
+    """(ca_cert, server_cert, server_key) in ``directory``: the CA's certificate is written there,
+    the server certificate (re)issued from the CA unless one covering ``hosts`` is already there."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_path, srv_cert, srv_key = directory / "ca.pem", directory / "server.pem", directory / "server-key.pem"
+    if not ca_path.exists() or ca_path.read_bytes() != pki.cert_pem(ca):
+        ca_path.write_bytes(pki.cert_pem(ca))
         srv_cert.unlink(missing_ok=True)
-    if srv_cert.exists() and _covers(srv_cert, hosts):
-        return ca_cert, srv_cert, srv_key
-    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
-    ca_private = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = []
-    for h in hosts:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            sans.append(x509.DNSName(h))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=825))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_private, hashes.SHA256())  # type: ignore[arg-type]
-    )
+    if srv_cert.exists() and srv_key.exists() and pki.covers(pki.load_cert(srv_cert.read_bytes()), hosts):
+        return ca_path, srv_cert, srv_key
+    key = pki.new_key()
+    cert = pki.issue(ca, ca_key, key.public_key(), hosts[0], hosts)
     _write_key(srv_key, key)
-    srv_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return ca_cert, srv_cert, srv_key
-
-
-def _covers(cert_path: Path, hosts: list[str]) -> bool:
-    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return False
-    have = {str(v) for v in san.get_values_for_type(x509.IPAddress)} | set(san.get_values_for_type(x509.DNSName))
-    return set(hosts) <= have
+    srv_cert.write_bytes(pki.cert_pem(cert))
+    return ca_path, srv_cert, srv_key

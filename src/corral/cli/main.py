@@ -10,6 +10,7 @@ from corral.cli import container, image, network, node, share, storage
 from corral.cli.azlogin import az_login_command
 from corral.cli.kube import kube_node
 from corral.cli.output import err_console
+from corral.cli.server import agent, server
 from corral.cli.up import up
 from corral.cli.usage import usage
 from corral.errors import CorralError
@@ -17,6 +18,8 @@ from corral.errors import CorralError
 app = typer.Typer(help="Corral: serverless container groups on your own machines.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 app.command("up")(up)
+app.command("server")(server)
+app.command("agent")(agent)
 app.command("usage")(usage)
 app.command("az-login")(az_login_command)
 app.command("kube-node")(kube_node)

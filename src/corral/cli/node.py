@@ -1,18 +1,128 @@
-"""`corral node ...`: maintenance of this machine as a Corral node."""
+"""`corral node ...`: the cluster's nodes (through the API), and maintenance of this machine as a node."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.table import Table
 
-from corral.cli.output import console
+from corral.cli.client import Client
+from corral.cli.output import Format, console, emit
 from corral.config import DEFAULT_DATA_DIR
+from corral.node.fence import stop_watchdog
 from corral.node.runtime.cgroups import remove_cgroup
 from corral.node.setup import NodeSettings, build_host
 from corral.node.volumes.backends import unmount_shares
 
-app = typer.Typer(help="Maintain this machine as a Corral node.", no_args_is_help=True)
+app = typer.Typer(help="The cluster's nodes, and maintenance of this machine as a Corral node.",
+                  no_args_is_help=True)
+NODES = "/providers/Corral/nodes"
+OUT = typer.Option(Format.table, "-o", "--output", help="Output format.")
+NAME = typer.Argument(..., help="The node's name.")
+
+
+def _state(n: dict[str, Any]) -> str:
+    p = n["properties"]
+    out = p["status"]
+    if p.get("draining"):
+        out += ",Draining"
+    elif not p.get("schedulable", True):
+        out += ",SchedulingDisabled"
+    return out
+
+
+def _table(nodes: list[dict[str, Any]]) -> Table:
+    t = Table(show_edge=False)
+    for col in ("Name", "Status", "Zone", "Address", "CPU (used/all)", "Memory GB (used/all)", "Groups",
+                "Last heartbeat"):
+        t.add_column(col)
+    for n in nodes:
+        p = n["properties"]
+        cap, used = p["capacity"], p["allocated"]
+        t.add_row(n["name"], _state(n), p.get("zone") or "", p["address"], f"{used['cpu']:g}/{cap['cpu']:g}",
+                  f"{used['memoryInGB']:g}/{cap['memoryInGB']:g}", str(used["groups"]),
+                  p.get("lastHeartbeat") or "-")
+    return t
+
+
+@app.command("list")
+def list_(output: Format = OUT) -> None:
+    """The cluster's nodes: readiness, zone, capacity and what is placed on them."""
+    nodes = Client.from_config().request("GET", NODES).json()["value"]
+    emit(nodes, output, _table(nodes))
+
+
+def _show(n: dict[str, Any], output: Format) -> None:
+    emit(n, output, None)
+    if output != Format.table:
+        return
+    p = n["properties"]
+    console.print(_table([n]))
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(p["labels"].items())) or "-"
+    gpus = ", ".join(f"{k}: {v}" for k, v in sorted(p["capacity"]["gpus"].items())) or "-"
+    console.print(f"os: {p.get('osImage') or p['osType']}   labels: {labels}   gpus: {gpus}")
+    console.print(f"endpoint: {p.get('endpoint') or 'in-process'}   lease: "
+                  f"{p['leaseSeconds'] if p.get('leaseSeconds') else '-'} s")
+    if p["groups"]:
+        t = Table(show_edge=False)
+        for col in ("Group", "ResourceGroup", "State"):
+            t.add_column(col)
+        for g in p["groups"]:
+            t.add_row(g["name"], g["resourceGroup"], g["state"])
+        console.print(t)
+
+
+@app.command()
+def show(name: str = NAME, output: Format = OUT) -> None:
+    """One node: attributes, lease, and the groups bound to it."""
+    _show(Client.from_config().request("GET", f"{NODES}/{name}").json(), output)
+
+
+@app.command()
+def cordon(name: str = NAME) -> None:
+    """Place no new groups on the node (those it runs stay)."""
+    Client.from_config().request("POST", f"{NODES}/{name}/cordon")
+    console.print(f"node {name} cordoned")
+
+
+@app.command()
+def uncordon(name: str = NAME) -> None:
+    """Let the node take new groups again (and stop a drain)."""
+    Client.from_config().request("POST", f"{NODES}/{name}/uncordon")
+    console.print(f"node {name} uncordoned")
+
+
+@app.command()
+def drain(name: str = NAME, wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until it is empty."),
+          timeout: float = typer.Option(600, "--timeout", help="Seconds to wait.")) -> None:
+    """Cordon the node and move its groups to other nodes, one at a time."""
+    client = Client.from_config()
+    client.request("POST", f"{NODES}/{name}/drain")
+    console.print(f"node {name} draining")
+    deadline = time.monotonic() + timeout
+    while wait:
+        p = client.request("GET", f"{NODES}/{name}").json()["properties"]
+        left = [g["name"] for g in p["groups"] if g["state"] not in ("Succeeded", "Failed", "Stopped")]
+        if not left and not p.get("evicting"):
+            console.print(f"node {name} drained")
+            return
+        if time.monotonic() > deadline:
+            console.print(f"[red]node {name} still runs {len(left)} group(s) after {timeout:g} s:[/red] "
+                          + ", ".join(left))
+            raise typer.Exit(1)
+        time.sleep(0.5)
+
+
+@app.command()
+def delete(name: str = NAME, yes: bool = typer.Option(False, "-y", "--yes", help="Do not ask.")) -> None:
+    """Remove a node from the cluster: its credentials are revoked and its address blocks returned."""
+    if not yes:
+        typer.confirm(f"remove node {name} from the cluster?", abort=True)
+    Client.from_config().request("DELETE", f"{NODES}/{name}")
+    console.print(f"node {name} removed")
 
 
 @app.command()
@@ -21,15 +131,17 @@ def reset(
     bridge: str = typer.Option("corral0", "--bridge", help="Bridge of the bridge-mode network."),
     subnet: str = typer.Option("10.240.0.0/16", "--subnet"),
     cgroup_parent: str = typer.Option("/corral", "--cgroup-parent"),
+    netns_prefix: str = typer.Option("corral-", "--netns-prefix"),
 ) -> None:
     """Remove every container, sandbox, mount and cgroup Corral made here (run with Corral stopped).
 
     Images and the control plane's records stay; a started Corral recreates the groups it still has.
     """
+    stop_watchdog(data_dir / "agent" / "fence")  # a `corral agent`'s self-fencing watchdog, if any
     uids: set[str] = set()
     for mode in ("vnet", "bridge"):  # what either network mode left
         host = build_host(NodeSettings(data_dir=data_dir, bridge=bridge, subnet=subnet, cgroup_parent=cgroup_parent,
-                                       network=mode))
+                                       network=mode, netns_prefix=netns_prefix))
         found = host.group_uids_on_disk()
         for uid in sorted(found):
             host.teardown_group(uid)

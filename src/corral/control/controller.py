@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 class Controller:
     name = "controller"
     watch_prefix = "/"
+    watch_timeout = 1.0  # also how often ``tick`` runs when nothing changes
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -25,11 +26,20 @@ class Controller:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
     def start(self) -> None:
+        """Start (or, after ``stop``, start again: a server re-elected leader)."""
+        if self._thread.is_alive():
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def tick(self) -> None:
+        """Work due on time rather than on a change (leases expiring); after every watch."""
 
     def resync(self) -> None:
         """A full pass over the store."""
@@ -45,10 +55,11 @@ class Controller:
                 if rev is None:
                     rev = self.store.revision()
                     self.resync()
-                events = self.store.watch(self.watch_prefix, rev, timeout=1.0)
+                events = self.store.watch(self.watch_prefix, rev, timeout=self.watch_timeout)
                 if events:
                     self.handle(events)
                     rev = events[-1].revision
+                self.tick()
             except Compacted:
                 rev = None
             except Exception:  # keep the controller alive; the resync of the next pass repairs

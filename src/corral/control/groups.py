@@ -7,6 +7,7 @@ touches a host.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 
 from corral.errors import Conflict, InvalidRequest, NotFound, VersionConflict
 from corral.model.group import ContainerGroup, check_name
-from corral.model.records import GROUPS, OPERATIONS, GroupMeta, GroupRecord, group_key, status_key
+from corral.model.records import GROUPS, NODES, OPERATIONS, GroupMeta, GroupRecord, group_key, status_key
 from corral.model.status import GroupStatus
 from corral.store.base import ABSENT, Record, Store
 from corral.store.update import update_record
@@ -62,6 +63,8 @@ def volume_shape(group: ContainerGroup) -> list[object]:
             dump["secret"] = None
         out.append(dump)
     return out
+# How long stop and restart wait for the node to have done them (a container ignoring SIGTERM gets 10 s).
+CARRY_OUT_WAIT = 15.0
 
 
 class GroupService:
@@ -184,6 +187,31 @@ class GroupService:
         def apply(r: GroupRecord) -> None:
             r.meta.desiredState = "Stopped"
         return self._mutate(sub, rg, name, apply)
+
+    def wait_carried_out(self, view: GroupView, done: Callable[[GroupStatus], bool],
+                         timeout: float = CARRY_OUT_WAIT) -> None:
+        """Return once the group's node reports ``done`` (ACI answers stop and restart once they happened),
+        at once if no node can (unplaced, NotReady), or after ``timeout`` (the desired state stays written)."""
+        key, uid = view.key, view.record.meta.uid
+        deadline = time.monotonic() + timeout
+        while True:
+            rev = self.store.revision()
+            rec = self.store.get(key)
+            if rec is None or rec.value["meta"]["uid"] != uid:
+                return
+            record = GroupRecord.model_validate(rec.value)
+            node = self.store.get(NODES + record.meta.node) if record.meta.node else None
+            if node is None or not node.value.get("ready", True):
+                return
+            st = self.store.get(status_key(uid))
+            status = GroupStatus.model_validate(st.value) if st else None
+            if status is not None and status.epoch == record.meta.epoch and done(status):
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            # Woken by the status write; the cap notices rebinding or a node going NotReady.
+            self.store.watch(status_key(uid), rev, min(left, 0.5))
 
     def start(self, sub: str, rg: str, name: str) -> Operation:
         def apply(r: GroupRecord) -> None:

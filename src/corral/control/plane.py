@@ -8,11 +8,16 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from corral.control.binder import Binder
+from corral.control.controller import Controller
+from corral.control.credentials import NodeCredentials
 from corral.control.groups import GroupService
+from corral.control.leader import Leadership, SoleLeadership
+from corral.control.lifecycle import NodeLifecycle
 from corral.control.metering import Meter, PriceSheet
 from corral.control.metrics.history import MetricsHistory
 from corral.control.metrics.rollups import MetricsCompactor
 from corral.control.netplane import NetworkControl
+from corral.control.nodeadmin import NodeService
 from corral.control.nodes import NodeDirectory
 from corral.control.placementcheck import GroupPlacementCheck
 from corral.link.local import LocalLink
@@ -31,19 +36,25 @@ class ControlPlane:
 
     def __init__(self, store: Store, token: str, location: str = "local", dns_zone: str = "corral.local",
                  price_sheet: Path | None = None, network: NetworkSettings | None = None,
-                 scheduler: SchedulerSettings | None = None) -> None:
+                 scheduler: SchedulerSettings | None = None, leadership: Leadership | None = None) -> None:
         self.store = store
         self.token = token
         self.location = location
         self.dns_zone = dns_zone
         self.quota = Quota()
         self.groups = GroupService(store, default_location=location)
-        self.nodes = NodeDirectory()
+        self.nodes = NodeDirectory(store)
         self.link = LocalLink(store)
         self.metering = Meter(store, PriceSheet.load(price_sheet))
+        self.lifecycle = NodeLifecycle(store)
         self.network = NetworkControl(store, network, location=location)
         self.binder = Binder(store, scheduler, self.network.settings, self.network.vnets.default_subnet_id())
         self.groups.placement_check = GroupPlacementCheck(store).check
+        self.node_admin = NodeService(store, self.network)
+        # Remote agents may join (set by `corral server`); None: only the in-process node of `corral up`.
+        self.credentials: NodeCredentials | None = None
+        # Every server serves the API; the controllers run on the leader only.
+        self.leadership = leadership or SoleLeadership()
         self.groups.network_check = self.network.check_group
         self.link.network = self.network
         # Usage metrics: every server keeps what its agents send; the compactor runs with the controllers.
@@ -52,15 +63,25 @@ class ControlPlane:
         self.metrics_compactor = MetricsCompactor(store)
         self.network.start()
 
+    @property
+    def controllers(self) -> list[Controller]:
+        return [self.binder, self.metering, self.lifecycle, self.metrics_compactor]
+
     def start(self) -> None:
-        self.binder.start()
-        self.metering.start()
-        self.metrics_compactor.start()
+        self.leadership.start(on_elected=self._elected, on_demoted=self._demoted)
+
+    def _elected(self) -> None:
+        for c in self.controllers:
+            c.start()
+
+    def _demoted(self) -> None:
+        stoppers = [threading.Thread(target=c.stop) for c in self.controllers]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
 
     def stop(self) -> None:
-        controllers = [threading.Thread(target=c.stop)
-                       for c in (self.binder, self.metering, self.metrics_compactor, self.metrics)]
-        for t in controllers:
-            t.start()
-        for t in controllers:
-            t.join()
+        self.leadership.stop()
+        self._demoted()  # stopping twice is harmless
+        self.metrics.stop()

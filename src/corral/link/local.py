@@ -1,4 +1,5 @@
-"""``ControlPlaneLink`` served in-process from the store: the all-in-one's agent uses it directly.
+"""``ControlPlaneLink`` served in-process from the store: the all-in-one's agent uses it directly,
+and the HTTP routes (``corral.link.routes``) call it for remote agents once they are authorized.
 
 The control plane side of the link; the agent side only knows ``corral.link.protocol``.
 """
@@ -6,19 +7,25 @@ The control plane side of the link; the agent side only knows ``corral.link.prot
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from corral.errors import NotAssigned, StaleBinding, VersionConflict
 from corral.link.protocol import AGENT_PREFIXES
 from corral.model.metrics import MetricsReport
-from corral.model.records import GROUPS, NODES, GroupRecord, NodeInfo, status_key
+from corral.model.records import GROUPS, LEASES, NODES, GroupRecord, NodeInfo, status_key
 from corral.model.status import GroupStatus
-from corral.store.base import Compacted, Store
+from corral.net.dns.feed import DnsUpdate, store_changes
+from corral.store.base import ABSENT, Compacted, Store
 
 if TYPE_CHECKING:
     from corral.control.metrics.history import MetricsHistory
     from corral.control.netplane import NetworkControl
     from corral.net.vnet.config import VnetConf
     from corral.net.vnet.nsg import SecurityRule
+
+# What the control plane decides of a node; a node registering again keeps it.
+CONTROL_FIELDS = ("unschedulable", "draining", "evicting")
 
 
 class LocalLink:
@@ -29,7 +36,21 @@ class LocalLink:
         self.store = store
 
     def register(self, node: NodeInfo) -> None:
-        self.store.put(NODES + node.name, node.model_dump(mode="json"))
+        key = NODES + node.name
+        for _ in range(10):
+            cur = self.store.get(key)
+            value = node.model_dump(mode="json")
+            if cur is not None:
+                value.update({k: cur.value[k] for k in CONTROL_FIELDS if k in cur.value})
+            try:
+                self.store.put(key, value, expect_version=cur.version if cur else ABSENT)
+                return
+            except VersionConflict:
+                continue
+        raise VersionConflict(f"node '{node.name}' is changing too often to register; retry")
+
+    def heartbeat(self, node: str) -> None:
+        self.store.put(LEASES + node, {"node": node, "renewedAt": datetime.now(UTC).isoformat()})
 
     def assignments(self, node: str) -> tuple[int, dict[str, GroupRecord]]:
         rev = self.store.revision()
@@ -61,12 +82,30 @@ class LocalLink:
         group = GroupRecord.model_validate(rec.value)
         return group if group.meta.node == node else None
 
-    def last_status(self, uid: str) -> GroupStatus | None:
+    def last_status(self, key: str, uid: str) -> GroupStatus | None:
         rec = self.store.get(status_key(uid))
         return GroupStatus.model_validate(rec.value) if rec else None
 
-    def report(self, status: GroupStatus) -> None:
-        self.store.put(status_key(status.uid), status.model_dump(mode="json"))
+    def report(self, key: str, status: GroupStatus) -> None:
+        skey = status_key(status.uid)
+        for _ in range(10):
+            group = self.store.get(key)
+            if group is None or group.value["meta"]["uid"] != status.uid:
+                raise NotAssigned(f"container group {status.uid} is gone; nothing to report on")
+            if group.value["meta"].get("epoch", 0) > status.epoch:
+                raise StaleBinding(f"container group {status.uid} was rebound (epoch "
+                                   f"{group.value['meta'].get('epoch', 0)}); this report is for epoch {status.epoch}")
+            cur = self.store.get(skey)
+            if cur is not None and cur.value.get("epoch", 0) > status.epoch:
+                raise StaleBinding(f"the status of container group {status.uid} is already at epoch "
+                                   f"{cur.value.get('epoch', 0)}; this report is for epoch {status.epoch}")
+            try:
+                # A compare-and-swap: a rebinding that lands between the check and the write wins.
+                self.store.put(skey, status.model_dump(mode="json"), expect_version=cur.version if cur else ABSENT)
+                return
+            except VersionConflict:
+                continue
+        raise VersionConflict(f"the status of container group {status.uid} is changing too often; retry")
 
     def release(self, key: str, uid: str) -> None:
         rec = self.store.get(key)
@@ -87,3 +126,6 @@ class LocalLink:
     def report_metrics(self, report: MetricsReport) -> None:
         if self.metrics is not None:
             self.metrics.receive(report)
+
+    def dns_changes(self, after: int, timeout: float) -> DnsUpdate:
+        return store_changes(self.store, after, timeout)

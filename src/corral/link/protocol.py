@@ -17,17 +17,27 @@ from corral.model.records import GROUPS, NODE_BLOCKS, NSGS, ROUTE_TABLES, VNETS,
 from corral.model.status import GroupStatus
 
 if TYPE_CHECKING:
+    from corral.net.dns.feed import DnsUpdate
     from corral.net.vnet.config import VnetConf
     from corral.net.vnet.nsg import SecurityRule
 
 
+# Where the servers answer the link's calls over HTTPS (``corral.link.routes``).
+LINK_PREFIX = "/link/v1"
 # What an agent follows: its groups, and what its networks are made of.
 AGENT_PREFIXES = (GROUPS, VNETS, NSGS, NODE_BLOCKS, ROUTE_TABLES)
 NETWORK_PREFIXES = (VNETS, NSGS, NODE_BLOCKS, ROUTE_TABLES)
 
 
 class ControlPlaneLink(Protocol):
-    def register(self, node: NodeInfo) -> None: ...
+    def register(self, node: NodeInfo) -> None:
+        """The node as it is (capacity, labels, zone, endpoint); what the control plane decided of it
+        (cordoned, draining) stays."""
+        ...
+
+    def heartbeat(self, node: str) -> None:
+        """Renew the node's lease; returns once the renewal is recorded (raises when it could not be)."""
+        ...
 
     def assignments(self, node: str) -> tuple[int, dict[str, GroupRecord]]:
         """The groups bound to ``node`` now, and the revision to wait from."""
@@ -42,11 +52,17 @@ class ControlPlaneLink(Protocol):
         """
         ...
 
-    def assignment(self, node: str, key: str) -> GroupRecord | None: ...
+    def assignment(self, node: str, key: str) -> GroupRecord | None:
+        """The group at ``key`` if it is bound to ``node`` now, else None (gone, or another node's)."""
+        ...
 
-    def last_status(self, uid: str) -> GroupStatus | None: ...
+    def last_status(self, key: str, uid: str) -> GroupStatus | None: ...
 
-    def report(self, status: GroupStatus) -> None: ...
+    def report(self, key: str, status: GroupStatus) -> None:
+        """Record what the node observes of the group at ``key``. Raises StaleBinding when the status
+        describes an older binding (``status.epoch``) than one already recorded, and NotAssigned
+        when the group is gone (or, over the network, bound to another node)."""
+        ...
 
     def release(self, key: str, uid: str) -> None:
         """The agent removed everything of a deleted group: forget it."""
@@ -62,6 +78,10 @@ class ControlPlaneLink(Protocol):
 
     def report_metrics(self, report: MetricsReport) -> None:
         """CPU, memory and network usage of the node's running groups, every few seconds (lossy: never retried)."""
+        ...
+
+    def dns_changes(self, after: int, timeout: float) -> DnsUpdate:
+        """What the node's DNS server answers from (``corral.net.dns.feed.DnsFeed``)."""
         ...
 
 

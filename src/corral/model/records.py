@@ -19,6 +19,10 @@ NSGS = "/nsgs/"
 NODE_BLOCKS = "/nodeblocks/"
 ROUTE_TABLES = "/routetables/"
 DNS_LABELS = "/dnslabels/"
+# The cluster: node heartbeat leases, node credentials, the cluster's own secrets (CA, tokens).
+LEASES = "/leases/"
+NODE_CREDENTIALS = "/nodecreds/"
+CLUSTER = "/cluster/"
 
 
 def group_key(subscription: str, resource_group: str, name: str) -> str:
@@ -44,6 +48,11 @@ class GroupMeta(BaseModel):
     lastOperation: str = "Create"  # Create | Update | Delete | Start
     # Corral extension: bumped per container by a single-container restart.
     containerRestarts: dict[str, int] = Field(default_factory=dict)
+    # A binding is (node, epoch): the epoch grows each time the group leaves a node (failover, drain),
+    # so an agent that comes back can tell its copy is not the one in force.
+    epoch: int = 0
+    # Set while a drain moves the group off its node: the node stops it, then it is rebound elsewhere.
+    evicting: bool = False
 
 
 class GroupRecord(BaseModel):
@@ -70,3 +79,11 @@ class NodeInfo(BaseModel):
     # Set by the control plane, never by the agent: cordoned (no new placements) and heartbeat health.
     unschedulable: bool = False
     ready: bool = True
+    # Remote agents: where the servers reach the node's API (logs, exec), and how long the node's
+    # heartbeat lease lasts (None: an agent inside the server process, which has no lease).
+    endpoint: str | None = None
+    leaseSeconds: float | None = None
+    osImage: str | None = None  # e.g. "Debian GNU/Linux 12 (bookworm)", kernel release
+    # Drain: set by `corral node drain`; the key of the group being moved off right now.
+    draining: bool = False
+    evicting: str | None = None

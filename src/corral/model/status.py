@@ -65,6 +65,10 @@ class GroupStatus(BaseModel):
     observedContainerRestarts: dict[str, int] = Field(default_factory=dict)
     # The group's own (sandbox / virtual network) address; ``ip`` is the node's for Public groups.
     privateIp: str | None = None
+    # The binding (GroupMeta.epoch) this status describes; a report on an older one is refused.
+    epoch: int = 0
+    # The node stopped the group for a drain (GroupMeta.evicting): it may be bound elsewhere now.
+    evicted: bool = False
 
 
 def record_event(events: list[Event], name: str, message: str, type: str = "Normal", limit: int = 50) -> None:

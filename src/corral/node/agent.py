@@ -4,6 +4,11 @@ It holds no state of its own that matters: assignments come from the control
 plane, containers and sandboxes are found on disk. Killing it leaves every
 container running (conmon supervises them); a new agent adopts them, and
 removes what belongs to groups deleted while it was away.
+
+A remote agent (``lease`` given) holds its groups under a heartbeat lease
+(``corral.node.lease``): when the lease lapses it kills its containers, and when
+it is back it lists its assignments afresh before anything starts again,
+removing the copies of groups the control plane moved elsewhere meanwhile.
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ import logging
 import threading
 from datetime import UTC, datetime
 
+from corral.errors import CorralError
 from corral.link.protocol import NETWORK_PREFIXES, ControlPlaneLink
-from corral.model.records import GROUPS, NodeInfo
+from corral.model.records import GROUPS, GroupRecord, NodeInfo
+from corral.node import fence
 from corral.node.host import NodeHost
+from corral.node.lease import NodeLease
 from corral.node.stats import SAMPLE_INTERVAL, MetricsReporter, UsageSampler
 from corral.node.worker import GroupWorker
 
@@ -22,31 +30,44 @@ log = logging.getLogger(__name__)
 
 
 class NodeAgent:
-    def __init__(self, link: ControlPlaneLink, host: NodeHost, info: NodeInfo,
-                 metrics_interval: float = SAMPLE_INTERVAL) -> None:
+    def __init__(self, link: ControlPlaneLink, host: NodeHost, info: NodeInfo, lease: NodeLease | None = None,
+                 wait_timeout: float = 1.0, metrics_interval: float = SAMPLE_INTERVAL) -> None:
         self.link = link
         self.host = host
         self.info = info
+        self.lease = lease
+        self.wait_timeout = wait_timeout
         self.metrics = MetricsReporter(UsageSampler(host, info.name), link, metrics_interval)
         self.workers: dict[str, GroupWorker] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the workers table
+        # One sync at a time (a re-list, or dispatching what a wait returned); ``_gen`` moves with
+        # each re-list and lapse, so a wait's answer older than either is dropped, not applied.
+        self._sync = threading.RLock()
+        self._gen = 0
+        self._rev: int | None = None
+        self._first_sync = True
+        self._fenced_at_start = lease is not None and fence.took_fence(lease.state_dir)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="agent", daemon=True)
 
+    @property
+    def _session(self) -> int:
+        return self.lease.session if self.lease is not None else 0
+
     def start(self) -> None:
-        self.info.lastHeartbeat = datetime.now(UTC)
-        self.link.register(self.info)
-        rev, assigned = self.link.assignments(self.info.name)
-        self._collect_orphans({g.meta.uid for g in assigned.values()})
-        for key, group in assigned.items():
-            self._dispatch(key, group)
-        self._rev = rev
+        if self.lease is None:  # in the server's process: the link is always there
+            self._register()
+            self._resync(0)
+        else:
+            self.lease.start(on_lapse=self._fence, on_regain=self._regained)
         self._thread.start()
         self.metrics.start()
 
     def stop(self) -> None:
-        """Stop reconciling; containers keep running."""
+        """Stop reconciling; containers keep running (a remote agent's watchdog fences them once its lease lapses)."""
         self._stop.set()
+        if self.lease is not None:
+            self.lease.stop()
         self._thread.join(timeout=5)
         self.metrics.stop()
         with self._lock:
@@ -54,28 +75,96 @@ class NodeAgent:
         for w in workers:
             w.stop()
 
+    def _register(self) -> None:
+        self.info.lastHeartbeat = datetime.now(UTC)
+        self.link.register(self.info)
+
+    # sessions (remote agents) -------------------------------------------------
+    def _regained(self, session: int) -> None:
+        """A heartbeat was acknowledged after none (start) or a lapse: list the assignments, then let
+        containers start."""
+        try:
+            self._register()
+            self._resync(session)
+        except Exception as exc:
+            log.warning("could not list this node's assignments (%s); trying again", exc)
+            self.lease.resync_failed(session)  # type: ignore[union-attr]
+            return
+        if self.lease.confirm(session):  # type: ignore[union-attr]
+            if self._fenced_at_start:
+                fence.clear_fence_marker(self.lease.state_dir)  # type: ignore[union-attr]
+                self._fenced_at_start = False
+
+    def _fence(self) -> None:
+        """The lease lapsed: kill this node's containers now (the watchdog would, a moment later)."""
+        self._gen += 1  # no lock: a sync may be stuck on the unreachable control plane, the kill cannot wait
+        killed = fence.kill_tree(self.host.cgroup_parent)
+        with self._lock:
+            workers = list(self.workers.values())
+        for w in workers:
+            w.fence()
+        log.warning("self-fenced: %d process(es) of %d group(s) killed", killed, len(workers))
+
+    def _resync(self, session: int) -> None:
+        """List the assignments and converge the workers on them: new ones start, gone ones are relinquished."""
+        with self._sync:
+            rev, assigned = self.link.assignments(self.info.name)
+            if self._first_sync:
+                self._collect_orphans({g.meta.uid for g in assigned.values()})
+                self._first_sync = False
+            with self._lock:
+                lost = [k for k in self.workers if k not in assigned]
+            for key in lost:
+                self._relinquish(key)
+            for key, group in assigned.items():
+                self._dispatch(key, group, session)
+            self._rev = rev
+            self._gen += 1
+
+    # following the assignments ---------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                rev, changed = self.link.wait(self.info.name, self._rev, timeout=1.0)
-                if changed is None:  # history lost: re-list everything
-                    rev, assigned = self.link.assignments(self.info.name)
-                    for key, group in assigned.items():
-                        self._dispatch(key, group)
-                else:
+                with self._sync:
+                    gen, rev, session = self._gen, self._rev, self._session
+                if rev is None:  # a remote agent before its first session
+                    self._stop.wait(0.1)
+                    continue
+                new_rev, changed = self.link.wait(self.info.name, rev, timeout=self.wait_timeout)
+                with self._sync:
+                    if gen != self._gen:
+                        continue  # a re-list or a lapse came in between: this answer may be stale
+                    if changed is None:  # history lost: re-list everything
+                        self._resync(session)
+                        continue
                     if any(k.startswith(NETWORK_PREFIXES) for k in changed):
                         self._refresh_networks()
                     for key in changed:
-                        if not key.startswith(GROUPS):
-                            continue
-                        group = self.link.assignment(self.info.name, key)
-                        if group is not None:
-                            self._dispatch(key, group)
-                self._rev = rev
+                        if key.startswith(GROUPS):
+                            self._follow(key, session)
+                    self._rev = new_rev
                 self._reap()
-            except Exception:
-                log.exception("agent loop failed; retrying")
+            except Exception as exc:
+                level = logging.WARNING if isinstance(exc, CorralError) else logging.ERROR
+                log.log(level, "agent loop failed; retrying: %s", exc, exc_info=not isinstance(exc, CorralError))
                 self._stop.wait(1.0)
+
+    def _follow(self, key: str, session: int) -> None:
+        group = self.link.assignment(self.info.name, key)
+        if group is not None:
+            self._dispatch(key, group, session)
+        else:
+            self._relinquish(key)
+
+    def recheck(self, key: str) -> None:
+        """A worker's report was refused: look at its assignment again (from the worker's thread)."""
+        def check() -> None:
+            try:
+                with self._sync:
+                    self._follow(key, self._session)
+            except CorralError as exc:
+                log.info("could not re-check %s: %s", key, exc.message)
+        threading.Thread(target=check, name="agent-recheck", daemon=True).start()
 
     def _refresh_networks(self) -> None:
         """Security rules or peers changed: apply them to this node's networks, live."""
@@ -88,18 +177,32 @@ class NodeAgent:
         for w in workers:  # groups with their own security group re-read it
             w.poke()
 
-    def _dispatch(self, key: str, group) -> None:  # type: ignore[no-untyped-def]
+    def _dispatch(self, key: str, group: GroupRecord, session: int) -> None:
         with self._lock:
             worker = self.workers.get(key)
+        if worker is not None and worker.uid == group.meta.uid and worker.epoch != group.meta.epoch:
+            # The group left this node and came back: the old copy goes before the new binding starts.
+            worker.relinquish()
+            worker.join(30)
+            worker = None
+        with self._lock:
             if worker is not None and worker.uid != group.meta.uid:
                 worker.update(None)  # same name, new group: the old one is gone
                 worker = None
             if worker is None or worker.finished:
-                worker = GroupWorker(key, group, self.link, self.host)
+                worker = GroupWorker(key, group, self.link, self.host, lease=self.lease, session=session,
+                                     on_lost=self.recheck, fenced=self._fenced_at_start)
                 self.workers[key] = worker
                 worker.start()
             else:
-                worker.update(group)
+                worker.update(group, session)
+
+    def _relinquish(self, key: str) -> None:
+        with self._lock:
+            worker = self.workers.get(key)
+        if worker is not None and not worker.finished:
+            log.info("group %s is no longer bound to this node: removing its copy here", worker.uid)
+            worker.relinquish()
 
     def _reap(self) -> None:
         with self._lock:

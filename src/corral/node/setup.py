@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,7 @@ from corral.net.vnet.config import VnetConf
 from corral.node.agent import NodeAgent
 from corral.node.host import NodeHost
 from corral.node.images.store import ImageStore
+from corral.node.lease import NodeLease
 from corral.node.network.backend import NodeNetwork
 from corral.node.network.networks import NetworkSet
 from corral.node.network.sandbox import NetworkConfig, NetworkManager
@@ -41,6 +44,8 @@ class NodeSettings(BaseModel):
     dns_zone: str = "corral.local"
     dns_enabled: bool = True
     cgroup_parent: str = "/corral"
+    # Prefix of the network namespaces of groups under /var/run/netns (agents sharing a machine differ).
+    netns_prefix: str = "corral-"
     max_groups: int = 250
     # Privileged containers run only where the operator allowed them (`corral up --allow-privileged`).
     allow_privileged: bool = False
@@ -54,6 +59,10 @@ class NodeSettings(BaseModel):
     shares: str | None = None
     # Seconds between usage samples (CPU, memory, network) sent to the control plane; 0: none.
     metrics_interval: float = 5.0
+    # Placement attributes the node registers with (the scheduler reads them).
+    zone: str | None = None
+    labels: dict[str, str] = {}
+    gpus: dict[str, int] | None = None  # None: detect
 
 
 def capacity() -> tuple[float, float]:
@@ -67,19 +76,47 @@ def capacity() -> tuple[float, float]:
     return cores, round(mem_kb / 1024 / 1024, 1)
 
 
+def os_image() -> str:
+    """The node's OS as `corral node show` reports it: the distribution's name and the kernel release."""
+    name = platform.system()
+    try:
+        for line in open("/etc/os-release"):
+            if line.startswith("PRETTY_NAME="):
+                name = line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return f"{name}, kernel {platform.release()}"
+
+
+def detect_gpus(proc: Path = Path("/proc/driver/nvidia/gpus")) -> dict[str, int]:
+    """NVIDIA GPUs by SKU (K80, P100, V100 as ACI names them, else the model name), from the driver's /proc files."""
+    out: dict[str, int] = {}
+    if not proc.is_dir():
+        return out
+    for info in proc.glob("*/information"):
+        model = ""
+        for line in info.read_text(errors="replace").splitlines():
+            if line.startswith("Model:"):
+                model = line.split(":", 1)[1].strip()
+        sku = next((k for k in ("K80", "P100", "V100") if k in model), re.sub(r"\s+", "-", model) or "GPU")
+        out[sku] = out.get(sku, 0) + 1
+    return out
+
+
 def build_network(settings: NodeSettings, link: ControlPlaneLink | None,
                   on_network: Callable[[VnetConf], None] | None = None) -> NodeNetwork:
     root = settings.data_dir / "node"
     if settings.network == "bridge":
         return NetworkManager(NetworkConfig(state_dir=root / "network", bridge=settings.bridge,
-                                            subnet=settings.subnet))
+                                            subnet=settings.subnet, netns_prefix=settings.netns_prefix))
 
     def config_for(subnet_id: str | None) -> VnetConf:
         if link is None:
             raise NetworkError("this node is not connected to a control plane: it cannot join new networks")
         return link.vnet_config_for(settings.name, subnet_id)
 
-    return NetworkSet(root / "vnets", config_for, pool_size=settings.pool_size, on_network=on_network)
+    return NetworkSet(root / "vnets", config_for, pool_size=settings.pool_size, on_network=on_network,
+                      netns_prefix=settings.netns_prefix)
 
 
 def build_host(settings: NodeSettings, link: ControlPlaneLink | None = None,
@@ -95,12 +132,20 @@ def build_host(settings: NodeSettings, link: ControlPlaneLink | None = None,
                     dns_zone=settings.dns_zone, dns_enabled=settings.dns_enabled)
 
 
-def build_agent(settings: NodeSettings, link: ControlPlaneLink, host: NodeHost) -> NodeAgent:
+def node_info(settings: NodeSettings, endpoint: str | None = None, lease_seconds: float | None = None) -> NodeInfo:
+    """What the node registers with: capacity, placement attributes, OS, and for a remote agent its endpoint."""
+    cores, mem = capacity()
+    return NodeInfo(
+        name=settings.name, address=settings.public_ip, cpu=cores, memoryGB=mem,
+        maxGroups=settings.max_groups, lastHeartbeat=now(), zone=settings.zone, labels=dict(settings.labels),
+        gpus=settings.gpus if settings.gpus is not None else detect_gpus(), osImage=os_image(),
+        endpoint=endpoint, leaseSeconds=lease_seconds,
+    )
+
+
+def build_agent(settings: NodeSettings, link: ControlPlaneLink, host: NodeHost, info: NodeInfo | None = None,
+                lease: NodeLease | None = None, wait_timeout: float = 1.0) -> NodeAgent:
     if settings.cgroup_favordynmods:  # tuning for a node that starts containers, not for `node reset`
         cgroups.favor_dynamic_changes()
-    cores, mem = capacity()
-    info = NodeInfo(
-        name=settings.name, address=settings.public_ip, cpu=cores, memoryGB=mem,
-        maxGroups=settings.max_groups, lastHeartbeat=now(),
-    )
-    return NodeAgent(link, host, info, metrics_interval=settings.metrics_interval)
+    return NodeAgent(link, host, info or node_info(settings), lease=lease, wait_timeout=wait_timeout,
+                     metrics_interval=settings.metrics_interval)

@@ -11,15 +11,18 @@ host's state.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from corral.errors import CorralError, NetworkFeatureUnsupported
+from corral.errors import CorralError, NetworkFeatureUnsupported, NotAssigned, StaleBinding
 from corral.link.protocol import ControlPlaneLink
 from corral.model.group import Container, GroupProperties, InitContainer
 from corral.model.records import GroupRecord
@@ -29,6 +32,9 @@ from corral.node.host import NodeHost, container_id, isolation_of, registry_cred
 from corral.node.network.etcfiles import write_hosts
 from corral.node.probes import Prober, runner_for
 from corral.node.runtime.runtime import ContainerState
+
+if TYPE_CHECKING:
+    from corral.node.lease import NodeLease
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,8 @@ POLL_INTERVAL = 0.5
 # Exits wake the worker (ExitDispatcher); this sweep only catches what inotify cannot see
 # (a conmon killed without writing its exit file).
 RUNNING_SWEEP = 10.0
+# How soon a worker looks again when the node may not start containers (its lease lapsed).
+FENCED_RETRY = 0.5
 
 
 def spec_hash(c: Container | InitContainer) -> str:
@@ -59,18 +67,29 @@ def terminated_view(st: ContainerState, started: datetime | None) -> ContainerSt
 
 
 class GroupWorker:
-    def __init__(self, key: str, group: GroupRecord, link: ControlPlaneLink, host: NodeHost) -> None:
+    def __init__(self, key: str, group: GroupRecord, link: ControlPlaneLink, host: NodeHost,
+                 lease: NodeLease | None = None, session: int = 0,
+                 on_lost: Callable[[str], None] | None = None, fenced: bool = False) -> None:
         self.key = key
         self.uid = group.meta.uid
+        self.epoch = group.meta.epoch  # the binding this worker carries out; another is another worker's
         self.link = link
         self.host = host
         self.finished = False
         self._desired: GroupRecord | None = group
+        self._relinquish = False
         self._wake = threading.Condition()
         self._dirty = True
         self._stopping = False
-        self.status = link.last_status(self.uid) or GroupStatus(uid=self.uid, node=group.meta.node or "")
+        # A remote agent's lease: containers start only while it holds, for records of its session.
+        self._lease = lease
+        self._session = session
+        self._on_lost = on_lost
+        self._fenced = fenced  # exits seen until the next full pass were the node fencing itself
+        self._refused = False  # this pass could not start a container (fenced)
+        self.status = self._last_status() or GroupStatus(uid=self.uid, node=group.meta.node or "")
         self.status.node = group.meta.node or self.status.node
+        self.status.epoch = self.epoch
         self._reported = ""
         # name -> (consecutive failures, monotonic time the next start is allowed)
         self._backoff: dict[str, tuple[int, float]] = {}
@@ -91,11 +110,38 @@ class GroupWorker:
         self.host.exits.subscribe(self.uid, self.poke)
         self._thread.start()
 
-    def update(self, group: GroupRecord | None) -> None:
+    def _last_status(self) -> GroupStatus | None:
+        try:
+            return self.link.last_status(self.key, self.uid)
+        except CorralError as exc:  # unreachable control plane: restart counts start afresh
+            log.warning("group %s: no last status (%s)", self.uid, exc.message)
+            return None
+
+    def update(self, group: GroupRecord | None, session: int | None = None) -> None:
         with self._wake:
             self._desired = group
+            if session is not None:
+                self._session = session
             self._dirty = True
             self._wake.notify()
+
+    def relinquish(self) -> None:
+        """The group is no longer this node's (moved away while the node was cut off): remove the local
+        copy and everything of it here, without touching the control plane's records."""
+        with self._wake:
+            self._desired, self._relinquish = None, True
+            self._dirty = True
+            self._wake.notify()
+
+    def fence(self) -> None:
+        """The node lost its lease and killed its containers: the exits to come are fencing, not failures."""
+        with self._wake:
+            self._fenced = True
+            self._dirty = True
+            self._wake.notify()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
 
     def has_own_security_group(self) -> bool:
         group = self._desired
@@ -153,19 +199,39 @@ class GroupWorker:
         self._group_rules = text
 
     def _report(self) -> None:
-        if self.finished and self.status.released:
+        if self.finished and (self.status.released or self._relinquish):
             return
         text = self.status.model_dump_json()
-        if text != self._reported:
-            self.link.report(self.status)
-            self._reported = text
+        if text == self._reported:
+            return
+        try:
+            self.link.report(self.key, self.status)
+        except (NotAssigned, StaleBinding) as exc:
+            # Another binding is in force: the agent checks the assignment again and relinquishes ours.
+            log.info("group %s: report refused (%s)", self.uid, exc.message)
+            if self._on_lost is not None:
+                self._on_lost(self.key)
+            return
+        except CorralError as exc:  # the control plane is unreachable: the next pass reports again
+            log.debug("group %s: report not delivered: %s", self.uid, exc.message)
+            return
+        self._reported = text
+
+    def _may_start(self) -> contextlib.AbstractContextManager[bool]:
+        if self._lease is None:
+            return contextlib.nullcontext(True)
+        return self._lease.hold(self._session)
 
     # reconcile -------------------------------------------------------------
     def reconcile(self, group: GroupRecord | None) -> float | None:
         """One pass; returns how long to wait before the next one unless woken."""
+        if self._relinquish:
+            self._release(local_only=True)
+            return None
         if group is None or group.meta.deleting:
             self._release()
             return None
+        self._refused = False
         props = group.spec.properties
         self._restart_policy = props.restartPolicy
         self.status.observedGeneration = group.meta.generation
@@ -185,6 +251,16 @@ class GroupWorker:
             self.status.state = "Stopped"
             self.status.stoppedAt = self.status.stoppedAt or datetime.now(UTC)
             return None
+        if group.meta.evicting:
+            # A drain moves the group: stop it here; the control plane then binds it elsewhere.
+            if not self.status.evicted:
+                self._stop_all(props, "Evicted")
+                self.host.remove_sandbox(self.uid)
+                record_event(self.status.events, "Evicted", f"node {self.status.node} is being drained; "
+                             "the group moves to another node")
+            self.status.state, self.status.evicted = "Stopped", True
+            return None
+        self.status.evicted = False
         if group.meta.restartGeneration != self.status.observedRestartGeneration:
             self._stop_all(props, "Restarted")
             self._backoff.clear()
@@ -198,6 +274,8 @@ class GroupWorker:
             record_event(self.status.events, "Restarting", "group restart requested")
         self._restart_requested_containers(group, props)
         delay = self._converge_running(group, props)
+        if not self._refused:
+            self._fenced = False  # every exit of the fence has been seen and its container restarted
         if props.deleteOnExit and self.status.state in ("Succeeded", "Failed") and not self.status.provisioningError:
             # Report the final state first (metering closes the run with it), then go away.
             record_event(self.status.events, "DeleteOnExit", f"group {self.status.state}; deleting it (deleteOnExit)")
@@ -206,10 +284,11 @@ class GroupWorker:
             return None
         return delay
 
-    def _release(self) -> None:
+    def _release(self, local_only: bool = False) -> None:
         self.host.teardown_group(self.uid)
-        self.status.released = True
-        self.link.release(self.key, self.uid)
+        if not local_only:
+            self.status.released = True
+            self.link.release(self.key, self.uid)
         self.host.exits.unsubscribe(self.uid)
         self.finished = True
 
@@ -361,7 +440,13 @@ class GroupWorker:
             msg = f"container exited with code {cs.currentState.exitCode}"
             if st.oom_killed:
                 msg = "container was killed for exceeding its memory limit (OOMKilled)"
-            record_event(cs.events, "Killed" if st.oom_killed else "Terminated", msg, level)
+            if self._fenced:
+                cs.currentState.detailStatus = "Fenced"
+                record_event(cs.events, "Fenced", f"container stopped: node {self.status.node} lost contact with "
+                             "the control plane (self-fencing); it starts again only where the group is bound",
+                             "Warning")
+            else:
+                record_event(cs.events, "Killed" if st.oom_killed else "Terminated", msg, level)
             self.host.remove_container(self.uid, cid)
             ran = now - self._started_mono.pop(c.name, now)
             fails, _ = self._backoff.get(c.name, (0, 0.0))
@@ -388,8 +473,14 @@ class GroupWorker:
                 return not_before - now
         try:
             mounts = volume_mounts(c.properties, props.volumes, self._volume_paths)
-            self.host.run_container(self.uid, c.name, c.properties, image, sandbox, hostname, init=init,
-                                    mounts=mounts, isolation=isolation_of(props, self.host.isolation))
+            with self._may_start() as allowed:
+                if not allowed:
+                    self._refused = True
+                    record_event(self.status.events, "NodeFenced", f"node {self.status.node} is not in contact "
+                                 "with the control plane: no container starts until it is", "Warning")
+                    return FENCED_RETRY
+                self.host.run_container(self.uid, c.name, c.properties, image, sandbox, hostname, init=init,
+                                        mounts=mounts, isolation=isolation_of(props, self.host.isolation))
         except CorralError as exc:
             cs.currentState = ContainerStateView(state="Waiting", detailStatus=exc.message)
             record_event(cs.events, "Failed", exc.message, "Warning")
@@ -455,8 +546,10 @@ class GroupWorker:
 
     @staticmethod
     def _should_restart(cs: ContainerStatus, props: GroupProperties) -> bool:
-        if cs.currentState.detailStatus in ("Stopped",):
+        if cs.currentState.detailStatus in ("Stopped", "Evicted"):
             return False
+        if cs.currentState.detailStatus == "Fenced":
+            return True  # it did not end by itself: it runs again, as it would on the node it fails over to
         if props.restartPolicy == "Always":
             return True
         if props.restartPolicy == "OnFailure":
@@ -481,6 +574,8 @@ class GroupWorker:
             state = "Pending"
         if state == "Running" and self.status.startedAt is None:
             self.status.startedAt = datetime.now(UTC)
+        if state == "Running":
+            self.status.stoppedAt = None  # running again (e.g. on the node it failed over to)
         if state in ("Succeeded", "Failed") and self.status.stoppedAt is None:
             self.status.stoppedAt = datetime.now(UTC)
         if state != self.status.state:

@@ -1,4 +1,4 @@
-"""The DNS server (dnslib) over UDP and TCP, with its index kept current by the store's watch.
+"""The DNS server (dnslib) over UDP and TCP, with its index kept current by a ``DnsFeed``.
 
 Answers only names of its zone: A records for known names, NXDOMAIN (with the
 zone's SOA) for unknown ones, and REFUSED for anything outside the zone, so a
@@ -16,8 +16,8 @@ from dnslib import QTYPE, RCODE, RR, SOA, A
 from dnslib.server import BaseResolver, DNSLogger
 from dnslib.server import DNSServer as _DnsLibServer
 
-from corral.net.dns.index import GROUPS, NODES, STATUS, DnsIndex
-from corral.store.base import Compacted, Store
+from corral.net.dns.feed import DnsFeed, DnsUpdate
+from corral.net.dns.index import DnsIndex
 
 log = logging.getLogger("corral.dns")
 
@@ -56,12 +56,15 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 class DnsServer:
-    """``start()`` binds UDP and TCP on ``listen`` (HOST:PORT; port 0 picks one) and follows the store."""
+    """``start()`` binds UDP and TCP on ``listen`` (HOST:PORT; port 0 picks one; None: only the
+    listeners added later) and follows the feed (the link: in process, or a remote agent's)."""
 
-    def __init__(self, store: Store, zone: str, listen: str = "127.0.0.1:5354") -> None:
-        self.store = store
+    def __init__(self, feed: DnsFeed, zone: str, listen: str | None = "127.0.0.1:5354",
+                 poll_timeout: float = 1.0) -> None:
+        self.feed = feed
         self.index = DnsIndex(zone)
-        self.host, self.port = parse_listen(listen)
+        self.host, self.port = parse_listen(listen) if listen else ("", 0)
+        self.poll_timeout = poll_timeout
         self._servers: list[_DnsLibServer] = []
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -74,11 +77,17 @@ class DnsServer:
         return self.host, self.port
 
     def start(self) -> None:
-        self.port = self._bind(self.host, self.port)
-        self._sync()
+        if self.host:
+            self.port = self._bind(self.host, self.port)
+        self._rev = 0
+        try:
+            self._sync()
+        except Exception:  # a remote feed not reachable yet: the follower keeps trying
+            log.warning("DNS: no records yet (the feed did not answer); retrying in the background")
         self._watcher = threading.Thread(target=self._follow, name="corral-dns-watch", daemon=True)
         self._watcher.start()
-        log.info("DNS for zone %s on %s:%d (udp, tcp)", self.index.zone, self.host, self.port)
+        if self.host:
+            log.info("DNS for zone %s on %s:%d (udp, tcp)", self.index.zone, self.host, self.port)
 
     def add_listener(self, host: str, port: int = 53) -> None:
         """Also answer on ``host:port``, e.g. a virtual network's gateway, where its groups' resolv.conf points."""
@@ -113,28 +122,23 @@ class DnsServer:
         if self._watcher is not None:
             self._watcher.join(5)
 
-    # following the store ------------------------------------------------------
-    def _sync(self) -> int:
-        rev = self.store.revision()
-        self.index.reset()
-        for prefix in (NODES, GROUPS, STATUS):
-            for rec in self.store.list(prefix):
-                self.index.apply(rec.key, rec.value)
-        self._rev = rev
-        self._synced.set()
-        return rev
+    # following the feed -------------------------------------------------------
+    def _sync(self) -> None:
+        self._apply(self.feed.dns_changes(0, 0))
+
+    def _apply(self, update: DnsUpdate) -> None:
+        if update.reset:
+            self.index.reset()
+        for e in update.entries:
+            self.index.apply(e.key, e.value)
+        self._rev = max(self._rev, update.revision) if not update.reset else update.revision
+        if update.reset:
+            self._synced.set()
 
     def _follow(self) -> None:
         while not self._stop.is_set():
             try:
-                events = self.store.watch("/", self._rev, 1.0)
-            except Compacted:
-                self._sync()
-                continue
-            except Exception:  # the store closed under us (shutdown) or failed: retry calmly
+                self._apply(self.feed.dns_changes(self._rev, self.poll_timeout))
+            except Exception:  # the store closed under us (shutdown), or the link is down: retry calmly
                 if self._stop.wait(1.0):
                     return
-                continue
-            for e in events:
-                self.index.apply(e.key, e.value)
-                self._rev = max(self._rev, e.revision)

@@ -43,7 +43,7 @@ class NetworkSet:
         self.state_dir = state_dir
         self.config_for = config_for
         self.pool_size = pool_size
-        self.netns_prefix = netns_prefix
+        self.netns_prefix = netns_prefix  # several agents on one machine (tests) keep their namespaces apart
         self.on_network = on_network
         self._lock = threading.Lock()
         self._managers: dict[str, VnetNetworkManager] = {}

@@ -1,0 +1,120 @@
+"""`corral server`: one control-plane server (API, link routes for remote agents, controllers when leader).
+
+Several may run against one store (etcd): each serves the API and the agents' link; the
+controllers run on the one the ``Leadership`` elects. The cluster's secrets (operator token,
+join token, CA) live in the store, so every server answers with the same token and trusts
+the same node credentials; each server issues itself a certificate from the cluster CA for
+its API, and a client certificate with which it reaches node agents (mutual TLS).
+
+`corral up` is this plus an agent in the same process (``corral.allinone``).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+from pydantic import BaseModel, Field
+
+from corral.api.app import create_app
+from corral.config import ClientConfig
+from corral.control.credentials import NodeCredentials, ServerIdentity, server_identity
+from corral.control.leader import leadership_for
+from corral.control.plane import ControlPlane
+from corral.control.secrets import cluster_secrets
+from corral.fileio import atomic_write
+from corral.link.node_http import RemoteNodeClient
+from corral.model.network import NetworkSettings
+from corral.model.records import NodeInfo
+from corral.store.open import open_store
+
+log = logging.getLogger("corral")
+
+
+class ServerSettings(BaseModel):
+    store: str  # sqlite:///PATH or etcd://HOST:PORT[,HOST:PORT]
+    data_dir: Path  # this server's own files: certificates, the join token, logs
+    listen: str
+    config_path: Path
+    name: str = Field(default_factory=socket.gethostname)
+    advertise: list[str] = Field(default_factory=list)  # more names/addresses its certificate must cover
+    location: str = "local"
+    price_sheet: Path | None = None
+    subnet: str = "10.240.0.0/16"  # address space of the default virtual network (made by the first server)
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def run_api(app: object, host: str, port: int, ready: threading.Event | None = None,
+            on_server: Callable[[uvicorn.Server], None] | None = None, **ssl: object) -> None:
+    """Serve ``app`` with uvicorn until told to exit; ``ready`` is set once it listens."""
+    # Open streams (log follow, events) must not hold a shutdown up for long.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2,
+                            **ssl)  # type: ignore[arg-type]
+    server = uvicorn.Server(config)
+    if on_server is not None:
+        on_server(server)
+    if ready is not None:
+        def signal_ready() -> None:
+            while not server.started and not server.should_exit:
+                threading.Event().wait(0.02)
+            ready.set()
+        threading.Thread(target=signal_ready, daemon=True).start()
+    server.run()
+
+
+class ControlServer:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.host, self.port = split_listen(settings.listen)
+        self.store = open_store(settings.store)
+        cluster = cluster_secrets(self.store)
+        d = settings.data_dir
+        hosts = list(dict.fromkeys([self.host, *settings.advertise, "127.0.0.1", "localhost", settings.name]))
+        self.identity: ServerIdentity = server_identity(d / "tls", cluster, hosts, settings.name)
+        self.plane = ControlPlane(self.store, cluster.token, location=settings.location,
+                                  price_sheet=settings.price_sheet,
+                                  network=NetworkSettings(default_prefix=settings.subnet),
+                                  leadership=leadership_for(self.store, settings.name))
+        self.plane.credentials = NodeCredentials(self.store, cluster)
+        self.plane.nodes.remote = self._node_client
+        self.join_token = cluster.join_token
+        self.join_token_path = d / "join-token"
+        atomic_write(self.join_token_path, self.join_token + "\n", mode=0o600)
+        self.app = create_app(self.plane)
+        self.server: uvicorn.Server | None = None
+
+    def _node_client(self, info: NodeInfo) -> RemoteNodeClient:
+        i = self.identity
+        assert info.endpoint
+        return RemoteNodeClient(info.name, info.endpoint, i.ca, i.client_cert, i.client_key)
+
+    def client_config(self) -> ClientConfig:
+        return ClientConfig(endpoint=f"https://{self.host}:{self.port}", token=self.plane.token,
+                            ca_cert=str(self.identity.ca), location=self.settings.location)
+
+    def serve(self, ready: threading.Event | None = None) -> None:
+        self.plane.start()
+        path = self.client_config().write(self.settings.config_path)
+        log.info("client config written to %s", path)
+
+        def keep(server: uvicorn.Server) -> None:
+            self.server = server
+
+        try:
+            run_api(self.app, self.host, self.port, ready, keep, ssl_certfile=str(self.identity.cert),
+                    ssl_keyfile=str(self.identity.key))
+        finally:
+            self.plane.stop()
+            self.store.close()
+
+    def shutdown(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True

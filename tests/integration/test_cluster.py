@@ -1,0 +1,291 @@
+"""A cluster on one machine: three hosts (network namespaces on a fabric), each running its own `corral agent`.
+
+One fabric for the whole module (``tests/cluster.py``): a registry every node pulls from, a
+`corral server`, three agents. The tests run in order and leave the cluster as they found it
+(a crashed host is brought back, a cut link healed); the fixture removes everything at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cluster import CORRAL, UPLINK, ClusterFabric, Host, eventually, trust
+from groups import container, exec_sync, get, group, put, wait_for
+from registry import run_registry
+
+from corral.cli.client import Client
+
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+RG = "ccl"
+SLEEPER = ["sleep", "3600"]
+
+
+@pytest.fixture(scope="module")
+def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFabric]:
+    root = tmp_path_factory.mktemp("cluster")
+    fab = ClusterFabric(root)
+    fab.hosts[0].zone, fab.hosts[1].zone, fab.hosts[2].zone = "z1", "z2", "z1"
+    try:
+        fab.build()
+        with run_registry(root / "registry", host=UPLINK) as reg:
+            fab.env["CORRAL_INSECURE_REGISTRIES"] = reg.host_port
+            image = f"{reg.host_port}/corral/busybox:latest"
+            build = root / "build"
+            subprocess.run([CORRAL, "image", "build-base", "--data-dir", str(build)], check=True, capture_output=True)
+            subprocess.run([CORRAL, "image", "push", "corral/busybox:latest", image, "--data-dir", str(build)],
+                           check=True, capture_output=True, env=fab.env)
+            fab.image = image  # type: ignore[attr-defined]
+            fab.start_server("s1", f"sqlite://{root}/store.db")
+            for h in fab.hosts:
+                fab.start_agent(h, wait=False)
+            for h in fab.hosts:
+                fab.wait_node(h, "Ready")
+            yield fab
+    finally:
+        try:
+            fab.close()
+        finally:
+            assert fab.leftovers() == []
+
+
+def img(fab: ClusterFabric) -> str:
+    return fab.image  # type: ignore[attr-defined, no-any-return]
+
+
+def sleeper(fab: ClusterFabric, name: str, cpu: float = 0.1, **props: Any) -> dict[str, Any]:
+    return group(container(name, SLEEPER, cpu=cpu, image=img(fab)), restartPolicy="Always", **props)
+
+
+def placement(fab: ClusterFabric) -> dict[str, str]:
+    """group name -> the node it is bound to (from the nodes API)."""
+    out = {}
+    for n in fab.client().request("GET", "/providers/Corral/nodes").json()["value"]:
+        detail = fab.client().request("GET", f"/providers/Corral/nodes/{n['name']}").json()
+        for g in detail["properties"]["groups"]:
+            out[g["name"]] = n["name"]
+    return out
+
+
+def running(g: dict[str, Any]) -> bool:
+    return g["properties"]["instanceView"]["state"] == "Running"
+
+
+def host_named(fab: ClusterFabric, name: str) -> Host:
+    return next(h for h in fab.hosts if h.name == name)
+
+
+def uid_of(fab: ClusterFabric, name: str) -> str:
+    """A group's uid, as its node's cgroups name it."""
+    node = placement(fab)[name]
+    h = host_named(fab, node)
+    for d in (Path("/sys/fs/cgroup/pids") / h.cgroup_parent.strip("/")).iterdir():
+        if d.is_dir() and any(c.name.endswith(f"-c-{name}") for c in d.iterdir() if c.is_dir()):
+            return d.name
+    raise AssertionError(f"no cgroup of {name} on {node}")
+
+
+def delete_all(client: Client) -> None:
+    for g in client.request("GET", client.group_path(RG)).json()["value"]:
+        resp = client.request("DELETE", client.group_path(RG, g["name"]))
+        if resp.status_code == 202:
+            client.wait_operation(resp, timeout=60)
+
+
+# placement, credentials, access ------------------------------------------------------------------------------------
+def test_groups_spread_across_the_hosts(fabric: ClusterFabric) -> None:
+    client = fabric.client()
+    for i in range(3):
+        put(client, RG, f"spread{i}", sleeper(fabric, f"spread{i}", cpu=0.5))
+    where = placement(fabric)
+    assert sorted(where[f"spread{i}"] for i in range(3)) == ["ccl-h1", "ccl-h2", "ccl-h3"]
+    # Each node pulled the image from the registry itself.
+    for h in fabric.hosts:
+        assert (h.data_dir / "images").is_dir()
+    nodes = client.request("GET", "/providers/Corral/nodes").json()["value"]
+    assert {n["name"]: n["properties"]["zone"] for n in nodes} == {"ccl-h1": "z1", "ccl-h2": "z2", "ccl-h3": "z1"}
+    delete_all(client)
+
+
+def _node_client(fab: ClusterFabric, host: Host) -> httpx.Client:
+    creds = host.data_dir / "agent" / "credentials"
+    token = (creds / "node-token").read_text().strip()
+    return httpx.Client(base_url=fab.servers[0].url + "/link/v1", verify=trust(creds / "ca.pem"),
+                        headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def test_node_credentials_reach_only_their_own_node(fabric: ClusterFabric) -> None:
+    client = fabric.client()
+    put(client, RG, "owned", sleeper(fabric, "owned"))
+    owner = host_named(fabric, placement(fabric)["owned"])
+    other = next(h for h in fabric.hosts if h is not owner)
+    key = f"/groups/{client.sub}/{RG}/owned"
+    uid = uid_of(fabric, "owned")
+    with _node_client(fabric, other) as intruder, _node_client(fabric, owner) as rightful:
+        # Another node's assignments, one of its groups, its status: 403.
+        assert intruder.post("/assignments", json={"node": owner.name}).status_code == 403
+        assert intruder.post("/last-status", json={"key": key, "uid": uid}).status_code == 403
+        bogus = {"uid": uid, "node": other.name, "state": "Failed"}
+        assert intruder.post("/report", json={"key": key, "status": bogus}).status_code == 403
+        assert intruder.post("/release", json={"key": key, "uid": uid}).status_code == 403
+        assert intruder.post("/heartbeat", json={"node": owner.name}).status_code == 403
+        # Its own: fine. And the group it does not own is not among its assignments.
+        mine = intruder.post("/assignments", json={"node": other.name})
+        assert mine.status_code == 200 and key not in mine.json()["groups"]
+        assert key in rightful.post("/assignments", json={"node": owner.name}).json()["groups"]
+        # The operator's token is not a node credential, and a node token is not the operator's.
+        op = httpx.post(fabric.servers[0].url + "/link/v1/assignments", json={"node": owner.name},
+                        verify=trust(client.config.ca_cert), headers={"Authorization": f"Bearer {client.config.token}"})
+        assert op.status_code == 401
+        assert rightful.get(fabric.servers[0].url + "/providers/Corral/nodes",
+                            params={"api-version": "2023-05-01"}).status_code == 401
+    # A node's own API takes only the servers' client certificates: not another node's, not none.
+    creds = other.data_dir / "agent" / "credentials"
+    ctx = ssl.create_default_context(cafile=str(creds / "ca.pem"))
+    ctx.load_cert_chain(str(creds / "node.pem"), str(creds / "node-key.pem"))
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"https://{owner.ip}:10250/node/v1/images", verify=ctx, timeout=5)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"https://{owner.ip}:10250/node/v1/images", verify=trust(creds / "ca.pem"), timeout=5)
+
+
+def test_logs_and_exec_go_through_the_server(fabric: ClusterFabric) -> None:
+    client = fabric.client()
+    body = group(container("talker", ["sh", "-c", "echo hello from $(hostname); sleep 3600"], image=img(fabric)))
+    put(client, RG, "talker", body)
+    wait_for(client, RG, "talker", running)
+    logs = eventually(lambda: client.request("GET", client.group_path(RG, "talker") + "/containers/talker/logs")
+                      .json()["content"], what="logs")
+    assert "hello from talker" in logs
+    res = exec_sync(client, RG, "talker", "talker", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (res["exitCode"], res["stdout"], res["stderr"]) == (3, "out\n", "err\n")
+    # An interactive exec, as `corral container exec` (and az) open it: a websocket through the server.
+    done = subprocess.run([CORRAL, "container", "exec", "-g", RG, "-n", "talker", "--", "cat", "/etc/hostname"],
+                          env={**fabric.env, "CORRAL_CONFIG": str(fabric.servers[0].config_path)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "talker"
+
+
+def test_stop_answers_once_the_node_stopped_the_group(fabric: ClusterFabric) -> None:
+    client = fabric.client()
+    wait_for(client, RG, "owned", running)
+    uid = uid_of(fabric, "owned")
+    client.request("POST", client.group_path(RG, "owned") + "/stop")
+    assert get(client, RG, "owned")["properties"]["instanceView"]["state"] == "Stopped"
+    assert fabric.running_copies(uid) == []
+    resp = client.request("POST", client.group_path(RG, "owned") + "/start")
+    client.wait_operation(resp, timeout=60)
+    assert running(get(client, RG, "owned"))
+    delete_all(client)
+
+
+# failover ------------------------------------------------------------------------------------------------------------
+class OverlapWatch:
+    """Counts, every 50 ms, on how many hosts each group has a process: the most ever seen, per group."""
+
+    def __init__(self, fab: ClusterFabric, uids: dict[str, str]) -> None:
+        self.fab, self.uids = fab, uids
+        self.most: dict[str, int] = dict.fromkeys(uids, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> OverlapWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for name, uid in self.uids.items():
+                self.most[name] = max(self.most[name], len(self.fab.running_copies(uid)))
+
+
+def _moved_and_running(fab: ClusterFabric, names: list[str], away_from: str) -> bool:
+    client = fab.client()
+    where = placement(fab)
+    return all(where.get(n) not in (None, away_from) and running(get(client, RG, n)) for n in names)
+
+
+def cordon_all_but(fab: ClusterFabric, keep: Host) -> None:
+    for h in fab.hosts:
+        if h is not keep:
+            fab.client().request("POST", f"/providers/Corral/nodes/{h.name}/cordon")
+
+
+def uncordon_all(fab: ClusterFabric) -> None:
+    for h in fab.hosts:
+        fab.client().request("POST", f"/providers/Corral/nodes/{h.name}/uncordon")
+
+
+def groups_on(fab: ClusterFabric, host: Host, names: list[str]) -> dict[str, str]:
+    """Create sleeper groups ``names`` on ``host`` (the others cordoned meanwhile); name -> uid."""
+    client = fab.client()
+    cordon_all_but(fab, host)
+    try:
+        for n in names:
+            put(client, RG, n, sleeper(fab, n))
+    finally:
+        uncordon_all(fab)
+    assert all(placement(fab)[n] == host.name for n in names)
+    return {n: uid_of(fab, n) for n in names}
+
+
+def test_crash_moves_the_groups_of_a_dead_host(fabric: ClusterFabric) -> None:
+    client = fabric.client()
+    victim = fabric.hosts[0]
+    uids = groups_on(fabric, victim, ["crash-a", "crash-b"])
+    t0 = time.monotonic()
+    fabric.crash(victim)
+    eventually(lambda: _moved_and_running(fabric, list(uids), victim.name), timeout=30, what="failover")
+    print(f"crash -> all Running elsewhere: {time.monotonic() - t0:.1f} s")
+    where = placement(fabric)
+    for n, uid in uids.items():
+        events = [e["name"] for e in get(client, RG, n)["properties"]["instanceView"]["events"]]
+        assert "NodeLost" in events
+        assert fabric.running_copies(uid) == [where[n]]
+    # The host comes back: Ready again, and what was left of its copies is gone.
+    fabric.start_agent(victim)
+    eventually(lambda: not list(Path("/var/run/netns").glob(f"{victim.netns_prefix}*")), timeout=20,
+               what="stale sandboxes removed")
+    delete_all(client)
+
+
+def test_partition_fences_the_cut_host_and_nothing_runs_twice(fabric: ClusterFabric) -> None:
+    client = fabric.client()
+    cut = fabric.hosts[1]
+    uids = groups_on(fabric, cut, ["cut-a", "cut-b"])
+    with OverlapWatch(fabric, uids) as watch:
+        t0 = time.monotonic()
+        fabric.cut(cut)
+        try:
+            # Cut off, the host stops its own copies (the agent and the containers' conmons stay alive).
+            eventually(lambda: all(fabric.running_copies(u) != [cut.name] for u in uids.values()), timeout=10,
+                       interval=0.05, what="self-fencing")
+            print(f"cut -> fenced: {time.monotonic() - t0:.1f} s")
+            assert cut.proc is not None and cut.proc.poll() is None
+            eventually(lambda: _moved_and_running(fabric, list(uids), cut.name), timeout=30, what="failover")
+            print(f"cut -> all Running elsewhere: {time.monotonic() - t0:.1f} s")
+        finally:
+            fabric.heal(cut)
+        fabric.wait_node(cut, "Ready")
+        # Back on the fabric, the host holds no stale copy; the groups keep running where they moved.
+        eventually(lambda: not list(Path("/var/run/netns").glob(f"{cut.netns_prefix}*")), timeout=20,
+                   what="stale sandboxes removed")
+        time.sleep(1)
+    assert watch.most == dict.fromkeys(uids, 1), watch.most
+    where = placement(fabric)
+    for n, uid in uids.items():
+        assert where[n] != cut.name and fabric.running_copies(uid) == [where[n]]
+    delete_all(client)
