@@ -22,6 +22,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -276,14 +277,20 @@ class ClusterFabric:
 
     # clean-up ---------------------------------------------------------------------
     def close(self) -> None:
-        for h in self.hosts:
+        def clear(h: Host) -> None:
             with contextlib.suppress(Exception):
                 self.stop_agent(h)
             _kill(_pids_mentioning(str(h.data_dir)))  # watchdog, conmons
             kill_tree(h.cgroup_parent)
-            if (Path("/var/run/netns") / h.netns).exists():
+            if (Path("/var/run/netns") / h.netns).exists() and self._left_on(h):
                 sh(*h.in_netns(CORRAL, "node", "reset", "--data-dir", str(h.data_dir), "--cgroup-parent",
                                h.cgroup_parent, "--netns-prefix", h.netns_prefix), check=False)
+
+        workers = [threading.Thread(target=clear, args=(h,)) for h in self.hosts]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
         for srv in self.servers:
             if srv.proc and srv.proc.poll() is None:
                 os.killpg(srv.proc.pid, signal.SIGTERM)
@@ -292,6 +299,16 @@ class ClusterFabric:
                 except subprocess.TimeoutExpired:
                     self.kill_server(srv)
         self.cleanup_network()
+
+    def _left_on(self, h: Host) -> bool:
+        """Whether the host's agent left groups behind (a failed test): sandboxes, mounts, group cgroups."""
+        if list(Path("/var/run/netns").glob(f"{h.netns_prefix}*")):
+            return True
+        with open("/proc/mounts") as f:
+            if any(str(h.data_dir) in line for line in f):
+                return True
+        top = Path("/sys/fs/cgroup/pids") / h.cgroup_parent.strip("/")
+        return top.is_dir() and any(p.is_dir() for p in top.iterdir())
 
     def cleanup_network(self) -> None:
         for ns in Path("/var/run/netns").glob("ccl*") if Path("/var/run/netns").is_dir() else []:

@@ -38,7 +38,7 @@ log = logging.getLogger("corral")
 NODE_LEASE = 2.5  # the control plane's side: NotReady, then failover, after this long without a heartbeat
 WATCHDOG_GRACE = 0.25  # the agent fences itself first; the watchdog this much later
 LEASE_MARGIN = 0.5  # the node lease must outlast the fence by this (the kill, the watchdog's grace)
-WAIT_TIMEOUT = 5.0  # long poll of the assignments
+WAIT_TIMEOUT = 2.0  # long poll of the assignments (and how long stopping the agent may wait on it)
 
 
 class AgentSettings(BaseModel):
@@ -49,6 +49,9 @@ class AgentSettings(BaseModel):
     heartbeat_interval: float = HEARTBEAT_INTERVAL
     fence_after: float = FENCE_AFTER
     node_lease: float = NODE_LEASE
+    # Off: the node never stops its groups when cut off, and the control plane never moves them (it cannot
+    # know they stopped): they wait for the node to come back, or for `corral node delete`.
+    self_fencing: bool = True
     dns: bool = True
 
     @model_validator(mode="after")
@@ -81,8 +84,10 @@ class RemoteAgent:
         self.dns: DnsServer | None = None
         self.host = build_host(node, self.link, on_network=self._serve_dns_on)
         self.lease = NodeLease(lambda: self.link.heartbeat(node.name), self.fence_dir,
-                               interval=settings.heartbeat_interval, fence_after=settings.fence_after)
+                               interval=settings.heartbeat_interval, fence_after=settings.fence_after,
+                               fencing=settings.self_fencing)
         info = node_info(node, endpoint=f"https://{self.api_host}:{self.api_port}", lease_seconds=settings.node_lease)
+        info.selfFencing = settings.self_fencing
         self.agent = build_agent(node, self.link, self.host, info, lease=self.lease, wait_timeout=WAIT_TIMEOUT)
         self.app = node_app(LocalNodeClient(self.host))
         self.server: uvicorn.Server | None = None
@@ -94,8 +99,11 @@ class RemoteAgent:
     def serve(self, ready: threading.Event | None = None) -> None:
         """Run until stopped (SIGTERM / Ctrl-C, or ``shutdown()``)."""
         install_plugin()
-        fence.ensure_watchdog(self.fence_dir, self.settings.node.cgroup_parent,
-                              self.settings.fence_after + WATCHDOG_GRACE)
+        if self.settings.self_fencing:
+            fence.ensure_watchdog(self.fence_dir, self.settings.node.cgroup_parent,
+                                  self.settings.fence_after + WATCHDOG_GRACE)
+        else:
+            fence.stop_watchdog(self.fence_dir)
         if self.settings.dns:
             self.dns = DnsServer(self.link, self.settings.node.dns_zone, listen=None, poll_timeout=WAIT_TIMEOUT)
             self.dns.start()

@@ -7,6 +7,7 @@ One fabric for the whole module (``tests/cluster.py``): a registry every node pu
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import subprocess
@@ -94,8 +95,10 @@ def uid_of(fab: ClusterFabric, name: str) -> str:
     raise AssertionError(f"no cgroup of {name} on {node}")
 
 
-def delete_all(client: Client) -> None:
+def delete_all(client: Client, keep: tuple[str, ...] = ()) -> None:
     for g in client.request("GET", client.group_path(RG)).json()["value"]:
+        if g["name"] in keep:
+            continue
         resp = client.request("DELETE", client.group_path(RG, g["name"]))
         if resp.status_code == 202:
             client.wait_operation(resp, timeout=60)
@@ -188,6 +191,33 @@ def test_stop_answers_once_the_node_stopped_the_group(fabric: ClusterFabric) -> 
     delete_all(client)
 
 
+def resolve(client: Client, probe: str, name: str) -> list[str]:
+    """The addresses ``name`` resolves to inside group ``probe`` (its resolver: Corral's DNS at its node's gateway)."""
+    res = exec_sync(client, RG, probe, probe, "nslookup", name)
+    lines = res["stdout"].split("Name:", 1)[-1].splitlines() if "Name:" in res["stdout"] else []
+    return sorted(ln.split()[-1] for ln in lines if ln.startswith("Address"))
+
+
+def vnet_address(client: Client, name: str) -> str:
+    out = exec_sync(client, RG, name, name, "ip", "-4", "-o", "addr", "show", "eth0")["stdout"]
+    return out.split(" inet ", 1)[1].split("/", 1)[0]
+
+
+WEB = "mkdir -p /www && echo served-by-$(hostname) > /www/index.html && httpd -f -p 8080 -h /www"
+
+
+def test_groups_find_and_reach_each_other_across_hosts(fabric: ClusterFabric) -> None:
+    client = fabric.client()
+    groups_on(fabric, fabric.hosts[2], ["web"], body=group(container("web", ["sh", "-c", WEB], image=img(fabric))))
+    groups_on(fabric, fabric.hosts[0], ["probe"])
+    web_ip = vnet_address(client, "web")
+    # By name (served by the probe's own node at its gateway, fed through the link), and over the fabric.
+    assert eventually(lambda: resolve(client, "probe", "web"), what="web resolves") == [web_ip]
+    page = exec_sync(client, RG, "probe", "probe", "timeout", "5", "wget", "-q", "-O", "-", "http://web:8080/")
+    assert page["stdout"].strip() == "served-by-web"
+    delete_all(client)
+
+
 # failover ------------------------------------------------------------------------------------------------------------
 class OverlapWatch:
     """Counts, every 50 ms, on how many hosts each group has a process: the most ever seen, per group."""
@@ -229,23 +259,32 @@ def uncordon_all(fab: ClusterFabric) -> None:
         fab.client().request("POST", f"/providers/Corral/nodes/{h.name}/uncordon")
 
 
-def groups_on(fab: ClusterFabric, host: Host, names: list[str]) -> dict[str, str]:
-    """Create sleeper groups ``names`` on ``host`` (the others cordoned meanwhile); name -> uid."""
+def groups_on(fab: ClusterFabric, host: Host, names: list[str], body: dict[str, Any] | None = None) -> dict[str, str]:
+    """Create groups ``names`` (sleepers unless ``body``) on ``host``, the others cordoned meanwhile; name -> uid."""
     client = fab.client()
     cordon_all_but(fab, host)
     try:
         for n in names:
-            put(client, RG, n, sleeper(fab, n))
+            put(client, RG, n, body or sleeper(fab, n))
     finally:
         uncordon_all(fab)
     assert all(placement(fab)[n] == host.name for n in names)
     return {n: uid_of(fab, n) for n in names}
 
 
+def usage_of(client: Client, name: str) -> dict[str, Any]:
+    rows = client.request("GET", f"/subscriptions/{client.sub}/providers/Microsoft.ContainerInstance/usageRecords",
+                          params={"resourceGroup": RG}).json()["value"]
+    return next(r for r in rows if r["name"] == name)
+
+
 def test_crash_moves_the_groups_of_a_dead_host(fabric: ClusterFabric) -> None:
     client = fabric.client()
     victim = fabric.hosts[0]
     uids = groups_on(fabric, victim, ["crash-a", "crash-b"])
+    groups_on(fabric, fabric.hosts[2], ["probe"])
+    before = eventually(lambda: usage_of(client, "crash-a")["seconds"] >= 1 and usage_of(client, "crash-a"),
+                        what="metered")
     t0 = time.monotonic()
     fabric.crash(victim)
     eventually(lambda: _moved_and_running(fabric, list(uids), victim.name), timeout=30, what="failover")
@@ -255,10 +294,39 @@ def test_crash_moves_the_groups_of_a_dead_host(fabric: ClusterFabric) -> None:
         events = [e["name"] for e in get(client, RG, n)["properties"]["instanceView"]["events"]]
         assert "NodeLost" in events
         assert fabric.running_copies(uid) == [where[n]]
+        # Same name, the new address (on the node it moved to).
+        assert eventually(lambda n=n: resolve(client, "probe", n) == [vnet_address(client, n)], what="dns follows")
+    # Metering follows the group: the same record goes on, counting again on the new node.
+    after = eventually(lambda: usage_of(client, "crash-a")["running"] and usage_of(client, "crash-a"), what="metered")
+    assert after["uid"] == before["uid"] and after["seconds"] >= before["seconds"]
     # The host comes back: Ready again, and what was left of its copies is gone.
     fabric.start_agent(victim)
     eventually(lambda: not list(Path("/var/run/netns").glob(f"{victim.netns_prefix}*")), timeout=20,
                what="stale sandboxes removed")
+    delete_all(client)
+
+
+def test_drain_moves_the_groups_one_by_one(fabric: ClusterFabric) -> None:
+    client = fabric.client()
+    drained = fabric.hosts[2]
+    uids = groups_on(fabric, drained, ["drain-a", "drain-b"])
+    env = {**fabric.env, "CORRAL_CONFIG": str(fabric.servers[0].config_path)}
+    done = subprocess.run([CORRAL, "node", "drain", drained.name, "--timeout", "60"], env=env, capture_output=True,
+                          text=True, timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    where = placement(fabric)
+    for n, uid in uids.items():
+        g = wait_for(client, RG, n, running)
+        assert where[n] != drained.name and fabric.running_copies(uid) == [where[n]]
+        assert "Evicted" in [e["name"] for e in g["properties"]["instanceView"]["events"]]
+    node = fabric.node(drained)["properties"]
+    assert not node["schedulable"] and node["groups"] == []
+    listed = subprocess.run([CORRAL, "node", "list", "-o", "json"], env=env, capture_output=True, text=True,
+                            timeout=30).stdout
+    mine = next(n for n in json.loads(listed) if n["name"] == drained.name)["properties"]
+    assert (mine["status"], mine["draining"], mine["schedulable"]) == ("Ready", True, False)
+    subprocess.run([CORRAL, "node", "uncordon", drained.name], env=env, check=True, capture_output=True)
+    assert fabric.node(drained)["properties"]["schedulable"]
     delete_all(client)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ class Client:
         self.http = httpx.Client(
             base_url=config.endpoint,
             headers={"Authorization": f"Bearer {config.token}"},
-            verify=config.ca_cert or True,
+            verify=ssl.create_default_context(cafile=config.ca_cert) if config.ca_cert else True,
             timeout=60.0,
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +35,22 @@ def _state(n: dict[str, Any]) -> str:
     return out
 
 
+def _age(stamp: str | None) -> str:
+    if not stamp:
+        return "-"
+    seconds = (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds()
+    return f"{seconds:.1f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
+
+
 def _table(nodes: list[dict[str, Any]]) -> Table:
     t = Table(show_edge=False)
-    for col in ("Name", "Status", "Zone", "Address", "CPU (used/all)", "Memory GB (used/all)", "Groups",
-                "Last heartbeat"):
+    for col in ("Name", "Status", "Zone", "Address", "CPU", "Memory GB", "Groups", "Heartbeat"):
         t.add_column(col)
     for n in nodes:
         p = n["properties"]
         cap, used = p["capacity"], p["allocated"]
         t.add_row(n["name"], _state(n), p.get("zone") or "", p["address"], f"{used['cpu']:g}/{cap['cpu']:g}",
-                  f"{used['memoryInGB']:g}/{cap['memoryInGB']:g}", str(used["groups"]),
-                  p.get("lastHeartbeat") or "-")
+                  f"{used['memoryInGB']:g}/{cap['memoryInGB']:g}", str(used["groups"]), _age(p.get("lastHeartbeat")))
     return t
 
 

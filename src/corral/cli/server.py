@@ -91,6 +91,9 @@ def agent(
     node_lease: float = typer.Option(2.5, "--node-lease",
                                      help="Seconds without a heartbeat before the control plane declares this node "
                                           "NotReady and moves its groups (more than --fence-after + 0.5)."),
+    self_fencing: bool = typer.Option(True, "--self-fencing/--no-self-fencing",
+                                      help="Stop this node's groups when cut off from every server; off: they keep "
+                                           "running and the control plane never moves them elsewhere."),
     allow_privileged: bool = typer.Option(False, "--allow-privileged"),
     isolation: str = typer.Option("default", "--isolation", help="default (crun) or sandboxed (gVisor)."),
     dns_zone: str = typer.Option("corral.local", "--dns-zone"),
@@ -107,7 +110,8 @@ def agent(
                             labels=_labels(labels), dns_zone=dns_zone)
         settings = AgentSettings(node=node, servers=[s.strip() for s in server_urls.split(",") if s.strip()],
                                  join_token=join_token, listen=listen or f"{public_ip}:10250",
-                                 heartbeat_interval=heartbeat, fence_after=fence_after, node_lease=node_lease)
+                                 heartbeat_interval=heartbeat, fence_after=fence_after, node_lease=node_lease,
+                                 self_fencing=self_fencing)
     except ValidationError as exc:
         raise InvalidRequest("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
     agent_proc = RemoteAgent(settings)

@@ -9,7 +9,8 @@
   unbound (node None, epoch + 1, a status saying why) in one transaction; the binder places
   them. By then the node has fenced itself: its lease on the groups (``corral.node.lease``)
   is shorter than the node lease here. Groups being deleted are finalized (the node cannot
-  do it); finished groups stay where they ran, with their status.
+  do it); finished groups stay where they ran, with their status. A node that does not fence
+  itself (``selfFencing`` off) keeps its groups until it is back or removed.
 - **Drain**: one group at a time is marked ``evicting``; its node stops it and says so
   (``status.evicted``), then it is unbound and placed elsewhere; the next one goes once the
   moved group runs again (or after ``MOVE_TIMEOUT``). Stopped groups are unbound at once.
@@ -156,6 +157,9 @@ class NodeLifecycle(Controller):
             return
         if done or group.meta.desiredState == "Stopped":
             return  # nothing runs; a start later makes it one to move
+        node = self._nodes.get(group.meta.node or "")
+        if node is not None and not node.selfFencing:
+            return  # its copy may still run: it waits for its node (or for `corral node delete`)
         self._unbind(rec, group, status, version, "NodeLost", f"{why}: the group is rescheduled", lost_at)
 
     def _unbind(self, rec: Record, group: GroupRecord, status: GroupStatus | None, version: int, reason: str,

@@ -83,6 +83,8 @@ class NodeInfo(BaseModel):
     # heartbeat lease lasts (None: an agent inside the server process, which has no lease).
     endpoint: str | None = None
     leaseSeconds: float | None = None
+    # The agent stops its groups when cut off (`--fence-after`); without it a NotReady node's groups wait for it.
+    selfFencing: bool = True
     osImage: str | None = None  # e.g. "Debian GNU/Linux 12 (bookworm)", kernel release
     # Drain: set by `corral node drain`; the key of the group being moved off right now.
     draining: bool = False

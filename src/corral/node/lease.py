@@ -72,13 +72,14 @@ class _ReadWriteLock:
 
 class NodeLease:
     def __init__(self, renew: Callable[[], None], state_dir: Path, interval: float = HEARTBEAT_INTERVAL,
-                 fence_after: float = FENCE_AFTER) -> None:
+                 fence_after: float = FENCE_AFTER, fencing: bool = True) -> None:
         if fence_after <= interval:
             raise ValueError("the fence time must be longer than the heartbeat interval")
         self._renew = renew
         self.state_dir = state_dir
         self.interval = interval
         self.fence_after = fence_after
+        self.fencing = fencing  # False: a lapse ends the session (a re-list follows) but kills nothing
         self.session = 0
         self._confirmed = -1
         self._held = False  # inside a session (acknowledged, not lapsed), confirmed or not
@@ -178,6 +179,9 @@ class NodeLease:
                     return
                 self._held = False
                 self.session += 1
+        if not self.fencing:
+            log.warning("lease lapsed: no heartbeat acknowledged for %.1f s (self-fencing is off)", self.fence_after)
+            return
         log.warning("lease lapsed: no heartbeat acknowledged for %.1f s; stopping this node's groups",
                     self.fence_after)
         try:
