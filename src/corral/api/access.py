@@ -19,7 +19,7 @@ import secrets
 import shlex
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +30,10 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from corral.api.deps import api_version, service
+from corral.api.duplex import client_frames as _client_frames
+from corral.api.duplex import close_socket as _close
+from corral.api.duplex import duplex as _duplex
+from corral.api.duplex import ended_by_itself as _ended
 from corral.api.groups import P, json_body
 from corral.control.groups import GroupService, GroupView
 from corral.control.nodes import NodeDirectory
@@ -312,39 +316,8 @@ async def _fail(websocket: WebSocket, message: str) -> None:
             pass
 
 
-async def _close(websocket: WebSocket, code: int, reason: str = "") -> None:
-    if websocket.client_state == WebSocketState.CONNECTED:
-        try:
-            await websocket.close(code, reason)
-        except (RuntimeError, OSError):
-            pass
 
 
-async def _client_frames(websocket: WebSocket) -> AsyncIterator[bytes]:
-    """What the client sends, as bytes (text or binary frames), until it goes away."""
-    while True:
-        msg = await websocket.receive()
-        if msg["type"] == "websocket.disconnect":
-            return
-        yield msg.get("bytes") or (msg.get("text") or "").encode()
-
-
-async def _duplex(output: Coroutine[Any, Any, None], input_: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    """Run a session's two directions until either ends; both are cancelled and awaited before it returns the
-    output's task."""
-    out_task, in_task = asyncio.create_task(output), asyncio.create_task(input_)
-    try:
-        await asyncio.wait({out_task, in_task}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (out_task, in_task):
-            task.cancel()
-        await asyncio.gather(out_task, in_task, return_exceptions=True)
-    return out_task
-
-
-def _ended(task: asyncio.Task[None]) -> bool:
-    """The output side ended by itself (the process or connection finished), not by a failure or the client."""
-    return task.done() and not task.cancelled() and task.exception() is None
 
 
 async def _exec_session(websocket: WebSocket, node: NodeClient, ticket: Ticket) -> None:

@@ -97,6 +97,11 @@ def agent(
     allow_privileged: bool = typer.Option(False, "--allow-privileged"),
     isolation: str = typer.Option("default", "--isolation", help="default (crun) or sandboxed (gVisor)."),
     dns_zone: str = typer.Option("corral.local", "--dns-zone"),
+    shares: str | None = typer.Option(None, "--shares",
+                                      help="gluster://SERVER[,SERVER]/VOLUME: the cluster's file shares, mounted "
+                                           "here so groups find their files on any node (docs/shares.md)."),
+    metrics_interval: float = typer.Option(5.0, "--metrics-interval", min=0,
+                                           help="Seconds between usage samples sent to the servers (0: none)."),
     verbose: bool = typer.Option(False, "-v", "--verbose"),
 ) -> None:
     """Run this machine as a node of a cluster until stopped."""
@@ -107,7 +112,8 @@ def agent(
         node = NodeSettings(name=name, data_dir=data_dir, public_ip=public_ip, runtime=runtime,
                             cgroup_parent=cgroup_parent, netns_prefix=netns_prefix, pool_size=pool_size,
                             allow_privileged=allow_privileged, isolation=isolation, zone=zone,
-                            labels=_labels(labels), dns_zone=dns_zone)
+                            labels=_labels(labels), dns_zone=dns_zone, shares=shares,
+                            metrics_interval=metrics_interval)
         settings = AgentSettings(node=node, servers=[s.strip() for s in server_urls.split(",") if s.strip()],
                                  join_token=join_token, listen=listen or f"{public_ip}:10250",
                                  heartbeat_interval=heartbeat, fence_after=fence_after, node_lease=node_lease,

@@ -19,6 +19,7 @@ import httpx
 
 from corral.errors import ControlPlaneUnavailable, InvalidRequest, error_from
 from corral.link.protocol import LINK_PREFIX
+from corral.model.metrics import MetricsReport
 from corral.model.records import GroupRecord, NodeInfo
 from corral.model.status import GroupStatus
 from corral.net.dns.feed import DnsUpdate
@@ -126,6 +127,9 @@ class HttpLink:
     def group_rules(self, nsg_id: str, subnet_id: str | None) -> list[SecurityRule]:
         data = self.call("group-rules", {"nsgId": nsg_id, "subnetId": subnet_id})
         return [SecurityRule.model_validate(r) for r in data["rules"]]
+
+    def report_metrics(self, report: MetricsReport) -> None:
+        self.call("report-metrics", report.model_dump(mode="json"))
 
     def dns_changes(self, after: int, timeout: float) -> DnsUpdate:
         data = self.call("dns-changes", {"after": after, "timeout": timeout}, timeout=timeout + CALL_TIMEOUT)

@@ -1,4 +1,4 @@
-"""A remote agent's own API: its ``NodeClient`` (logs, exec, attach, image cache) over HTTPS, for the servers.
+"""A remote agent's own API: its ``NodeClient`` (logs, exec, attach, port-forward, image cache) over HTTPS.
 
 Served by `corral agent` with mutual TLS: only a client certificate the cluster CA issued
 for TLS *client* use (the servers') is accepted; node certificates are TLS server only, so
@@ -6,15 +6,14 @@ one node cannot call another. The servers proxy these to API clients as they pro
 in-process node of `corral up` (``corral.link.node_http.RemoteNodeClient`` is the other end).
 
 Streams (log follow, attach) are NDJSON: ``{"line": "..."}`` per line, ``{}`` as a keepalive
-every second so the server notices a client that left. A pty is a websocket: binary frames
-both ways, a text frame ``{"resize": [rows, cols]}`` to resize, and the exit code in the
-close reason (``{"exitCode": N}``); a session that cannot start sends one text frame
+every second so the server notices a client that left. A pty and a port-forward are websockets: binary
+frames both ways; for a pty a text frame ``{"resize": [rows, cols]}`` resizes it and the exit
+code comes in the close reason (``{"exitCode": N}``); a session that cannot start sends one text frame
 ``{"error": {...}}`` and closes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import queue
@@ -28,11 +27,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.websockets import WebSocketDisconnect
 
+from corral.api.duplex import close_socket, duplex, ended_by_itself
 from corral.errors import CorralError
 from corral.link.protocol import NodeClient
 
 NODE_PREFIX = "/node/v1"
 KEEPALIVE = 1.0
+READ_WAKE = 0.5  # seconds a pty or stream read waits before the loop looks around again
 router = APIRouter(prefix=NODE_PREFIX)
 _limiter: anyio.CapacityLimiter | None = None
 
@@ -118,22 +119,19 @@ def images(request: Request) -> Any:
     return {"images": _node(request).cached_images()}
 
 
-@router.websocket("/pty")
-async def pty(websocket: WebSocket, uid: str, container: str, argv: str = Query(...), rows: int = 24,
-              cols: int = 80) -> None:
-    await websocket.accept()
-    node = _node(websocket)
-    try:
-        session = await anyio.to_thread.run_sync(node.exec_pty, uid, container, json.loads(argv), rows, cols)
-    except CorralError as exc:  # one text frame says why (output frames are binary), then the close
-        await websocket.send_text(json.dumps({"error": {"code": exc.code, "message": exc.message,
-                                                        "status": exc.status}}))
-        await websocket.close(1011)
-        return
+async def _refuse(websocket: WebSocket, exc: CorralError) -> None:
+    """A session that cannot start: one text frame says why (output frames are binary), then the close."""
+    await websocket.send_text(json.dumps({"error": {"code": exc.code, "message": exc.message, "status": exc.status}}))
+    await close_socket(websocket, 1011)
 
+
+async def _pipe(websocket: WebSocket, read: Callable[[], bytes | None], write: Callable[[bytes], None],
+                control: Callable[[dict[str, Any]], None] | None = None) -> bool:
+    """Binary frames out of ``read`` and into ``write`` until either side ends; text frames go to ``control``.
+    True when the node's side ended by itself."""
     async def output() -> None:
         while True:
-            data = await anyio.to_thread.run_sync(session.read, 65536, 0.5, limiter=_threads())
+            data = await anyio.to_thread.run_sync(read, limiter=_threads())
             if data is None:
                 continue
             if not data:
@@ -146,28 +144,57 @@ async def pty(websocket: WebSocket, uid: str, container: str, argv: str = Query(
             if msg["type"] == "websocket.disconnect":
                 return
             if msg.get("text") is not None:
-                rows_cols = json.loads(msg["text"]).get("resize")
-                if rows_cols:
-                    session.resize(int(rows_cols[0]), int(rows_cols[1]))
+                if control is not None:
+                    control(json.loads(msg["text"]))
                 continue
             try:
-                await anyio.to_thread.run_sync(session.write, msg.get("bytes") or b"", limiter=_threads())
+                await anyio.to_thread.run_sync(write, msg.get("bytes") or b"", limiter=_threads())
             except OSError:
                 return
 
-    out_task, in_task = asyncio.create_task(output()), asyncio.create_task(input_())
+    return ended_by_itself(await duplex(output(), input_()))
+
+
+@router.websocket("/pty")
+async def pty(websocket: WebSocket, uid: str, container: str, argv: str = Query(...), rows: int = 24,
+              cols: int = 80) -> None:
+    await websocket.accept()
     try:
-        await asyncio.wait({out_task, in_task}, return_when=asyncio.FIRST_COMPLETED)
-        if out_task.done() and not out_task.cancelled() and out_task.exception() is None:
+        session = await anyio.to_thread.run_sync(_node(websocket).exec_pty, uid, container, json.loads(argv),
+                                                 rows, cols)
+    except CorralError as exc:
+        await _refuse(websocket, exc)
+        return
+
+    def resize(msg: dict[str, Any]) -> None:
+        if msg.get("resize"):
+            session.resize(int(msg["resize"][0]), int(msg["resize"][1]))
+
+    try:
+        if await _pipe(websocket, lambda: session.read(65536, READ_WAKE), session.write, resize):
             code = await anyio.to_thread.run_sync(session.wait, 5.0)
-            await websocket.close(1000, json.dumps({"exitCode": code}))
+            await close_socket(websocket, 1000, json.dumps({"exitCode": code}))
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
-        for task in (out_task, in_task):
-            task.cancel()
-        await asyncio.gather(out_task, in_task, return_exceptions=True)
         await anyio.to_thread.run_sync(session.close)
+
+
+@router.websocket("/port-forward")
+async def port_forward(websocket: WebSocket, uid: str, port: int) -> None:
+    await websocket.accept()
+    try:
+        stream = await anyio.to_thread.run_sync(_node(websocket).port_forward, uid, port)
+    except CorralError as exc:
+        await _refuse(websocket, exc)
+        return
+    try:
+        if await _pipe(websocket, lambda: stream.read(65536, READ_WAKE), stream.write):
+            await close_socket(websocket, 1000, json.dumps({"closed": True}))
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
+    finally:
+        await anyio.to_thread.run_sync(stream.close)
 
 
 def node_app(node: NodeClient) -> FastAPI:

@@ -1,4 +1,8 @@
-"""``NodeClient`` over HTTPS with mutual TLS: how a server reaches a remote agent (``corral.link.node_api``)."""
+"""``NodeClient`` over HTTPS with mutual TLS: how a server reaches a remote agent (``corral.link.node_api``).
+
+Logs and exec are plain requests; log follow and attach NDJSON streams; a pty and a
+port-forward websockets (``RemoteTerminal``, ``RemoteStream``).
+"""
 
 from __future__ import annotations
 
@@ -23,20 +27,15 @@ TIMEOUT = 30.0
 STREAM_READ = 5.0  # > the node's keepalive interval: a silent stream means the node is gone
 
 
-class RemoteTerminal:
-    """A ``TerminalSession`` on a remote node's pty websocket."""
+class RemoteStream:
+    """A ``PortStream`` on a remote node's websocket: binary frames both ways."""
 
     def __init__(self, ws: ClientConnection, pending: bytes | None = None) -> None:
         self._ws = ws
         self._pending = pending  # output read while checking that the session started
-        self._code: int | None = None
         self._closed = threading.Event()
 
     def _ended(self, exc: ConnectionClosed) -> None:
-        try:
-            self._code = json.loads(exc.rcvd.reason).get("exitCode") if exc.rcvd and exc.rcvd.reason else None
-        except ValueError:
-            self._code = None
         self._closed.set()
 
     def read(self, size: int = 65536, timeout: float | None = None) -> bytes | None:
@@ -58,7 +57,26 @@ class RemoteTerminal:
         try:
             self._ws.send(data)
         except ConnectionClosed as exc:
-            raise OSError("the process has exited") from exc
+            raise OSError("the other side has closed") from exc
+
+    def close(self) -> None:
+        self._ws.close()
+        self._closed.set()
+
+
+class RemoteTerminal(RemoteStream):
+    """A ``TerminalSession`` on a remote node's pty websocket; the exit code comes in the close reason."""
+
+    def __init__(self, ws: ClientConnection, pending: bytes | None = None) -> None:
+        super().__init__(ws, pending)
+        self._code: int | None = None
+
+    def _ended(self, exc: ConnectionClosed) -> None:
+        try:
+            self._code = json.loads(exc.rcvd.reason).get("exitCode") if exc.rcvd and exc.rcvd.reason else None
+        except ValueError:
+            self._code = None
+        super()._ended(exc)
 
     def resize(self, rows: int, cols: int) -> None:
         try:
@@ -69,10 +87,6 @@ class RemoteTerminal:
     def wait(self, timeout: float | None = None) -> int | None:
         self._closed.wait(timeout)
         return self._code
-
-    def close(self) -> None:
-        self._ws.close()
-        self._closed.set()
 
 
 class RemoteNodeClient:
@@ -148,10 +162,8 @@ class RemoteNodeClient:
         data = resp.json()
         return data["exitCode"], base64.b64decode(data["stdout"]), base64.b64decode(data["stderr"])
 
-    def exec_pty(self, uid: str, container: str, argv: list[str], rows: int, cols: int) -> RemoteTerminal:
-        query = urllib.parse.urlencode({"uid": uid, "container": container, "argv": json.dumps(argv),
-                                        "rows": rows, "cols": cols})
-        url = self.endpoint.replace("https://", "wss://", 1) + f"{NODE_PREFIX}/pty?{query}"
+    def _socket(self, path: str, query: dict[str, object], kind: type[RemoteStream]) -> RemoteStream:
+        url = self.endpoint.replace("https://", "wss://", 1) + f"{NODE_PREFIX}{path}?{urllib.parse.urlencode(query)}"
         try:
             ws = connect(url, ssl=self._ssl, open_timeout=5, max_size=None)
         except (OSError, TimeoutError) as exc:
@@ -160,16 +172,25 @@ class RemoteNodeClient:
             # The first output, nothing yet, or one text frame naming why the session could not start.
             first = ws.recv(timeout=0.2)
         except TimeoutError:
-            return RemoteTerminal(ws)
+            return kind(ws)
         except ConnectionClosed as exc:
-            term = RemoteTerminal(ws)
-            term._ended(exc)
-            return term
+            stream = kind(ws)
+            stream._ended(exc)
+            return stream
         if isinstance(first, str):
             err = json.loads(first).get("error") or {}
             ws.close()
             raise error_from(err.get("code", "Error"), int(err.get("status", 500)), err.get("message", first))
-        return RemoteTerminal(ws, pending=first)
+        return kind(ws, pending=first)
+
+    def exec_pty(self, uid: str, container: str, argv: list[str], rows: int, cols: int) -> RemoteTerminal:
+        query = {"uid": uid, "container": container, "argv": json.dumps(argv), "rows": rows, "cols": cols}
+        term = self._socket("/pty", query, RemoteTerminal)
+        assert isinstance(term, RemoteTerminal)
+        return term
+
+    def port_forward(self, uid: str, port: int) -> RemoteStream:
+        return self._socket("/port-forward", {"uid": uid, "port": port}, RemoteStream)
 
     def cached_images(self) -> list[str]:
         return list(self._get("/images", {}).json()["images"])

@@ -24,6 +24,7 @@ from corral.errors import Forbidden, NotAssigned
 from corral.link.join import JoinAnswer, JoinRequest
 from corral.link.local import LocalLink
 from corral.link.protocol import LINK_PREFIX
+from corral.model.metrics import MetricsReport
 from corral.model.records import GROUPS, GroupRecord, NodeInfo
 from corral.model.status import GroupStatus
 
@@ -209,6 +210,19 @@ def vnet_config(body: VnetCall, request: Request, node: str = Depends(caller)) -
 def group_rules(body: RulesCall, request: Request, node: str = Depends(caller)) -> dict[str, Any]:
     rules = _link(request).group_rules(body.nsgId, body.subnetId)
     return {"rules": [r.model_dump(mode="json", by_alias=True) for r in rules]}
+
+
+@router.post("/report-metrics")
+def report_metrics(body: MetricsReport, request: Request, node: str = Depends(caller)) -> dict[str, Any]:
+    """Samples of the caller's own groups only; a group that moved away a moment ago is dropped, not refused."""
+    _same_node(node, body.node)
+    link = _link(request)
+    _, groups = link.assignments(node)
+    mine = {g.meta.uid for g in groups.values()}
+    body.groups = [g for g in body.groups if g.uid in mine]
+    if body.groups:
+        link.report_metrics(body)
+    return {}
 
 
 @router.post("/dns-changes")
