@@ -83,6 +83,7 @@ class Host:
     root: Path
     zone: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    extra: list[str] = field(default_factory=list)  # more `corral agent` flags (kept for a restart)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -176,7 +177,9 @@ class ClusterFabric:
 
     # servers -----------------------------------------------------------------
     def start_server(self, name: str, store: str) -> Server:
-        srv = Server(name=name, root=self.root / f"server-{name}", store=store)
+        """Start (or start again, with its data) the server ``name``."""
+        srv = next((s for s in self.servers if s.name == name), None) or Server(
+            name=name, root=self.root / f"server-{name}", store=store)
         srv.root.mkdir(parents=True, exist_ok=True)
         log = open(srv.root / "server.log", "ab")
         env = {**self.env, "CORRAL_CONFIG": str(srv.config_path)}
@@ -184,7 +187,8 @@ class ClusterFabric:
             [CORRAL, "server", "--store", store, "--listen", f"{UPLINK}:{srv.port}", "--data-dir", str(srv.root),
              "--name", name, "--subnet", VNET_SPACE, "-v"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.servers.append(srv)
+        if srv not in self.servers:
+            self.servers.append(srv)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if srv.proc.poll() is not None:
@@ -203,7 +207,8 @@ class ClusterFabric:
         return (self.servers[0].root / "join-token").read_text().strip()
 
     def client(self, server: Server | None = None) -> Client:
-        srv = server or self.servers[0]
+        """A client of ``server`` (default: the first one that runs)."""
+        srv = server or next(s for s in self.servers if s.proc is not None and s.proc.poll() is None)
         return Client(ClientConfig.load(srv.config_path))
 
     def kill_server(self, srv: Server) -> None:
@@ -212,8 +217,10 @@ class ClusterFabric:
             srv.proc.wait(10)
 
     # agents ----------------------------------------------------------------------
-    def start_agent(self, host: Host, servers: list[Server] | None = None, wait: bool = True) -> None:
+    def start_agent(self, host: Host, servers: list[Server] | None = None, wait: bool = True,
+                    extra: list[str] | None = None) -> None:
         urls = ",".join(s.url for s in (servers or self.servers))
+        host.extra = list(extra if extra is not None else host.extra)
         host.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(host.data_dir.parent / f"{host.name}.log", "ab")
         argv = [CORRAL, "agent", "--server", urls, "--join-token", self.join_token, "--name", host.name,
@@ -223,6 +230,7 @@ class ClusterFabric:
             argv += ["--zone", host.zone]
         if host.labels:
             argv += ["--labels", ",".join(f"{k}={v}" for k, v in host.labels.items())]
+        argv += host.extra
         host.proc = subprocess.Popen(host.in_netns(*argv), env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         if wait:
@@ -280,8 +288,11 @@ class ClusterFabric:
         def clear(h: Host) -> None:
             with contextlib.suppress(Exception):
                 self.stop_agent(h)
-            _kill(_pids_mentioning(str(h.data_dir)))  # watchdog, conmons
+            _kill(_pids_mentioning(str(h.data_dir)))  # watchdog, conmons, FUSE clients of shares
             kill_tree(h.cgroup_parent)
+            shares = h.data_dir / "shares"
+            if os.path.ismount(shares):
+                sh("umount", "-l", str(shares), check=False)
             if (Path("/var/run/netns") / h.netns).exists() and self._left_on(h):
                 sh(*h.in_netns(CORRAL, "node", "reset", "--data-dir", str(h.data_dir), "--cgroup-parent",
                                h.cgroup_parent, "--netns-prefix", h.netns_prefix), check=False)

@@ -7,6 +7,7 @@ One fabric for the whole module (``tests/cluster.py``): a registry every node pu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import ssl
@@ -19,11 +20,15 @@ from typing import Any
 
 import httpx
 import pytest
-from cluster import CORRAL, UPLINK, ClusterFabric, Host, eventually, trust
+from cluster import CORRAL, UPLINK, ClusterFabric, Host, Server, eventually, trust
+from etcd_support import run_etcd
 from groups import container, exec_sync, get, group, put, wait_for
 from registry import run_registry
 
 from corral.cli.client import Client
+from corral.control.election import LEADER_KEY
+from corral.storage.glusterd import GlusterServer
+from corral.store.etcd import EtcdStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -31,32 +36,58 @@ RG = "ccl"
 SLEEPER = ["sleep", "3600"]
 
 
+SHARE = {"name": "data", "azureFile": {"shareName": "data", "storageAccountName": "ccl",
+                                       "storageAccountKey": "k"}}
+
+
+@contextlib.contextmanager
+def gluster_volume(root: Path) -> Iterator[str]:
+    """A GlusterFS volume served on the fabric's uplink (corral's own glusterd); yields its gluster:// source."""
+    server = GlusterServer(root / "storage", UPLINK, base_port=49450, max_port=49499)
+    try:
+        server.start()
+        server.create_volume("cclshares", [f"{UPLINK}:{root}/bricks/b1"])
+        yield f"gluster://{UPLINK}/cclshares"
+    finally:
+        if server.pid():
+            server.delete_volume("cclshares")
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFabric]:
+    """Three hosts, each an agent; two servers on a three-member etcd; a registry; a GlusterFS volume for shares."""
     root = tmp_path_factory.mktemp("cluster")
     fab = ClusterFabric(root)
     fab.hosts[0].zone, fab.hosts[1].zone, fab.hosts[2].zone = "z1", "z2", "z1"
     try:
         fab.build()
-        with run_registry(root / "registry", host=UPLINK) as reg:
-            fab.env["CORRAL_INSECURE_REGISTRIES"] = reg.host_port
-            image = f"{reg.host_port}/corral/busybox:latest"
-            build = root / "build"
-            subprocess.run([CORRAL, "image", "build-base", "--data-dir", str(build)], check=True, capture_output=True)
-            subprocess.run([CORRAL, "image", "push", "corral/busybox:latest", image, "--data-dir", str(build)],
-                           check=True, capture_output=True, env=fab.env)
-            fab.image = image  # type: ignore[attr-defined]
-            fab.start_server("s1", f"sqlite://{root}/store.db")
-            for h in fab.hosts:
-                fab.start_agent(h, wait=False)
-            for h in fab.hosts:
-                fab.wait_node(h, "Ready")
-            yield fab
+        with run_etcd(root, members=3) as etcd, run_registry(root / "registry", host=UPLINK) as reg, \
+                gluster_volume(root) as shares:
+            try:
+                fab.env["CORRAL_INSECURE_REGISTRIES"] = reg.host_port
+                fab.image = f"{reg.host_port}/corral/busybox:latest"  # type: ignore[attr-defined]
+                fab.etcd = etcd  # type: ignore[attr-defined]
+                build = root / "build"
+                subprocess.run([CORRAL, "image", "build-base", "--data-dir", str(build)], check=True,
+                               capture_output=True)
+                subprocess.run([CORRAL, "image", "push", "corral/busybox:latest", img(fab), "--data-dir", str(build)],
+                               check=True, capture_output=True, env=fab.env)
+                fab.start_server("s1", etcd.url("/ccl"))
+                fab.start_server("s2", etcd.url("/ccl"))
+                for h in fab.hosts:
+                    fab.start_agent(h, wait=False, extra=["--shares", shares])
+                for h in fab.hosts:
+                    fab.wait_node(h, "Ready")
+                # One share, made on one node, seen by every node (the volume each one mounts).
+                subprocess.run([CORRAL, "share", "create", "ccl/data", "--data-dir", str(fab.hosts[0].data_dir)],
+                               check=True, capture_output=True, env=fab.env)
+                yield fab
+            finally:
+                fab.close()
     finally:
-        try:
-            fab.close()
-        finally:
-            assert fab.leftovers() == []
+        fab.cleanup_network()
+        assert fab.leftovers() == []
 
 
 def img(fab: ClusterFabric) -> str:
@@ -278,11 +309,20 @@ def usage_of(client: Client, name: str) -> dict[str, Any]:
     return next(r for r in rows if r["name"] == name)
 
 
+RUNS = "echo run >> /data/runs; sleep 3600"
+
+
 def test_crash_moves_the_groups_of_a_dead_host(fabric: ClusterFabric) -> None:
     client = fabric.client()
     victim = fabric.hosts[0]
     uids = groups_on(fabric, victim, ["crash-a", "crash-b"])
+    keeper = group(container("crash-share", ["sh", "-c", RUNS], image=img(fabric),
+                             volumeMounts=[{"name": "data", "mountPath": "/data"}]),
+                   restartPolicy="Always", volumes=[SHARE])
+    uids |= groups_on(fabric, victim, ["crash-share"], body=keeper)
     groups_on(fabric, fabric.hosts[2], ["probe"])
+    runs = eventually(lambda: exec_sync(client, RG, "crash-share", "crash-share", "cat", "/data/runs")["stdout"],
+                      what="the share written")
     before = eventually(lambda: usage_of(client, "crash-a")["seconds"] >= 1 and usage_of(client, "crash-a"),
                         what="metered")
     t0 = time.monotonic()
@@ -294,8 +334,13 @@ def test_crash_moves_the_groups_of_a_dead_host(fabric: ClusterFabric) -> None:
         events = [e["name"] for e in get(client, RG, n)["properties"]["instanceView"]["events"]]
         assert "NodeLost" in events
         assert fabric.running_copies(uid) == [where[n]]
+    for n in ("crash-a", "crash-b"):
         # Same name, the new address (on the node it moved to).
         assert eventually(lambda n=n: resolve(client, "probe", n) == [vnet_address(client, n)], what="dns follows")
+    # The share followed its group: the same file, one more run written on the new node.
+    after_runs = eventually(lambda: exec_sync(client, RG, "crash-share", "crash-share", "cat", "/data/runs")["stdout"]
+                            .count("run") == runs.count("run") + 1, what="the share followed")
+    assert after_runs
     # Metering follows the group: the same record goes on, counting again on the new node.
     after = eventually(lambda: usage_of(client, "crash-a")["running"] and usage_of(client, "crash-a"), what="metered")
     assert after["uid"] == before["uid"] and after["seconds"] >= before["seconds"]
@@ -357,3 +402,89 @@ def test_partition_fences_the_cut_host_and_nothing_runs_twice(fabric: ClusterFab
     for n, uid in uids.items():
         assert where[n] != cut.name and fabric.running_copies(uid) == [where[n]]
     delete_all(client)
+
+
+# the control plane -------------------------------------------------------------------------------------------------
+def leader(fab: ClusterFabric) -> Server:
+    store = EtcdStore(fab.etcd.endpoints, "/ccl")  # type: ignore[attr-defined]
+    try:
+        rec = store.get(LEADER_KEY)
+    finally:
+        store.close()
+    assert rec is not None, "no leader"
+    name = str(rec.value["holder"]).split("/", 1)[0]
+    return next(s for s in fab.servers if s.name == name)
+
+
+def stream_ops() -> list[tuple[str, int]]:
+    """200 operations: 100 creates; each group 4 creates back is updated (even) or deleted (odd)."""
+    ops: list[tuple[str, int]] = []
+    for i in range(100):
+        ops.append(("create", i))
+        if i >= 4:
+            ops.append(("update" if (i - 4) % 2 == 0 else "delete", i - 4))
+    for k in range(96, 100):
+        ops.append(("update" if k % 2 == 0 else "delete", k))
+    return ops
+
+
+def test_the_leader_dies_during_a_stream_of_changes(fabric: ClusterFabric) -> None:
+    dead = leader(fabric)
+    survivor = next(s for s in fabric.servers if s is not dead)
+    client = fabric.client(survivor)
+    ops = stream_ops()
+    assert len(ops) == 200
+
+    def body(k: int, value: str) -> dict[str, Any]:
+        c = container(f"s{k}", SLEEPER, cpu=0.01, memory=0.01, image=img(fabric),
+                      environmentVariables=[{"name": "V", "value": value}])
+        return group(c, restartPolicy="Always")
+
+    for n, (op, k) in enumerate(ops):
+        if n == 60:
+            fabric.kill_server(dead)  # SIGKILL: its lease on the controllers ends only by expiring
+        if op == "create":
+            client.request("PUT", client.group_path(RG, f"s{k}"), json=body(k, "v1"))
+        elif op == "update":
+            client.request("PUT", client.group_path(RG, f"s{k}"), json=body(k, "v2"))
+        else:
+            client.request("DELETE", client.group_path(RG, f"s{k}"))
+    want = {f"s{k}" for k in range(0, 100, 2)}
+
+    def converged() -> bool:
+        groups = {g["name"]: g for g in client.request("GET", client.group_path(RG)).json()["value"]}
+        return set(groups) == want and all(
+            g["properties"]["provisioningState"] == "Succeeded" and running(g) for g in groups.values())
+
+    eventually(converged, timeout=180, interval=0.5, what="every group in its desired state")
+    assert leader(fabric) is survivor
+    groups = client.request("GET", client.group_path(RG)).json()["value"]
+    for g in groups:  # the update is what runs
+        env = g["properties"]["containers"][0]["properties"]["environmentVariables"]
+        assert env == [{"name": "V", "value": "v2"}]
+    # None duplicated, none left over: one copy of each wanted group, and nothing else, on the hosts.
+    copies: dict[str, list[str]] = {}
+    for h in fabric.hosts:
+        top = Path("/sys/fs/cgroup/pids") / h.cgroup_parent.strip("/")
+        for d in (p for p in top.iterdir() if p.is_dir()):
+            if any(c.read_text().split() for c in d.rglob("cgroup.procs")):
+                copies.setdefault(d.name, []).append(h.name)
+    assert len(copies) == len(want) and all(len(v) == 1 for v in copies.values()), copies
+    delete_all(client)
+    fabric.start_server(dead.name, dead.store)  # back, as a follower
+
+
+def test_the_api_keeps_serving_with_one_etcd_member_stopped(fabric: ClusterFabric) -> None:
+    etcd = fabric.etcd  # type: ignore[attr-defined]
+    client = fabric.client()
+    etcd.stop(0)
+    try:
+        put(client, RG, "quorum", sleeper(fabric, "quorum"))
+        assert running(wait_for(client, RG, "quorum", running))
+        time.sleep(3)  # longer than a node lease: heartbeats kept being recorded
+        for h in fabric.hosts:
+            assert fabric.node(h)["properties"]["status"] == "Ready"
+        delete_all(client)
+    finally:
+        etcd.start(0)
+        etcd.wait_healthy([0])
