@@ -27,7 +27,7 @@ from corral.net.vnet.install import install_plugin
 from corral.node.client import LocalNodeClient
 from corral.node.setup import NodeSettings, build_agent, build_host
 from corral.scheduler.pipeline import SchedulerSettings
-from corral.server import run_api
+from corral.serving import run_api
 from corral.store.sqlite import SqliteStore
 
 log = logging.getLogger("corral")

@@ -31,7 +31,7 @@ from corral.node import fence
 from corral.node.client import LocalNodeClient
 from corral.node.lease import FENCE_AFTER, HEARTBEAT_INTERVAL, NodeLease
 from corral.node.setup import NodeSettings, build_agent, build_host, node_info
-from corral.server import run_api, split_listen
+from corral.serving import run_api, split_listen
 
 log = logging.getLogger("corral")
 

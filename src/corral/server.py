@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -30,6 +29,7 @@ from corral.fileio import atomic_write
 from corral.link.node_http import RemoteNodeClient
 from corral.model.network import NetworkSettings
 from corral.model.records import NodeInfo
+from corral.serving import run_api, split_listen
 from corral.store.open import open_store
 
 log = logging.getLogger("corral")
@@ -45,29 +45,6 @@ class ServerSettings(BaseModel):
     location: str = "local"
     price_sheet: Path | None = None
     subnet: str = "10.240.0.0/16"  # address space of the default virtual network (made by the first server)
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def run_api(app: object, host: str, port: int, ready: threading.Event | None = None,
-            on_server: Callable[[uvicorn.Server], None] | None = None, **ssl: object) -> None:
-    """Serve ``app`` with uvicorn until told to exit; ``ready`` is set once it listens."""
-    # Open streams (log follow, events) must not hold a shutdown up for long.
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2,
-                            **ssl)  # type: ignore[arg-type]
-    server = uvicorn.Server(config)
-    if on_server is not None:
-        on_server(server)
-    if ready is not None:
-        def signal_ready() -> None:
-            while not server.started and not server.should_exit:
-                threading.Event().wait(0.02)
-            ready.set()
-        threading.Thread(target=signal_ready, daemon=True).start()
-    server.run()
 
 
 class ControlServer:

@@ -180,3 +180,20 @@ def test_reports_follow_the_binding(world: World) -> None:
     world.link.release(key, g.meta.uid)
     with pytest.raises(NotAssigned):  # gone: nothing to report on
         world.link.report(key, GroupStatus(uid=g.meta.uid, node="a", state="Running"))
+
+
+def test_a_removed_node_returns_its_address_blocks(world: World) -> None:
+    from corral.control.netplane import NetworkControl
+
+    network = NetworkControl(world.store)
+    network.start()
+    world.node("a")
+    world.node("b")
+    block_a = network.vnet_config_for("a").ipam.node_block
+    network.vnet_config_for("b")
+    admin = NodeService(world.store, network)
+    admin.delete("a")  # nothing runs there: no drain needed
+    assert world.store.get(NODES + "a") is None
+    subnet = network.vnets.ensure_default()
+    assert set(network.blocks.blocks(subnet)) == {"b"}
+    assert network.vnet_config_for("c").ipam.node_block == block_a  # free again

@@ -14,6 +14,7 @@ removing the copies of groups the control plane moved elsewhere meanwhile.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from datetime import UTC, datetime
 
@@ -99,6 +100,14 @@ class NodeAgent:
         """The lease lapsed: kill this node's containers now (the watchdog would, a moment later)."""
         self._gen += 1  # no lock: a sync may be stuck on the unreachable control plane, the kill cannot wait
         killed = fence.kill_tree(self.host.cgroup_parent)
+        # gVisor sandboxes run outside the cgroups (--ignore-cgroups): the cgroup kill misses them.
+        for cid in self.host.runtime.list_ids():
+            if self.host.runtime.runtime_of(cid) == "runsc":
+                try:
+                    self.host.runtime_for("sandboxed").kill(cid, signal.SIGKILL)
+                    killed += 1
+                except CorralError as exc:
+                    log.warning("could not kill sandboxed container %s: %s", cid, exc.message)
         with self._lock:
             workers = list(self.workers.values())
         for w in workers:

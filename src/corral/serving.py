@@ -1,0 +1,31 @@
+"""Serving an ASGI app with uvicorn, as the server, `corral up` and a remote agent's node API all do."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import uvicorn
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def run_api(app: object, host: str, port: int, ready: threading.Event | None = None,
+            on_server: Callable[[uvicorn.Server], None] | None = None, **ssl: object) -> None:
+    """Serve ``app`` with uvicorn until told to exit; ``ready`` is set once it listens."""
+    # Open streams (log follow, events) must not hold a shutdown up for long.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2,
+                            **ssl)  # type: ignore[arg-type]
+    server = uvicorn.Server(config)
+    if on_server is not None:
+        on_server(server)
+    if ready is not None:
+        def signal_ready() -> None:
+            while not server.started and not server.should_exit:
+                threading.Event().wait(0.02)
+            ready.set()
+        threading.Thread(target=signal_ready, daemon=True).start()
+    server.run()
