@@ -27,7 +27,7 @@ from corral.net.vnet.install import install_plugin
 from corral.node.client import LocalNodeClient
 from corral.node.setup import NodeSettings, build_agent, build_host
 from corral.scheduler.pipeline import SchedulerSettings
-from corral.serving import run_api
+from corral.serving import run_api, side_by_side
 from corral.store.sqlite import SqliteStore
 
 log = logging.getLogger("corral")
@@ -103,15 +103,8 @@ class AllInOne:
         try:
             run_api(self.app, self.host, self.port, ready, keep, **kwargs)
         finally:
-            # Stop the parts side by side: each may wait out one watch timeout.
             parts = [self.agent.stop, self.plane.stop, self.node_host.network.stop]
-            if self.dns is not None:
-                parts.append(self.dns.stop)
-            stoppers = [threading.Thread(target=fn) for fn in parts]
-            for t in stoppers:
-                t.start()
-            for t in stoppers:
-                t.join()
+            side_by_side(*parts, *([self.dns.stop] if self.dns is not None else []))
             self.store.close()
 
     def shutdown(self) -> None:

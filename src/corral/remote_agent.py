@@ -31,7 +31,7 @@ from corral.node import fence
 from corral.node.client import LocalNodeClient
 from corral.node.lease import FENCE_AFTER, HEARTBEAT_INTERVAL, NodeLease
 from corral.node.setup import NodeSettings, build_agent, build_host, node_info
-from corral.serving import run_api, split_listen
+from corral.serving import run_api, side_by_side, split_listen
 
 log = logging.getLogger("corral")
 
@@ -120,14 +120,7 @@ class RemoteAgent:
         try:
             run_api(self.app, self.api_host, self.api_port, ready, keep, **tls)
         finally:
-            parts = [self.agent.stop, self.host.network.stop]
-            if self.dns is not None:
-                parts.append(self.dns.stop)
-            stoppers = [threading.Thread(target=fn) for fn in parts]
-            for t in stoppers:
-                t.start()
-            for t in stoppers:
-                t.join()
+            side_by_side(self.agent.stop, self.host.network.stop, *([self.dns.stop] if self.dns is not None else []))
             self.link.close()
 
     def shutdown(self) -> None:

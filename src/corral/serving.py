@@ -5,7 +5,28 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import anyio
 import uvicorn
+
+_limiter: anyio.CapacityLimiter | None = None
+
+
+def stream_threads() -> anyio.CapacityLimiter:
+    """Threads for long-lived streams and long polls, apart from the pool the sync routes use, so they cannot
+    starve it."""
+    global _limiter
+    if _limiter is None:
+        _limiter = anyio.CapacityLimiter(512)
+    return _limiter
+
+
+def side_by_side(*parts: Callable[[], None]) -> None:
+    """Run the stop functions of a process's parts at once and wait for all: each may wait out a poll."""
+    threads = [threading.Thread(target=fn) for fn in parts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def split_listen(listen: str) -> tuple[str, int]:

@@ -40,6 +40,7 @@ from corral.control.nodes import NodeDirectory
 from corral.errors import Conflict, CorralError, NotFound
 from corral.link.protocol import NodeClient, PortStream, TerminalSession
 from corral.model.records import GroupRecord
+from corral.serving import stream_threads
 from corral.store.base import Store
 
 router = APIRouter(dependencies=[Depends(api_version)])
@@ -53,17 +54,6 @@ READ_WAKE = 0.5  # seconds a pty read waits before the loop looks around again
 END_CHECK = 1.0  # seconds between "has the group ended?" checks of a log follow
 # xterm's "resize window" control sequence, CSI 8 ; rows ; cols t, sent alone in a frame: a resize request.
 RESIZE = re.compile(rb"\x1b\[8;(\d{1,4});(\d{1,4})t")
-
-_limiter: anyio.CapacityLimiter | None = None
-
-
-def stream_threads() -> anyio.CapacityLimiter:
-    """Threads for long-lived streams, apart from the pool the sync routes use, so streams cannot starve them."""
-    global _limiter
-    if _limiter is None:
-        _limiter = anyio.CapacityLimiter(256)
-    return _limiter
-
 
 # one-time session tickets ------------------------------------------------------------------------------------------
 @dataclass

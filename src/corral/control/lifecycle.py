@@ -99,10 +99,12 @@ class NodeLifecycle(Controller):
                 changed = True
         return changed
 
-    def _set_ready(self, name: str, ready: bool, silent: float) -> None:
+    def _update_node(self, name: str, **fields: object) -> bool:
+        """Set fields of a node's record (compare-and-swap); False if the node is gone."""
         def apply(n: NodeInfo | None) -> NodeInfo:
             assert n is not None
-            n.ready = ready
+            for k, v in fields.items():
+                setattr(n, k, v)
             return n
 
         try:
@@ -110,8 +112,13 @@ class NodeLifecycle(Controller):
                                        busy=f"node {name} is changing too often")
         except NotFound:
             self._nodes.pop(name, None)
-            return
+            return False
         self._nodes[name] = node
+        return True
+
+    def _set_ready(self, name: str, ready: bool, silent: float) -> None:
+        if not self._update_node(name, ready=ready):
+            return
         if ready:
             log.info("node %s is Ready again", name)
         else:
@@ -201,7 +208,7 @@ class NodeLifecycle(Controller):
         if node.evicting:
             if self._move_done(node.evicting, node.name, records):
                 self._moving.pop(node.evicting, None)
-                self._set_evicting(node.name, None)
+                self._update_node(node.name, evicting=None)
             return
         groups = sorted((k, GroupRecord.model_validate(r.value)) for k, r in records.items())
         mine = [(k, g) for k, g in groups if g.meta.node == node.name and not g.meta.deleting]
@@ -223,7 +230,7 @@ class NodeLifecycle(Controller):
             except VersionConflict:
                 return
         self._moving[key] = time.monotonic()
-        self._set_evicting(node.name, key)
+        self._update_node(node.name, evicting=key)
         log.info("draining node %s: moving group %s", node.name, key)
 
     def _move_done(self, key: str, node: str, records: dict[str, Record]) -> bool:
@@ -249,16 +256,3 @@ class NodeLifecycle(Controller):
             return False
         status, _ = self._status(group)
         return status is not None and status.epoch == group.meta.epoch and status.state != "Pending"
-
-    def _set_evicting(self, name: str, key: str | None) -> None:
-        def apply(n: NodeInfo | None) -> NodeInfo:
-            assert n is not None
-            n.evicting = key
-            return n
-
-        try:
-            node, _, _ = update_record(self.store, NODES + name, NodeInfo, apply, missing=lambda: NotFound(name),
-                                       busy=f"node {name} is changing too often")
-        except NotFound:
-            return
-        self._nodes[name] = node

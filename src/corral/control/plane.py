@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -23,6 +22,7 @@ from corral.control.placementcheck import GroupPlacementCheck
 from corral.link.local import LocalLink
 from corral.model.network import NetworkSettings
 from corral.scheduler.pipeline import SchedulerSettings
+from corral.serving import side_by_side
 from corral.store.base import Store
 
 
@@ -75,11 +75,7 @@ class ControlPlane:
             c.start()
 
     def _demoted(self) -> None:
-        stoppers = [threading.Thread(target=c.stop) for c in self.controllers]
-        for t in stoppers:
-            t.start()
-        for t in stoppers:
-            t.join()
+        side_by_side(*(c.stop for c in self.controllers))
 
     def stop(self) -> None:
         self.leadership.stop()

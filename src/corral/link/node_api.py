@@ -30,19 +30,12 @@ from starlette.websockets import WebSocketDisconnect
 from corral.api.duplex import close_socket, duplex, ended_by_itself
 from corral.errors import CorralError
 from corral.link.protocol import NodeClient
+from corral.serving import stream_threads
 
 NODE_PREFIX = "/node/v1"
 KEEPALIVE = 1.0
 READ_WAKE = 0.5  # seconds a pty or stream read waits before the loop looks around again
 router = APIRouter(prefix=NODE_PREFIX)
-_limiter: anyio.CapacityLimiter | None = None
-
-
-def _threads() -> anyio.CapacityLimiter:
-    global _limiter
-    if _limiter is None:
-        _limiter = anyio.CapacityLimiter(256)
-    return _limiter
 
 
 def _node(request: Request | WebSocket) -> NodeClient:
@@ -82,7 +75,7 @@ def _ndjson(make: Callable[[Callable[[], bool]], Iterator[str]]) -> StreamingRes
         try:
             while True:
                 try:
-                    line = await anyio.to_thread.run_sync(lines.get, True, KEEPALIVE, limiter=_threads())
+                    line = await anyio.to_thread.run_sync(lines.get, True, KEEPALIVE, limiter=stream_threads())
                 except queue.Empty:
                     yield b"{}\n"
                     continue
@@ -131,7 +124,7 @@ async def _pipe(websocket: WebSocket, read: Callable[[], bytes | None], write: C
     True when the node's side ended by itself."""
     async def output() -> None:
         while True:
-            data = await anyio.to_thread.run_sync(read, limiter=_threads())
+            data = await anyio.to_thread.run_sync(read, limiter=stream_threads())
             if data is None:
                 continue
             if not data:
@@ -148,7 +141,7 @@ async def _pipe(websocket: WebSocket, read: Callable[[], bytes | None], write: C
                     control(json.loads(msg["text"]))
                 continue
             try:
-                await anyio.to_thread.run_sync(write, msg.get("bytes") or b"", limiter=_threads())
+                await anyio.to_thread.run_sync(write, msg.get("bytes") or b"", limiter=stream_threads())
             except OSError:
                 return
 

@@ -27,18 +27,11 @@ from corral.link.protocol import LINK_PREFIX
 from corral.model.metrics import MetricsReport
 from corral.model.records import GROUPS, GroupRecord, NodeInfo
 from corral.model.status import GroupStatus
+from corral.serving import stream_threads
 
 router = APIRouter(prefix=LINK_PREFIX)
 # Long polls (assignment waits, DNS feeds) park a thread each: their own pool, apart from the API's.
-_limiter: anyio.CapacityLimiter | None = None
 WAIT_MAX = 30.0
-
-
-def _threads() -> anyio.CapacityLimiter:
-    global _limiter
-    if _limiter is None:
-        _limiter = anyio.CapacityLimiter(512)
-    return _limiter
 
 
 def _link(request: Request) -> LocalLink:
@@ -164,7 +157,7 @@ async def wait(body: WaitCall, request: Request, node: str = Depends(caller)) ->
             out[key] = group.dump() if group is not None else None
         return {"revision": rev, "keys": out}
 
-    return await anyio.to_thread.run_sync(work, limiter=_threads())
+    return await anyio.to_thread.run_sync(work, limiter=stream_threads())
 
 
 @router.post("/assignment")
@@ -228,5 +221,5 @@ def report_metrics(body: MetricsReport, request: Request, node: str = Depends(ca
 @router.post("/dns-changes")
 async def dns_changes(body: DnsCall, request: Request, node: str = Depends(caller)) -> dict[str, Any]:
     link = _link(request)
-    update = await anyio.to_thread.run_sync(link.dns_changes, body.after, body.timeout, limiter=_threads())
+    update = await anyio.to_thread.run_sync(link.dns_changes, body.after, body.timeout, limiter=stream_threads())
     return update.model_dump(mode="json")
