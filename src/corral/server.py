@@ -47,6 +47,19 @@ class ServerSettings(BaseModel):
     subnet: str = "10.240.0.0/16"  # address space of the default virtual network (made by the first server)
 
 
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def listen_addresses(host: str) -> list[str]:
+    """The addresses clients may reach a server listening on ``host`` by: every local IPv4 address for a wildcard."""
+    if host not in WILDCARDS:
+        return [host]
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        return [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)]
+
+
 class ControlServer:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
@@ -54,7 +67,8 @@ class ControlServer:
         self.store = open_store(settings.store)
         cluster = cluster_secrets(self.store)
         d = settings.data_dir
-        hosts = list(dict.fromkeys([self.host, *settings.advertise, "127.0.0.1", "localhost", settings.name]))
+        hosts = list(dict.fromkeys([*settings.advertise, *listen_addresses(self.host), "127.0.0.1", "localhost",
+                                    settings.name]))
         self.identity: ServerIdentity = server_identity(d / "tls", cluster, hosts, settings.name)
         self.plane = ControlPlane(self.store, cluster.token, location=settings.location,
                                   price_sheet=settings.price_sheet,
@@ -74,7 +88,9 @@ class ControlServer:
         return RemoteNodeClient(info.name, info.endpoint, i.ca, i.client_cert, i.client_key)
 
     def client_config(self) -> ClientConfig:
-        return ClientConfig(endpoint=f"https://{self.host}:{self.port}", token=self.plane.token,
+        host = self.settings.advertise[0] if self.settings.advertise else (
+            "127.0.0.1" if self.host in WILDCARDS else self.host)
+        return ClientConfig(endpoint=f"https://{host}:{self.port}", token=self.plane.token,
                             ca_cert=str(self.identity.ca), location=self.settings.location)
 
     def serve(self, ready: threading.Event | None = None) -> None:

@@ -24,8 +24,10 @@ from cluster import CORRAL, UPLINK, ClusterFabric, Host, Server, eventually, tru
 from etcd_support import run_etcd
 from groups import container, exec_sync, get, group, put, wait_for
 from registry import run_registry
+from websockets.exceptions import ConnectionClosed
 
 from corral.cli.client import Client
+from corral.cli.terminal import exit_code, open_session
 from corral.control.election import LEADER_KEY
 from corral.storage.glusterd import GlusterServer
 from corral.store.etcd import EtcdStore
@@ -192,26 +194,66 @@ def test_node_credentials_reach_only_their_own_node(fabric: ClusterFabric) -> No
         httpx.get(f"https://{owner.ip}:10250/node/v1/images", verify=trust(creds / "ca.pem"), timeout=5)
 
 
-def test_logs_and_exec_go_through_the_server(fabric: ClusterFabric) -> None:
+TICKER = "echo hello from $(hostname); " + \
+    "mkdir -p /www && echo page > /www/index.html && httpd -p 8080 -h /www; while true; do echo tick; sleep 0.2; done"
+
+
+def _session(client: Client, path: str, body: dict[str, Any] | None = None) -> Any:
+    answer = client.request("POST", path, json=body or {}).json()
+    return open_session(answer["webSocketUri"], answer["password"], client.config.ca_cert)
+
+
+def _frames_until(conn: Any, want: bytes, limit: float = 15) -> bytes:
+    got = b""
+    deadline = time.monotonic() + limit
+    while want not in got and time.monotonic() < deadline:
+        frame = conn.recv(timeout=limit)
+        got += frame if isinstance(frame, bytes) else frame.encode()
+    return got
+
+
+def test_logs_exec_attach_and_port_forward_go_through_the_server(fabric: ClusterFabric) -> None:
     client = fabric.client()
-    body = group(container("talker", ["sh", "-c", "echo hello from $(hostname); sleep 3600"], image=img(fabric)))
-    put(client, RG, "talker", body)
-    wait_for(client, RG, "talker", running)
-    logs = eventually(lambda: client.request("GET", client.group_path(RG, "talker") + "/containers/talker/logs")
-                      .json()["content"], what="logs")
+    groups_on(fabric, fabric.hosts[1], ["talker"], body=group(container("talker", ["sh", "-c", TICKER],
+                                                                        image=img(fabric))))
+    base = client.group_path(RG, "talker") + "/containers/talker"
+    logs = eventually(lambda: client.request("GET", base + "/logs").json()["content"], what="logs")
     assert "hello from talker" in logs
     res = exec_sync(client, RG, "talker", "talker", "sh", "-c", "echo out; echo err >&2; exit 3")
     assert (res["exitCode"], res["stdout"], res["stderr"]) == (3, "out\n", "err\n")
-    # An interactive exec, as `corral container exec` (and az) open it: a websocket through the server.
-    done = subprocess.run([CORRAL, "container", "exec", "-g", RG, "-n", "talker", "--", "cat", "/etc/hostname"],
-                          env={**fabric.env, "CORRAL_CONFIG": str(fabric.servers[0].config_path)},
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and done.stdout.strip() == "talker"
+    # A terminal (ACI exec): a websocket to the server, a pty on the node; the exit code comes back.
+    conn = _session(client, base + "/exec", {"command": "sh -c 'cat /etc/hostname; exit 4'"})
+    try:
+        assert b"talker" in _frames_until(conn, b"talker")
+        with pytest.raises(ConnectionClosed):
+            while True:
+                conn.recv(timeout=15)
+        assert exit_code(conn) == 4
+    finally:
+        conn.close()
+    # Attach and a log follow stream the node's output through the server.
+    conn = _session(client, base + "/attach")
+    try:
+        assert b"tick" in _frames_until(conn, b"tick")
+    finally:
+        conn.close()
+    with client.http.stream("GET", base + "/logs", params={"follow": "true", "tail": 1,
+                                                           "api-version": "2023-05-01"}) as resp:
+        first = next(resp.iter_lines())
+        assert "tick" in first or "hello" in first
+    # Port-forward: the node connects to the group's port, bytes travel through the server.
+    conn = _session(client, client.group_path(RG, "talker") + "/portForward", {"port": 8080})
+    try:
+        conn.send(b"GET /index.html HTTP/1.0\r\n\r\n")
+        assert b"page" in _frames_until(conn, b"page")
+    finally:
+        conn.close()
+    delete_all(client)
 
 
 def test_stop_answers_once_the_node_stopped_the_group(fabric: ClusterFabric) -> None:
     client = fabric.client()
-    wait_for(client, RG, "owned", running)
+    put(client, RG, "owned", sleeper(fabric, "owned"))
     uid = uid_of(fabric, "owned")
     client.request("POST", client.group_path(RG, "owned") + "/stop")
     assert get(client, RG, "owned")["properties"]["instanceView"]["state"] == "Stopped"

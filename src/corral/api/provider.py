@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from corral.api.deps import api_version, nodes, service
 from corral.control.groups import GroupService
 from corral.control.nodes import NodeDirectory
+from corral.link.protocol import NodeUnavailable
 from corral.model.group import total_requests
 
 router = APIRouter(dependencies=[Depends(api_version)])
@@ -63,5 +64,10 @@ def capabilities(sub: str, loc: str) -> Any:
 
 @router.get(f"/subscriptions/{{sub}}/providers/{NS}/locations/{{loc}}/cachedImages")
 def cached_images(sub: str, loc: str, directory: NodeDirectory = Depends(nodes)) -> Any:
-    images = sorted({ref for node in directory.all() for ref in node.cached_images()})
-    return {"value": [{"osType": "Linux", "image": ref} for ref in images]}
+    images: set[str] = set()
+    for node in directory.all():
+        try:
+            images.update(node.cached_images())
+        except NodeUnavailable:
+            continue  # a node that does not answer now: the others' images still count
+    return {"value": [{"osType": "Linux", "image": ref} for ref in sorted(images)]}

@@ -165,7 +165,8 @@ class RemoteNodeClient:
     def _socket(self, path: str, query: dict[str, object], kind: type[RemoteStream]) -> RemoteStream:
         url = self.endpoint.replace("https://", "wss://", 1) + f"{NODE_PREFIX}{path}?{urllib.parse.urlencode(query)}"
         try:
-            ws = connect(url, ssl=self._ssl, open_timeout=5, max_size=None)
+            # legacy=True: a connection held for a session's life; proxy=None: straight to the node.
+            ws = connect(url, ssl=self._ssl, open_timeout=5, max_size=None, proxy=None, legacy=True)
         except (OSError, TimeoutError) as exc:
             raise self._unavailable(exc) from None
         try:
