@@ -29,6 +29,7 @@ from corral.fileio import atomic_write
 from corral.link.node_http import RemoteNodeClient
 from corral.model.network import NetworkSettings
 from corral.model.records import NodeInfo
+from corral.scheduler.pipeline import SchedulerSettings
 from corral.serving import run_api, split_listen
 from corral.store.open import open_store
 
@@ -45,6 +46,7 @@ class ServerSettings(BaseModel):
     location: str = "local"
     price_sheet: Path | None = None
     subnet: str = "10.240.0.0/16"  # address space of the default virtual network (made by the first server)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
 
 
 WILDCARDS = ("0.0.0.0", "::", "")
@@ -73,7 +75,7 @@ class ControlServer:
         self.plane = ControlPlane(self.store, cluster.token, location=settings.location,
                                   price_sheet=settings.price_sheet,
                                   network=NetworkSettings(default_prefix=settings.subnet),
-                                  leadership=leadership_for(self.store, settings.name))
+                                  scheduler=settings.scheduler, leadership=leadership_for(self.store, settings.name))
         self.plane.credentials = NodeCredentials(self.store, cluster)
         self.plane.nodes.remote = self._node_client
         self.join_token = cluster.join_token

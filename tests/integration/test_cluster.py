@@ -138,17 +138,37 @@ def delete_all(client: Client, keep: tuple[str, ...] = ()) -> None:
 
 
 # placement, credentials, access ------------------------------------------------------------------------------------
-def test_groups_spread_across_the_hosts(fabric: ClusterFabric) -> None:
+def test_placement_across_the_hosts(fabric: ClusterFabric) -> None:
     client = fabric.client()
+    # Spread (the default policy): three groups, three hosts.
     for i in range(3):
         put(client, RG, f"spread{i}", sleeper(fabric, f"spread{i}", cpu=0.5))
     where = placement(fabric)
     assert sorted(where[f"spread{i}"] for i in range(3)) == ["ccl-h1", "ccl-h2", "ccl-h3"]
-    # Each node pulled the image from the registry itself.
-    for h in fabric.hosts:
+    for h in fabric.hosts:  # each node pulled the image from the registry itself
         assert (h.data_dir / "images").is_dir()
-    nodes = client.request("GET", "/providers/Corral/nodes").json()["value"]
-    assert {n["name"]: n["properties"]["zone"] for n in nodes} == {"ccl-h1": "z1", "ccl-h2": "z2", "ccl-h3": "z1"}
+    delete_all(client)
+    # A zone-pinned group lands in its zone: z2 is ccl-h2's alone.
+    pinned = sleeper(fabric, "pinned")
+    pinned["zones"] = ["z2"]
+    put(client, RG, "pinned", pinned)
+    assert placement(fabric)["pinned"] == "ccl-h2"
+    # A required anti-affinity keeps them apart: with one host cordoned, the third waits for it.
+    client.request("POST", "/providers/Corral/nodes/ccl-h3/cordon")
+    try:
+        for i in range(3):
+            body = sleeper(fabric, f"apart{i}", placement={"antiAffinity": [{"tags": {"app": "apart"}}]})
+            body["tags"] = {"app": "apart"}
+            client.request("PUT", client.group_path(RG, f"apart{i}"), json=body)
+        eventually(lambda: len([n for n in placement(fabric) if n.startswith("apart")]) == 2, what="two placed")
+        waiting = next(f"apart{i}" for i in range(3) if f"apart{i}" not in placement(fabric))
+        events = get(client, RG, waiting)["properties"]["instanceView"]["events"]
+        assert "anti-affinity" in events[-1]["message"]
+    finally:
+        client.request("POST", "/providers/Corral/nodes/ccl-h3/uncordon")
+    eventually(lambda: placement(fabric).get(waiting) == "ccl-h3", what="placed once the host is back")
+    where = placement(fabric)
+    assert sorted(where[f"apart{i}"] for i in range(3)) == ["ccl-h1", "ccl-h2", "ccl-h3"]
     delete_all(client)
 
 

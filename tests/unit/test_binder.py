@@ -15,7 +15,7 @@ from corral.control.netplane import NetworkControl
 from corral.link.local import LocalLink
 from corral.model.group import ContainerGroup
 from corral.model.network import NetworkSettings
-from corral.model.records import GroupRecord, NodeInfo, group_key, status_key
+from corral.model.records import NODES, GroupRecord, NodeInfo, group_key, status_key
 from corral.model.status import GroupStatus
 from corral.store.base import Record
 from corral.store.sqlite import SqliteStore
@@ -56,8 +56,9 @@ class Harness:
         raise AssertionError("the binder keeps writing")
 
     def node(self, name: str, cpu: float = 2, mem: float = 4, **kw: Any) -> None:
-        self.link.register(NodeInfo(name=name, address="10.1.0.1", cpu=cpu, memoryGB=mem,
-                                    lastHeartbeat=datetime.now(UTC), **kw))
+        # The node record as the control plane holds it (a registration keeps the control plane's cordon).
+        self.store.put(NODES + name, NodeInfo(name=name, address="10.1.0.1", cpu=cpu, memoryGB=mem,
+                                              lastHeartbeat=datetime.now(UTC), **kw).model_dump(mode="json"))
         self.pump()
 
     def create(self, name: str, cpu: float = 1, mem: float = 1, **props: Any) -> None:

@@ -37,15 +37,20 @@ def server(
     location: str = typer.Option("local", "--location"),
     subnet: str = typer.Option("10.240.0.0/16", "--subnet", help="Address space of the default virtual network."),
     price_sheet: Path | None = typer.Option(None, "--price-sheet", help="JSON/YAML prices for metering."),
+    scheduling: str = typer.Option("spread", "--scheduling",
+                                   help="spread (the least allocated node) or binpack (the busiest that fits)."),
     verbose: bool = typer.Option(False, "-v", "--verbose"),
 ) -> None:
     """Run a control-plane server: the API, the agents' link, and (when elected leader) the controllers."""
+    from corral.scheduler.pipeline import SchedulerSettings
     from corral.server import ControlServer, ServerSettings
 
     _logging(verbose)
+    if scheduling not in ("spread", "binpack"):
+        raise typer.BadParameter("spread or binpack", param_hint="--scheduling")
     settings = ServerSettings(store=store, data_dir=data_dir, listen=listen, config_path=client_config_path(),
                               name=name, advertise=advertise, location=location, price_sheet=price_sheet,
-                              subnet=subnet)
+                              subnet=subnet, scheduler=SchedulerSettings(strategy=scheduling))  # type: ignore[arg-type]
     srv = ControlServer(settings)
     _on_sigterm(srv.shutdown)
     cfg = srv.client_config()
