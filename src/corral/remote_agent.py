@@ -31,13 +31,14 @@ from corral.node import fence
 from corral.node.client import LocalNodeClient
 from corral.node.lease import FENCE_AFTER, HEARTBEAT_INTERVAL, NodeLease
 from corral.node.setup import NodeSettings, build_agent, build_host, node_info
-from corral.serving import run_api, side_by_side, split_listen
+from corral.serving import WILDCARDS, run_api, side_by_side, split_listen
 
 log = logging.getLogger("corral")
 
 NODE_LEASE = 2.5  # the control plane's side: NotReady, then failover, after this long without a heartbeat
 WATCHDOG_GRACE = 0.25  # the agent fences itself first; the watchdog this much later
 LEASE_MARGIN = 0.5  # the node lease must outlast the fence by this (the kill, the watchdog's grace)
+RESTART_GRACE = 30.0
 WAIT_TIMEOUT = 2.0  # long poll of the assignments (and how long stopping the agent may wait on it)
 
 
@@ -52,6 +53,8 @@ class AgentSettings(BaseModel):
     # Off: the node never stops its groups when cut off, and the control plane never moves them (it cannot
     # know they stopped): they wait for the node to come back, or for `corral node delete`.
     self_fencing: bool = True
+    # Seconds a stopped agent asks its node to be left alone (its groups keep running) until it is back.
+    restart_grace: float = RESTART_GRACE
     dns: bool = True
 
     @model_validator(mode="after")
@@ -76,17 +79,18 @@ class RemoteAgent:
             if not settings.join_token:
                 raise InvalidRequest(f"node '{node.name}' has not joined a cluster yet: give --join-token "
                                      "(`corral server` prints it and writes it to its join-token file)")
-            addresses = list(dict.fromkeys([self.api_host, node.public_ip]))
+            addresses = [a for a in dict.fromkeys([self.api_host, node.public_ip]) if a not in WILDCARDS]
             join(settings.servers, settings.join_token, node.name, addresses, self.files)
             log.info("joined the cluster as node %s", node.name)
         self.link = HttpLink(settings.servers, self.files.token.read_text().strip(), self.files.ca)
         self.fence_dir = agent_dir / "fence"
         self.dns: DnsServer | None = None
         self.host = build_host(node, self.link, on_network=self._serve_dns_on)
-        self.lease = NodeLease(lambda: self.link.heartbeat(node.name), self.fence_dir,
+        self.lease = NodeLease(lambda hold: self.link.heartbeat(node.name, hold), self.fence_dir,
                                interval=settings.heartbeat_interval, fence_after=settings.fence_after,
                                fencing=settings.self_fencing)
-        info = node_info(node, endpoint=f"https://{self.api_host}:{self.api_port}", lease_seconds=settings.node_lease)
+        reach = node.public_ip if self.api_host in WILDCARDS else self.api_host  # where the servers connect
+        info = node_info(node, endpoint=f"https://{reach}:{self.api_port}", lease_seconds=settings.node_lease)
         info.selfFencing = settings.self_fencing
         self.agent = build_agent(node, self.link, self.host, info, lease=self.lease, wait_timeout=WAIT_TIMEOUT)
         self.app = node_app(LocalNodeClient(self.host))
@@ -120,6 +124,8 @@ class RemoteAgent:
         try:
             run_api(self.app, self.api_host, self.api_port, ready, keep, **tls)
         finally:
+            self.lease.stop()
+            self.lease.hold(self.settings.restart_grace)  # the groups keep running while the agent restarts
             side_by_side(self.agent.stop, self.host.network.stop, *([self.dns.stop] if self.dns is not None else []))
             self.link.close()
 

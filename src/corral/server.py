@@ -30,7 +30,7 @@ from corral.link.node_http import RemoteNodeClient
 from corral.model.network import NetworkSettings
 from corral.model.records import NodeInfo
 from corral.scheduler.pipeline import SchedulerSettings
-from corral.serving import run_api, split_listen
+from corral.serving import WILDCARDS, run_api, split_listen
 from corral.store.open import open_store
 
 log = logging.getLogger("corral")
@@ -47,9 +47,6 @@ class ServerSettings(BaseModel):
     price_sheet: Path | None = None
     subnet: str = "10.240.0.0/16"  # address space of the default virtual network (made by the first server)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
-
-
-WILDCARDS = ("0.0.0.0", "::", "")
 
 
 def listen_addresses(host: str) -> list[str]:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 import anyio
 import uvicorn
 
+# Listen addresses that mean "every address": not one a client can be told to connect to.
+WILDCARDS = ("0.0.0.0", "::", "")
 _limiter: anyio.CapacityLimiter | None = None
 
 

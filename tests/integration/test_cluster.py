@@ -371,6 +371,24 @@ def usage_of(client: Client, name: str) -> dict[str, Any]:
     return next(r for r in rows if r["name"] == name)
 
 
+def test_an_agent_restart_keeps_its_groups_running(fabric: ClusterFabric) -> None:
+    client = fabric.client()
+    host = fabric.hosts[2]
+    uids = groups_on(fabric, host, ["kept"])
+    before = wait_for(client, RG, "kept", running)["properties"]["containers"][0]["properties"]["instanceView"]
+    fabric.stop_agent(host)  # SIGTERM: it asks for its node to be held while it is away
+    time.sleep(4)  # past the fence time and the node lease
+    assert fabric.running_copies(uids["kept"]) == [host.name]
+    assert fabric.node(host)["properties"]["status"] == "Ready"
+    fabric.start_agent(host)
+    time.sleep(1)
+    after = wait_for(client, RG, "kept", running)["properties"]["containers"][0]["properties"]["instanceView"]
+    assert after["restartCount"] == before["restartCount"] == 0
+    assert after["currentState"]["startTime"] == before["currentState"]["startTime"]  # the same process, adopted
+    assert placement(fabric)["kept"] == host.name
+    delete_all(client)
+
+
 RUNS = "echo run >> /data/runs; sleep 3600"
 
 

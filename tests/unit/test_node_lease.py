@@ -18,10 +18,13 @@ class Link:
 
     def __init__(self) -> None:
         self.up = True
+        self.holds: list[float] = []
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, hold: float = 0.0) -> None:
         if not self.up:
             raise ConnectionError("server unreachable")
+        if hold:
+            self.holds.append(hold)
 
 
 def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -48,10 +51,10 @@ def lease(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_no_start_before_the_session_is_confirmed(lease, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     lease, link, events, sessions = lease
     until(lambda: sessions == [0])
-    with lease.hold(0) as ok:
+    with lease.starting(0) as ok:
         assert not ok  # acknowledged, but the assignments are not listed yet
     assert lease.confirm(0)
-    with lease.hold(0) as ok:
+    with lease.starting(0) as ok:
         assert ok
     age = fence.lease_age(tmp_path)
     assert age is not None and age < 0.3  # the watchdog reads the same lease
@@ -63,16 +66,16 @@ def test_a_lapse_fences_and_a_new_session_needs_a_new_listing(lease) -> None:  #
     lease.confirm(0)
     link.up = False
     until(lambda: events == ["lapse 1"])
-    with lease.hold(0) as ok:
+    with lease.starting(0) as ok:
         assert not ok  # a record of the old session may be stale: never again
-    with lease.hold(1) as ok:
+    with lease.starting(1) as ok:
         assert not ok  # not held
     link.up = True
     until(lambda: sessions == [0, 1])
-    with lease.hold(1) as ok:
+    with lease.starting(1) as ok:
         assert not ok
     assert not lease.confirm(0) and lease.confirm(1)
-    with lease.hold(1) as ok:
+    with lease.starting(1) as ok:
         assert ok
 
 
@@ -85,7 +88,7 @@ def test_a_lapse_waits_for_a_start_in_progress(lease) -> None:  # type: ignore[n
     seen: list[str] = []
 
     def start() -> None:
-        with lease.hold(0) as ok:
+        with lease.starting(0) as ok:
             assert ok
             inside.set()
             release.wait(5)
@@ -124,3 +127,14 @@ def test_the_watchdog_lease_file_ages(tmp_path: Path) -> None:
     fence.write_lease(tmp_path, time.monotonic() - 5)
     age = fence.lease_age(tmp_path)
     assert age is not None and 5 <= age < 6
+
+
+def test_a_restarting_agent_holds_its_node(lease, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    lease, link, events, sessions = lease
+    until(lambda: sessions == [0])
+    lease.stop()
+    assert lease.hold(30)
+    assert link.holds == [30]
+    age = fence.lease_age(tmp_path)
+    assert age is not None and age < -25  # the watchdog fences only once the hold is over too
+    assert events == []

@@ -197,3 +197,13 @@ def test_a_removed_node_returns_its_address_blocks(world: World) -> None:
     subnet = network.vnets.ensure_default()
     assert set(network.blocks.blocks(subnet)) == {"b"}
     assert network.vnet_config_for("c").ipam.node_block == block_a  # free again
+
+
+def test_a_restarting_agent_is_left_alone_for_its_hold(world: World) -> None:
+    world.node("a")
+    key = world.group("g", "a")
+    world.link.heartbeat("a", hold=5)  # the agent stops, to be started again
+    world.begin()  # a leader elected meanwhile still honours it
+    time.sleep(LEASE * 2)
+    world.settle()
+    assert world.ready("a") and world.record(key).meta.node == "a"

@@ -96,6 +96,9 @@ def agent(
     node_lease: float = typer.Option(2.5, "--node-lease",
                                      help="Seconds without a heartbeat before the control plane declares this node "
                                           "NotReady and moves its groups (more than --fence-after + 0.5)."),
+    restart_grace: float = typer.Option(30.0, "--restart-grace", min=0, max=600,
+                                        help="Seconds a stopped agent's groups keep running, their node held, "
+                                             "until the agent is back (0: fenced and moved as if it died)."),
     self_fencing: bool = typer.Option(True, "--self-fencing/--no-self-fencing",
                                       help="Stop this node's groups when cut off from every server; off: they keep "
                                            "running and the control plane never moves them elsewhere."),
@@ -122,7 +125,7 @@ def agent(
         settings = AgentSettings(node=node, servers=[s.strip() for s in server_urls.split(",") if s.strip()],
                                  join_token=join_token, listen=listen or f"{public_ip}:10250",
                                  heartbeat_interval=heartbeat, fence_after=fence_after, node_lease=node_lease,
-                                 self_fencing=self_fencing)
+                                 self_fencing=self_fencing, restart_grace=restart_grace)
     except ValidationError as exc:
         raise InvalidRequest("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
     agent_proc = RemoteAgent(settings)

@@ -2,7 +2,8 @@
 
 - **Leases**: a remote node renews ``/leases/<node>`` by heartbeat. This controller notes, on
   its own monotonic clock, when it last saw each renewal; a node silent for longer than its
-  ``leaseSeconds`` is marked NotReady, and Ready again when renewals come back. A new leader
+  ``leaseSeconds`` (plus the ``hold`` an agent stopping to restart asked for) is marked NotReady,
+  and Ready again when renewals come back. A new leader
   starts every node's count afresh (it cannot know how old the last renewal was), which
   only ever delays a failover, never hastens it.
 - **Failover**: the groups of a NotReady (or unregistered) node that should still run are
@@ -49,6 +50,7 @@ class NodeLifecycle(Controller):
     def __init__(self, store: Store) -> None:
         super().__init__(store)
         self._seen: dict[str, float] = {}  # node -> monotonic time its lease was last renewed (as seen here)
+        self._hold: dict[str, float] = {}  # node -> seconds beyond its lease it asked for (an agent restarting)
         self._nodes: dict[str, NodeInfo] = {}
         self._moving: dict[str, float] = {}  # group key a drain moves -> when the move began
 
@@ -57,6 +59,8 @@ class NodeLifecycle(Controller):
         now = time.monotonic()
         self._nodes = {r.key[len(NODES):]: NodeInfo.model_validate(r.value) for r in self.store.list(NODES)}
         self._seen = {name: now for name in self._nodes}  # every node gets a full lease from here
+        # A hold an agent asked for before this leader took over still stands (its watchdog honours it).
+        self._hold = {r.key[len(LEASES):]: float(r.value.get("hold") or 0.0) for r in self.store.list(LEASES)}
         self._check_leases()
         self.reconcile()
 
@@ -65,7 +69,9 @@ class NodeLifecycle(Controller):
         changed = False
         for e in events:
             if e.key.startswith(LEASES):
-                self._seen[e.key[len(LEASES):]] = now
+                name = e.key[len(LEASES):]
+                self._seen[name] = now
+                self._hold[name] = float((e.value or {}).get("hold") or 0.0)
             elif e.key.startswith(NODES):
                 name = e.key[len(NODES):]
                 if e.value is None:
@@ -93,7 +99,7 @@ class NodeLifecycle(Controller):
             if node.leaseSeconds is None:
                 continue  # in the server's own process: no lease
             silent = now - self._seen.get(name, now)
-            alive = silent <= node.leaseSeconds
+            alive = silent <= node.leaseSeconds + self._hold.get(name, 0.0)
             if alive != node.ready:
                 self._set_ready(name, alive, silent)
                 changed = True

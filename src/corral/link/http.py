@@ -88,8 +88,8 @@ class HttpLink:
     def register(self, node: NodeInfo) -> None:
         self.call("register", node.model_dump(mode="json"))
 
-    def heartbeat(self, node: str) -> None:
-        self.call("heartbeat", {"node": node}, timeout=HEARTBEAT_TIMEOUT)
+    def heartbeat(self, node: str, hold: float = 0.0) -> None:
+        self.call("heartbeat", {"node": node, "hold": hold}, timeout=HEARTBEAT_TIMEOUT)
 
     def assignments(self, node: str) -> tuple[int, dict[str, GroupRecord]]:
         data = self.call("assignments", {"node": node})

@@ -49,8 +49,8 @@ class LocalLink:
                 continue
         raise VersionConflict(f"node '{node.name}' is changing too often to register; retry")
 
-    def heartbeat(self, node: str) -> None:
-        self.store.put(LEASES + node, {"node": node, "renewedAt": datetime.now(UTC).isoformat()})
+    def heartbeat(self, node: str, hold: float = 0.0) -> None:
+        self.store.put(LEASES + node, {"node": node, "renewedAt": datetime.now(UTC).isoformat(), "hold": hold})
 
     def assignments(self, node: str) -> tuple[int, dict[str, GroupRecord]]:
         rev = self.store.revision()

@@ -35,8 +35,10 @@ class ControlPlaneLink(Protocol):
         (cordoned, draining) stays."""
         ...
 
-    def heartbeat(self, node: str) -> None:
-        """Renew the node's lease; returns once the renewal is recorded (raises when it could not be)."""
+    def heartbeat(self, node: str, hold: float = 0.0) -> None:
+        """Renew the node's lease; returns once the renewal is recorded (raises when it could not be).
+
+        ``hold``: seconds beyond the lease the node asks to be left alone (its agent is restarting)."""
         ...
 
     def assignments(self, node: str) -> tuple[int, dict[str, GroupRecord]]:

@@ -32,6 +32,7 @@ from corral.serving import stream_threads
 router = APIRouter(prefix=LINK_PREFIX)
 # Long polls (assignment waits, DNS feeds) park a thread each: their own pool, apart from the API's.
 WAIT_MAX = 30.0
+HOLD_MAX = 600.0  # the longest an agent may ask its node to be left alone while it restarts
 
 
 def _link(request: Request) -> LocalLink:
@@ -68,6 +69,11 @@ def _bound_group(link: LocalLink, caller: str, key: str, uid: str | None = None)
 # bodies ------------------------------------------------------------------------------------------------------------
 class NodeCall(BaseModel):
     node: str
+
+
+class HeartbeatCall(BaseModel):
+    node: str
+    hold: float = Field(default=0.0, ge=0, le=HOLD_MAX)
 
 
 class WaitCall(BaseModel):
@@ -127,9 +133,9 @@ def register(body: NodeInfo, request: Request, node: str = Depends(caller)) -> d
 
 
 @router.post("/heartbeat")
-def heartbeat(body: NodeCall, request: Request, node: str = Depends(caller)) -> dict[str, Any]:
+def heartbeat(body: HeartbeatCall, request: Request, node: str = Depends(caller)) -> dict[str, Any]:
     _same_node(node, body.node)
-    _link(request).heartbeat(node)
+    _link(request).heartbeat(node, body.hold)
     return {}
 
 

@@ -11,8 +11,12 @@ A *session* is one unbroken stretch of lease. What the agent learnt of its assig
 earlier session may be stale (the control plane may have moved a group away meanwhile), so a
 new session starts unconfirmed: no container starts until the agent has listed its
 assignments again (``on_regain``) and confirmed the session. A worker may start a container
-only under ``hold(session)``, with the session its record was read in; a lapse waits for
+only under ``starting(session)``, with the session its record was read in; a lapse waits for
 starts in progress to finish, so none can slip past it.
+
+An agent stopped to be started again (an upgrade) asks for a ``hold``: one last heartbeat tells
+the servers to leave the node alone that much longer, and the watchdog's lease file moves by as
+much, so its groups keep running until the new agent takes over.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ class _ReadWriteLock:
 
 
 class NodeLease:
-    def __init__(self, renew: Callable[[], None], state_dir: Path, interval: float = HEARTBEAT_INTERVAL,
+    def __init__(self, renew: Callable[[float], None], state_dir: Path, interval: float = HEARTBEAT_INTERVAL,
                  fence_after: float = FENCE_AFTER, fencing: bool = True) -> None:
         if fence_after <= interval:
             raise ValueError("the fence time must be longer than the heartbeat interval")
@@ -108,12 +112,28 @@ class NodeLease:
         for t in self._threads:
             t.join(timeout=5)
 
+    def hold(self, seconds: float) -> bool:
+        """The agent stops to be started again: one last heartbeat asks the servers to leave the node
+        alone ``seconds`` beyond its lease, and the watchdog is told the same, so the groups keep running
+        meanwhile. Call after ``stop``. False (nothing held: fencing as usual) when no server acknowledged."""
+        if seconds <= 0 or not self.valid():
+            return False
+        sent = time.monotonic()
+        try:
+            self._renew(seconds)
+        except Exception as exc:
+            log.warning("could not ask the servers to hold this node while its agent restarts: %s", exc)
+            return False
+        fence.write_lease(self.state_dir, sent + seconds)  # the watchdog fences only after the hold too
+        log.info("node held for %.0f s while its agent restarts", seconds)
+        return True
+
     # what workers ask ----------------------------------------------------------
     def valid(self) -> bool:
         return time.monotonic() - self._last_ack < self.fence_after
 
     @contextlib.contextmanager
-    def hold(self, session: int) -> Iterator[bool]:
+    def starting(self, session: int) -> Iterator[bool]:
         """True inside the block if the node may start a container of a record read in ``session``."""
         with self._starts.read():
             with self._lock:
@@ -140,7 +160,7 @@ class NodeLease:
         while not self._stop.is_set():
             sent = time.monotonic()
             try:
-                self._renew()
+                self._renew(0.0)
             except Exception as exc:
                 self._failures += 1
                 if self._failures in (1, 10) or self._failures % 100 == 0:

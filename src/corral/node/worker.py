@@ -220,7 +220,7 @@ class GroupWorker:
     def _may_start(self) -> contextlib.AbstractContextManager[bool]:
         if self._lease is None:
             return contextlib.nullcontext(True)
-        return self._lease.hold(self._session)
+        return self._lease.starting(self._session)
 
     # reconcile -------------------------------------------------------------
     def reconcile(self, group: GroupRecord | None) -> float | None:
