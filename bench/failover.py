@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -190,6 +191,7 @@ def main() -> None:
             cut = scenario(fab, fab.hosts[1], "cut", args.n, image)
     finally:
         fab.close()
+        shutil.rmtree(root, ignore_errors=True)
     print(f"\nfailover of {args.n} groups, default timings (heartbeat 0.5 s, fence 1.5 s, node lease 2.5 s)\n")
     print(f"{'scenario':<44} {'NotReady':>9} {'all Running elsewhere':>22} {'longest overlap':>16}")
     print(f"{'baseline: create -> Running, no failure':<44} {'':>9} {base:>20.2f} s {'':>16}")
