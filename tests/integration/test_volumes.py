@@ -80,6 +80,19 @@ def test_secret_lives_on_tmpfs_with_0400_files(vm: VolumeManager, tmp_path: Path
     assert not mounts_under(tmp_path) and not vm.group_dir("g1").exists()
 
 
+def test_secret_permissions_set_modes_and_the_owning_group(vm: VolumeManager) -> None:
+    # As kubelet writes a configMap volume with defaultMode 0440, one item 0400, and fsGroup 2000.
+    spec = {"name": "cfg", "secret": {"a": b64(b"1"), "b": b64(b"2")},
+            "secretPermissions": {"defaultMode": 0o440, "modes": {"b": 0o400}, "group": 2000}}
+    path = vm.prepare("g1", [spec])["cfg"]
+    a, b = (path / "a").stat(), (path / "b").stat()
+    assert (stat.S_IMODE(a.st_mode), a.st_uid, a.st_gid) == (0o440, 0, 2000)
+    assert (stat.S_IMODE(b.st_mode), b.st_gid) == (0o440, 2000)  # the group always gets read access
+    vm.prepare("g1", [{**spec, "secretPermissions": {"defaultMode": 0o644}}])  # changed in place
+    assert stat.S_IMODE((path / "a").stat().st_mode) == 0o644 and (path / "a").stat().st_gid == 0
+    vm.release("g1")
+
+
 def test_secret_size_limit(tmp_path: Path) -> None:
     vm = VolumeManager(tmp_path / "v", tmp_path / "s", secret_tmpfs_bytes=1 << 20)
     with pytest.raises(InvalidRequest, match="limit"):

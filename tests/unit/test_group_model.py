@@ -50,6 +50,16 @@ def test_defaults_follow_aci() -> None:
          "not a port of any container"),
         (lambda b: b["properties"]["containers"][0]["properties"]["resources"].update(limits={"cpu": 2}),
          "properties", "greater than the total request"),
+        (lambda b: b["properties"].update(volumes=[{"name": "v", "emptyDir": {}, "secretPermissions": {}}]),
+         "volumes[0]", "secret volumes only"),
+        (lambda b: b["properties"].update(volumes=[{"name": "v", "secret": {"a": "YQ=="},
+                                                    "secretPermissions": {"modes": {"b": 0o400}}}]),
+         "volumes[0]", "does not have: b"),
+        (lambda b: b["properties"].update(volumes=[{"name": "v", "secret": {"a": "YQ=="},
+                                                    "secretPermissions": {"modes": {"a": 0o4755}}}]),
+         "secretPermissions.modes", "from 0 to 511"),
+        (lambda b: b["properties"]["containers"][0]["properties"].update(
+            securityContext={"supplementalGroups": [-1]}), "supplementalGroups", "group ids"),
     ],
 )
 def test_bad_input_names_field_and_reason(mutate, field: str, reason: str) -> None:  # type: ignore[no-untyped-def]

@@ -54,13 +54,15 @@ IMMUTABLE = ("osType", "subnetIds", "isolation", "sku")
 
 
 def volume_shape(group: ContainerGroup) -> list[object]:
-    """What of the volumes cannot change in place: all but the contents of secret volumes, which the node
-    rewrites in the running group (a Kubernetes configMap or secret volume kept up to date)."""
+    """What of the volumes cannot change in place: all but the files of secret volumes (and their
+    permissions), which the node rewrites in the running group (a Kubernetes configMap or secret volume
+    kept up to date)."""
     out: list[object] = []
     for v in group.properties.volumes or []:
         dump = v.model_dump(mode="json", exclude_none=True)
         if v.secret is not None:
             dump["secret"] = None
+            dump.pop("secretPermissions", None)
         out.append(dump)
     return out
 # How long stop and restart wait for the node to have done them (a container ignoring SIGTERM gets 10 s).

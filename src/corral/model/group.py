@@ -160,6 +160,15 @@ class SecurityContext(Wire):
     runAsUser: int | None = Field(default=None, ge=0)
     runAsGroup: int | None = Field(default=None, ge=0)
     seccompProfile: str | None = None
+    # Corral extension (Kubernetes' supplementalGroups and fsGroup): more groups of the process.
+    supplementalGroups: list[int] | None = None
+
+    @field_validator("supplementalGroups")
+    @classmethod
+    def _gids(cls, v: list[int] | None) -> list[int] | None:
+        if v and any(g < 0 or g > 4294967294 for g in v):
+            raise ValueError("supplementalGroups must be group ids from 0 to 4294967294")
+        return v
 
 
 class ContainerProperties(Wire):
@@ -246,12 +255,30 @@ class GitRepoVolume(Wire):
     revision: str | None = None
 
 
+class SecretPermissions(Wire):
+    """Corral extension: who may read a secret volume's files (Kubernetes' defaultMode, items[].mode and
+    fsGroup). Without it the files are 0400 and root's, as on ACI."""
+
+    defaultMode: int | None = Field(default=None, ge=0, le=0o777)
+    modes: dict[str, int] | None = None  # file name -> mode
+    group: int | None = Field(default=None, ge=0, le=4294967294)  # owning group; it gets read access
+
+    @field_validator("modes")
+    @classmethod
+    def _modes(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        bad = sorted(k for k, m in (v or {}).items() if not 0 <= m <= 0o777)
+        if bad:
+            raise ValueError(f"modes of {', '.join(bad)} must be from 0 to 511 (0777)")
+        return v
+
+
 class Volume(Wire):
     name: str
     azureFile: AzureFileVolume | None = None
     emptyDir: dict[str, Any] | None = None
     secret: dict[str, str] | None = None
     gitRepo: GitRepoVolume | None = None
+    secretPermissions: SecretPermissions | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Volume:
@@ -261,6 +288,13 @@ class Volume(Wire):
                 f"volume '{self.name}' needs exactly one of azureFile, emptyDir, secret, gitRepo "
                 f"(got {', '.join(kinds) or 'none'})"
             )
+        if self.secretPermissions is not None:
+            if self.secret is None:
+                raise ValueError(f"volume '{self.name}': secretPermissions apply to secret volumes only")
+            unknown = sorted(set(self.secretPermissions.modes or {}) - set(self.secret))
+            if unknown:
+                raise ValueError(f"volume '{self.name}': secretPermissions.modes names files the secret does not "
+                                 f"have: {', '.join(unknown)}")
         return self
 
 

@@ -68,6 +68,7 @@ def security_of(sc: GroupSecurity | None) -> SecurityContext:
         capabilities_drop=list(caps.drop or []) if caps else [],
         run_as_user=sc.runAsUser,
         run_as_group=sc.runAsGroup,
+        supplemental_groups=list(sc.supplementalGroups or []),
         allow_privilege_escalation=sc.allowPrivilegeEscalation,
         seccomp="unconfined" if (sc.seccompProfile or "").lower() == "unconfined" else "default",
     )

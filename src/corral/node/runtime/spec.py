@@ -53,6 +53,7 @@ class SecurityContext(BaseModel):
     capabilities_drop: list[str] = []
     run_as_user: int | None = Field(default=None, ge=0)
     run_as_group: int | None = Field(default=None, ge=0)
+    supplemental_groups: list[int] = []
     # None = the safe default (no_new_privs on); True lets setuid binaries raise privileges.
     allow_privilege_escalation: bool | None = None
     read_only_root_filesystem: bool = False
@@ -177,10 +178,10 @@ def build_spec(req: SpecRequest) -> dict[str, Any]:
     if sec.privileged and sec.allow_privilege_escalation is False:
         raise InvalidRequest("allowPrivilegeEscalation cannot be false for a privileged container")
 
+    gids = [*user.additional_gids, *(g for g in sec.supplemental_groups if g not in user.additional_gids)]
     process: dict[str, Any] = {
         "terminal": req.terminal,
-        "user": {"uid": user.uid, "gid": user.gid, **({"additionalGids": user.additional_gids}
-                                                        if user.additional_gids else {})},
+        "user": {"uid": user.uid, "gid": user.gid, **({"additionalGids": gids} if gids else {})},
         "args": list(req.args),
         "env": env,
         "cwd": req.cwd,

@@ -45,11 +45,13 @@ def as_spec(volume: VolumeSpec | BaseModel | dict[str, Any]) -> VolumeSpec:
                              target=f"volumes.{where}") from exc
 
 
-def _write_file(path: Path, data: bytes, mode: int) -> None:
+def _write_file(path: Path, data: bytes, mode: int, gid: int | None = None) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        if gid is not None:
+            os.chown(tmp, -1, gid)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -105,6 +107,7 @@ class VolumeManager:
         return {s.name: out[s.name] for s in specs}
 
     def _prepare_secrets(self, tmpfs: Path, specs: list[VolumeSpec], out: dict[str, Path]) -> None:
+        by_name = {s.name: s for s in specs}
         files = {s.name: s.secret_files() for s in specs}
         total = sum(len(k) + len(v) + 4096 for f in files.values() for k, v in f.items())
         if total > self.secret_tmpfs_bytes // 2:
@@ -117,7 +120,7 @@ class VolumeManager:
             vdir.mkdir(exist_ok=True)
             os.chmod(vdir, 0o755)
             for key, data in contents.items():
-                _write_file(vdir / key, data, 0o400)
+                _write_file(vdir / key, data, *by_name[name].secret_file_mode(key))
             for stale in vdir.iterdir():  # converge to the spec on re-run
                 if stale.name not in contents:
                     stale.unlink()

@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from corral.model.group import SecretPermissions
+
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
 _SHARE = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
@@ -87,6 +89,7 @@ class VolumeSpec(_Wire):
     secret: dict[str, str] | None = None
     gitRepo: GitRepoSpec | None = None
     azureFile: AzureFileSpec | None = None
+    secretPermissions: SecretPermissions | None = None
 
     @field_validator("name")
     @classmethod
@@ -129,3 +132,10 @@ class VolumeSpec(_Wire):
 
     def secret_files(self) -> dict[str, bytes]:
         return {k: base64.b64decode(v) for k, v in (self.secret or {}).items()}
+
+    def secret_file_mode(self, name: str) -> tuple[int, int | None]:
+        """(mode, owning group) of a secret file: 0400 and root's unless secretPermissions say otherwise; a
+        group gets read access (as Kubernetes' fsGroup)."""
+        perms = self.secretPermissions or SecretPermissions()
+        mode = (perms.modes or {}).get(name, perms.defaultMode if perms.defaultMode is not None else 0o400)
+        return (mode | 0o440, perms.group) if perms.group is not None else (mode, None)
