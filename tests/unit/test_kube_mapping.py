@@ -14,6 +14,7 @@ from lightkube.models.core_v1 import (
     EmptyDirVolumeSource,
     ExecAction,
     HostPathVolumeSource,
+    KeyToPath,
     Lifecycle,
     LifecycleHandler,
     PodSecurityContext,
@@ -143,6 +144,25 @@ def test_config_map_volume_files_change_in_place() -> None:
     assert volume_shape(g1) == volume_shape(g2)
 
 
+def test_file_modes_and_fs_group_as_kubelet_writes_them() -> None:
+    pod = load("pod-configmap-volume.yaml")
+    inputs = PodInputs(config_maps={"special-config": {"SPECIAL_LEVEL": b"very", "SPECIAL_TYPE": b"charm"}})
+    _, props = mapped(pod, inputs)
+    assert props["volumes"][0]["secretPermissions"] == {"defaultMode": 0o644}  # kubelet's default
+    # defaultMode and an item's own mode; fsGroup owns the files and joins every process, with
+    # supplementalGroups
+    cm = pod.spec.volumes[0].configMap  # type: ignore[index,union-attr]
+    cm.defaultMode = 0o440
+    cm.items = [KeyToPath(key="SPECIAL_LEVEL", path="level", mode=0o400), KeyToPath(key="SPECIAL_TYPE", path="type"),
+                KeyToPath(key="SPECIAL_TYPE", path="type-again")]
+    pod.spec.securityContext = PodSecurityContext(runAsUser=1000, fsGroup=2000, supplementalGroups=[4000, 2000])  # type: ignore[union-attr]
+    plan, props = mapped(pod, inputs)
+    assert props["volumes"][0]["secretPermissions"] == {"defaultMode": 0o440, "modes": {"level": 0o400},
+                                                        "group": 2000}
+    assert container(props)["securityContext"] == {"runAsUser": 1000, "supplementalGroups": [2000, 4000]}
+    assert plan.warnings == []
+
+
 def test_projected_service_account_token_from_token_request() -> None:
     pod = load("pod-projected-svc-token.yaml")
     key = TokenKey("default", "vault", 7200)
@@ -228,6 +248,7 @@ def test_a_pod_as_the_api_server_serialises_it() -> None:
     assert plan.warnings == [] and plan.name == "dev-rng-65d885d498-sgnhm"
     files = {k: base64.b64decode(v) for k, v in props["volumes"][0]["secret"].items()}
     assert files == {"token": b"header.payload.sig", "ca.crt": b"-----BEGIN CERTIFICATE-----\n", "namespace": b"dev"}
+    assert props["volumes"][0]["secretPermissions"] == {"defaultMode": 420}  # readable by the pod's user
     assert container(props)["volumeMounts"] == [{"name": "kube-api-access-qgp4j", "readOnly": True,
                                                  "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]
     # dnsPolicy ClusterFirst with a cluster DNS configured on the node; Corral's names searched last.

@@ -2,6 +2,8 @@
 
 A client of Corral's public HTTP API only (``corral_api``), like any outside connector. Modules:
 ``mapping`` (pod -> group), ``status`` (group -> pod status), ``node`` (the Node object and its Lease),
-``pods`` (the pod controller), ``kubelet`` (the kubelet API on :10250), ``streams`` (kubelet's exec and
-port-forward wire protocols), ``authz`` (TokenReview / SubjectAccessReview), ``connector`` (runs them all).
+``pods`` (the pod controller), ``kubelet`` (the kubelet API on :10250), ``streams`` (exec, attach and
+port-forward, and their websocket transport), ``spdy`` and ``spdy_streams`` (the SPDY/3.1 transport),
+``logs`` (which log lines are a container's run), ``metrics`` (stats/summary, metrics/resource),
+``authz`` (TokenReview / SubjectAccessReview), ``connector`` (runs them all).
 """

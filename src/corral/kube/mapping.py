@@ -241,9 +241,9 @@ class _Mapper:
                       "the runtime from its isolation setting")
         psc = spec.securityContext
         if psc is not None:
-            if psc.fsGroup is not None or psc.supplementalGroups:
-                self.warn("UnsupportedField", "securityContext.fsGroup and supplementalGroups are not supported "
-                          "on Corral")
+            if psc.supplementalGroupsPolicy == "Strict":
+                self.warn("UnsupportedField", "securityContext.supplementalGroupsPolicy Strict is not supported: "
+                          "the groups of the image's /etc/group for the user are added too")
             if psc.sysctls:
                 self.warn("UnsupportedField", "securityContext.sysctls are not supported on Corral")
             if psc.seLinuxOptions or psc.appArmorProfile or psc.windowsOptions:
@@ -528,6 +528,11 @@ class _Mapper:
             out["runAsUser"] = run_as_user
         if run_as_group is not None:
             out["runAsGroup"] = run_as_group
+        # As kubelet: every container's process also belongs to the pod's fsGroup and supplementalGroups.
+        gids = [] if psc is None else [*([psc.fsGroup] if psc.fsGroup is not None else []),
+                                       *(psc.supplementalGroups or [])]
+        if gids:
+            out["supplementalGroups"] = list(dict.fromkeys(gids))
         if non_root and run_as_user == 0:
             raise MissingReference(f"container {c.name} has runAsNonRoot and runAsUser 0: it will not run")
         if non_root and run_as_user is None:
@@ -571,10 +576,16 @@ class _Mapper:
 
     def _volumes(self) -> list[dict[str, Any]]:
         out = []
+        psc = self.spec.securityContext
         for v in self.spec.volumes or []:
-            files = self._volume_files(v)
-            if files is not None:
-                out.append({"name": v.name, "secret": {k: base64.b64encode(d).decode() for k, d in files.items()}})
+            found = self._volume_files(v)
+            if found is not None:
+                files, modes = found
+                vol: dict[str, Any] = {"name": v.name,
+                                       "secret": {k: base64.b64encode(d).decode() for k, d in files.items()}}
+                if files:
+                    vol["secretPermissions"] = _permissions(modes, psc.fsGroup if psc else None)
+                out.append(vol)
             elif v.emptyDir is not None:
                 if v.emptyDir.medium == "Memory" or v.emptyDir.sizeLimit:
                     self.warn("UnsupportedField", f"volume {v.name}: emptyDir medium and sizeLimit are not "
@@ -585,33 +596,35 @@ class _Mapper:
                 self.warn("UnsupportedVolume", f"volume {v.name} ({kind}) is not supported on Corral; an empty "
                           "directory stands in for it")
                 out.append({"name": v.name, "emptyDir": {}})
-        runs_as_other = any(self._security(c).get("runAsUser") not in (None, 0) for c in all_containers(self.pod))
-        if runs_as_other and any("secret" in v for v in out):
-            self.warn("UnsupportedField", "secret, configMap and projected volume files are readable by root only "
-                      "on Corral; a container running as another user cannot read them")
         return out
 
-    def _volume_files(self, v: Volume) -> dict[str, bytes] | None:
-        """The files of a configMap, secret, projected or downwardAPI volume; None for other kinds."""
+    def _volume_files(self, v: Volume) -> tuple[dict[str, bytes], dict[str, int]] | None:
+        """The files of a configMap, secret, projected or downwardAPI volume and their modes (the volume's
+        defaultMode, 0644 when unset, or the item's mode, as kubelet writes them); None for other kinds."""
+        modes: dict[str, int] = {}
         if v.configMap is not None:
             src = v.configMap
-            return self._items(v.name, self._config_map(src.name or "", bool(src.optional)), src.items)
+            data = self._items(v.name, self._config_map(src.name or "", bool(src.optional)), src.items, modes)
+            return data, _with_default(data, modes, src.defaultMode)
         if v.secret is not None:
             s = v.secret
-            return self._items(v.name, self._secret(s.secretName or "", bool(s.optional)), s.items)
+            data = self._items(v.name, self._secret(s.secretName or "", bool(s.optional)), s.items, modes)
+            return data, _with_default(data, modes, s.defaultMode)
         if v.downwardAPI is not None:
-            return self._downward(v.name, v.downwardAPI.items or [])
+            data = self._downward(v.name, v.downwardAPI.items or [], modes)
+            return data, _with_default(data, modes, v.downwardAPI.defaultMode)
         if v.projected is not None:
             files: dict[str, bytes] = {}
             for src in v.projected.sources or []:
                 if src.configMap is not None:
                     files |= self._items(v.name, self._config_map(src.configMap.name or "",
-                                                                  bool(src.configMap.optional)), src.configMap.items)
+                                                                  bool(src.configMap.optional)), src.configMap.items,
+                                         modes)
                 elif src.secret is not None:
                     files |= self._items(v.name, self._secret(src.secret.name or "", bool(src.secret.optional)),
-                                         src.secret.items)
+                                         src.secret.items, modes)
                 elif src.downwardAPI is not None:
-                    files |= self._downward(v.name, src.downwardAPI.items or [])
+                    files |= self._downward(v.name, src.downwardAPI.items or [], modes)
                 elif src.serviceAccountToken is not None:
                     t = src.serviceAccountToken
                     token = self.inputs.tokens.get(token_key(self.pod, t.audience, t.expirationSeconds))
@@ -621,10 +634,11 @@ class _Mapper:
                 else:
                     self.warn("UnsupportedVolume", f"volume {v.name}: projected source clusterTrustBundle / "
                               "podCertificate is not supported on Corral")
-            return files
+            return files, _with_default(files, modes, v.projected.defaultMode)
         return None
 
-    def _items(self, vol: str, data: dict[str, bytes] | None, items: list[Any] | None) -> dict[str, bytes]:
+    def _items(self, vol: str, data: dict[str, bytes] | None, items: list[Any] | None,
+               modes: dict[str, int]) -> dict[str, bytes]:
         if data is None:
             return {}
         if not items:
@@ -632,10 +646,13 @@ class _Mapper:
         out = {}
         for it in items:
             if it.key in data:
-                out[_flat(vol, it.path, self.warn)] = data[it.key]
+                name = _flat(vol, it.path, self.warn)
+                out[name] = data[it.key]
+                if it.mode is not None:
+                    modes[name] = it.mode
         return out
 
-    def _downward(self, vol: str, items: list[Any]) -> dict[str, bytes]:
+    def _downward(self, vol: str, items: list[Any], modes: dict[str, int]) -> dict[str, bytes]:
         out = {}
         for it in items:
             if it.fieldRef is not None:
@@ -649,7 +666,10 @@ class _Mapper:
                 value = self._resource_ref(c, it.resourceFieldRef)
             else:
                 continue
-            out[_flat(vol, it.path, self.warn)] = value.encode()
+            name = _flat(vol, it.path, self.warn)
+            out[name] = value.encode()
+            if it.mode is not None:
+                modes[name] = it.mode
         return out
 
     # pod-level settings -----------------------------------------------------------------------------------------
@@ -719,6 +739,28 @@ class _Mapper:
 
 def _container_name(name: str) -> str:
     return name  # Kubernetes container names are DNS labels, as Corral's
+
+
+DEFAULT_FILE_MODE = 0o644  # kubelet's, when a volume sets no defaultMode
+
+
+def _with_default(files: dict[str, bytes], modes: dict[str, int], default: int | None) -> dict[str, int]:
+    base = DEFAULT_FILE_MODE if default is None else default
+    return {name: modes.get(name, base) for name in files}
+
+
+def _permissions(modes: dict[str, int], fs_group: int | None) -> dict[str, Any]:
+    """Corral's secretPermissions for these file modes: the commonest as defaultMode, the others by name."""
+    counts: dict[int, int] = {}
+    for m in modes.values():
+        counts[m] = counts.get(m, 0) + 1
+    default = max(counts, key=lambda m: (counts[m], m == DEFAULT_FILE_MODE)) if counts else DEFAULT_FILE_MODE
+    out: dict[str, Any] = {"defaultMode": default}
+    if others := {name: m for name, m in sorted(modes.items()) if m != default}:
+        out["modes"] = others
+    if fs_group is not None:
+        out["group"] = fs_group
+    return out
 
 
 def _flat(vol: str, path: str, warn: Any) -> str:

@@ -29,7 +29,8 @@ class PodMetrics:
     async def sample(self, gname: str) -> dict[str, tuple[float, float]]:
         """container -> (CPU cores, working-set bytes), the latest point Corral has; {} when it has none."""
         path = self.corral.group_path(gname) + "/providers/Microsoft.Insights/metrics"
-        params = {"api-version": METRICS_API_VERSION, "metricnames": "CpuUsage,MemoryUsage",
+        # The last few minutes only: the newest point is all we use (the current minute's, on one server).
+        params = {"api-version": METRICS_API_VERSION, "metricnames": "CpuUsage,MemoryUsage", "timespan": "PT5M",
                   "aggregation": "Average", "interval": "PT1M", "$filter": "containerName eq '*'"}
         try:
             body = (await self.corral.request("GET", path, params=params, attempts=1)).json()

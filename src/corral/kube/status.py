@@ -27,13 +27,19 @@ from lightkube.utils.quantity import parse_quantity
 PHASES = {"Pending": "Pending", "Running": "Running", "Succeeded": "Succeeded", "Failed": "Failed"}
 
 
-def _ts(v: str | None) -> datetime | None:
-    if not v:
+def parse_time(v: Any) -> datetime | None:
+    """An ISO 8601 time of Corral's (instanceView, log lines); None when absent or unreadable."""
+    if not isinstance(v, str) or not v:
         return None
-    return datetime.fromisoformat(v.replace("Z", "+00:00"))
+    try:
+        t = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def _views(group: dict[str, Any] | None, key: str) -> dict[str, dict[str, Any]]:
+def instance_views(group: dict[str, Any] | None, key: str) -> dict[str, dict[str, Any]]:
+    """container name -> its instanceView, for ``containers`` or ``initContainers``."""
     if group is None:
         return {}
     return {c["name"]: c["properties"].get("instanceView") or {} for c in group["properties"].get(key) or []}
@@ -48,12 +54,12 @@ def _state(cur: dict[str, Any] | None, waiting_reason: str,
     cur = cur or {}
     st = cur.get("state")
     if st == "Running":
-        return ContainerState(running=ContainerStateRunning(startedAt=_ts(cur.get("startTime"))))
+        return ContainerState(running=ContainerStateRunning(startedAt=parse_time(cur.get("startTime"))))
     if st == "Terminated":
         code = cur.get("exitCode")
         return ContainerState(terminated=ContainerStateTerminated(
             exitCode=code if code is not None else -1, reason=cur.get("detailStatus") or None,
-            startedAt=_ts(cur.get("startTime")), finishedAt=_ts(cur.get("finishTime"))))
+            startedAt=parse_time(cur.get("startTime")), finishedAt=parse_time(cur.get("finishTime"))))
     return ContainerState(waiting=ContainerStateWaiting(reason=waiting_reason, message=waiting_message))
 
 
@@ -120,7 +126,7 @@ def pod_status(pod: Pod, group: dict[str, Any] | None, host_ip: str, now: dateti
     old_status = pod.status or PodStatus()
     old = {c.type: c for c in old_status.conditions or []}
     uid = pod.metadata.uid or ""
-    views, init_views = _views(group, "containers"), _views(group, "initContainers")
+    views, init_views = instance_views(group, "containers"), instance_views(group, "initContainers")
     iv = ((group or {}).get("properties", {}).get("instanceView")) or {}
     state = iv.get("state", "Pending") if group is not None else "Pending"
 
