@@ -5,32 +5,25 @@ stand-in (``PodApi``: the handful of calls the pod controller makes, on lightkub
 on Corral's side is real: groups created for pods through Corral's API, status from Corral's event
 stream, orphan removal, adoption after a restart, graceful delete; and the kubelet API over TLS with
 its authorisation decisions, logs, exec and port-forward reaching a real container.
-The same flows against a real API server: tests/e2e/test_kube_apiserver.py (KUBE_APISERVER=...).
+The same flows against a real API server: tests/integration/test_kube_apiserver.py (KUBE_APISERVER=...).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from corral_server import CorralServer, free_port
-from lightkube.core.exceptions import ApiError
-from lightkube.models.core_v1 import (
-    PodStatus,
-)
-from lightkube.models.meta_v1 import Status
-from lightkube.resources.core_v1 import Event, Pod
+from kube_support import PodApi, Tokens, condition, wait, web_pod
 from websockets.asyncio.client import connect
 
 from corral.api.tls import ensure_certificates
-from corral.kube.authz import Attributes, Unauthenticated, User
 from corral.kube.corral_api import CorralApi
 from corral.kube.kubelet import KubeletApi, serve
 from corral.kube.mapping import MappingSettings, group_name
@@ -39,105 +32,6 @@ from corral.kube.pods import PodController
 
 NODE = "it-kube-node"
 RG = "kube-it"
-
-
-class PodApi:
-    """The Kubernetes calls the pod controller makes, kept in memory (no API server exists here)."""
-
-    def __init__(self) -> None:
-        self.pods: dict[tuple[str, str], Pod] = {}
-        self.events: list[Event] = []
-        self.deleted: list[str] = []
-        self._watchers: list[asyncio.Queue[tuple[str, Pod]]] = []
-
-    def add(self, pod: Pod) -> None:
-        assert pod.metadata is not None
-        self.pods[(pod.metadata.namespace or "", pod.metadata.name or "")] = pod
-        self._emit("ADDED", pod)
-
-    def _emit(self, kind: str, pod: Pod) -> None:
-        for q in self._watchers:
-            q.put_nowait((kind, pod))
-
-    async def list(self, res: Any, namespace: str | None = None, fields: Any = None) -> AsyncIterator[Pod]:
-        for pod in list(self.pods.values()):
-            yield pod
-
-    async def watch(self, res: Any, namespace: str | None = None, fields: Any = None) -> AsyncIterator[Any]:
-        if res is not Pod:
-            await asyncio.Event().wait()  # ConfigMaps and Secrets never change here
-        q: asyncio.Queue[tuple[str, Pod]] = asyncio.Queue()
-        self._watchers.append(q)
-        while True:
-            yield await q.get()
-
-    async def get(self, res: Any, name: str, namespace: str | None = None) -> Any:
-        raise ApiError(status=Status(code=404, message=f"{name} not found"))
-
-    async def create(self, obj: Any, name: str | None = None, namespace: str | None = None) -> Any:
-        if isinstance(obj, Event):
-            self.events.append(obj)
-        return obj
-
-    async def patch(self, res: Any, name: str, body: dict[str, Any], namespace: str | None = None,
-                    patch_type: Any = None) -> Pod:
-        pod = self.pods[(namespace or "", name)]
-        pod.status = PodStatus.from_dict(body["status"])
-        return pod
-
-    async def delete(self, res: Any, name: str, namespace: str | None = None, grace_period: int | None = None) -> None:
-        pod = self.pods.pop((namespace or "", name))
-        self.deleted.append(name)
-        self._emit("DELETED", pod)
-
-    def mark_deleting(self, namespace: str, name: str) -> None:
-        pod = self.pods[(namespace, name)]
-        assert pod.metadata is not None
-        pod.metadata.deletionTimestamp = datetime.now(UTC)
-        self._emit("MODIFIED", pod)
-
-
-class Tokens:
-    """The TokenReview / SubjectAccessReview answers an API server would give, for the kubelet API test."""
-
-    users = {"alice-token": User("alice", ("system:masters",)), "bob-token": User("bob")}
-
-    async def authenticate_token(self, token: str) -> User:
-        if token not in self.users:
-            raise Unauthenticated("the token was rejected by the API server")
-        return self.users[token]
-
-    async def authorize(self, user: User, attrs: Attributes) -> bool:
-        return user.name == "alice" or (attrs.subresource == "stats" and attrs.verb == "get")
-
-
-def web_pod(name: str, uid: str) -> Pod:
-    return Pod.from_dict({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "uid": uid},
-        "spec": {"nodeName": NODE, "containers": [{
-            "name": "web", "image": "corral/busybox:latest", "command": ["sh", "-c"],
-            "args": ["echo started $(POD); exec httpd -f -p 8080 -h /"],
-            "env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-            "ports": [{"containerPort": 8080, "name": "http"}],
-            "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 1},
-            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]},
-        "status": {"phase": "Pending"},
-    })
-
-
-async def wait(pred: Any, timeout: float = 40, what: str = "") -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        got = await pred() if asyncio.iscoroutinefunction(pred) else pred()
-        if got:
-            return got
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-
-
-def condition(pod: Pod, kind: str) -> str | None:
-    return next((c.status for c in (pod.status.conditions if pod.status else None) or [] if c.type == kind), None)
 
 
 @pytest.fixture
@@ -160,7 +54,7 @@ async def _scenario(corral: CorralServer, tmp_path: Path) -> None:
                   "image": "corral/busybox:latest", "command": ["sleep", "3600"],
                   "resources": {"requests": {"cpu": 0.1, "memoryInGB": 0.1}}}}]}}
     await api.put_group("default-orphan", orphan)
-    kube.add(web_pod("web", "uid-web-1"))
+    kube.add(web_pod("web", "uid-web-1", NODE, busy=True))
     ctl = PodController(kube, api, settings, host_ip="127.0.0.1")  # type: ignore[arg-type]
     tasks = await ctl.start()
     kubelet_task: asyncio.Task[None] | None = None
@@ -228,17 +122,45 @@ async def _kubelet_checks(port: int, tmp_path: Path) -> None:
         assert (await http.get(base + "/stats/summary", headers=bob)).status_code == 200
         logs = await http.get(base + "/containerLogs/default/web/web", params={"tailLines": 5}, headers=alice)
         assert logs.status_code == 200 and "started web" in logs.text
+        # Real CPU and memory, from Corral's metrics API: the busy container spins on its tenth of a core.
+        async def busy_beats_web() -> dict[str, Any] | None:
+            summary = (await http.get(base + "/stats/summary", headers=alice)).json()
+            pod = summary["pods"][0] if summary["pods"] else {"containers": []}
+            by = {c["name"]: c for c in pod["containers"]}
+            if set(by) != {"web", "busy"} or by["busy"]["cpu"]["usageNanoCores"] < 20_000_000:
+                return None
+            return summary | {"by": by}
+        summary = await wait(busy_beats_web, 60, "the busy container's CPU in /stats/summary")
+        assert summary["node"]["nodeName"] == NODE and summary["pods"][0]["podRef"]["name"] == "web"
+        by = summary["by"]
+        assert by["busy"]["cpu"]["usageNanoCores"] > 5 * by["web"]["cpu"]["usageNanoCores"], by
+        assert by["web"]["memory"]["workingSetBytes"] > 100_000 and by["busy"]["memory"]["workingSetBytes"] > 0
+        assert summary["pods"][0]["cpu"]["usageNanoCores"] >= by["busy"]["cpu"]["usageNanoCores"]
+        first = _counters(await http.get(base + "/metrics/resource", headers=alice))
+        await asyncio.sleep(1)
         metrics = await http.get(base + "/metrics/resource", headers=alice)
         assert "resource_scrape_error 0" in metrics.text and "# TYPE container_cpu_usage_seconds_total counter" \
             in metrics.text
-        summary = (await http.get(base + "/stats/summary", headers=alice)).json()
-        assert summary["node"]["nodeName"] == NODE
+        second = _counters(metrics)
+        assert second["busy"] > first["busy"] and second["web"] >= first["web"], (first, second)
         pods = (await http.get(base + "/pods", headers=alice)).json()
         assert [p["metadata"]["name"] for p in pods["items"]] == ["web"]
 
-    # exec: the channel protocol, stdout on channel 1 and the exit status on channel 3
+    # SPDY upgrades (kubectl drives them in test_kube_kubectl.py): authenticated and negotiated first
+    spdy = "POST /exec/default/{pod}/web?command=true&output=1 HTTP/1.1\r\nHost: node\r\nConnection: Upgrade\r\n" \
+           "Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {proto}\r\n{auth}\r\n"
+    assert (await _raw(port, ctx, spdy.format(pod="web", proto="v4.channel.k8s.io", auth="")))[0] == 401
+    auth = "Authorization: Bearer alice-token\r\n"
+    code, head = await _raw(port, ctx, spdy.format(pod="web", proto="v9.channel.k8s.io", auth=auth))
+    assert code == 403 and "x-accepted-stream-protocol-versions: v4.channel.k8s.io" in head.lower()
+    assert (await _raw(port, ctx, spdy.format(pod="nope", proto="v4.channel.k8s.io", auth=auth)))[0] == 404
+    code, head = await _raw(port, ctx, spdy.format(pod="web", proto="v4.channel.k8s.io", auth=auth))
+    assert code == 101 and "x-stream-protocol-version: v4.channel.k8s.io" in head.lower()
+
+    # exec: the channel protocol, stdout on channel 1 and the exit status on channel 3 (the query as the API
+    # server sends it to kubelets)
     uri = f"wss://127.0.0.1:{port}/exec/default/web/web?command=sh&command=-c&command=echo+hi%3B+exit+3" \
-          "&stdout=1&stderr=1"
+          "&output=1&error=1"
     async with connect(uri, ssl=ctx, subprotocols=["v5.channel.k8s.io", "v4.channel.k8s.io"],  # type: ignore[list-item]
                        additional_headers=alice, proxy=None) as ws:
         assert ws.subprotocol == "v5.channel.k8s.io"
@@ -263,6 +185,26 @@ async def _kubelet_checks(port: int, tmp_path: Path) -> None:
             assert isinstance(msg, bytes) and msg[0] == 0
             data += msg[1:]
         assert data.startswith(b"HTTP/1.") and b" 200 " in data.split(b"\r\n")[0]
+
+
+def _counters(resp: httpx.Response) -> dict[str, float]:
+    """container -> container_cpu_usage_seconds_total, from /metrics/resource."""
+    out = {}
+    for line in resp.text.splitlines():
+        if m := re.match(r'container_cpu_usage_seconds_total\{container="([^"]+)"[^}]*\} (\S+)', line):
+            out[m[1]] = float(m[2])
+    return out
+
+
+async def _raw(port: int, ctx: ssl.SSLContext, request: str) -> tuple[int, str]:
+    """The status and head of the answer to a raw HTTP request (an upgrade httpx cannot send)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    try:
+        writer.write(request.encode())
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode("latin-1")
+        return int(head.split(" ", 2)[1]), head
+    finally:
+        writer.close()
 
 
 def _up(http: httpx.AsyncClient, base: str) -> Any:
