@@ -53,7 +53,8 @@ class CorralServer:
         if "--dns-listen" not in self.extra:  # several servers may run at once: no fixed port
             self.extra += ["--dns-listen", "127.0.0.1:0"]
         self.proc: subprocess.Popen[bytes] | None = None
-        self.env = {**os.environ, "CORRAL_CONFIG": str(self.config_path)}
+        # Its own corral-vnet network service socket, not the machine's default.
+        self.env = {**os.environ, "CORRAL_CONFIG": str(self.config_path), "CORRAL_VNET_SOCKET": str(root / "vnet.sock")}
 
     @property
     def node_flags(self) -> list[str]:

@@ -25,7 +25,7 @@ from corral.net.dns.server import DnsServer
 from corral.net.vnet.config import VnetConf
 from corral.net.vnet.install import install_plugin
 from corral.node.client import LocalNodeClient
-from corral.node.setup import NodeSettings, build_agent, build_host
+from corral.node.setup import NodeSettings, build_agent, build_host, start_cni_service
 from corral.scheduler.pipeline import SchedulerSettings
 from corral.serving import run_api, side_by_side
 from corral.store.sqlite import SqliteStore
@@ -88,6 +88,7 @@ class AllInOne:
             _, cert, key = ensure_certificates(self.settings.data_dir / "control" / "tls", names)
             kwargs = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
         install_plugin()
+        cni_service = start_cni_service(self.settings.node)
         self.plane.start()
         self.dns = start_dns(self.plane, self.settings.dns_listen)
         if self.dns is not None:
@@ -104,7 +105,8 @@ class AllInOne:
             run_api(self.app, self.host, self.port, ready, keep, **kwargs)
         finally:
             parts = [self.agent.stop, self.plane.stop, self.node_host.network.stop]
-            side_by_side(*parts, *([self.dns.stop] if self.dns is not None else []))
+            parts += [p.stop for p in (self.dns, cni_service) if p is not None]
+            side_by_side(*parts)
             self.store.close()
 
     def shutdown(self) -> None:

@@ -1,7 +1,9 @@
 """The corral-vnet executable run exactly as a CNI runtime runs it: CNI_* env + JSON on stdin.
 
-All of it happens inside a throw-away "host" netns (cnt-h9), so the real host's
-links and iptables are untouched.
+Every test runs twice: with the node's network service taking the calls (the fast
+path) and with no service (the executable does the work itself); the answers must
+be the same. All of it happens inside a throw-away "host" netns (cnt-h9), so the
+real host's links and iptables are untouched.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from typing import Any
 import pytest
 
 from corral.net.vnet import netops
+from corral.net.vnet.install import write_launcher
+from corral.net.vnet.service import CniService
 from corral.node.network import cni
 
 pytestmark = [
@@ -28,15 +31,17 @@ pytestmark = [
 ]
 
 HOST = "cnt-h9"
+HOST_PATH = f"/var/run/netns/{HOST}"
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=check)
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[dict[str, Any]]:
+@pytest.fixture(params=["service", "alone"])
+def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     made: list[str] = []
+    service: CniService | None = None
     try:
         for ns in (HOST, f"{HOST}-s1", f"{HOST}-s2"):
             sh("ip", "netns", "add", ns)
@@ -45,8 +50,11 @@ def env(tmp_path: Path) -> Iterator[dict[str, Any]]:
         bindir = tmp_path / "cni-bin"
         bindir.mkdir()
         exe = bindir / "corral-vnet"
-        exe.write_text(f"#!/bin/sh\nexec {sys.executable} -m corral.net.vnet.cli\n")
-        exe.chmod(0o755)
+        write_launcher(exe)  # what `corral up` installs for runtimes
+        sock = str(tmp_path / "vnet.sock")
+        if request.param == "service":  # started in the "host" netns, like an agent on that host
+            service = CniService(sock)
+            assert netops.in_netns(HOST_PATH, service.start)
         for p in ("portmap", "bandwidth", "loopback"):
             (bindir / p).symlink_to(f"/usr/lib/cni/{p}")
         conf = {
@@ -55,8 +63,14 @@ def env(tmp_path: Path) -> Iterator[dict[str, Any]]:
             "ipam": {"subnet": "10.199.96.0/20", "nodeBlock": "10.199.97.0/24",
                      "peers": [{"block": "10.199.98.0/24", "via": "10.199.97.254"}]},
         }
-        yield {"bindir": bindir, "exe": exe, "conf": conf}
+        if service is not None:
+            conf["serviceSocket"] = sock  # how a conflist names the service (the env var also works)
+        yield {"bindir": bindir, "exe": exe, "conf": conf, "service": service, "socket": sock}
+        if service is not None:  # every call was the service's (none fell back)
+            assert service.served > 0 and service.declined == 0
     finally:
+        if service is not None:
+            service.stop()
         for ns in reversed(made):
             sh("ip", "netns", "del", ns, check=False)
 
@@ -65,15 +79,15 @@ def run_cni(e: dict[str, Any], command: str, conf: dict[str, Any] | str, *, cid:
             netns: str | None = f"/var/run/netns/{HOST}-s1", ifname: str = "eth0",
             drop: tuple[str, ...] = ()) -> tuple[int, Any]:
     environ = {"PATH": os.environ["PATH"], "CNI_COMMAND": command, "CNI_CONTAINERID": cid,
-               "CNI_IFNAME": ifname, "CNI_PATH": str(e["bindir"])}
+               "CNI_IFNAME": ifname, "CNI_PATH": str(e["bindir"]), "CORRAL_VNET_SOCKET": e["socket"]}
     if netns:
         environ["CNI_NETNS"] = netns
     for k in drop:
         environ.pop(k, None)
     stdin = conf if isinstance(conf, str) else json.dumps(conf)
     t0 = time.perf_counter()
-    proc = subprocess.run(["ip", "netns", "exec", HOST, str(e["exe"])], input=stdin, env=environ,
-                          capture_output=True, text=True, timeout=60)
+    proc = netops.in_netns(HOST_PATH, lambda: subprocess.run(  # a runtime on that host
+        [str(e["exe"])], input=stdin, env=environ, capture_output=True, text=True, timeout=60))
     print(f"exec {command}: {(time.perf_counter() - t0) * 1000:.0f} ms")
     out = proc.stdout.strip()
     return proc.returncode, (json.loads(out) if out else None)
@@ -211,3 +225,27 @@ def test_chains_with_portmap_and_bandwidth(env: dict[str, Any]) -> None:
     netops.in_netns(f"/var/run/netns/{HOST}", delete)
     nat = sh("ip", "netns", "exec", HOST, "iptables-save", "-t", "nat").stdout
     assert f"{ip}:8080" not in nat
+
+
+def test_service_elsewhere_declines(tmp_path: Path) -> None:
+    """A service in other namespaces than the caller's sends the call back: the executable does it."""
+    sh("ip", "netns", "add", HOST)
+    sh("ip", "netns", "add", f"{HOST}-s1")
+    service = CniService(str(tmp_path / "vnet.sock"))
+    assert service.start()  # in this process's (the real host's) namespaces
+    try:
+        exe = tmp_path / "corral-vnet"
+        write_launcher(exe)
+        e = {"bindir": tmp_path, "exe": exe, "socket": service.path}
+        conf = {"cniVersion": "1.0.0", "name": "cnt-test", "type": "corral-vnet", "bridge": "cnt9",
+                "dataDir": str(tmp_path / "data"), "ipam": {"subnet": "10.199.96.0/20", "nodeBlock": "10.199.97.0/24"}}
+        rc, res = run_cni(e, "ADD", conf)
+        assert rc == 0 and res["ips"][0]["address"].startswith("10.199.97.")
+        rc, _ = run_cni(e, "DEL", conf)
+        assert rc == 0
+        assert service.served == 0 and service.declined == 2
+    finally:
+        service.stop()
+        sh("ip", "netns", "del", f"{HOST}-s1", check=False)
+        sh("ip", "netns", "del", HOST, check=False)
+    assert not Path(service.path).exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import re
@@ -10,13 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from corral.errors import NetworkError
 from corral.link.protocol import ControlPlaneLink
 from corral.model.records import NodeInfo
 from corral.model.status import now
+from corral.net.vnet import client as vnet_client
 from corral.net.vnet.config import VnetConf
+from corral.net.vnet.service import CniService
 from corral.node.agent import NodeAgent
 from corral.node.host import NodeHost
 from corral.node.images.store import ImageStore
@@ -28,6 +31,8 @@ from corral.node.runtime import cgroups
 from corral.node.runtime.runtime import Runtime
 from corral.node.volumes.backends import share_backend, shares_root
 from corral.node.volumes.manager import VolumeManager
+
+log = logging.getLogger(__name__)
 
 
 class NodeSettings(BaseModel):
@@ -63,6 +68,10 @@ class NodeSettings(BaseModel):
     zone: str | None = None
     labels: dict[str, str] = {}
     gpus: dict[str, int] | None = None  # None: detect
+    # Where the node's network service takes corral-vnet CNI calls from the executable (runtimes such
+    # as Podman run it); None: no service, the executable does the work itself.
+    cni_socket: str | None = Field(default_factory=lambda: os.environ.get(vnet_client.SOCKET_ENV)
+                                   or vnet_client.DEFAULT_SOCKET)
 
 
 def capacity() -> tuple[float, float]:
@@ -141,6 +150,18 @@ def node_info(settings: NodeSettings, endpoint: str | None = None, lease_seconds
         gpus=settings.gpus if settings.gpus is not None else detect_gpus(), osImage=os_image(),
         endpoint=endpoint, leaseSeconds=lease_seconds,
     )
+
+
+def start_cni_service(settings: NodeSettings) -> CniService | None:
+    """The node's network service for the corral-vnet executable (None: off, or another agent serves it)."""
+    if not settings.cni_socket:
+        return None
+    service = CniService(settings.cni_socket)
+    try:
+        return service if service.start() else None
+    except OSError as exc:
+        log.warning("corral-vnet network service not started on %s: %s", settings.cni_socket, exc)
+        return None
 
 
 def build_agent(settings: NodeSettings, link: ControlPlaneLink, host: NodeHost, info: NodeInfo | None = None,

@@ -3,20 +3,25 @@
 Prints the result (ADD), the version document (VERSION) or nothing (DEL, CHECK,
 GC, STATUS) on stdout and exits 0; on failure prints the spec's error object
 (``code``, ``msg``, ``details``) on stdout and exits 1.
+
+The node's network service (``service.py``) does the work when one runs
+(``client.forward``); otherwise this process does it (``respond``). Only ``os``,
+``sys`` and the client are imported up front: everything else is the slow path's.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import sys
-import types
-from typing import Any
 
-from corral.net.vnet.version import SUPPORTED_VERSIONS
+from corral.net.vnet import client
 
-LATEST = SUPPORTED_VERSIONS[-1]
+TYPE_CHECKING = False  # not typing's: importing typing costs ~7 ms (it pulls in re)
+if TYPE_CHECKING:
+    from typing import Any
+
+
+_executable = False  # this process is the short-lived executable doing the work itself
 
 
 def _fast_pyroute2() -> None:
@@ -25,8 +30,11 @@ def _fast_pyroute2() -> None:
     Only the short-lived executable does this; the submodules we use import fine
     without it. Any surprise falls back to the normal import.
     """
-    if "pyroute2" in sys.modules:
+    if "pyroute2" in sys.modules or not _executable:
         return
+    import importlib.util
+    import types
+
     try:
         spec = importlib.util.find_spec("pyroute2")
         if spec is None or not spec.submodule_search_locations:
@@ -56,6 +64,10 @@ def _need(env: dict[str, str], *names: str) -> None:
 
 def run(command: str, stdin: bytes, env: dict[str, str]) -> dict[str, Any] | None:
     """One CNI invocation; returns the document to print (None for none)."""
+    import json
+
+    from corral.net.vnet.version import SUPPORTED_VERSIONS
+
     plugin = None if command == "VERSION" else _plugin()
     try:
         raw: dict[str, Any] = json.loads(stdin or b"{}")
@@ -64,7 +76,7 @@ def run(command: str, stdin: bytes, env: dict[str, str]) -> dict[str, Any] | Non
         raise plugin.CniFailure(plugin.ERR_DECODE, "cannot decode the network configuration", str(exc)) from exc
     version = str(raw.get("cniVersion", "1.0.0"))
     if command == "VERSION":
-        return {"cniVersion": version if version in SUPPORTED_VERSIONS else LATEST,
+        return {"cniVersion": version if version in SUPPORTED_VERSIONS else SUPPORTED_VERSIONS[-1],
                 "supportedVersions": SUPPORTED_VERSIONS}
     assert plugin is not None
     if version not in SUPPORTED_VERSIONS:
@@ -94,22 +106,39 @@ def run(command: str, stdin: bytes, env: dict[str, str]) -> dict[str, Any] | Non
     raise plugin.CniFailure(plugin.ERR_INVALID_ENV, f"unknown CNI_COMMAND {command!r}")
 
 
-def main() -> int:
-    env = dict(os.environ)
-    command = env.get("CNI_COMMAND", "")
-    stdin = sys.stdin.buffer.read()
+def respond(env: dict[str, str], stdin: bytes) -> tuple[int, bytes]:
+    """One CNI call end to end: (exit status, what to print). The network service answers with it too."""
+    import json
+
+    from corral.net.vnet.version import SUPPORTED_VERSIONS
+
     try:
-        version = str(json.loads(stdin or b"{}").get("cniVersion", LATEST))
+        version = str(json.loads(stdin or b"{}").get("cniVersion", SUPPORTED_VERSIONS[-1]))
     except (ValueError, AttributeError):
-        version = LATEST
+        version = SUPPORTED_VERSIONS[-1]
     try:
-        doc = run(command, stdin, env)
+        doc = run(env.get("CNI_COMMAND", ""), stdin, env)
     except BaseException as exc:  # every failure becomes the spec's error object
-        sys.stdout.write(json.dumps(_plugin().error_doc(exc, version)) + "\n")
-        return 1
-    if doc is not None:
-        sys.stdout.write(json.dumps(doc) + "\n")
-    return 0
+        return 1, (json.dumps(_plugin().error_doc(exc, version)) + "\n").encode()
+    return 0, (json.dumps(doc) + "\n").encode() if doc is not None else b""
+
+
+def main() -> int:
+    stdin = sys.stdin.buffer.read()
+    answer = client.forward(os.environ, stdin)
+    if answer is None:  # no service for us: do the work in this process
+        if sys.flags.no_site:  # the -S launcher (install.py): the slow path needs site-packages
+            import site
+
+            site.main()
+        global _executable
+        _executable = True
+        answer = respond(dict(os.environ), stdin)
+    rc, out = answer
+    if out:
+        sys.stdout.buffer.write(out)
+        sys.stdout.flush()
+    return rc
 
 
 def entry() -> None:
