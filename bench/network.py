@@ -134,10 +134,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=30, help="sandboxes per mode")
     ap.add_argument("--prefix", default="cnt", help="prefix of the network namespaces the bench makes")
+    ap.add_argument("--work-dir", default="/var/tmp", help="where the plugins keep their state during the run")
     args = ap.parse_args()
     host = f"{args.prefix}-hb"
     host_path = f"/var/run/netns/{host}"
-    tmp = Path(tempfile.mkdtemp(prefix="corral-bench-net-"))
+    # State goes where a node keeps it (/var/lib/corral): a plain disk directory, not /tmp,
+    # which may be a tmpfs or (on the development machines) watched and 10x slower to create files in.
+    tmp = Path(tempfile.mkdtemp(prefix="corral-bench-net-", dir=args.work_dir))
     subprocess.run(["ip", "netns", "add", host], check=True)
     subprocess.run(["ip", "netns", "exec", host, "ip", "link", "set", "lo", "up"], check=True)
     bench = Bench(args.n, tmp, args.prefix)

@@ -125,11 +125,10 @@ def add(conf: VnetConf, container_id: str, netns: str, ifname: str = "eth0") -> 
     host = host_veth_name(key)
     try:
         ipam = conf.ipam
-        _, host_mac = netops.add_veth(host, netns, ifname, bridge_idx, conf.mtu)
+        host_mac, mac = netops.add_veth(host, netns, ifname, bridge_idx, conf.mtu)
         # The subnet's route table is mirrored inside the sandbox, on the same netlink socket.
         mirror = routing.sandbox_route_args(routing.sandbox_routes(conf), str(ipam.gateway_ip))
-        mac = netops.configure_sandbox(netns, ifname, str(ip), ipam.block_net.prefixlen, str(ipam.gateway_ip),
-                                       mirror)
+        netops.configure_sandbox(netns, ifname, str(ip), ipam.block_net.prefixlen, str(ipam.gateway_ip), mirror)
         att = Attachment(container_id=container_id, ifname=ifname, netns=netns, ip=str(ip),
                          prefix_len=ipam.block_net.prefixlen, gateway=str(ipam.gateway_ip),
                          host_veth=host, mac=mac, host_mac=host_mac, bridge_mac=bridge_mac)
