@@ -22,7 +22,7 @@ AZ_NO_COMPILE := $(AZ_NO_COMPILE)|azure/mgmt/resource/.*/v20(?!24_11_01|22_12_01
 APT_PACKAGES := crun runc conmon containernetworking-plugins docker-registry busybox-static \
 	iptables iproute2 podman skopeo umoci etcd-server glusterfs-server glusterfs-client runsc git openssl curl \
 	ca-certificates \
-	bind9-dnsutils iputils-ping util-linux python3 python3-venv chromium chromium-driver
+	bind9-dnsutils iputils-ping util-linux python3 python3-venv chromium chromium-driver wrk
 
 .PHONY: run test deps system-packages venv az portal lint bench clean-node
 
