@@ -1,9 +1,15 @@
-"""Request-scoped dependencies shared by the route modules."""
+"""Request-scoped dependencies shared by the route modules.
+
+They are ``async def`` although they never wait: FastAPI runs a plain ``def``
+dependency on its thread pool, a hand-off per dependency per request that cost
+more than the work of a cached GET.
+"""
 
 from __future__ import annotations
 
 from fastapi import Request
 
+from corral.api.readcache import RenderedGroups
 from corral.control.groups import GroupService
 from corral.control.nodes import NodeDirectory
 from corral.errors import CorralError
@@ -14,16 +20,20 @@ class MissingApiVersion(CorralError):
     status = 400
 
 
-def api_version(request: Request) -> str:
+async def api_version(request: Request) -> str:
     version = request.query_params.get("api-version")
     if not version:
         raise MissingApiVersion("The api-version query parameter (?api-version=) is required for all requests.")
     return version
 
 
-def service(request: Request) -> GroupService:
+async def service(request: Request) -> GroupService:
     return request.app.state.plane.groups
 
 
-def nodes(request: Request) -> NodeDirectory:
+async def nodes(request: Request) -> NodeDirectory:
     return request.app.state.plane.nodes
+
+
+async def rendered(request: Request) -> RenderedGroups:
+    return request.app.state.rendered_groups

@@ -45,7 +45,7 @@ NSG = RGP + "/networkSecurityGroups"
 RULE = NSG + "/{nsg}/securityRules"
 
 
-def network(request: Request) -> NetworkControl:
+async def network(request: Request) -> NetworkControl:  # async: no thread-pool hand-off (deps.py)
     return request.app.state.plane.network
 
 
