@@ -27,6 +27,7 @@ from corral.api import (
 )
 from corral.api.auth import PUBLIC_PREFIXES
 from corral.api.paths import canonical_path
+from corral.api.readcache import RenderedGroups
 from corral.control.plane import ControlPlane
 from corral.errors import CsrfTokenInvalid, Unauthorized
 from corral.link import routes as link_routes
@@ -67,6 +68,7 @@ class CanonicalizeAndAuthenticate:
 def create_app(plane: ControlPlane) -> FastAPI:
     app = FastAPI(title="Corral", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.plane = plane
+    app.state.rendered_groups = RenderedGroups()
     errors.install(app)
     app.add_middleware(CanonicalizeAndAuthenticate, plane=plane)
     app.add_middleware(prometheus.RequestMetrics)  # added last: outermost

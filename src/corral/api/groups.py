@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from corral.api.deps import api_version, nodes, service
+from corral.api.deps import api_version, nodes, rendered, service
 from corral.api.lro import lro_headers
+from corral.api.readcache import RenderedGroups
 from corral.api.render import render_group
 from corral.control.groups import GroupService
 from corral.control.nodes import NodeDirectory
@@ -64,18 +65,26 @@ def update_tags(
 
 
 @router.get(P)
-def get(sub: str, rg: str, name: str, request: Request, svc: GroupService = Depends(service)) -> Any:
-    return render_group(svc.get(sub, rg, name), zone(request))
+def get(sub: str, rg: str, name: str, request: Request, svc: GroupService = Depends(service),
+        cache: RenderedGroups = Depends(rendered)) -> Response:
+    return _json(cache.body(svc, svc.record(sub, rg, name), zone(request)))
 
 
 @router.get(RG)
-def list_in_group(sub: str, rg: str, request: Request, svc: GroupService = Depends(service)) -> Any:
-    return {"value": [render_group(v, zone(request)) for v in svc.list(sub, rg)]}
+def list_in_group(sub: str, rg: str, request: Request, svc: GroupService = Depends(service),
+                  cache: RenderedGroups = Depends(rendered)) -> Response:
+    return _json(cache.listing(svc, svc.records(sub, rg), zone(request)))
 
 
 @router.get("/subscriptions/{sub}/providers/Microsoft.ContainerInstance/containerGroups")
-def list_in_subscription(sub: str, request: Request, svc: GroupService = Depends(service)) -> Any:
-    return {"value": [render_group(v, zone(request)) for v in svc.list(sub)]}
+def list_in_subscription(sub: str, request: Request, svc: GroupService = Depends(service),
+                         cache: RenderedGroups = Depends(rendered)) -> Response:
+    return _json(cache.listing(svc, svc.records(sub), zone(request)))
+
+
+def _json(body: bytes) -> Response:
+    # Already encoded: handing FastAPI a dict would walk it through jsonable_encoder again.
+    return Response(content=body, media_type="application/json")
 
 
 @router.delete(P)

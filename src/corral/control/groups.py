@@ -81,21 +81,32 @@ class GroupService:
 
     # reads -----------------------------------------------------------------
     def get(self, sub: str, rg: str, name: str) -> GroupView:
-        key = group_key(sub, rg, name)
-        rec = self.store.get(key)
-        if rec is None:
-            raise _not_found(rg, name)
-        return self._view(rec)
+        return self._view(self.record(sub, rg, name))
 
     def _view(self, rec: Record) -> GroupView:
-        record = GroupRecord.model_validate(rec.value)
-        st = self.store.get(status_key(record.meta.uid))
-        status = GroupStatus.model_validate(st.value) if st else None
-        return GroupView(key=rec.key, version=rec.version, record=record, status=status)
+        return self.view_of(rec, self.status_record(rec))
 
     def list(self, sub: str, rg: str | None = None) -> list[GroupView]:
-        prefix = f"{GROUPS}{sub.lower()}/" + (f"{rg.lower()}/" if rg else "")
-        return [self._view(r) for r in self.store.list(prefix)]
+        return [self._view(r) for r in self.records(sub, rg)]
+
+    # The stored records themselves, for readers that cache by version (api/readcache.py).
+    def record(self, sub: str, rg: str, name: str) -> Record:
+        rec = self.store.get(group_key(sub, rg, name))
+        if rec is None:
+            raise _not_found(rg, name)
+        return rec
+
+    def records(self, sub: str, rg: str | None = None) -> list[Record]:
+        return self.store.list(f"{GROUPS}{sub.lower()}/" + (f"{rg.lower()}/" if rg else ""))
+
+    def status_record(self, rec: Record) -> Record | None:
+        return self.store.get(status_key(rec.value["meta"]["uid"]))
+
+    @staticmethod
+    def view_of(rec: Record, st: Record | None) -> GroupView:
+        record = GroupRecord.model_validate(rec.value)
+        status = GroupStatus.model_validate(st.value) if st else None
+        return GroupView(key=rec.key, version=rec.version, record=record, status=status)
 
     # writes ----------------------------------------------------------------
     def create_or_update(self, sub: str, rg: str, name: str, body: ContainerGroup) -> tuple[GroupView, bool, Operation]:
