@@ -50,3 +50,17 @@ def test_forgeries_are_refused() -> None:
             verify_jwt(bad, TOKEN)
     with pytest.raises(Unauthorized):
         check("Bearer not-the-token", TOKEN)
+
+
+def test_a_verified_jwt_is_remembered_only_until_it_expires() -> None:
+    import time
+
+    issued = issue_jwt(TOKEN, lifetime=1)
+    header = f"Bearer {issued.access_token}"
+    check(header, TOKEN)
+    check(header, TOKEN)  # from the cache
+    with pytest.raises(Unauthorized, match="not issued by this Corral"):
+        check(header, "another-installation")  # remembered per installation token
+    time.sleep(max(0.0, issued.expires_on - time.time()) + 0.05)
+    with pytest.raises(Unauthorized, match="expired"):
+        check(header, TOKEN)

@@ -131,6 +131,23 @@ def verify_jwt(value: str, token: str, *, audience: str = AUDIENCE, now: float |
     return claims
 
 
+# JWTs this installation verified, with their validity window: a client sends the same one on
+# every request until it expires, and checking it again (decode, HMAC) costs more than a cached GET.
+_VERIFIED: dict[tuple[str, str], tuple[float, float]] = {}
+_VERIFIED_MAX = 1024
+
+
+def _verify_cached(value: str, token: str) -> None:
+    now = time.time()
+    window = _VERIFIED.get((value, token))
+    if window is not None and window[0] <= now < window[1]:
+        return
+    claims = verify_jwt(value, token, now=now)  # raises for an expired or not yet valid one too
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.clear()
+    _VERIFIED[value, token] = (float(claims.get("nbf", 0)), float(claims["exp"]))
+
+
 def check(header: str | None, token: str) -> None:
     if not header:
         raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' (see the client config)")
@@ -140,7 +157,7 @@ def check(header: str | None, token: str) -> None:
         raise Unauthorized("the bearer token is not valid for this Corral installation")
     # The installation token is URL-safe base64 (no dots); a dotted value can only be a JWT.
     if "." in value:
-        verify_jwt(value, token)
+        _verify_cached(value, token)
         return
     if not hmac.compare_digest(value.encode(), token.encode()):
         raise Unauthorized("the bearer token is not valid for this Corral installation")

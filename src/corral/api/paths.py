@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # Literal path segments of the routes, by their lowercase spelling.
 LITERALS = {
@@ -20,6 +21,7 @@ LITERALS = {
 _SLASHES = re.compile(r"/{2,}")
 
 
+@lru_cache(maxsize=4096)  # clients repeat their paths; the split and join cost more than the lookup
 def canonical_path(path: str) -> str:
     path = _SLASHES.sub("/", path)
     parts = path.split("/")
