@@ -142,10 +142,14 @@ class GroupService:
                 record = GroupRecord(spec=body, meta=meta)
                 expect = rec.version
                 kind = "Update"
-            try:
-                new = self.store.put(key, record.dump(), expect_version=expect)
-            except VersionConflict:
-                continue  # raced with another writer: re-read and re-apply
+            value = record.dump()
+            if rec is not None and value == rec.value:
+                new = rec  # nothing changed (a re-sent PUT): no write, so no node has anything to do
+            else:
+                try:
+                    new = self.store.put(key, value, expect_version=expect)
+                except VersionConflict:
+                    continue  # raced with another writer: re-read and re-apply
             op = self._operation(kind, key, record.meta)
             return self._view(new), rec is None, op
         raise Conflict(f"container group '{name}' is changing too often to update; retry")
