@@ -136,9 +136,11 @@ class Runtime:
             if not creating and not os.path.exists(netns):
                 return None  # the group's netns is already gone: kill/delete still work outside it
             return lambda: _sys.enter_netns(netns)
-        if runtime == "crun" and creating:
-            return _sys.detach_unified_cgroup
-        return None
+        return None  # crun's create: see _spawn_prefix
+
+    def _spawn_prefix(self, runtime: str) -> list[str]:
+        """What conmon is started through: crun's create must not see the host's cgroup2 mount."""
+        return _sys.detached_unified_prefix() if runtime == "crun" else []
 
     def _oci(
         self,
@@ -245,6 +247,7 @@ class Runtime:
             bundle=bundle, log_path=log_path, exits_dir=self.exits_dir, sock_dir=self.sock_dir,
             terminal=bool((spec.get("process") or {}).get("terminal")), log_size_max=log_size_max,
         )  # fmt: skip
+        argv = [*self._spawn_prefix(self.name), *argv]
         pid = conmon.spawn(argv, bundle, self._preexec(self.name, netns, creating=True))
         meta.pid = pid
         meta.pid_start = _sys.proc_start_time(pid)
