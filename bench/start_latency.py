@@ -61,10 +61,11 @@ def group_body() -> dict:
 
 
 class RunningWatch:
-    """Times when groups of resource group ``bench`` turn Running, from Corral's event stream."""
+    """Times when groups of resource group ``rg`` turn Running, from Corral's event stream."""
 
-    def __init__(self, server: CorralServer) -> None:
+    def __init__(self, server: CorralServer, rg: str = "bench") -> None:
         self.client = server.client()
+        self.rg = rg
         self.seen: queue.Queue[tuple[str, float]] = queue.Queue()
         self.opened = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
@@ -72,7 +73,7 @@ class RunningWatch:
             raise RuntimeError("the event stream did not open")
 
     def _read(self) -> None:
-        path = self.client.group_path("bench").rsplit("/", 1)[0] + "/events"
+        path = self.client.group_path(self.rg).rsplit("/", 1)[0] + "/events"
         kind = ""
         try:
             with self.client.http.stream("GET", path, params={"api-version": API_VERSION}, timeout=None) as resp:
