@@ -36,19 +36,28 @@ class SqliteStore:
         self._rev = row[0] if row else 0
         row = self._db.execute("SELECT value FROM meta WHERE name='compacted'").fetchone()
         self._compacted = row[0] if row else 0
+        self._path = str(path)
+        self._readers = threading.local()
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's own read connection. WAL lets readers run beside the writer and each other,
+        so reads take no lock: queued behind one lock, concurrent API reads (a list is one query per
+        group) and the watchers convoyed, and the handoffs cost more than the queries."""
+        db: sqlite3.Connection | None = getattr(self._readers, "db", None)
+        if db is None:
+            db = self._readers.db = sqlite3.connect(self._path, isolation_level=None)
+        return db
 
     # reads -----------------------------------------------------------------
     def get(self, key: str) -> Record | None:
-        with self._lock:
-            row = self._db.execute("SELECT value, version FROM kv WHERE key=?", (key,)).fetchone()
+        row = self._reader().execute("SELECT value, version FROM kv WHERE key=?", (key,)).fetchone()
         return Record(key=key, value=json.loads(row[0]), version=row[1]) if row else None
 
     def list(self, prefix: str) -> list[Record]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT key, value, version FROM kv WHERE key >= ? AND key < ? ORDER BY key",
-                (prefix, prefix + "\uffff"),
-            ).fetchall()
+        rows = self._reader().execute(
+            "SELECT key, value, version FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+            (prefix, prefix + "\uffff"),
+        ).fetchall()
         return [Record(key=k, value=json.loads(v), version=ver) for k, v, ver in rows]
 
     def count(self, prefix: str) -> int:
