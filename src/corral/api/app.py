@@ -74,7 +74,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
     app.add_middleware(prometheus.RequestMetrics)  # added last: outermost
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     app.include_router(groups.router)

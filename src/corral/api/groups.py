@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from corral.api.deps import api_version, nodes, rendered, service
+from corral.api.deps import api_version, nodes, read_store, rendered, service
 from corral.api.lro import lro_headers
 from corral.api.readcache import RenderedGroups
 from corral.api.render import render_group
@@ -65,21 +65,24 @@ def update_tags(
 
 
 @router.get(P)
-def get(sub: str, rg: str, name: str, request: Request, svc: GroupService = Depends(service),
-        cache: RenderedGroups = Depends(rendered)) -> Response:
-    return _json(cache.body(svc, svc.record(sub, rg, name), zone(request)))
+async def get(sub: str, rg: str, name: str, request: Request, svc: GroupService = Depends(service),
+              cache: RenderedGroups = Depends(rendered)) -> Response:
+    zone_ = zone(request)
+    return _json(await read_store(svc.store, lambda: cache.body(svc, svc.record(sub, rg, name), zone_)))
 
 
 @router.get(RG)
-def list_in_group(sub: str, rg: str, request: Request, svc: GroupService = Depends(service),
-                  cache: RenderedGroups = Depends(rendered)) -> Response:
-    return _json(cache.listing(svc, svc.records(sub, rg), zone(request)))
+async def list_in_group(sub: str, rg: str, request: Request, svc: GroupService = Depends(service),
+                        cache: RenderedGroups = Depends(rendered)) -> Response:
+    zone_ = zone(request)
+    return _json(await read_store(svc.store, lambda: cache.listing(svc, svc.records(sub, rg), zone_)))
 
 
 @router.get("/subscriptions/{sub}/providers/Microsoft.ContainerInstance/containerGroups")
-def list_in_subscription(sub: str, request: Request, svc: GroupService = Depends(service),
-                         cache: RenderedGroups = Depends(rendered)) -> Response:
-    return _json(cache.listing(svc, svc.records(sub), zone(request)))
+async def list_in_subscription(sub: str, request: Request, svc: GroupService = Depends(service),
+                               cache: RenderedGroups = Depends(rendered)) -> Response:
+    zone_ = zone(request)
+    return _json(await read_store(svc.store, lambda: cache.listing(svc, svc.records(sub), zone_)))
 
 
 def _json(body: bytes) -> Response:

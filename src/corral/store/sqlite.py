@@ -24,6 +24,7 @@ RETAINED_EVENTS = 10_000
 
 
 class SqliteStore:
+    local_reads = True  # reads are in-process and never wait on a lock or the network (api/deps.read_store)
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
