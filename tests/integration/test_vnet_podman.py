@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from podman_support import PODMAN_CONF
 
 from corral.net.vnet import netops, plugin
 from corral.net.vnet.install import write_launcher
@@ -32,13 +33,7 @@ HOST = "cspod-h"
 HOST_PATH = f"/var/run/netns/{HOST}"
 NET = "cspodnet"
 
-CONTAINERS_CONF = """[containers]
-default_ulimits = ["nofile=1024:20000", "nproc=4096:4096"]
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-runtime = "runc"
-[network]
+CONTAINERS_CONF = PODMAN_CONF + """[network]
 network_backend = "cni"
 network_config_dir = "{confdir}"
 cni_plugin_dirs = ["{bindir}"]
