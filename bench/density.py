@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -153,18 +154,34 @@ def states(client: Client) -> dict[str, str]:
 
 def host_view(server: CorralServer) -> dict[str, set[str]]:
     """What groups leave on a host, in either network mode; pool sandboxes are counted apart."""
-    netns = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
-    veths = {ln.split(":")[1].strip().split("@")[0] for ln in subprocess.run(
-        ["ip", "-o", "link", "show", "type", "veth"], capture_output=True, text=True).stdout.splitlines()}
     mounts = {ln for ln in Path("/proc/mounts").read_text().splitlines() if str(server.data_dir) in ln}
     node = server.data_dir / "node"
     sandboxes = {str(p) for p in [*node.glob("network/sandboxes/*"), *node.glob("vnets/*/sandboxes/*")]}
-    return {"netns": {n for n in netns if n.startswith("corral-") and "pool" not in n}, "veths": veths,
-            "mounts": {m for m in mounts if "/pool/" not in m}, "sandbox dirs": sandboxes}
+    return {"mounts": {m for m in mounts if "/pool/" not in m}, "sandbox dirs": sandboxes}
 
 
-def leaks(server: CorralServer, before: dict[str, set[str]]) -> tuple[dict[str, int], int]:
-    """What is on the host now and was not before the groups were created."""
+def groups_network(server: CorralServer) -> tuple[set[str], set[str]]:
+    """The network namespaces and host veths of this server's groups, from its own state files (other
+    Corrals on the machine have theirs: counting every `corral-*` name would count theirs too)."""
+    node = server.data_dir / "node"
+    netns, veths = set(), set()
+    for f in node.glob("vnets/*/sandboxes/*/state.json"):
+        netns.add(json.loads(f.read_text()).get("netns") or "")
+    for f in node.glob("vnets/*/plugin/*/attachments/*.json"):
+        veths.add(json.loads(f.read_text()).get("host_veth") or "")
+    return netns - {""}, veths - {""}
+
+
+def still_there(netns: set[str], veths: set[str]) -> tuple[int, int]:
+    have_ns = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+    have_veths = {ln.split(":")[1].strip().split("@")[0] for ln in subprocess.run(
+        ["ip", "-o", "link", "show", "type", "veth"], capture_output=True, text=True).stdout.splitlines()}
+    return len(netns & have_ns), len(veths & have_veths)
+
+
+def leaks(server: CorralServer, before: dict[str, set[str]], netns: set[str], veths: set[str],
+          ) -> tuple[dict[str, int], int]:
+    """What of this server's groups is on the host now and was not before the groups were created."""
     after = host_view(server)
     cgroups = [p for p in glob.glob(f"/sys/fs/cgroup/*{PARENT}/*") if Path(p).is_dir()]
     pool = [ln for ln in Path("/proc/mounts").read_text().splitlines()
@@ -172,11 +189,12 @@ def leaks(server: CorralServer, before: dict[str, set[str]]) -> tuple[dict[str, 
     new = {k: after[k] - before[k] for k in after}
     for ln in new["mounts"]:
         print(f"left mounted: {ln}", file=sys.stderr)
+    _, live = groups_network(server)  # veths still on file belong to standby pool slots, kept by design
+    ns_left, veths_left = still_there(netns, veths - live)
     return {
-        "netns": len(new["netns"]),
+        "netns": ns_left,
         "mounts": len(new["mounts"]),
-        # Pool slots are re-made with new names as they are taken: count growth, not names.
-        "veths": max(0, len(after["veths"]) - len(before["veths"])),
+        "veths": veths_left,
         "cgroups": len(cgroups),
         "conmon processes": len(conmon_pids(server.data_dir)),
         "sandbox dirs": len(new["sandbox dirs"]),
@@ -266,6 +284,7 @@ def main() -> int:
             ok = ok and extra <= 2 * MIB
         ok = ok and t_all <= 15
 
+        netns, veths = groups_network(server)
         t1 = time.monotonic()
         with ThreadPoolExecutor(args.parallel) as pool:
             list(pool.map(lambda i: client.request("DELETE", client.group_path(RG, f"idle-{i}")), range(args.n)))
@@ -276,7 +295,7 @@ def main() -> int:
                 break
             time.sleep(0.5)
         rows.append(("all deleted after", f"{time.monotonic() - t1:.1f} s"))
-        left, pooled = leaks(server, baseline)
+        left, pooled = leaks(server, baseline, netns, veths)
         for what, n in left.items():
             rows.append((f"left behind: {what}", str(n)))
             ok = ok and n == 0
