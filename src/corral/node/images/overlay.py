@@ -23,8 +23,34 @@ def _unescape(field: str) -> str:
     return field.encode().decode("unicode_escape") if "\\" in field else field
 
 
+_AT_FDCWD = -100
+_AT_SYMLINK_NOFOLLOW = 0x100
+_AT_NO_AUTOMOUNT = 0x800
+_STATX_ATTR_MOUNT_ROOT = 0x2000
+_statx = getattr(_libc, "statx", None)
+
+
+def _mount_root(target: str) -> bool | None:
+    """statx(2)'s STATX_ATTR_MOUNT_ROOT (Linux 5.8+): whether ``target`` is the root of a mount.
+
+    O(1), where reading /proc/self/mountinfo is O(mounts) -- four per group on a busy node,
+    for every rootfs mount and unmount. None when the kernel cannot tell.
+    """
+    if _statx is None:
+        return None
+    buf = ctypes.create_string_buffer(256)  # struct statx
+    if _statx(_AT_FDCWD, target.encode(), _AT_SYMLINK_NOFOLLOW | _AT_NO_AUTOMOUNT, 0, buf) != 0:
+        return False if ctypes.get_errno() == errno.ENOENT else None
+    attributes = int.from_bytes(buf.raw[8:16], "little")
+    supported = int.from_bytes(buf.raw[56:64], "little")
+    return bool(attributes & _STATX_ATTR_MOUNT_ROOT) if supported & _STATX_ATTR_MOUNT_ROOT else None
+
+
 def is_mountpoint(path: Path) -> bool:
     target = os.path.realpath(path)
+    known = _mount_root(target)
+    if known is not None:
+        return known
     try:
         with open("/proc/self/mountinfo") as fh:
             return any(_unescape(line.split(" ", 5)[4]) == target for line in fh)
