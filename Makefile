@@ -22,7 +22,7 @@ AZ_NO_COMPILE := $(AZ_NO_COMPILE)|azure/mgmt/resource/.*/v20(?!24_11_01|22_12_01
 APT_PACKAGES := crun runc conmon containernetworking-plugins docker-registry busybox-static \
 	iptables iproute2 podman skopeo umoci etcd-server glusterfs-server glusterfs-client runsc git openssl curl \
 	ca-certificates \
-	bind9-dnsutils iputils-ping util-linux python3 python3-venv chromium chromium-driver wrk
+	bind9-dnsutils iputils-ping util-linux python3 python3-venv chromium chromium-driver wrk gcc libc6-dev
 
 .PHONY: run test deps system-packages venv az portal lint bench clean-node
 
@@ -44,7 +44,11 @@ system-packages:
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed $(VENV)/bin/corral-vnet-native
+
+# The corral-vnet CNI executable's native fast path (src/corral/net/vnet/install.py says why).
+$(VENV)/bin/corral-vnet-native: src/corral/net/vnet/native_client.c $(VENV)/.installed
+	$(PY) -c 'from corral.net.vnet.install import build_native; build_native()'
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

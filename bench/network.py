@@ -1,13 +1,14 @@
 """Network sandbox set-up cost: ADD and DEL p50/p99, four ways, in one run.
 
   (a) standard CNI ``bridge`` + ``host-local`` executables
-  (b) ``corral-vnet`` as a CNI executable (the launcher ``corral up`` installs for runtimes),
-      handing the call to the node's network service (``net/vnet/service.py``)
-  (b') the same executable with no service running: it does the work itself
+  (b) ``corral-vnet`` as a CNI executable (what ``corral up`` installs for runtimes: the native
+      client, ``make venv`` builds it), handing the call to the node's network service
+  (b") the Python launcher instead (installed where no C compiler built the native client)
+  (b') the executable with no service running: it does the work itself
   (c) ``corral-vnet`` in-process (what the node agent calls)
   (d) VnetNetworkManager taking a ready sandbox from the standby pool (create/delete)
 
-(a), (b) and (b') alternate sandbox by sandbox, so a burst of load on the machine
+(a) and the (b) rows alternate sandbox by sandbox, so a burst of load on the machine
 hits them alike. Everything runs inside a throw-away "host" network namespace
 (``<prefix>-hb``), so the real host's links and iptables are untouched. Needs root.
 
@@ -29,7 +30,7 @@ from typing import Any
 
 from corral.net.vnet import netops, plugin
 from corral.net.vnet.config import VnetConf
-from corral.net.vnet.install import write_launcher
+from corral.net.vnet.install import install_executable
 from corral.net.vnet.service import CniService
 from corral.node.network import cni, nsfiles
 from corral.node.network.vnet_backend import VnetNetworkConfig, VnetNetworkManager
@@ -147,7 +148,8 @@ def main() -> int:
     try:
         bindir = tmp / "bin"
         bindir.mkdir()
-        write_launcher(bindir / "corral-vnet")  # what install_plugin puts in /opt/cni/bin
+        install_executable(bindir / "corral-vnet")  # what install_plugin puts in /opt/cni/bin
+        install_executable(bindir / "corral-vnet-py", native=False)  # the plugin ignores its `type`
         for p in ("bridge", "host-local"):
             (bindir / p).symlink_to(f"/usr/lib/cni/{p}")
         std = {"cniVersion": "1.0.0", "name": "cnt-bench-std", "plugins": [{
@@ -167,6 +169,7 @@ def main() -> int:
 
         svc_conf = vconf("cnt-bench-svc", "cntb1", "10.199.161.0/24")
         exe_conf = vconf("cnt-bench-exe", "cntb4", "10.199.164.0/24")
+        py_conf = {**vconf("cnt-bench-py", "cntb5", "10.199.165.0/24"), "type": "corral-vnet-py"}
         inproc = VnetConf.model_validate(vconf("cnt-bench-inproc", "cntb2", "10.199.162.0/24"))
         pooled = VnetConf.model_validate(vconf("cnt-bench-pool", "cntb3", "10.199.163.0/24"))
 
@@ -178,6 +181,7 @@ def main() -> int:
                 bench.run_conflists(bindir, [
                     ("(a) standard bridge + host-local (exec)", std),
                     ("(b) corral-vnet executable + node service", conflist(svc_conf, serviceSocket=sock)),
+                    ('(b") Python launcher + node service', conflist(py_conf, serviceSocket=sock)),
                     ("(b') corral-vnet executable, no service", conflist(exe_conf, serviceSocket=str(tmp / "none"))),
                 ])
                 bench.run_inprocess(inproc)
@@ -185,7 +189,7 @@ def main() -> int:
                 service.stop()
                 bench.drop_netns()
             bench.run_pool(pooled, host_path)
-            for c in (svc_conf, exe_conf):
+            for c in (svc_conf, exe_conf, py_conf):
                 plugin.teardown(VnetConf.model_validate(c))
             plugin.teardown(inproc)
 

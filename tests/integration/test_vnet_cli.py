@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from corral.net.vnet import netops
-from corral.net.vnet.install import write_launcher
+from corral.net.vnet.install import install_executable
 from corral.net.vnet.service import CniService
 from corral.node.network import cni
 
@@ -50,7 +50,7 @@ def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, An
         bindir = tmp_path / "cni-bin"
         bindir.mkdir()
         exe = bindir / "corral-vnet"
-        write_launcher(exe)  # what `corral up` installs for runtimes
+        install_executable(exe)  # what `corral up` installs for runtimes
         sock = str(tmp_path / "vnet.sock")
         if request.param == "service":  # started in the "host" netns, like an agent on that host
             service = CniService(sock)
@@ -227,15 +227,17 @@ def test_chains_with_portmap_and_bandwidth(env: dict[str, Any]) -> None:
     assert f"{ip}:8080" not in nat
 
 
-def test_service_elsewhere_declines(tmp_path: Path) -> None:
-    """A service in other namespaces than the caller's sends the call back: the executable does it."""
+@pytest.mark.parametrize("native", [True, False], ids=["native", "python-launcher"])
+def test_service_elsewhere_declines(tmp_path: Path, native: bool) -> None:
+    """A service in other namespaces than the caller's sends the call back: the executable does it
+    (the native client through the Python launcher beside it, which does not ask again)."""
     sh("ip", "netns", "add", HOST)
     sh("ip", "netns", "add", f"{HOST}-s1")
     service = CniService(str(tmp_path / "vnet.sock"))
     assert service.start()  # in this process's (the real host's) namespaces
     try:
         exe = tmp_path / "corral-vnet"
-        write_launcher(exe)
+        install_executable(exe, native=native)
         e = {"bindir": tmp_path, "exe": exe, "socket": service.path}
         conf = {"cniVersion": "1.0.0", "name": "cnt-test", "type": "corral-vnet", "bridge": "cnt9",
                 "dataDir": str(tmp_path / "data"), "ipam": {"subnet": "10.199.96.0/20", "nodeBlock": "10.199.97.0/24"}}
@@ -249,3 +251,16 @@ def test_service_elsewhere_declines(tmp_path: Path) -> None:
         sh("ip", "netns", "del", f"{HOST}-s1", check=False)
         sh("ip", "netns", "del", HOST, check=False)
     assert not Path(service.path).exists()
+
+
+def test_python_launcher_through_the_service(env: dict[str, Any]) -> None:
+    """Where no native client was built, the Python launcher is installed and takes the same route."""
+    if env["service"] is None:
+        pytest.skip("the service case only")
+    install_executable(env["exe"], native=False)
+    assert env["exe"].read_text().startswith("#!")
+    before = env["service"].served
+    rc, res = run_cni(env, "ADD", env["conf"], cid="py1")
+    assert rc == 0 and res["ips"][0]["address"].startswith("10.199.97.")
+    rc, _ = run_cni(env, "DEL", env["conf"], cid="py1")
+    assert rc == 0 and env["service"].served == before + 2

@@ -20,7 +20,7 @@ import pytest
 from podman_support import PODMAN_CONF
 
 from corral.net.vnet import netops, plugin
-from corral.net.vnet.install import write_launcher
+from corral.net.vnet.install import install_executable
 from corral.net.vnet.service import CniService
 
 pytestmark = [
@@ -56,7 +56,7 @@ def podman(tmp_path: Path) -> Iterator[dict[str, Any]]:
         bindir, confdir, rootfs = tmp_path / "cni-bin", tmp_path / "cni-conf", tmp_path / "rootfs"
         for d in (bindir, confdir, rootfs / "bin"):
             d.mkdir(parents=True)
-        write_launcher(bindir / "corral-vnet")
+        install_executable(bindir / "corral-vnet")
         for p in Path("/usr/lib/cni").iterdir():
             (bindir / p.name).symlink_to(p)
         (confdir / f"{NET}.conflist").write_text(json.dumps({

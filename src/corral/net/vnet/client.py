@@ -21,6 +21,8 @@ import os
 
 DEFAULT_SOCKET = "/run/corral/vnet.sock"
 SOCKET_ENV = "CORRAL_VNET_SOCKET"
+# Set by the native client when it execs the Python launcher: the service already said no.
+NO_SERVICE_ENV = "CORRAL_VNET_NO_SERVICE"
 CONF_KEY = "serviceSocket"
 MAGIC = b"CNI1\n"
 DECLINE = b"-"
@@ -84,6 +86,8 @@ def decode_request(data: bytes) -> tuple[dict[str, str], bytes]:
 
 def forward(env: dict[str, str] | os._Environ[str], stdin: bytes) -> tuple[int, bytes] | None:
     """Ask the service; (exit status, stdout) when it did the work, None when this process must."""
+    if env.get(NO_SERVICE_ENV):
+        return None
     path = socket_path(env, stdin)
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
