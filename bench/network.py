@@ -48,7 +48,7 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 class Bench:
-    def __init__(self, n: int, tmp: Path, prefix: str) -> None:
+    def __init__(self, n: int, tmp: Path, prefix: str = "cnt") -> None:
         self.n = n
         self.tmp = tmp
         self.prefix = prefix
