@@ -30,7 +30,7 @@ from corral.net.vnet.install import install_plugin
 from corral.node import fence
 from corral.node.client import LocalNodeClient
 from corral.node.lease import FENCE_AFTER, HEARTBEAT_INTERVAL, NodeLease
-from corral.node.setup import NodeSettings, build_agent, build_host, node_info
+from corral.node.setup import NodeSettings, build_agent, build_host, node_info, start_cni_service
 from corral.serving import WILDCARDS, run_api, side_by_side, split_listen
 
 log = logging.getLogger("corral")
@@ -103,6 +103,7 @@ class RemoteAgent:
     def serve(self, ready: threading.Event | None = None) -> None:
         """Run until stopped (SIGTERM / Ctrl-C, or ``shutdown()``)."""
         install_plugin()
+        cni_service = start_cni_service(self.settings.node)
         if self.settings.self_fencing:
             fence.ensure_watchdog(self.fence_dir, self.settings.node.cgroup_parent,
                                   self.settings.fence_after + WATCHDOG_GRACE)
@@ -126,7 +127,8 @@ class RemoteAgent:
         finally:
             self.lease.stop()
             self.lease.hold(self.settings.restart_grace)  # the groups keep running while the agent restarts
-            side_by_side(self.agent.stop, self.host.network.stop, *([self.dns.stop] if self.dns is not None else []))
+            side_by_side(self.agent.stop, self.host.network.stop,
+                         *[p.stop for p in (self.dns, cni_service) if p is not None])
             self.link.close()
 
     def shutdown(self) -> None:
