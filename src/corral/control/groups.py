@@ -50,7 +50,7 @@ class OperationStatus(BaseModel):
 
 
 # Fields that cannot change in place: the group would need a new sandbox (network, volumes, runtime).
-IMMUTABLE = ("osType", "subnetIds", "isolation", "sku")
+IMMUTABLE = ("osType", "subnetIds", "isolation", "sku", "sysctls")
 
 
 def volume_shape(group: ContainerGroup) -> list[object]:

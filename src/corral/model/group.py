@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from corral.model.sysctl import Sysctl, check_sysctls
+
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DNS_LABEL_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -415,6 +417,13 @@ class GroupProperties(Wire):
     hostAliases: list[HostAlias] | None = None
     # Corral extension: node selector, affinity / anti-affinity between groups, topology spread.
     placement: Placement | None = None
+    # Corral extension: namespaced net.* kernel parameters of the group's network namespace (model/sysctl.py).
+    sysctls: list[Sysctl] | None = None
+
+    @field_validator("sysctls")
+    @classmethod
+    def _sysctls(cls, v: list[Sysctl] | None) -> list[Sysctl] | None:
+        return None if v is None else check_sysctls(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> GroupProperties:

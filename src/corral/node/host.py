@@ -14,13 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from corral.errors import RuntimeFailure
-from corral.model.group import ContainerProperties, GroupProperties, InitContainerProperties, Port, Volume
+from corral.model.group import ContainerProperties, GroupProperties, InitContainerProperties, IpAddress, Volume
 from corral.model.group import RegistryCredential as GroupCredential
 from corral.model.group import SecurityContext as GroupSecurity
+from corral.model.sysctl import Sysctl
 from corral.node.images.store import Image, ImageStore, RegistryCredential
 from corral.node.network.backend import NodeNetwork
 from corral.node.network.etcfiles import DnsSettings
 from corral.node.network.records import PortMapping, Sandbox
+from corral.node.network.sysctls import apply as apply_sysctls
 from corral.node.runtime.cgroups import remove_cgroup
 from corral.node.runtime.runtime import ContainerState, Runtime
 from corral.node.runtime.spec import MountSpec, SecurityContext, SpecRequest, build_spec
@@ -41,11 +43,15 @@ def group_of(cid: str) -> str:
     return cid[:UID_LEN]
 
 
-def port_mappings(ports: list[Port]) -> list[PortMapping]:
+def port_mappings(ip: IpAddress | None) -> list[PortMapping]:
+    """The node's host ports a group publishes: those of a Public group. A Private group has no public
+    address: its ports are reached at its own address in its virtual network and claim nothing here."""
+    if ip is None or ip.type != "Public":
+        return []
     return [
         PortMapping(host_port=p.publicPort or p.port, container_port=p.port,
                     protocol="udp" if p.protocol == "UDP" else "tcp")
-        for p in ports
+        for p in ip.ports
     ]
 
 
@@ -183,11 +189,14 @@ class NodeHost:
 
     # sandboxes -------------------------------------------------------------
     def ensure_sandbox(
-        self, uid: str, hostname: str, ports: list[Port], subnet_id: str | None = None,
-        dns: DnsSettings | None = None,
+        self, uid: str, hostname: str, ip: IpAddress | None, subnet_id: str | None = None,
+        dns: DnsSettings | None = None, sysctls: list[Sysctl] | None = None,
     ) -> Sandbox:
-        return self.network.create(uid, hostname=hostname, port_mappings=port_mappings(ports), dns=dns,
-                                   subnet_id=subnet_id)
+        sandbox = self.network.create(uid, hostname=hostname, port_mappings=port_mappings(ip), dns=dns,
+                                      subnet_id=subnet_id)
+        if sysctls:  # before any container starts (a router forwards from its first packet)
+            apply_sysctls(sandbox.netns_path, sysctls)
+        return sandbox
 
     def nameserver_for(self, subnet_id: str | None) -> str | None:
         """Where a group's resolver reaches Corral's DNS: its network's gateway (None: DNS is off)."""

@@ -311,12 +311,12 @@ class GroupWorker:
 
     def _converge_running(self, group: GroupRecord, props: GroupProperties) -> float | None:
         hostname = group.meta.name
-        ports = props.ipAddress.ports if props.ipAddress else []
         try:
             subnet_id = props.subnetIds[0].id if props.subnetIds else None
             dns = dns_settings(props, group.meta.resourceGroup, self.host.dns_zone,
                                self.host.nameserver_for(subnet_id))
-            sandbox = self.host.ensure_sandbox(self.uid, hostname, ports, subnet_id=subnet_id, dns=dns)
+            sandbox = self.host.ensure_sandbox(self.uid, hostname, props.ipAddress, subnet_id=subnet_id, dns=dns,
+                                               sysctls=props.sysctls)
         except CorralError as exc:
             self.status.provisioningError = exc.message
             record_event(self.status.events, "NetworkSetupFailed", exc.message, "Warning")

@@ -101,6 +101,8 @@ class VnetNetworkManager:
             d = self._root / sandbox_id
             rec = _load(d)
             if rec is not None and rec.status == "ready" and rec.sandbox and records.intact(rec.sandbox):
+                if rec.port_mappings != ports:  # e.g. a Private group's ports, published by an older version
+                    self._repoint(d, rec, ports)
                 return rec.sandbox
             if rec is not None or d.exists():
                 self._destroy(d, rec)
@@ -125,6 +127,17 @@ class VnetNetworkManager:
                 raise NetworkError(f"creating network sandbox {sandbox_id!r} failed: {exc}") from exc
             finally:
                 self._ports.release(sandbox_id)
+
+    def _repoint(self, d: Path, rec: _Record, ports: builtins.list[PortMapping]) -> None:
+        """Make a whole sandbox's host ports ``ports`` (caller holds its id lock)."""
+        try:
+            self._ports.claim(rec.id, [(p.host_port, p.protocol) for p in ports])
+            assert rec.sandbox is not None
+            rec.port_mappings, rec.sandbox.port_mappings = ports, ports
+            records.save(d, rec)
+            self._apply_ports()
+        finally:
+            self._ports.release(rec.id)
 
     def get(self, sandbox_id: str) -> Sandbox | None:
         rec = _load(self._root / sandbox_id)
