@@ -196,9 +196,22 @@ def test_peered_networks_reach_node_configs(api: TestClient, plane: ControlPlane
     conf = plane.link.vnet_config_for("n1", sa)
     assert [(p.name, p.address_prefixes) for p in conf.peerings] == [("vb", ["10.211.0.0/16"])]
     assert [(x.block, x.via) for x in conf.peerings[0].peers] == [("10.211.1.0/24", "192.168.60.2")]
-    # VirtualNetwork in the peer's rules now covers the peered address space too.
+    assert conf.ipam.address_prefixes == []  # one prefix: the config as before
+    # Each side's own allowForwardedTraffic; a second address prefix reaches the nodes (and its blocks).
+    peer(api, "vb", "b-a", "va", allowForwardedTraffic=True)
+    call(api, "PUT", f"{VN}/va", {"location": "local", "properties": {
+        "addressSpace": {"addressPrefixes": ["10.210.0.0/16", "10.212.0.0/16"]}}})
+    s2 = subnet(api, "10.212.0.0/20", name="more", vnet_name="va").json()["id"]
+    plane.link.vnet_config_for("n2", s2)
+    conf = plane.link.vnet_config_for("n1", sa)
+    assert conf.ipam.subnet == "10.210.0.0/16"
+    assert conf.ipam.address_prefixes == ["10.210.0.0/16", "10.212.0.0/16"]
+    assert ("10.212.0.0/24", "192.168.60.2") in [(x.block, x.via) for x in conf.ipam.peers]
+    assert conf.peerings[0].allow_forwarded_traffic is False
+    assert plane.link.vnet_config_for("n1", sb).peerings[0].allow_forwarded_traffic is True
+    # VirtualNetwork in the peer's rules now covers the peered address space too (both of va's prefixes).
     rules = plane.link.vnet_config_for("n2", sb).security_rules
-    assert sorted(r.source_prefix for r in rules) == ["10.210.0.0/16", "10.211.0.0/16"]
+    assert sorted(r.source_prefix for r in rules) == ["10.210.0.0/16", "10.211.0.0/16", "10.212.0.0/16"]
 
     # Access disallowed on either side: no traffic, though both sides still show Connected.
     peer(api, "vb", "b-a", "va", allowVirtualNetworkAccess=False)

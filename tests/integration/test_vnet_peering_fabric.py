@@ -27,11 +27,14 @@ from test_vnet_fabric import Fabric, fabric_of, on, sh, tcp_ok
 from corral.config import DEFAULT_SUBSCRIPTION
 from corral.control import netkeys as K
 from corral.control.netplane import NetworkControl
+from corral.errors import Conflict
 from corral.model.network import NetworkSecurityGroup, RouteTable, Subnet, VirtualNetwork, VirtualNetworkPeering
 from corral.model.records import NODES, NodeInfo
+from corral.model.sysctl import Sysctl
 from corral.net.vnet import netops
 from corral.node.network.networks import NetworkSet
-from corral.node.network.records import Sandbox
+from corral.node.network.records import PortMapping, Sandbox
+from corral.node.network.sysctls import apply as apply_sysctls
 from corral.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.integration
@@ -69,9 +72,9 @@ class World:
         for h in self.hosts:
             h.refresh()
 
-    def vnet(self, name: str, prefix: str, subnets: dict[str, str]) -> dict[str, str]:
+    def vnet(self, name: str, prefix: str | list[str], subnets: dict[str, str]) -> dict[str, str]:
         self.net.vnets.put(SUB, RG, name, VirtualNetwork.model_validate({"location": "local", "properties": {
-            "addressSpace": {"addressPrefixes": [prefix]},
+            "addressSpace": {"addressPrefixes": [prefix] if isinstance(prefix, str) else prefix},
             "subnets": [{"name": s, "properties": {"addressPrefix": p}} for s, p in subnets.items()]}}))
         return {s: K.subnet_id(SUB, RG, name, s) for s in subnets}
 
@@ -79,10 +82,15 @@ class World:
         self.net.vnets.put_subnet(SUB, RG, vnet, name, Subnet.model_validate(
             {"properties": {"addressPrefix": prefix, **props}}))
 
-    def peer(self, a: str, b: str) -> None:
+    def peer(self, a: str, b: str, **props: Any) -> None:
         self.net.peerings.put(SUB, RG, a, f"{a}-to-{b}", VirtualNetworkPeering.model_validate(
-            {"properties": {"remoteVirtualNetwork": {"id": K.vnet_id(SUB, RG, b)}}}))
+            {"properties": {"remoteVirtualNetwork": {"id": K.vnet_id(SUB, RG, b)}, **props}}))
         self.sync()
+
+    def route_table(self, name: str, routes: dict[str, dict[str, str]]) -> str:
+        self.net.route_tables.put(SUB, RG, name, RouteTable.model_validate({"location": "local", "properties": {
+            "routes": [{"name": n, "properties": r} for n, r in routes.items()]}}))
+        return K.route_table_id(SUB, RG, name)
 
     def unpeer(self, a: str, b: str) -> None:
         assert self.net.peerings.delete(SUB, RG, a, f"{a}-to-{b}")
@@ -137,9 +145,12 @@ class Echo:
 
         self._listener = netops.in_netns(server.netns_path, listen)
 
+        self._conn: socket.socket | None = None
+
         def serve() -> None:
             ready.set()
             conn, _ = self._listener.accept()
+            self._conn = conn
             conn.settimeout(10)
             with conn:
                 try:
@@ -165,6 +176,11 @@ class Echo:
     def close(self) -> None:
         self.sock.close()
         self._listener.close()
+        if self._conn is not None:  # the client's goodbye may be cut off with its traffic: do not wait for it
+            try:
+                self._conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._thread.join(12)
 
 
@@ -229,6 +245,11 @@ def test_peering_across_hosts(world: World) -> None:
     assert not [r for r in routes.splitlines() if r.startswith("10.217.1.0/24") and " table " in r]
 
 
+def make_router(sb: Sandbox) -> None:
+    """What the node does for a group with ``sysctls: [{name: net.ipv4.ip_forward, value: "1"}]``."""
+    apply_sysctls(sb.netns_path, [Sysctl(name="net.ipv4.ip_forward", value="1")])
+
+
 def forwarded(router: Sandbox) -> int:
     """The router group's IP forwarding counter (ForwDatagrams of /proc/net/snmp, in its namespace)."""
     snmp = sh("ip", "netns", "exec", router.netns, "cat", "/proc/net/snmp").stdout
@@ -249,7 +270,7 @@ def test_route_table_through_a_router_and_to_none(world: World, tmp_path: Path) 
     target = h1.group("target", ids["data"])
     legacy = h2.group("legacy", ids["old"])
     router = h2.group("router", ids["dmz"])
-    sh("ip", "netns", "exec", router.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    make_router(router)
     world.sync()
     before = forwarded(router)
     assert reach(app, target) == app.ip and reach(app, legacy) == app.ip
@@ -327,3 +348,86 @@ def test_an_appliance_route_waits_for_the_appliance_bridge(world: World) -> None
     assert table_route().startswith("blackhole")  # fail closed
     h1.group("router", ids["dmz"])  # its network comes up on h1
     assert table_route().startswith(f"10.216.32.0/20 via {appliance} dev ")
+
+
+def test_forwarded_traffic_through_a_hub(world: World) -> None:
+    """Two spokes peered with a hub, not with each other; the hub's appliance (on h2) routes between them
+    (h1). What it forwards enters a spoke only when the spoke's own peering with the hub allows forwarded
+    traffic, and the open connections go when it no longer does."""
+    h1, h2 = world.hosts
+    hub = world.vnet("cvn-hub", "10.218.0.0/16", {"dmz": "10.218.0.0/20"})["dmz"]
+    nva = h2.group("nva", hub)
+    make_router(nva)
+    spokes = {"cvn-sa": ("10.216.0.0/16", "10.217.0.0/16"), "cvn-sb": ("10.217.0.0/16", "10.216.0.0/16")}
+    for spoke, (own, other) in spokes.items():
+        world.vnet(spoke, own, {"apps": own.replace("/16", "/20")})
+        table = world.route_table(f"{spoke}-rt", {"other-spoke": {
+            "addressPrefix": other, "nextHopType": "VirtualAppliance", "nextHopIpAddress": nva.ip}})
+        world.subnet(spoke, "apps", own.replace("/16", "/20"), routeTable={"id": table})
+    a1 = h1.group("a1", K.subnet_id(SUB, RG, "cvn-sa", "apps"))
+    b1 = h1.group("b1", K.subnet_id(SUB, RG, "cvn-sb", "apps"))
+    for spoke in spokes:
+        world.peer("cvn-hub", spoke)
+        world.peer(spoke, "cvn-hub")
+
+    before = forwarded(nva)
+    reach(a1, b1, expect=False)  # the appliance forwards it; b's side does not let it in
+    assert forwarded(nva) > before
+    world.peer("cvn-sa", "cvn-hub", allowForwardedTraffic=True)
+    assert reach(b1, a1) == b1.ip  # into a, which allows it (the replies belong to b's own connection)
+    reach(a1, b1, expect=False)  # into b: a's side allowing it changes nothing there
+    world.peer("cvn-sb", "cvn-hub", allowForwardedTraffic=True)
+    assert reach(a1, b1) == a1.ip
+
+    echo = Echo(b1, a1, 8090)
+    try:
+        assert echo.round_trip(b"before", 3)
+        world.peer("cvn-sa", "cvn-hub")  # allowForwardedTraffic: false again
+        assert not echo.round_trip(b"after", 1.5)
+        assert echo.received == [b"before"]
+    finally:
+        echo.close()
+    reach(b1, a1, expect=False)
+
+
+def test_subnets_of_a_network_with_two_address_prefixes(world: World) -> None:
+    """One network with two address prefixes and three subnets on two hosts: its prefixes reach each other
+    with their own addresses, and one subnet's network leaving a host keeps the routes the others share."""
+    h1, h2 = world.hosts
+    ids = world.vnet("cvn-m", ["10.216.0.0/16", "10.217.0.0/16"],
+                     {"apps": "10.216.0.0/20", "web": "10.216.16.0/20", "data": "10.217.0.0/20"})
+    apps1, web1 = h1.group("apps1", ids["apps"]), h1.group("web1", ids["web"])
+    web2, data2 = h2.group("web2", ids["web"]), h2.group("data2", ids["data"])
+    world.sync()
+    assert reach(apps1, data2) == apps1.ip  # across prefixes and hosts, not masqueraded
+    assert reach(data2, apps1) == data2.ip  # admitted as the network's own
+    assert reach(web1, web2) == web1.ip
+
+    # apps leaves h1 (its last group gone, the subnet deleted); web still needs the routes to h2's blocks.
+    on(h1.name, lambda: h1.nets.delete("apps1"))
+    world.net.vnets.delete_subnet(SUB, RG, "cvn-m", "apps")
+    world.sync()
+    assert not [n for n in h1.nets.gateways() if n.endswith(".apps")]
+    assert reach(web1, web2) == web1.ip
+    assert reach(web1, data2) == web1.ip
+
+
+def test_a_sandbox_converges_to_the_host_ports_asked(world: World) -> None:
+    """A sandbox built with host ports (a Private group's, published by an older agent) gives them up when the
+    node asks for it again without them, so another group can take the port."""
+    h1 = world.hosts[0]
+    sid = world.vnet("cvn-p", "10.216.0.0/16", {"apps": "10.216.0.0/20"})["apps"]
+    port = [PortMapping(host_port=7000, container_port=7000)]
+
+    def hp_rules() -> list[str]:
+        rules = sh("ip", "netns", "exec", h1.name, "iptables-save", "-t", "nat").stdout.splitlines()
+        return [r for r in rules if "--dport 7000" in r and "DNAT" in r]
+
+    on(h1.name, lambda: h1.nets.create("old", "old", port, subnet_id=sid))
+    with pytest.raises(Conflict):
+        on(h1.name, lambda: h1.nets.create("new", "new", port, subnet_id=sid))
+    assert len(hp_rules()) == 1
+    assert on(h1.name, lambda: h1.nets.create("old", "old", [], subnet_id=sid)).port_mappings == []
+    assert hp_rules() == []
+    new = on(h1.name, lambda: h1.nets.create("new", "new", port, subnet_id=sid))
+    assert hp_rules() and new.ip in hp_rules()[0]

@@ -186,3 +186,39 @@ def test_peering_and_route_config_validation() -> None:
     for extra in bad:
         with pytest.raises(ValidationError):
             VnetConf.model_validate({"name": "cvn-x", "ipam": ipam, **extra})
+
+
+def test_address_prefixes_and_forwarded_sources() -> None:
+    from corral.net.vnet import routing
+
+    ipam = {"subnet": "10.216.0.0/16", "nodeBlock": "10.216.1.0/24"}
+    two = VnetConf.model_validate({"name": "cvn-m", "ipam": {**ipam, "addressPrefixes": ["10.216.0.0/16",
+                                                                                         "10.217.0.0/16"]}})
+    assert two.ipam.spaces == ["10.216.0.0/16", "10.217.0.0/16"]
+    assert conf().ipam.spaces == ["10.199.0.0/16"]  # a config without them: the subnet alone
+    for bad in ({"addressPrefixes": ["10.217.0.0/16"]},  # must hold the subnet
+                {"addressPrefixes": ["10.216.0.0/16", "10.216.128.0/17"]}):  # overlapping
+        with pytest.raises(ValidationError):
+            VnetConf.model_validate({"name": "cvn-x", "ipam": {**ipam, **bad}})
+    with pytest.raises(ValidationError):  # a peer inside the second prefix
+        VnetConf.model_validate({**two.model_dump(by_alias=True, mode="json"),
+                                 "peerings": [{"name": "p", "addressPrefixes": ["10.217.5.0/24"]}]})
+
+    def hop(prefix: str, ip: str) -> dict[str, str]:
+        return {"name": prefix, "addressPrefix": prefix, "nextHopType": "VirtualAppliance", "nextHopIpAddress": ip}
+
+    c = VnetConf.model_validate({
+        "name": "cvn-f", "ipam": ipam,
+        "peerings": [{"name": "hub", "addressPrefixes": ["10.218.0.0/16"], "allowForwardedTraffic": True},
+                     {"name": "other", "addressPrefixes": ["10.219.0.0/16"]}],
+        "routes": [hop("0.0.0.0/0", "10.218.0.4"), hop("10.230.0.0/16", "10.219.0.4"),
+                   {"name": "x", "addressPrefix": "10.231.0.0/16", "nextHopType": "Internet"},
+                   hop("10.232.0.0/16", "10.218.0.5"), hop("10.233.0.0/24", "10.219.0.4")]})
+    # Longest prefix first: what the route table sends to the allowing peer's appliances is admitted; a more
+    # specific prefix routed elsewhere is not (RETURN), and nothing after the last admitted one is listed.
+    assert routing.forwarded_sources(c) == [("10.233.0.0/24", False), ("10.230.0.0/16", False),
+                                            ("10.231.0.0/16", False), ("10.232.0.0/16", True),
+                                            ("0.0.0.0/0", True)]
+    no_flag = c.model_copy(update={"peerings": [p.model_copy(update={"allow_forwarded_traffic": False})
+                                                for p in c.peerings]})
+    assert routing.forwarded_sources(no_flag) == []

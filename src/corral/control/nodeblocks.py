@@ -15,7 +15,7 @@ import ipaddress
 import itertools
 
 from corral.control import netkeys as K
-from corral.control.peerings import linked
+from corral.control.peerings import back_peering, linked
 from corral.control.routetables import appliance_routes, subnet_routes
 from corral.control.vnets import VnetService
 from corral.errors import Conflict, InvalidRequest, NetworkCapacityExceeded, VersionConflict
@@ -142,12 +142,13 @@ class NodeBlockService:
         subnet's security rules and route table, and the appliance routes this node serves."""
         record, sn = self._subnet(subnet_id)
         block = self._grant(node, record, sn)
-        space = next(p for p in record.addressSpace.addressPrefixes
-                     if sn.properties.prefix.subnet_of(ipaddress.IPv4Network(p)))
-        peers = self._remote_blocks(record, node, [space])
+        spaces = record.addressSpace.addressPrefixes
+        space = next(p for p in spaces if sn.properties.prefix.subnet_of(ipaddress.IPv4Network(p)))
+        peers = self._remote_blocks(record, node)
         links = linked(self.store, record)
         peerings = [{"name": r.meta.name, "addressPrefixes": r.addressSpace.addressPrefixes,
-                     "peers": [p.model_dump() for p in self._remote_blocks(r, node)]} for r in links]
+                     "peers": [p.model_dump() for p in self._remote_blocks(r, node)],
+                     "allowForwardedTraffic": _allows_forwarded(record, r)} for r in links]
         settings = self.vnets.settings
         usable = ipaddress.ip_network(block).num_addresses - 3  # network, gateway, broadcast
         nsg = self.vnets.nsg_of(record, sn)
@@ -155,18 +156,19 @@ class NodeBlockService:
         return VnetConf.model_validate({
             "name": network_name(record, sn),
             "maxSandboxes": max(1, min(settings.max_groups_per_node, usable)),
-            "ipam": IpamConf(subnet=space, nodeBlock=block, peers=peers).model_dump(by_alias=True),
+            "ipam": IpamConf(subnet=space, addressPrefixes=spaces if len(spaces) > 1 else [], nodeBlock=block,
+                             peers=peers).model_dump(by_alias=True),
             "securityRules": [r.model_dump(by_alias=True) for r in rules],
             "peerings": peerings,
             "routes": subnet_routes(self.store, sn),
             "applianceRoutes": appliance_routes(self.store, block),
         })
 
-    def _remote_blocks(self, record: VnetRecord, node: str, within: list[str] | None = None) -> list[Peer]:
-        """The blocks of the virtual network granted to other nodes (inside ``within`` if given), each with
-        the address of the node it is routed to."""
+    def _remote_blocks(self, record: VnetRecord, node: str) -> list[Peer]:
+        """The blocks of the virtual network granted to other nodes, each with the address of the node it
+        is routed to."""
         blocks, _ = _load(self.store, record.meta.uid)
-        nets = [ipaddress.IPv4Network(p) for p in (within or record.addressSpace.addressPrefixes)]
+        nets = [ipaddress.IPv4Network(p) for p in record.addressSpace.addressPrefixes]
         peers: list[Peer] = []
         for other_node, other_block in sorted(
                 (n, b) for m in blocks.blocks.values() for n, b in m.items() if n != node):
@@ -183,6 +185,12 @@ class NodeBlockService:
             return addr if addr and not ipaddress.ip_address(addr).is_loopback else None
         except ValueError:
             return None
+
+
+def _allows_forwarded(record: VnetRecord, remote: VnetRecord) -> bool:
+    """Whether ``record``'s own side of its peering with ``remote`` admits what the remote's appliances forward."""
+    side = back_peering(record, remote)  # the peering of ``record`` that names ``remote``
+    return bool(side and side.allowForwardedTraffic)
 
 
 def network_name(record: VnetRecord, sn: SubnetRecord) -> str:

@@ -45,6 +45,9 @@ class PeeredNetwork(BaseModel):
     name: str
     address_prefixes: list[str] = Field(alias="addressPrefixes", min_length=1)
     peers: list[Peer] = Field(default_factory=list)  # its blocks on other nodes
+    # This side's peering admits traffic an appliance of the peer forwards (a source outside the peer's
+    # address space): the sources this subnet's route table sends to an appliance in the peer.
+    allow_forwarded_traffic: bool = Field(False, alias="allowForwardedTraffic")
 
     @field_validator("address_prefixes")
     @classmethod
@@ -101,10 +104,17 @@ class ApplianceRoute(BaseModel):
 class IpamConf(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
-    subnet: str  # the virtual network's whole address space
+    subnet: str  # the virtual network's address prefix holding this node's block
+    # The virtual network's whole address space when it has several prefixes (optional: default [subnet]).
+    address_prefixes: list[str] = Field(default_factory=list, alias="addressPrefixes")
     node_block: str = Field(alias="nodeBlock")  # this node's share of it
     gateway: str | None = None  # default: the block's first address (put on the bridge)
     peers: list[Peer] = Field(default_factory=list)
+
+    @field_validator("address_prefixes")
+    @classmethod
+    def _nets(cls, v: list[str]) -> list[str]:
+        return [_cidr(p) for p in v]
 
     @model_validator(mode="after")
     def _check(self) -> IpamConf:
@@ -112,6 +122,12 @@ class IpamConf(BaseModel):
         block = ipaddress.ip_network(self.node_block, strict=True)
         if subnet.version != 4 or not block.subnet_of(subnet):  # type: ignore[arg-type]
             raise ValueError(f"nodeBlock {block} must be an IPv4 block inside subnet {subnet}")
+        if self.address_prefixes and str(subnet) not in self.address_prefixes:
+            raise ValueError(f"addressPrefixes {self.address_prefixes} must include subnet {subnet}")
+        nets = [ipaddress.IPv4Network(p) for p in self.address_prefixes]
+        for i, a in enumerate(nets):
+            if any(a.overlaps(b) for b in nets[i + 1:]):
+                raise ValueError(f"addressPrefixes {self.address_prefixes} overlap each other")
         if block.num_addresses < 4:
             raise ValueError(f"nodeBlock {block} is too small")
         if self.gateway is not None and ipaddress.ip_address(self.gateway) not in block:
@@ -120,6 +136,11 @@ class IpamConf(BaseModel):
             if ipaddress.ip_network(p.block).overlaps(block):
                 raise ValueError(f"peer block {p.block} overlaps this node's block {block}")
         return self
+
+    @property
+    def spaces(self) -> list[str]:
+        """Every address prefix of the virtual network."""
+        return self.address_prefixes or [self.subnet]
 
     @property
     def block_net(self) -> ipaddress.IPv4Network:
@@ -163,8 +184,7 @@ class VnetConf(BaseModel):
 
     @model_validator(mode="after")
     def _peers_apart(self) -> VnetConf:
-        own = ipaddress.ip_network(self.ipam.subnet)
-        seen: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [own]
+        seen: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [ipaddress.ip_network(p) for p in self.ipam.spaces]
         for pn in self.peerings:
             for p in pn.address_prefixes:
                 net = ipaddress.ip_network(p)

@@ -5,13 +5,15 @@ filter table
   CORRAL-VNET-OUT     ``-i <bridge> -j CVN-<tag>-OUT`` per vnet (returns unless a rule drops)
   CORRAL-VNET-IN      ``-o <bridge> -j CVN-<tag>-IN``  per vnet (ends in ACCEPT or DROP)
   CORRAL-VNET-EGRESS  ``-i <bridge> -j ACCEPT``        per vnet (what leaves the vnet)
-  CVN-<tag>-IN        established -> NSG inbound -> from the vnet's subnet or a peered network ->
-                      DNAT'd (published ports) -> allowed by a rule (mark) -> DROP. So nothing from
-                      outside the vnet, and nothing from another (unpeered) vnet, reaches a sandbox
-                      unless a rule allows it.
+  CVN-<tag>-IN        established -> NSG inbound -> from the vnet's address space or a peered network
+                      -> forwarded by a peer's appliance (CVN-<tag>-FWD) -> DNAT'd (published ports)
+                      -> allowed by a rule (mark) -> DROP. So nothing from outside the vnet, and
+                      nothing from another (unpeered) vnet, reaches a sandbox unless a rule allows it.
+  CVN-<tag>-FWD       sources routed to an appliance of a peer that may forward to us, longest prefix
+                      first: ACCEPT, or RETURN where a longer prefix goes elsewhere.
   CVN-<tag>-NSGI/O    security rules: per-sandbox chains (CVS-<hash>-I/O) first, then the vnet's.
 nat table
-  POSTROUTING ``-s <block> -j CVN-<tag>-SNAT``: RETURN inside the vnet subnet, peered networks and
+  POSTROUTING ``-s <block> -j CVN-<tag>-SNAT``: RETURN inside the vnet's address space, peered networks and
   prefixes routed to an appliance (they keep their source address), else MASQUERADE.
   PREROUTING/OUTPUT (local dst) ``-j CVN-<tag>-HP``: in-process host ports (DNAT), with
   POSTROUTING ``-j CVN-<tag>-HPM`` masquerading hairpin and loopback-sourced connections.
@@ -80,6 +82,10 @@ class Names:
         return f"CVN-{self.tag}-OUT"
 
     @property
+    def fwd(self) -> str:
+        return f"CVN-{self.tag}-FWD"
+
+    @property
     def nsgi(self) -> str:
         return f"CVN-{self.tag}-NSGI"
 
@@ -115,7 +121,7 @@ class SandboxRules:
     rules: list[SecurityRule] = field(default_factory=list)
 
 
-def _jumps(n: Names, subnet: str, block: str, snat: bool) -> dict[str, list[tuple[str, str]]]:
+def _jumps(n: Names, block: str, snat: bool) -> dict[str, list[tuple[str, str]]]:
     """(chain to create if missing, rule to add if missing) per table; the order is the add order."""
     filt = [
         ("", f"-A FORWARD -j {_TOP}"),
@@ -134,12 +140,14 @@ def _jumps(n: Names, subnet: str, block: str, snat: bool) -> dict[str, list[tupl
     return {"filter": filt, "nat": nat}
 
 
-def ensure_node(n: Names, subnet: str, block: str, snat: bool, peered: list[str] | tuple[str, ...] = (),
-                direct: list[str] | tuple[str, ...] = ()) -> None:
+def ensure_node(n: Names, spaces: list[str], block: str, snat: bool, peered: list[str] | tuple[str, ...] = (),
+                direct: list[str] | tuple[str, ...] = (), forwarded: list[tuple[str, bool]] | None = None) -> None:
     """Create or repair the vnet's chains and jumps on this node (idempotent).
 
-    ``peered``: address spaces of peered networks (admitted like the vnet's own, not masqueraded);
-    ``direct``: more destinations reached with the sandbox's own address (appliance routes).
+    ``spaces``: the vnet's address prefixes; ``peered``: address spaces of peered networks (admitted like
+    the vnet's own, not masqueraded); ``direct``: more destinations reached with the sandbox's own address
+    (appliance routes); ``forwarded``: (source prefix, admitted) longest first, traffic forwarded by a
+    peer's appliance (``routing.forwarded_sources``).
     """
     cur = save()
     filt, nat = cur.get("filter", []), cur.get("nat", [])
@@ -148,20 +156,22 @@ def ensure_node(n: Names, subnet: str, block: str, snat: bool, peered: list[str]
         if not _has_chain(filt, chain):
             f_out.append(f":{chain} - [0:0]")
     # Our own per-vnet chains: declared, hence flushed and rebuilt.
-    f_out += [f":{n.vin} - [0:0]", f":{n.vout} - [0:0]"]
+    f_out += [f":{n.vin} - [0:0]", f":{n.vout} - [0:0]", f":{n.fwd} - [0:0]"]
     f_out += [
         f"-A {n.vin} -j MARK --set-xmark 0x0/{ALLOW_MARK.split('/')[1]}",
         f"-A {n.vin} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         f"-A {n.vin} -j {n.nsgi}",
-        f"-A {n.vin} -s {subnet} -j ACCEPT",
+        *[f"-A {n.vin} -s {p} -j ACCEPT" for p in spaces],
         *[f"-A {n.vin} -s {p} -j ACCEPT" for p in peered],
+        *([f"-A {n.vin} -j {n.fwd}"] if forwarded else []),
         f"-A {n.vin} -m conntrack --ctstate DNAT -j ACCEPT",
         f"-A {n.vin} -m mark --mark {ALLOW_MARK} -j ACCEPT",
         f"-A {n.vin} -j DROP",
         f"-A {n.vout} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
         f"-A {n.vout} -j {n.nsgo}",
+        *[f"-A {n.fwd} -s {p} -j {'ACCEPT' if admitted else 'RETURN'}" for p, admitted in forwarded or []],
     ]
-    jumps = _jumps(n, subnet, block, snat)
+    jumps = _jumps(n, block, snat)
     for _, rule in jumps["filter"]:
         if not _has_rule(filt, rule):
             # FORWARD's jump goes first so a host's own FORWARD rules cannot bypass isolation.
@@ -170,8 +180,8 @@ def ensure_node(n: Names, subnet: str, block: str, snat: bool, peered: list[str]
     n_out = ["*nat", f":{n.hp} - [0:0]" if not _has_chain(nat, n.hp) else "",
              f":{n.hpm} - [0:0]" if not _has_chain(nat, n.hpm) else ""]
     if snat:
-        n_out += [f":{n.snat} - [0:0]", f"-A {n.snat} -d {subnet} -j RETURN",
-                  *[f"-A {n.snat} -d {p} -j RETURN" for p in dict.fromkeys([*peered, *direct])],
+        n_out += [f":{n.snat} - [0:0]",
+                  *[f"-A {n.snat} -d {p} -j RETURN" for p in dict.fromkeys([*spaces, *peered, *direct])],
                   f"-A {n.snat} -j MASQUERADE"]
     for _, rule in jumps["nat"]:
         if not _has_rule(nat, rule):
@@ -247,10 +257,10 @@ def teardown_node(n: Names, block: str) -> None:
             f_out.append(rule.replace("-A ", "-D ", 1))
     mine = [line.split(" ", 1)[0][1:] for line in filt if line.startswith(":CVS-")]
     own_sbx = {line.rsplit(" ", 1)[-1] for line in filt if line.startswith((f"-A {n.nsgi} ", f"-A {n.nsgo} "))}
-    for chain in (n.vin, n.vout, n.nsgi, n.nsgo, *[c for c in mine if c in own_sbx]):
+    for chain in (n.vin, n.vout, n.fwd, n.nsgi, n.nsgo, *[c for c in mine if c in own_sbx]):
         if _has_chain(filt, chain):
             f_out.append(f"-F {chain}")
-    for chain in (n.vin, n.vout, n.nsgi, n.nsgo, *[c for c in mine if c in own_sbx]):
+    for chain in (n.vin, n.vout, n.fwd, n.nsgi, n.nsgo, *[c for c in mine if c in own_sbx]):
         if _has_chain(filt, chain):
             f_out.append(f"-X {chain}")
     f_out.append("COMMIT")

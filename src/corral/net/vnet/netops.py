@@ -23,6 +23,10 @@ from corral.node.network import _libc, nsthread
 T = TypeVar("T")
 
 LOOPBACK_INDEX = 1  # the kernel registers lo first in every network namespace
+RT_PROTO = 67  # the routing protocol number of every route Corral puts in place (``ip route ... proto 67``)
+_RTPROT_BOOT = 3
+_AF_INET = 2
+_MAIN = 254
 
 
 def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
@@ -90,18 +94,33 @@ def delete_link(name: str) -> bool:
         return True
 
 
-def replace_route(dst: str, via: str) -> None:
+def set_main_routes(routes: dict[str, str], metric: int) -> None:
+    """Make the main table's Corral routes of metric ``metric`` exactly ``routes`` (block -> via).
+
+    Each network of the node owns the metric it is given: two networks needing the same block (subnets of
+    one virtual network) each hold a route to it, so removing one network's leaves the other's.
+    """
     with IPRoute() as ipr:
-        ipr.route("replace", dst=dst, gateway=via)
+        for m in ipr.get_routes(family=_AF_INET, table=_MAIN):
+            dst = f"{m.get_attr('RTA_DST') or '0.0.0.0'}/{m['dst_len']}"
+            if m["proto"] == RT_PROTO and m.get_attr("RTA_PRIORITY") == metric and dst not in routes:
+                _ignore_gone(lambda d=dst: ipr.route("del", dst=d, table=_MAIN, priority=metric, proto=RT_PROTO))
+        for dst, via in routes.items():
+            ipr.route("replace", dst=dst, gateway=via, table=_MAIN, priority=metric, proto=RT_PROTO)
 
 
-def delete_route(dst: str) -> None:
+def delete_legacy_route(dst: str) -> None:
+    """A main-table route to another node's block as set-ups before per-network metrics left it (proto boot)."""
     with IPRoute() as ipr:
-        try:
-            ipr.route("del", dst=dst)
-        except NetlinkError as exc:
-            if exc.code not in (errno.ESRCH, errno.ENOENT):
-                raise
+        _ignore_gone(lambda: ipr.route("del", dst=dst, table=_MAIN, proto=_RTPROT_BOOT))
+
+
+def _ignore_gone(fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except NetlinkError as exc:
+        if exc.code not in (errno.ESRCH, errno.ENOENT):
+            raise
 
 
 def random_mac() -> str:

@@ -1,4 +1,4 @@
-"""A virtual network's footprint on one node: bridge, gateway, routes to peers, iptables chains,
+"""A virtual network's footprint on one node: bridge, gateway, routes to other nodes' blocks, iptables chains,
 peered networks, its route table (``routing``).
 
 ``ensure`` is cheap when nothing changed: a stamp of the applied settings is kept
@@ -35,7 +35,7 @@ def names(conf: VnetConf) -> firewall.Names:
 def _stamp(conf: VnetConf) -> str:
     ipam = conf.ipam
     doc = {
-        "bridge": conf.bridge_name, "mtu": conf.mtu, "snat": conf.snat, "subnet": ipam.subnet,
+        "bridge": conf.bridge_name, "mtu": conf.mtu, "snat": conf.snat, "spaces": ipam.spaces,
         "block": ipam.node_block, "gw": str(ipam.gateway_ip),
         "peers": sorted((p.block, p.via) for p in ipam.peers),
         "peerings": sorted(pn.model_dump_json(by_alias=True) for pn in conf.peerings),
@@ -93,7 +93,8 @@ def _ensure_locked(conf: VnetConf, stamp: str, key: str) -> tuple[int, str]:
         # Re-applying an incomplete set-up of the same stamp finds no change: nothing is cut again.
         idx, mac, complete = _apply(conf, on_disk)
         body = {"stamp": stamp, "complete": complete, "peers": [p.block for p in conf.ipam.peers],
-                "peered": conf.peered_prefixes, "routes": routing.route_doc(conf.routes)}
+                "peerMetric": peer_metric(conf), "spaces": conf.ipam.spaces, "peered": conf.peered_prefixes,
+                "forwarded": _admitted(conf), "routes": routing.route_doc(conf.routes)}
         tmp = _stamp_file(conf).with_suffix(".tmp")
         tmp.write_text(json.dumps(body))
         os.replace(tmp, _stamp_file(conf))
@@ -106,23 +107,30 @@ def _gw(conf: VnetConf) -> tuple[str, int]:
     return str(conf.ipam.gateway_ip), conf.ipam.block_net.prefixlen
 
 
+def peer_metric(conf: VnetConf) -> int:
+    """The metric of the network's main-table routes to other nodes' blocks: its own, so subnets of one
+    virtual network on this node each hold their route to a block they share (``netops.set_main_routes``)."""
+    return 0x1000 + int(conf.tag, 16) % (1 << 30)
+
+
+def _admitted(conf: VnetConf) -> list[str]:
+    return [p for p, admitted in routing.forwarded_sources(conf) if admitted]
+
+
 def _apply(conf: VnetConf, before: dict[str, Any]) -> tuple[int, str, bool]:
     """Everything of the network on this node; ``before`` is what the last set-up applied.
     Returns (bridge index, bridge mac, whether every appliance route could be installed)."""
-    old_peers: list[str] = before.get("peers", [])
     idx, mac = netops.ensure_bridge(conf.bridge_name, _gw(conf), conf.mtu)
     netops.write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
     # Lets 127.0.0.1:<host port> be DNAT'd to a sandbox (in-process host ports).
     netops.write_sysctl(f"/proc/sys/net/ipv4/conf/{conf.bridge_name}/route_localnet", "1")
-    wanted = {p.block for p in conf.ipam.peers}
-    for block in old_peers:
-        if block not in wanted:
-            netops.delete_route(block)
-    for p in conf.ipam.peers:
-        netops.replace_route(p.block, p.via)
+    if before and "peerMetric" not in before:  # set up by a version that shared one route per block
+        for block in before.get("peers", []):
+            netops.delete_legacy_route(block)
+    netops.set_main_routes({p.block: p.via for p in conf.ipam.peers}, peer_metric(conf))
     direct = [r.address_prefix for r in conf.routes if r.next_hop_type == "VirtualAppliance"]
-    firewall.ensure_node(names(conf), conf.ipam.subnet, conf.ipam.node_block, conf.snat,
-                         peered=conf.peered_prefixes, direct=direct)
+    firewall.ensure_node(names(conf), conf.ipam.spaces, conf.ipam.node_block, conf.snat,
+                         peered=conf.peered_prefixes, direct=direct, forwarded=routing.forwarded_sources(conf))
     apply_security(conf)
     complete = routing.apply_host(conf)
     old_routes: list[list[str | None]] = before.get("routes", [])
@@ -132,6 +140,8 @@ def _apply(conf: VnetConf, before: dict[str, Any]) -> tuple[int, str, bool]:
     # Connections the change no longer allows (a peering gone, traffic re-routed) must not linger in
     # conntrack, where the established-flow rules would keep them alive.
     gone = set(before.get("peered", [])) - set(conf.peered_prefixes)
+    gone |= set(before.get("spaces", [])) - set(conf.ipam.spaces)
+    gone |= set(before.get("forwarded", [])) - set(_admitted(conf))
     moved = {str(r[0]) for r in [*old_routes, *new_routes] if (r in old_routes) != (r in new_routes)}
     routing.cut_flows(conf.ipam.node_block, sorted(gone | moved))
     return idx, mac, complete
@@ -199,6 +209,5 @@ def teardown(conf: VnetConf) -> None:
     forget(conf)
     routing.teardown_host(conf)
     firewall.teardown_node(names(conf), conf.ipam.node_block)
-    for p in conf.ipam.peers:
-        netops.delete_route(p.block)
+    netops.set_main_routes({}, peer_metric(conf))
     netops.delete_link(conf.bridge_name)

@@ -13,6 +13,8 @@ kernel alone (no record of what was installed):
   rule 10001  iif <bridge> lookup base+1           peered networks' blocks on other nodes, via them
 
 A packet no table decides falls through to ``main`` (the network's own blocks, local bridges).
+What an appliance of a peered network forwards here keeps its original source; the firewall admits
+it by the way the replies go (``forwarded_sources``).
 Inside every sandbox the route table is mirrored with protocol ``RT_PROTO`` routes
 (``unreachable P`` for None, ``P via <gateway>`` otherwise), so a group sees its routes and a
 dropped prefix fails at once; the node's tables are what enforce them.
@@ -35,7 +37,7 @@ from corral.net.vnet.config import Route, VnetConf
 
 log = logging.getLogger(__name__)
 
-RT_PROTO = 67  # marks the routes Corral put inside sandboxes
+RT_PROTO = netops.RT_PROTO  # marks the routes Corral put inside sandboxes and in the node's tables
 PRIO_DUTY_SKIP, PRIO_DUTY, PRIO_ROUTES, PRIO_PEERS = 9000, 9001, 10000, 10001
 TABLE_SPAN = 64  # tables per network: routes, peers, then one per appliance hosted here
 SYSTEM_METRIC = 10
@@ -83,7 +85,7 @@ def next_hop(conf: VnetConf, ip: str) -> str:
 
 def _in_reach(conf: VnetConf, ip: str | None) -> bool:
     """Whether ``ip`` lies in the network's own or a peered address space (so it may appear on this node)."""
-    return ip is not None and any(_within(ip, p) for p in [conf.ipam.subnet, *conf.peered_prefixes])
+    return ip is not None and any(_within(ip, p) for p in [*conf.ipam.spaces, *conf.peered_prefixes])
 
 
 def plan(conf: VnetConf) -> tuple[list[RuleSpec], list[RouteSpec]]:
@@ -103,7 +105,7 @@ def plan(conf: VnetConf) -> tuple[list[RuleSpec], list[RouteSpec]]:
         else:  # VnetLocal, Internet: the node's own routing decides
             routes.append(RouteSpec(base, r.address_prefix, "throw"))
     if conf.routes:
-        for space in [conf.ipam.subnet, *conf.peered_prefixes]:
+        for space in [*conf.ipam.spaces, *conf.peered_prefixes]:
             routes.append(RouteSpec(base, space, "throw", metric=SYSTEM_METRIC))
     peer_blocks = [p for pn in conf.peerings for p in pn.peers]
     if peer_blocks:
@@ -120,6 +122,25 @@ def plan(conf: VnetConf) -> tuple[list[RuleSpec], list[RouteSpec]]:
         rules.append(RuleSpec(PRIO_DUTY, table, src=d.source_prefix, dst=d.address_prefix))
         routes.append(RouteSpec(table, d.address_prefix, "unicast", d.next_hop_ip))
     return list(dict.fromkeys(rules)), list(dict.fromkeys(routes))
+
+
+def forwarded_sources(conf: VnetConf) -> list[tuple[str, bool]]:
+    """Traffic forwarded by an appliance of a peered network (its source is outside both networks) that
+    this network admits: (source prefix, admitted), longest prefix first, up to the last admitted one.
+
+    At this node such a packet carries only its original source, so it is known by the way its replies
+    go: a source is forwarded by peer P when the route table sends that source's prefix to a
+    VirtualAppliance in P's address space (the longest prefix decides, as for the replies), and it is
+    admitted when this side's peering with P has ``allowForwardedTraffic``, as in Azure.
+    """
+    allowing = [p for pn in conf.peerings if pn.allow_forwarded_traffic for p in pn.address_prefixes]
+    out: list[tuple[str, bool]] = []
+    for r in sorted(conf.routes, key=lambda r: -ipaddress.IPv4Network(r.address_prefix).prefixlen):
+        hop = r.next_hop_ip if r.next_hop_type == "VirtualAppliance" else None
+        out.append((r.address_prefix, hop is not None and any(_within(hop, p) for p in allowing)))
+    while out and not out[-1][1]:
+        out.pop()
+    return out
 
 
 # ---- the node -----------------------------------------------------------------------
