@@ -39,6 +39,7 @@ def render_node(view: NodeView) -> dict[str, Any]:
             "registeredAt": n.lastHeartbeat.isoformat(),
             "lastHeartbeat": view.lastHeartbeat.isoformat() if view.lastHeartbeat else None,
             "groups": [g.model_dump() for g in view.groups],
+            "unmovable": [g.model_dump() for g in view.unmovable],
         },
     }
     return out
@@ -65,8 +66,8 @@ def uncordon(name: str, request: Request) -> Any:
 
 
 @router.post(NODES + "/{name}/drain")
-def drain(name: str, request: Request) -> Any:
-    return render_node(_svc(request).drain(name))
+def drain(name: str, request: Request, force: bool = False) -> Any:
+    return render_node(_svc(request).drain(name, force=force))
 
 
 @router.delete(NODES + "/{name}")

@@ -101,20 +101,40 @@ def uncordon(name: str = NAME) -> None:
     console.print(f"node {name} uncordoned")
 
 
+def _unmovable(p: dict[str, Any]) -> str:
+    return "; ".join(f"{g['resourceGroup']}/{g['name']} ({g['reason']})" for g in p.get("unmovable", []))
+
+
 @app.command()
 def drain(name: str = NAME, wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until it is empty."),
-          timeout: float = typer.Option(600, "--timeout", help="Seconds to wait.")) -> None:
-    """Cordon the node and move its groups to other nodes, one at a time."""
+          timeout: float = typer.Option(600, "--timeout", help="Seconds to wait."),
+          force: bool = typer.Option(False, "--force",
+                                     help="Drain even if some groups fit on no other node: those stay on it.")) -> None:
+    """Cordon the node and move its groups to other nodes, one at a time.
+
+    Refused (nothing changes) if one of its running groups fits on no other node, unless --force.
+    """
     client = Client.from_config()
-    client.request("POST", f"{NODES}/{name}/drain")
+    p = client.request("POST", f"{NODES}/{name}/drain", params={"force": "true"} if force else None
+                       ).json()["properties"]
     console.print(f"node {name} draining")
+    if p.get("unmovable"):
+        console.print(f"[yellow]these stay on it, they fit on no other node:[/yellow] {_unmovable(p)}")
     deadline = time.monotonic() + timeout
     while wait:
         p = client.request("GET", f"{NODES}/{name}").json()["properties"]
-        left = [g["name"] for g in p["groups"] if g["state"] not in ("Succeeded", "Failed", "Stopped")]
+        kept = {g["key"] for g in p.get("unmovable", [])}
+        left = [g["name"] for g in p["groups"]
+                if g["state"] not in ("Succeeded", "Failed", "Stopped") and g["key"] not in kept]
         if not left and not p.get("evicting"):
-            console.print(f"node {name} drained")
-            return
+            if not kept:
+                console.print(f"node {name} drained")
+                return
+            console.print(f"[{'yellow' if force else 'red'}]node {name} drained but for {len(kept)} group(s) that "
+                          f"fit on no other node, left on it:[/] {_unmovable(p)}")
+            if force:
+                return
+            raise typer.Exit(1)
         if time.monotonic() > deadline:
             console.print(f"[red]node {name} still runs {len(left)} group(s) after {timeout:g} s:[/red] "
                           + ", ".join(left))

@@ -9,6 +9,12 @@ may have appeared (a node joins, becomes ready or is uncordoned, a group
 leaves, stops or shrinks, an address block is returned) or, for a group
 waiting on affinity or spread, when another group is bound. Binds are written
 in batches, one compare-and-swap transaction per batch.
+
+A bound group that asks its node for more than it held (``meta.refit``: a stopped
+group started, larger requests) is checked against that node alone: if it still
+fits it stays (the flag is cleared, and its node carries the change out), else it
+is evicted (``meta.evicting`` with the reason: its node stops it, the node
+lifecycle unbinds it with a new epoch) and placed like any other group.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ class Binder(Controller):
         self.versions: dict[str, int] = {}  # key -> version applied (groups, nodes, vnets, blocks)
         self.uids: dict[str, str] = {}  # group key -> uid
         self.pending: dict[str, Pending] = {}
+        self.refits: dict[str, Pending] = {}  # bound groups to check against their node (meta.refit)
         self.active: OrderedDict[str, None] = OrderedDict()  # pending keys to try, in arrival order
         self.parked: dict[str, None] = {}  # pending keys that fit nowhere at their last try
         self.waiting: set[str] = set()  # parked keys that another group's bind may unblock
@@ -91,11 +98,15 @@ class Binder(Controller):
     # the controller's two entry points ------------------------------------------
     def resync(self) -> None:
         with _collector_paused():
-            self._reset()
-            for prefix in (NODES, VNETS, NODE_BLOCKS, GROUPS):
-                for rec in self.store.list(prefix):
-                    self._apply(rec.key, rec.version, rec.value)
+            self.load()
             self.schedule()
+
+    def load(self) -> None:
+        """Rebuild the snapshot from the store (no placement): what ``resync`` starts from."""
+        self._reset()
+        for prefix in (NODES, VNETS, NODE_BLOCKS, GROUPS):
+            for rec in self.store.list(prefix):
+                self._apply(rec.key, rec.version, rec.value)
 
     def handle(self, events: list[Event]) -> None:
         with _collector_paused(len(events) >= BULK or len(self.active) >= BULK):
@@ -141,6 +152,13 @@ class Binder(Controller):
             self.active[key] = None
             return
         self._unqueue(key)
+        if d.refit:
+            # What it held stays held until it is checked; first seen (a resync), it is taken to hold what it
+            # asks (more than it may: never less, so nothing is placed into room its copy still uses).
+            if key not in self.state.bound:
+                self.state.bind(d, d.node)
+            self.refits[key] = Pending(revision, value, d)
+            return
         prev = self.state.bound.get(key)
         if prev is not None and prev.node == d.node and prev.demand.same_footprint(d):
             prev.demand = d
@@ -152,13 +170,14 @@ class Binder(Controller):
             self._bound_any = True
 
     def _unqueue(self, key: str) -> None:
-        """The group is no longer pending (bound, deleted, or replaced by a newer version)."""
+        """The group is no longer pending nor to be checked (bound, deleted, or replaced by a newer version)."""
         p = self.pending.pop(key, None)
         if p is not None:
             self._release(p.demand)
         self.active.pop(key, None)
         self.parked.pop(key, None)
         self.waiting.discard(key)
+        self.refits.pop(key, None)
 
     def _forget(self, key: str) -> None:
         self.uids.pop(key, None)
@@ -220,6 +239,9 @@ class Binder(Controller):
     # the scheduling pass -----------------------------------------------------------
     def schedule(self) -> None:
         """Try the pending groups that may fit now; write the binds."""
+        while self.refits:  # first: they are on their node already
+            key, p = self.refits.popitem()
+            self._refit(key, p)
         if self._room:
             self.active.update(self.parked)
             self.parked.clear()
@@ -265,6 +287,26 @@ class Binder(Controller):
         self._bound_any = True
         value = {**p.value, "meta": {**p.value["meta"], "node": node}}
         self._add(Put(key=key, value=value, expect_version=p.version), p)
+
+    def _refit(self, key: str, p: Pending) -> None:
+        """A bound group asking its node for more: it stays if the node can take it now, else it moves."""
+        d = p.demand
+        node = d.node
+        assert node is not None
+        prev = self.state.release(key)  # what it held there is its own to re-use
+        meta = {**p.value["meta"], "refit": False}
+        why = self.pipeline.misfit(d, self.state, node) if d.running else None
+        if why is None:
+            self.state.bind(d, node)
+            if prev is None or not prev.demand.same_footprint(d):
+                self._bound_any = True
+        else:
+            if prev is not None:
+                self.state.bind(prev.demand, node)  # its copy there holds what it held until it is stopped
+            meta |= {"evicting": True,
+                     "evictReason": f"node {node} cannot take the group as it is now ({why}): it moves to another node"}
+            log.info("group %s does not fit on its node %s any more (%s): evicting it", key, node, why)
+        self._add(Put(key=key, value={**p.value, "meta": meta}, expect_version=p.version), p)
 
     def _add(self, op: Put, p: Pending | None) -> None:
         self._batch[op.key] = (op, p)  # a later write of the same key replaces the earlier one

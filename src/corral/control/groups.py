@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from corral.errors import Conflict, InvalidRequest, NotFound, VersionConflict
-from corral.model.group import ContainerGroup, check_name
+from corral.model.group import ContainerGroup, GroupProperties, check_name, gpu_requests, total_requests
 from corral.model.records import GROUPS, NODES, OPERATIONS, GroupMeta, GroupRecord, group_key, status_key
 from corral.model.status import GroupStatus
 from corral.store.base import ABSENT, Record, Store
@@ -65,6 +65,14 @@ def volume_shape(group: ContainerGroup) -> list[object]:
             dump.pop("secretPermissions", None)
         out.append(dump)
     return out
+def claims_more(old: GroupProperties, new: GroupProperties) -> bool:
+    """Whether ``new`` asks a node for more CPU, memory or GPUs (of any SKU) than ``old`` did."""
+    (old_cpu, old_mem), (new_cpu, new_mem) = total_requests(old), total_requests(new)
+    old_gpus = gpu_requests(old)
+    return (new_cpu > old_cpu + 1e-9 or new_mem > old_mem + 1e-9
+            or any(n > old_gpus.get(sku, 0) for sku, n in gpu_requests(new).items()))
+
+
 # How long stop and restart wait for the node to have done them (a container ignoring SIGTERM gets 10 s).
 CARRY_OUT_WAIT = 15.0
 
@@ -138,6 +146,9 @@ class GroupService:
                 meta = old.meta.model_copy()
                 if old.spec.model_dump(mode="json") != body.model_dump(mode="json"):
                     meta.generation += 1
+                if (meta.node is not None and meta.desiredState == "Running"
+                        and claims_more(old.spec.properties, body.properties)):
+                    meta.refit = True  # its node applies it once the scheduler says it still fits there
                 meta.lastOperation = "Update"
                 record = GroupRecord(spec=body, meta=meta)
                 expect = rec.version
@@ -203,6 +214,7 @@ class GroupService:
     def stop(self, sub: str, rg: str, name: str) -> GroupView:
         def apply(r: GroupRecord) -> None:
             r.meta.desiredState = "Stopped"
+            r.meta.refit = False  # a stopped group claims nothing: its node need not wait for the scheduler
         return self._mutate(sub, rg, name, apply)
 
     def wait_carried_out(self, view: GroupView, done: Callable[[GroupStatus], bool],
@@ -232,6 +244,9 @@ class GroupService:
 
     def start(self, sub: str, rg: str, name: str) -> Operation:
         def apply(r: GroupRecord) -> None:
+            if r.meta.desiredState == "Stopped" and r.meta.node is not None:
+                # A stopped group holds nothing on its node: the scheduler decides whether it fits there again.
+                r.meta.refit = True
             r.meta.desiredState = "Running"
             r.meta.restartGeneration += 1
             r.meta.lastOperation = "Start"

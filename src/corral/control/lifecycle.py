@@ -12,9 +12,13 @@
   is shorter than the node lease here. Groups being deleted are finalized (the node cannot
   do it); finished groups stay where they ran, with their status. A node that does not fence
   itself (``selfFencing`` off) keeps its groups until it is back or removed.
-- **Drain**: one group at a time is marked ``evicting``; its node stops it and says so
+- **Drain**: one group at a time is marked ``evicting``, once the scheduler can place it on
+  another node (``corral.control.drainplan``); its node stops it and says so
   (``status.evicted``), then it is unbound and placed elsewhere; the next one goes once the
-  moved group runs again (or after ``MOVE_TIMEOUT``). Stopped groups are unbound at once.
+  moved group runs again (or after ``MOVE_TIMEOUT``). Groups that fit on no other node stay
+  and are listed on the node (``drainBlocked``); they are tried again every ``DRAIN_RECHECK``.
+  Stopped groups are unbound at once. The same eviction moves a group the binder found no
+  longer fits on its node (``evictReason`` says why).
 
 Level-triggered like every controller: each pass looks at all nodes and groups.
 """
@@ -26,6 +30,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from corral.control.controller import Controller
+from corral.control.drainplan import DrainPlanner
 from corral.errors import NotFound, VersionConflict
 from corral.model.records import GROUPS, LEASES, NODES, GroupRecord, NodeInfo, status_key
 from corral.model.status import ContainerStateView, ContainerStatus, GroupStatus, record_event
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 
 LEASE_CHECK = 0.1  # seconds between looks at the leases
 MOVE_TIMEOUT = 60.0  # a drain goes on with the next group if a moved one is not running elsewhere by then
+DRAIN_RECHECK = 2.0  # seconds between looks for room for groups a drain could not move
 
 
 def finished(group: GroupRecord, status: GroupStatus | None) -> bool:
@@ -47,8 +53,10 @@ class NodeLifecycle(Controller):
     name = "node-lifecycle"
     watch_timeout = LEASE_CHECK
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, planner: DrainPlanner | None = None) -> None:
         super().__init__(store)
+        self.planner = planner or DrainPlanner(store)
+        self._blocked: dict[str, float] = {}  # draining node -> when to look again for room for its groups
         self._seen: dict[str, float] = {}  # node -> monotonic time its lease was last renewed (as seen here)
         self._hold: dict[str, float] = {}  # node -> seconds beyond its lease it asked for (an agent restarting)
         self._nodes: dict[str, NodeInfo] = {}
@@ -89,6 +97,8 @@ class NodeLifecycle(Controller):
         if self._check_leases():
             self.reconcile()
         elif self._moving and any(time.monotonic() - t > MOVE_TIMEOUT for t in self._moving.values()):
+            self.reconcile()
+        elif self._blocked and min(self._blocked.values()) <= time.monotonic():
             self.reconcile()
 
     def _check_leases(self) -> bool:
@@ -150,6 +160,8 @@ class NodeLifecycle(Controller):
         for node in list(self._nodes.values()):
             if node.draining and node.ready:
                 self._drain_step(node, records)
+            else:
+                self._blocked.pop(node.name, None)
 
     def _status(self, group: GroupRecord) -> tuple[GroupStatus | None, int]:
         rec = self.store.get(status_key(group.meta.uid))
@@ -180,6 +192,7 @@ class NodeLifecycle(Controller):
         """Off its node, with a new epoch, in one transaction with a status saying why; the binder places it."""
         old_node = group.meta.node
         group.meta.node, group.meta.epoch, group.meta.evicting = None, group.meta.epoch + 1, False
+        group.meta.evictReason, group.meta.refit = None, False
         now = datetime.now(UTC)
         new = GroupStatus(uid=group.meta.uid, node="", epoch=group.meta.epoch, state="Pending",
                           observedGeneration=status.observedGeneration if status else 0,
@@ -208,7 +221,8 @@ class NodeLifecycle(Controller):
     def _finish_eviction(self, rec: Record, group: GroupRecord, node: str) -> None:
         status, version = self._status(group)
         if status is not None and status.epoch == group.meta.epoch and status.evicted:
-            self._unbind(rec, group, status, version, "Evicted", f"moved off node {node}, which is being drained")
+            self._unbind(rec, group, status, version, "Evicted",
+                         group.meta.evictReason or f"moved off node {node}, which is being drained")
 
     def _drain_step(self, node: NodeInfo, records: dict[str, Record]) -> None:
         if node.evicting:
@@ -226,10 +240,29 @@ class NodeLifecycle(Controller):
         movable = [(k, g) for k, g in mine if g.meta.desiredState == "Running"
                    and not finished(g, self._status(g)[0])]
         if not movable:
+            self._blocked.pop(node.name, None)
+            if node.drainBlocked:
+                self._update_node(node.name, drainBlocked={})
             return
-        movable.sort(key=lambda kg: not kg[1].meta.evicting)  # one already marked (crash in between) first
+        # One already marked (a crash in between, or moved by the binder for lack of room) goes first.
+        movable.sort(key=lambda kg: not kg[1].meta.evicting)
         key, group = movable[0]
         if not group.meta.evicting:
+            if time.monotonic() < self._blocked.get(node.name, 0.0):
+                return  # nothing could move at the last look; the next is due soon
+            plan = self.planner.plan(node.name, [k for k, _ in movable])
+            blocked = {k: why for k, why in plan.items() if why}
+            if blocked != node.drainBlocked:
+                for k in blocked.keys() - node.drainBlocked.keys():
+                    log.warning("draining node %s: group %s fits on no other node, it stays: %s", node.name, k,
+                                blocked[k])
+                self._update_node(node.name, drainBlocked=blocked)
+            choice = next(((k, g) for k, g in movable if k not in blocked), None)
+            if choice is None:
+                self._blocked[node.name] = time.monotonic() + DRAIN_RECHECK
+                return
+            self._blocked.pop(node.name, None)
+            key, group = choice
             group.meta.evicting = True
             try:
                 self.store.put(key, group.dump(), expect_version=records[key].version)

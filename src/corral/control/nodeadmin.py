@@ -1,7 +1,9 @@
 """What an operator does with nodes: list and show them, cordon, uncordon, drain, remove.
 
 Cordon and drain only write the node record; the scheduler skips cordoned nodes and the
-node lifecycle controller (``corral.control.lifecycle``) moves a draining node's groups.
+node lifecycle controller (``corral.control.lifecycle``) moves a draining node's groups. A
+drain first asks the scheduler where each running group would go (``corral.control.drainplan``)
+and refuses, changing nothing, when some fit on no other node, unless forced: then those stay.
 Removing a node forgets it: its record, lease and credentials go, its address blocks are
 returned to their virtual networks, and whatever was still bound to it is rescheduled by the
 lifecycle controller. A Ready node still running groups must be drained first.
@@ -14,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from corral.control.drainplan import DrainPlanner
 from corral.control.lifecycle import finished
 from corral.control.netplane import NetworkControl
 from corral.errors import Conflict, NotFound
@@ -31,6 +34,10 @@ class NodeGroup(BaseModel):
     state: str
 
 
+class UnmovableGroup(NodeGroup):
+    reason: str  # the scheduler's: why no other node can take it
+
+
 class NodeView(BaseModel):
     node: NodeInfo
     status: Literal["Ready", "NotReady"]
@@ -38,12 +45,15 @@ class NodeView(BaseModel):
     allocatedCpu: float = 0.0
     allocatedMemoryGB: float = 0.0
     groups: list[NodeGroup] = []
+    unmovable: list[UnmovableGroup] = []  # what a drain leaves on the node: it fits on no other
 
 
 class NodeService:
-    def __init__(self, store: Store, network: NetworkControl | None = None) -> None:
+    def __init__(self, store: Store, network: NetworkControl | None = None,
+                 planner: DrainPlanner | None = None) -> None:
         self.store = store
         self.network = network
+        self.planner = planner or DrainPlanner(store)
 
     def _groups(self) -> dict[str, list[tuple[str, GroupRecord]]]:
         out: dict[str, list[tuple[str, GroupRecord]]] = {}
@@ -67,6 +77,9 @@ class NodeService:
                 st = self.store.get(status_key(g.meta.uid))
                 state = st.value.get("state", "Pending") if st else "Pending"
             view.groups.append(NodeGroup(key=key, name=g.meta.name, resourceGroup=g.meta.resourceGroup, state=state))
+            if key in node.drainBlocked:
+                view.unmovable.append(UnmovableGroup(key=key, name=g.meta.name, resourceGroup=g.meta.resourceGroup,
+                                                     state=state, reason=node.drainBlocked[key]))
         view.allocatedCpu, view.allocatedMemoryGB = round(view.allocatedCpu, 3), round(view.allocatedMemoryGB, 3)
         return view
 
@@ -102,22 +115,36 @@ class NodeService:
 
     def uncordon(self, name: str) -> NodeView:
         """The node takes new groups again; a drain in progress stops (the group being moved still moves)."""
-        return self._change(name, unschedulable=False, draining=False, evicting=None)
+        return self._change(name, unschedulable=False, draining=False, evicting=None, drainBlocked={})
 
-    def drain(self, name: str) -> NodeView:
-        """Cordon the node and move its groups elsewhere, one at a time."""
-        return self._change(name, unschedulable=True, draining=True)
+    def drain(self, name: str, force: bool = False) -> NodeView:
+        """Cordon the node and move its groups elsewhere, one at a time. If some of its running groups fit on
+        no other node, refuse (nothing changes), or with ``force`` drain the others and leave those."""
+        self._node(name)
+        groups = sorted(self._groups().get(name, []), key=lambda kg: kg[0])
+        plan = self.planner.plan(name, [key for key, g in groups if self._runs(g)])
+        blocked = {key: why for key, why in plan.items() if why}
+        if blocked and not force:
+            names = {key: f"{g.meta.resourceGroup}/{g.meta.name}" for key, g in groups}
+            raise Conflict(
+                f"node '{name}' cannot be drained: {len(blocked)} of its groups fit on no other node: "
+                + "; ".join(f"{names[k]} ({why})" for k, why in blocked.items())
+                + ". Make room for them (add or uncordon nodes, stop or shrink groups), or drain with force "
+                f"(`corral node drain {name} --force`) to move the others and leave these on the node")
+        return self._change(name, unschedulable=True, draining=True, drainBlocked=blocked)
+
+    def _runs(self, g: GroupRecord) -> bool:
+        """Meant to run and not ended for good: a drain must find it another node."""
+        if g.meta.desiredState != "Running" or g.meta.deleting:
+            return False
+        st = self.store.get(status_key(g.meta.uid))
+        return not finished(g, GroupStatus.model_validate(st.value) if st else None)
 
     def delete(self, name: str) -> None:
         node = self._node(name)
         if node.leaseSeconds is None:
             raise Conflict(f"node '{name}' runs inside the server's own process (`corral up`); it cannot be removed")
-        running = []
-        for key, g in self._groups().get(name, []):
-            st = self.store.get(status_key(g.meta.uid))
-            status = GroupStatus.model_validate(st.value) if st else None
-            if g.meta.desiredState == "Running" and not g.meta.deleting and not finished(g, status):
-                running.append(key)
+        running = [key for key, g in self._groups().get(name, []) if self._runs(g)]
         if node.ready and running:
             raise Conflict(f"node '{name}' is Ready and runs {len(running)} group(s): drain it first "
                            f"(`corral node drain {name}`), or stop its agent")

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from corral.control.binder import Binder
 from corral.control.controller import Controller
 from corral.control.credentials import NodeCredentials
+from corral.control.drainplan import DrainPlanner
 from corral.control.groups import GroupService
 from corral.control.leader import Leadership, SoleLeadership
 from corral.control.lifecycle import NodeLifecycle
@@ -46,11 +47,12 @@ class ControlPlane:
         self.nodes = NodeDirectory(store)
         self.link = LocalLink(store)
         self.metering = Meter(store, PriceSheet.load(price_sheet))
-        self.lifecycle = NodeLifecycle(store)
         self.network = NetworkControl(store, network, location=location)
         self.binder = Binder(store, scheduler, self.network.settings, self.network.vnets.default_subnet_id())
+        planner = DrainPlanner(store, scheduler, self.network.settings, self.network.vnets.default_subnet_id())
+        self.lifecycle = NodeLifecycle(store, planner)
         self.groups.placement_check = GroupPlacementCheck(store).check
-        self.node_admin = NodeService(store, self.network)
+        self.node_admin = NodeService(store, self.network, planner)
         # Remote agents may join (set by `corral server`); None: only the in-process node of `corral up`.
         self.credentials: NodeCredentials | None = None
         # Every server serves the API; the controllers run on the leader only.

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from corral.net.vnet.nsg import SecurityRule
 
 # What the control plane decides of a node; a node registering again keeps it.
-CONTROL_FIELDS = ("unschedulable", "draining", "evicting")
+CONTROL_FIELDS = ("unschedulable", "draining", "evicting", "drainBlocked")
 
 
 class LocalLink:

@@ -51,8 +51,14 @@ class GroupMeta(BaseModel):
     # A binding is (node, epoch): the epoch grows each time the group leaves a node (failover, drain),
     # so an agent that comes back can tell its copy is not the one in force.
     epoch: int = 0
-    # Set while a drain moves the group off its node: the node stops it, then it is rebound elsewhere.
+    # Set while the group is moved off its node (a drain, or its node has no room for what it now asks):
+    # the node stops it, then it is rebound elsewhere. ``evictReason`` says why (None: a drain).
     evicting: bool = False
+    evictReason: str | None = None
+    # Set when a change asks the group's node for more than the group held there (a start of a stopped
+    # group, larger requests): the node carries out nothing new of it until the scheduler has confirmed
+    # it still fits there (and clears this) or moves it (``evicting``). Never set on an unbound group.
+    refit: bool = False
 
 
 class GroupRecord(BaseModel):
@@ -89,3 +95,5 @@ class NodeInfo(BaseModel):
     # Drain: set by `corral node drain`; the key of the group being moved off right now.
     draining: bool = False
     evicting: str | None = None
+    # The groups a drain cannot move (key -> the scheduler's reason): they stay, and are tried again.
+    drainBlocked: dict[str, str] = Field(default_factory=dict)

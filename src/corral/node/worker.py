@@ -231,6 +231,10 @@ class GroupWorker:
         if group is None or group.meta.deleting:
             self._release()
             return None
+        if group.meta.refit and group.meta.desiredState == "Running":
+            # It asks this node for more than it held: nothing new is carried out (no start, no resize)
+            # until the scheduler has said it still fits here, or moves it (GroupMeta.refit).
+            return None
         self._refused = False
         props = group.spec.properties
         self._restart_policy = props.restartPolicy
@@ -252,12 +256,13 @@ class GroupWorker:
             self.status.stoppedAt = self.status.stoppedAt or datetime.now(UTC)
             return None
         if group.meta.evicting:
-            # A drain moves the group: stop it here; the control plane then binds it elsewhere.
+            # A drain (or a lack of room here) moves the group: stop it here; the control plane then binds
+            # it elsewhere.
             if not self.status.evicted:
                 self._stop_all(props, "Evicted")
                 self.host.remove_sandbox(self.uid)
-                record_event(self.status.events, "Evicted", f"node {self.status.node} is being drained; "
-                             "the group moves to another node")
+                record_event(self.status.events, "Evicted", group.meta.evictReason or (
+                    f"node {self.status.node} is being drained; the group moves to another node"))
             self.status.state, self.status.evicted = "Stopped", True
             return None
         self.status.evicted = False

@@ -78,6 +78,7 @@ class Demand:
     running: bool  # desired Running: holds its resources (a stopped group holds none)
     node: str | None
     deleting: bool
+    refit: bool  # bound, and asks its node for more than it held: the scheduler checks it still fits there
     selectors: frozenset[Selector] = frozenset()  # every selector its placement reads counts of
 
     @property
@@ -158,5 +159,6 @@ def demand_of(key: str, value: dict[str, Any], default_subnet: str) -> Demand:
         zones=frozenset(zones) if zones else None, node_selector=_pairs(placement.get("nodeSelector")),
         affinity=tuple(required), anti_affinity=tuple(anti), preferences=tuple(preferred), spread=tuple(spread),
         running=meta.get("desiredState", "Running") == "Running", node=meta.get("node"),
-        deleting=bool(meta.get("deleting")), selectors=selectors,
+        deleting=bool(meta.get("deleting")), refit=bool(meta.get("refit")) and not meta.get("deleting"),
+        selectors=selectors,
     )

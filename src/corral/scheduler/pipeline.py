@@ -29,6 +29,8 @@ from corral.scheduler.plugins.spread import SpreadFilter, SpreadScore
 from corral.scheduler.plugins.zones import Zones
 from corral.scheduler.state import ClusterState
 
+Applied = list[tuple[FilterPlugin, np.ndarray]]  # each filter that applied, with its verdict per node
+
 
 class SchedulerSettings(BaseModel):
     # binpack: fill the busiest node that fits (fewest nodes used); spread: the least allocated.
@@ -62,17 +64,31 @@ class Pipeline:
         self.filters = filters if filters is not None else default_filters()
         self.scores = scores if scores is not None else default_scores(self.settings)
 
-    def place(self, d: Demand, state: ClusterState) -> str:
-        """The node the group should go to; raises Unschedulable with the reasons when none can."""
+    def _filter(self, d: Demand, state: ClusterState) -> tuple[Context, np.ndarray, Applied]:
+        """Every filter's verdict over the nodes, and their AND."""
         nodes = state.nodes
         ctx = Context(d, state, nodes.n)
         feasible = nodes.present[: ctx.n].copy()
-        applied: list[tuple[FilterPlugin, np.ndarray]] = []
+        applied: Applied = []
         for f in self.filters:
             if f.applies(ctx):
                 ok = f.feasible(ctx)
                 applied.append((f, ok))
                 feasible &= ok
+        return ctx, feasible, applied
+
+    def misfit(self, d: Demand, state: ClusterState, node: str) -> str | None:
+        """Why ``node`` cannot take the group now (the first filter it fails), or None if it can."""
+        idx = state.nodes.index.get(node)
+        if idx is None or not state.nodes.present[idx]:
+            return "node not registered"
+        ctx, _, applied = self._filter(d, state)
+        return next((f.reason(ctx) for f, ok in applied if not ok[idx]), None)
+
+    def place(self, d: Demand, state: ClusterState) -> str:
+        """The node the group should go to; raises Unschedulable with the reasons when none can."""
+        nodes = state.nodes
+        ctx, feasible, applied = self._filter(d, state)
         if not feasible.any():
             raise self._unschedulable(ctx, applied)
         scores = [s for s in self.scores if s.applies(ctx)]
@@ -83,7 +99,7 @@ class Pipeline:
         return nodes.names[int(np.argmax(np.where(feasible, total, -np.inf)))]
 
     @staticmethod
-    def _unschedulable(ctx: Context, applied: list[tuple[FilterPlugin, np.ndarray]]) -> Unschedulable:
+    def _unschedulable(ctx: Context, applied: Applied) -> Unschedulable:
         nodes = ctx.state.nodes
         remaining = nodes.present[: ctx.n].copy()
         reasons: Counter[str] = Counter()
