@@ -10,10 +10,10 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
+from corral.cli import nodeflags
 from corral.cli.output import console
 from corral.config import client_config_path
 from corral.errors import InvalidRequest
-from corral.node.setup import NodeSettings
 
 
 def _logging(verbose: bool) -> None:
@@ -64,24 +64,15 @@ def server(
     console.print("Corral server stopped.")
 
 
-def _labels(values: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in values:
-        for part in item.split(","):
-            k, sep, v = part.partition("=")
-            if not sep or not k.strip():
-                raise typer.BadParameter(f"'{part}' is not KEY=VALUE", param_hint="--labels")
-            out[k.strip()] = v.strip()
-    return out
-
-
 def agent(
     server_urls: str = typer.Option(..., "--server", help="URL[,URL...] of the cluster's servers."),
     join_token: str | None = typer.Option(None, "--join-token", envvar="CORRAL_JOIN_TOKEN",
                                           help="The cluster's join token (first start only)."),
     name: str = typer.Option(socket.gethostname(), "--name", help="This node's name."),
-    zone: str | None = typer.Option(None, "--zone", help="This node's failure domain (groups' zones)."),
-    labels: list[str] = typer.Option([], "--labels", help="k=v[,k=v]: labels a group's node selector matches."),
+    zone: str | None = nodeflags.ZONE,
+    labels: list[str] = nodeflags.LABELS,
+    cpu: float | None = nodeflags.CPU,
+    memory: float | None = nodeflags.MEMORY,
     data_dir: Path = typer.Option(Path("/var/lib/corral-agent"), "--data-dir", help="All of this node's state."),
     public_ip: str = typer.Option(..., "--public-ip", help="This machine's address: public ports, routes."),
     listen: str | None = typer.Option(None, "--listen", help="HOST:PORT of the node API (default PUBLIC_IP:10250)."),
@@ -113,6 +104,7 @@ def agent(
     verbose: bool = typer.Option(False, "-v", "--verbose"),
 ) -> None:
     """Run this machine as a node of a cluster until stopped."""
+    from corral.node.setup import NodeSettings
     from corral.remote_agent import AgentSettings, RemoteAgent
 
     _logging(verbose)
@@ -120,14 +112,14 @@ def agent(
         node = NodeSettings(name=name, data_dir=data_dir, public_ip=public_ip, runtime=runtime,
                             cgroup_parent=cgroup_parent, netns_prefix=netns_prefix, pool_size=pool_size,
                             allow_privileged=allow_privileged, isolation=isolation, zone=zone,
-                            labels=_labels(labels), dns_zone=dns_zone, shares=shares,
-                            metrics_interval=metrics_interval)
+                            labels=nodeflags.parse_labels(labels), cpu=cpu, memory_gb=memory, dns_zone=dns_zone,
+                            shares=shares, metrics_interval=metrics_interval)
         settings = AgentSettings(node=node, servers=[s.strip() for s in server_urls.split(",") if s.strip()],
                                  join_token=join_token, listen=listen or f"{public_ip}:10250",
                                  heartbeat_interval=heartbeat, fence_after=fence_after, node_lease=node_lease,
                                  self_fencing=self_fencing, restart_grace=restart_grace)
     except ValidationError as exc:
-        raise InvalidRequest("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+        raise InvalidRequest(nodeflags.settings_error(exc)) from None
     agent_proc = RemoteAgent(settings)
     _on_sigterm(agent_proc.shutdown)
     console.print(f"Corral agent {name}: node API at https://{settings.listen}, servers {', '.join(settings.servers)}")

@@ -6,14 +6,18 @@ import logging
 import socket
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+from pydantic import ValidationError
 
-from corral.allinone import AllInOne, UpSettings, install_signal_handlers
+from corral.cli import nodeflags
 from corral.cli.output import console
 from corral.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, client_config_path
-from corral.node.setup import NodeSettings
-from corral.scheduler.pipeline import SchedulerSettings
+from corral.errors import InvalidRequest
+
+if TYPE_CHECKING:  # the all-in-one is imported when it starts (every other `corral` command starts faster)
+    from corral.allinone import AllInOne
 
 
 def up(
@@ -47,17 +51,29 @@ def up(
                                            help="Seconds between usage samples of the containers (0: off)."),
     scheduling: str = typer.Option("spread", "--scheduling",
                                    help="Placement: spread (least allocated node) or binpack (most allocated)."),
+    zone: str | None = nodeflags.ZONE,
+    labels: list[str] = nodeflags.LABELS,
+    cpu: float | None = nodeflags.CPU,
+    memory: float | None = nodeflags.MEMORY,
 ) -> None:
     """Start Corral on this machine: API, control plane and node agent, until Ctrl-C."""
+    from corral.allinone import AllInOne, UpSettings, install_signal_handlers
+    from corral.node.setup import NodeSettings
+    from corral.scheduler.pipeline import SchedulerSettings
+
     if scheduling not in ("spread", "binpack"):
         raise typer.BadParameter("spread or binpack", param_hint="--scheduling")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    node = NodeSettings(name=node_name, data_dir=data_dir, public_ip=public_ip, runtime=runtime,
-                        bridge=bridge, subnet=subnet, cgroup_parent=cgroup_parent,
-                        network=network, pool_size=pool_size,
-                        allow_privileged=allow_privileged, isolation=isolation,
-                        cgroup_favordynmods=cgroup_favordynmods, metrics_interval=metrics_interval)
+    try:
+        node = NodeSettings(name=node_name, data_dir=data_dir, public_ip=public_ip, runtime=runtime,
+                            bridge=bridge, subnet=subnet, cgroup_parent=cgroup_parent,
+                            network=network, pool_size=pool_size,
+                            allow_privileged=allow_privileged, isolation=isolation,
+                            cgroup_favordynmods=cgroup_favordynmods, metrics_interval=metrics_interval,
+                            zone=zone, labels=nodeflags.parse_labels(labels), cpu=cpu, memory_gb=memory)
+    except ValidationError as exc:
+        raise InvalidRequest(nodeflags.settings_error(exc)) from None
     settings = UpSettings(data_dir=data_dir, listen=listen, insecure_http=insecure_http,
                           config_path=client_config_path(), node=node, location=location, price_sheet=price_sheet,
                           dns_listen=None if dns_listen == "off" else dns_listen,

@@ -9,9 +9,9 @@ import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from corral.errors import NetworkError
 from corral.link.protocol import ControlPlaneLink
@@ -19,11 +19,8 @@ from corral.model.records import NodeInfo
 from corral.model.status import now
 from corral.net.vnet import client as vnet_client
 from corral.net.vnet.config import VnetConf
-from corral.net.vnet.service import CniService
-from corral.node.agent import NodeAgent
 from corral.node.host import NodeHost
 from corral.node.images.store import ImageStore
-from corral.node.lease import NodeLease
 from corral.node.network.backend import NodeNetwork
 from corral.node.network.networks import NetworkSet
 from corral.node.network.sandbox import NetworkConfig, NetworkManager
@@ -31,6 +28,11 @@ from corral.node.runtime import cgroups
 from corral.node.runtime.runtime import Runtime
 from corral.node.volumes.backends import share_backend, shares_root
 from corral.node.volumes.manager import VolumeManager
+
+if TYPE_CHECKING:  # imported by what starts a node (`corral node reset` builds only the host)
+    from corral.net.vnet.service import CniService
+    from corral.node.agent import NodeAgent
+    from corral.node.lease import NodeLease
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +70,35 @@ class NodeSettings(BaseModel):
     zone: str | None = None
     labels: dict[str, str] = {}
     gpus: dict[str, int] | None = None  # None: detect
+    # What the node offers the scheduler, at most the machine's (None: all of it): agents sharing one
+    # machine each offer their part (`--cpu`, `--memory`), so placement sees the nodes they model.
+    cpu: float | None = None
+    memory_gb: float | None = None
     # Where the node's network service takes corral-vnet CNI calls from the executable (runtimes such
     # as Podman run it); None: no service, the executable does the work itself.
     cni_socket: str | None = Field(default_factory=lambda: os.environ.get(vnet_client.SOCKET_ENV)
                                    or vnet_client.DEFAULT_SOCKET)
 
 
-def capacity() -> tuple[float, float]:
-    """CPU cores and memory GB this node offers."""
+    @model_validator(mode="after")
+    def _within_the_machine(self) -> NodeSettings:
+        if self.cpu is None and self.memory_gb is None:
+            return self
+        cores, mem = machine_capacity()
+        for flag, value, have, unit in (("--cpu", self.cpu, cores, "cores"), ("--memory", self.memory_gb, mem, "GB")):
+            if value is not None and not 0 < value <= have:
+                raise ValueError(f"{flag} {value:g}: a node offers more than 0 and at most this machine's "
+                                 f"{have:g} {unit}")
+        return self
+
+    def capacity(self) -> tuple[float, float]:
+        """CPU cores and memory GB this node offers: the overrides, else the machine's."""
+        cores, mem = machine_capacity()
+        return (self.cpu if self.cpu is not None else cores), (self.memory_gb if self.memory_gb is not None else mem)
+
+
+def machine_capacity() -> tuple[float, float]:
+    """CPU cores and memory GB of this machine."""
     cores = float(os.cpu_count() or 1)
     mem_kb = 0
     with open("/proc/meminfo") as f:
@@ -143,7 +166,7 @@ def build_host(settings: NodeSettings, link: ControlPlaneLink | None = None,
 
 def node_info(settings: NodeSettings, endpoint: str | None = None, lease_seconds: float | None = None) -> NodeInfo:
     """What the node registers with: capacity, placement attributes, OS, and for a remote agent its endpoint."""
-    cores, mem = capacity()
+    cores, mem = settings.capacity()
     return NodeInfo(
         name=settings.name, address=settings.public_ip, cpu=cores, memoryGB=mem,
         maxGroups=settings.max_groups, lastHeartbeat=now(), zone=settings.zone, labels=dict(settings.labels),
@@ -156,6 +179,8 @@ def start_cni_service(settings: NodeSettings) -> CniService | None:
     """The node's network service for the corral-vnet executable (None: off, or another agent serves it)."""
     if not settings.cni_socket:
         return None
+    from corral.net.vnet.service import CniService
+
     service = CniService(settings.cni_socket)
     try:
         return service if service.start() else None
@@ -166,6 +191,8 @@ def start_cni_service(settings: NodeSettings) -> CniService | None:
 
 def build_agent(settings: NodeSettings, link: ControlPlaneLink, host: NodeHost, info: NodeInfo | None = None,
                 lease: NodeLease | None = None, wait_timeout: float = 1.0) -> NodeAgent:
+    from corral.node.agent import NodeAgent
+
     if settings.cgroup_favordynmods:  # tuning for a node that starts containers, not for `node reset`
         cgroups.favor_dynamic_changes()
     return NodeAgent(link, host, info or node_info(settings), lease=lease, wait_timeout=wait_timeout,
