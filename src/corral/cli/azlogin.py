@@ -25,7 +25,6 @@ from pathlib import Path
 import typer
 
 import corral
-from corral.api.identity import TOKEN_PATH
 from corral.cli.output import console
 from corral.config import ClientConfig
 from corral.errors import CorralError
@@ -42,6 +41,8 @@ class AzLoginError(CorralError):
 
 def az_env(cfg: ClientConfig) -> dict[str, str]:
     """The environment every `az` call against this Corral needs (add it to the caller's)."""
+    from corral.api.identity import TOKEN_PATH  # the API's route (imported here: `corral` starts faster)
+
     if not cfg.endpoint.startswith("https://") or not cfg.ca_cert:
         raise AzLoginError(f"az needs HTTPS, but the client config's endpoint is {cfg.endpoint}: "
                            "start Corral without --insecure-http")

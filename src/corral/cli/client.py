@@ -5,12 +5,13 @@ from __future__ import annotations
 import ssl
 import time
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from corral.config import ClientConfig, client_config_path
 from corral.errors import CorralError
+
+if TYPE_CHECKING:  # imported with the first client: `corral` commands that make none start faster
+    import httpx
 
 API_VERSION = "2023-05-01"
 
@@ -30,6 +31,8 @@ class ConfigMissing(CorralError):
 
 class Client:
     def __init__(self, config: ClientConfig) -> None:
+        import httpx
+
         self.config = config
         self.sub = config.subscription
         self.http = httpx.Client(

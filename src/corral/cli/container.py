@@ -8,17 +8,19 @@ import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import typer
 import yaml
 from rich.console import Group as RichGroup
 
-from corral.cli import placement, terminal
+from corral.cli import placement
 from corral.cli.client import API_VERSION, ApiError, Client
 from corral.cli.output import Format, console, containers_table, emit, err_console, groups_table
 from corral.sse import SseParser
+
+if TYPE_CHECKING:  # imported by the commands that use them: `corral` starts faster
+    import httpx
 
 app = typer.Typer(help="Create and manage container groups (the verbs of `az container`).", no_args_is_help=True)
 
@@ -250,6 +252,8 @@ def _first_container(client: Client, rg: str, name: str, container: str | None) 
 def _stream(client: Client, path: str, params: dict[str, Any]) -> Iterator[httpx.Response]:
     """A GET whose body is read as it arrives (no read timeout: streams stay quiet for long)."""
     params = {"api-version": API_VERSION, **params}
+    import httpx
+
     with client.http.stream("GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)) as resp:
         if resp.status_code >= 400:
             resp.read()
@@ -310,6 +314,8 @@ def exec_(
     container = _first_container(client, resource_group, name, container_name)
     base = client.group_path(resource_group, name) + f"/containers/{container}"
     if exec_command and sys.stdin.isatty() and sys.stdout.isatty():
+        from corral.cli import terminal
+
         rows, cols = terminal.terminal_size(sys.stdout.fileno())
         session = client.request("POST", base + "/exec", json={
             "command": exec_command, "terminalSize": {"rows": rows, "cols": cols},
@@ -332,6 +338,8 @@ def attach(
     container_name: str | None = typer.Option(None, "--container-name", help="Default: the first container."),
 ) -> None:
     """Stream a running container's output (ACI attach) until it exits or Ctrl-C."""
+    from corral.cli import terminal
+
     client = Client.from_config()
     container = _first_container(client, resource_group, name, container_name)
     path = client.group_path(resource_group, name) + f"/containers/{container}/attach"

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from corral.cli.output import Format, console, emit
 from corral.config import DEFAULT_DATA_DIR
-from corral.node.images.build import build_base_image
-from corral.node.images.store import Image, ImageStore, RegistryCredential
+
+if TYPE_CHECKING:  # the node's image code is imported by the commands that use it (`corral` starts faster)
+    from corral.node.images.store import Image, ImageStore, RegistryCredential
 
 app = typer.Typer(help="Manage the node's image cache.", no_args_is_help=True)
 
@@ -21,6 +22,8 @@ PASSWORD = typer.Option(None, "--password", "-p", help="Registry password or tok
 
 
 def _store(data_dir: Path) -> ImageStore:
+    from corral.node.images.store import ImageStore
+
     return ImageStore(data_dir / "images")
 
 
@@ -28,6 +31,7 @@ def _creds(ref: str, username: str | None, password: str | None) -> list[Registr
     if not username:
         return []
     from corral.node.images.reference import ImageReference
+    from corral.node.images.store import RegistryCredential
 
     return [RegistryCredential(server=ImageReference.parse(ref).registry, username=username, password=password)]
 
@@ -50,6 +54,8 @@ def pull(
     reference: str, data_dir: Path = DATA, username: str | None = USER, password: str | None = PASSWORD
 ) -> None:
     """Pull an image from a registry into the node cache."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
     store = _store(data_dir)
     if console.is_terminal:
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -106,5 +112,7 @@ def build_base(
     reference: str = typer.Option("corral/busybox:latest", "--reference", "-r"), data_dir: Path = DATA
 ) -> None:
     """Build a small busybox image (sh, httpd, wget, nc) into the node cache."""
+    from corral.node.images.build import build_base_image
+
     img = build_base_image(_store(data_dir), reference)
     console.print(f"built {img.reference} ({img.digest})")

@@ -13,10 +13,6 @@ from rich.table import Table
 from corral.cli.client import Client
 from corral.cli.output import Format, console, emit
 from corral.config import DEFAULT_DATA_DIR
-from corral.node.fence import stop_watchdog
-from corral.node.runtime.cgroups import remove_cgroup
-from corral.node.setup import NodeSettings, build_host
-from corral.node.volumes.backends import unmount_shares
 
 app = typer.Typer(help="The cluster's nodes, and maintenance of this machine as a Corral node.",
                   no_args_is_help=True)
@@ -163,6 +159,11 @@ def reset(
 
     Images and the control plane's records stay; a started Corral recreates the groups it still has.
     """
+    from corral.node.fence import stop_watchdog
+    from corral.node.runtime.cgroups import remove_cgroup
+    from corral.node.setup import NodeSettings, build_host
+    from corral.node.volumes.backends import unmount_shares
+
     stop_watchdog(data_dir / "agent" / "fence")  # a `corral agent`'s self-fencing watchdog, if any
     uids: set[str] = set()
     for mode in ("vnet", "bridge"):  # what either network mode left

@@ -7,15 +7,17 @@ a gluster shares source) the shares are the cluster's: created on one node, seen
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from corral.cli.output import Format, console, emit
 from corral.config import DEFAULT_DATA_DIR
-from corral.node.volumes.backends import share_backend
-from corral.node.volumes.gluster import GlusterShares
-from corral.node.volumes.shares import Share, ShareStore
+
+if TYPE_CHECKING:  # imported when a command runs (`corral` starts faster)
+    from corral.node.volumes.gluster import GlusterShares
+    from corral.node.volumes.shares import Share, ShareStore
 
 app = typer.Typer(help="Manage the node's file shares (azureFile volumes).", no_args_is_help=True)
 
@@ -24,6 +26,8 @@ NAME = typer.Argument(..., help="ACCOUNT/SHARE: the volume's storageAccountName 
 
 
 def _store(data_dir: Path) -> ShareStore | GlusterShares:
+    from corral.node.volumes.backends import share_backend
+
     return share_backend(data_dir)  # a cluster node's GlusterFS volume, or directories here
 
 

@@ -11,14 +11,16 @@ On each node:              corral storage mount gluster://10.0.0.5,10.0.0.6/shar
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from corral.cli.output import Format, console, emit
 from corral.config import DEFAULT_DATA_DIR
-from corral.node.volumes.backends import LOCAL, gluster_mount, shares_source, unmount_shares
-from corral.storage.glusterd import GlusterServer
+
+if TYPE_CHECKING:  # imported when a command runs (`corral` starts faster)
+    from corral.storage.glusterd import GlusterServer
 
 app = typer.Typer(help="Run the GlusterFS servers of a cluster's file shares; mount them on nodes.",
                   no_args_is_help=True)
@@ -31,6 +33,8 @@ DATA = typer.Option(DEFAULT_DATA_DIR, "--data-dir", help="Corral's data director
 
 
 def _server(state_dir: Path, address: str, ports: str = "49152-49251") -> GlusterServer:
+    from corral.storage.glusterd import GlusterServer
+
     low, _, high = ports.partition("-")
     return GlusterServer(state_dir, address, base_port=int(low), max_port=int(high or low))
 
@@ -103,6 +107,8 @@ def volumes(state_dir: Path = STATE, output: Format = typer.Option(Format.table,
 @app.command()
 def mount(source: str = typer.Argument(..., help="gluster://SERVER[,SERVER...]/VOLUME"), data_dir: Path = DATA) -> None:
     """Keep this node's shares on a GlusterFS volume (mounted at DATA_DIR/shares through FUSE)."""
+    from corral.node.volumes.backends import gluster_mount, shares_source
+
     source = shares_source(data_dir, source)
     gluster_mount(data_dir, source).ensure()
     console.print(f"shares of this node: {source}, mounted at {data_dir / 'shares'}")
@@ -111,6 +117,8 @@ def mount(source: str = typer.Argument(..., help="gluster://SERVER[,SERVER...]/V
 @app.command()
 def unmount(data_dir: Path = DATA) -> None:
     """Unmount the node's GlusterFS volume; its shares are local directories again."""
+    from corral.node.volumes.backends import LOCAL, shares_source, unmount_shares
+
     unmount_shares(data_dir)
     shares_source(data_dir, LOCAL)
     console.print("shares of this node: local directories")
