@@ -61,6 +61,7 @@ class NodeLifecycle(Controller):
         self._hold: dict[str, float] = {}  # node -> seconds beyond its lease it asked for (an agent restarting)
         self._nodes: dict[str, NodeInfo] = {}
         self._moving: dict[str, float] = {}  # group key a drain moves -> when the move began
+        self._evicting = False  # some group is being evicted: its node's report (a status) finishes it
 
     # following the store -------------------------------------------------------
     def resync(self) -> None:
@@ -88,7 +89,7 @@ class NodeLifecycle(Controller):
                     self._nodes[name] = NodeInfo.model_validate(e.value)
                     self._seen.setdefault(name, now)
                 changed = True
-            elif e.key.startswith(GROUPS) or (self._moving and e.key.startswith("/status/")):
+            elif e.key.startswith(GROUPS) or ((self._moving or self._evicting) and e.key.startswith("/status/")):
                 changed = True
         if self._check_leases() or changed:
             self.reconcile()
@@ -143,6 +144,7 @@ class NodeLifecycle(Controller):
     # groups ----------------------------------------------------------------------
     def reconcile(self) -> None:
         records = {r.key: r for r in self.store.list(GROUPS)}
+        self._evicting = False
         for rec in records.values():
             group = GroupRecord.model_validate(rec.value)
             name = group.meta.node
@@ -156,6 +158,7 @@ class NodeLifecycle(Controller):
                 self._leave(rec, group, f"node {name} is NotReady (no heartbeat for {silent:.1f} s)",
                             lost_at=datetime.now(UTC) - timedelta(seconds=max(0.0, silent)))
             elif group.meta.evicting:
+                self._evicting = True
                 self._finish_eviction(rec, group, name)
         for node in list(self._nodes.values()):
             if node.draining and node.ready:
