@@ -83,6 +83,9 @@ class Host:
     root: Path
     zone: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # What its agent offers (`--cpu`, `--memory`; None: the whole machine, as each agent would say).
+    cpu: float | None = None
+    memory: float | None = None
     extra: list[str] = field(default_factory=list)  # more `corral agent` flags (kept for a restart)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -230,6 +233,10 @@ class ClusterFabric:
             argv += ["--zone", host.zone]
         if host.labels:
             argv += ["--labels", ",".join(f"{k}={v}" for k, v in host.labels.items())]
+        if host.cpu is not None:
+            argv += ["--cpu", str(host.cpu)]
+        if host.memory is not None:
+            argv += ["--memory", str(host.memory)]
         argv += host.extra
         host.proc = subprocess.Popen(host.in_netns(*argv), env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)

@@ -62,6 +62,8 @@ def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFabric]:
     root = tmp_path_factory.mktemp("cluster")
     fab = ClusterFabric(root)
     fab.hosts[0].zone, fab.hosts[1].zone, fab.hosts[2].zone = "z1", "z2", "z1"
+    for h in fab.hosts:  # three nodes sharing a 2-core machine each offer their part of it
+        h.cpu, h.memory = 0.6, 6
     try:
         fab.build()
         with run_etcd(root, members=3) as etcd, run_registry(root / "registry", host=UPLINK) as reg, \
@@ -284,6 +286,23 @@ def test_stop_answers_once_the_node_stopped_the_group(fabric: ClusterFabric) -> 
     delete_all(client)
 
 
+def test_a_started_group_moves_when_its_host_filled_up_meanwhile(fabric: ClusterFabric) -> None:
+    client = fabric.client()
+    host = fabric.hosts[2]
+    uid = groups_on(fabric, host, ["first"], body=sleeper(fabric, "first", cpu=0.4))["first"]
+    client.request("POST", client.group_path(RG, "first") + "/stop")
+    groups_on(fabric, host, ["second"], body=sleeper(fabric, "second", cpu=0.4))  # the room the stopped one gave back
+    client.wait_operation(client.request("POST", client.group_path(RG, "first") + "/start"), timeout=60)
+    g = wait_for(client, RG, "first", running)
+    where = placement(fabric)
+    assert where["first"] != host.name and where["second"] == host.name  # moved: its host has 0.2 of 0.6 cores left
+    assert any(e["name"] == "Evicted" and f"node {host.name} cannot take the group" in e["message"]
+               for e in g["properties"]["instanceView"]["events"])
+    assert fabric.running_copies(uid) == [where["first"]]
+    assert fabric.node(host)["properties"]["allocated"]["cpu"] == 0.4
+    delete_all(client)
+
+
 def resolve(client: Client, probe: str, name: str) -> list[str]:
     """The addresses ``name`` resolves to inside group ``probe`` (its resolver: Corral's DNS at its node's gateway)."""
     res = exec_sync(client, RG, probe, probe, "nslookup", name)
@@ -433,12 +452,31 @@ def test_crash_moves_the_groups_of_a_dead_host(fabric: ClusterFabric) -> None:
 
 def test_drain_moves_the_groups_one_by_one(fabric: ClusterFabric) -> None:
     client = fabric.client()
-    drained = fabric.hosts[2]
-    uids = groups_on(fabric, drained, ["drain-a", "drain-b"])
+    drained, twin = fabric.hosts[2], fabric.hosts[0]  # both in zone z1
+    pinned = sleeper(fabric, "drain-z1")
+    pinned["zones"] = ["z1"]
+    uids = groups_on(fabric, drained, ["drain-a", "drain-b"]) | groups_on(fabric, drained, ["drain-z1"], body=pinned)
     env = {**fabric.env, "CORRAL_CONFIG": str(fabric.servers[0].config_path)}
-    done = subprocess.run([CORRAL, "node", "drain", drained.name, "--timeout", "60"], env=env, capture_output=True,
-                          text=True, timeout=90)
-    assert done.returncode == 0, done.stdout + done.stderr
+
+    def drain(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CORRAL, "node", "drain", drained.name, "--timeout", "60", *flags], env=env,
+                              capture_output=True, text=True, timeout=90)
+
+    client.request("POST", f"/providers/Corral/nodes/{twin.name}/cordon")
+    try:
+        # The zone-pinned group fits on no other node now: the drain is refused, nothing changes.
+        refused = drain()
+        assert refused.returncode == 1 and "cannot be drained" in refused.stderr + refused.stdout
+        assert "drain-z1 (0/3 nodes are available" in " ".join((refused.stderr + refused.stdout).split())
+        assert fabric.node(drained)["properties"]["schedulable"]
+        forced = drain("--force")  # the others move, it stays (running) until room appears
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        assert "drain-z1" in forced.stdout and placement(fabric)["drain-z1"] == drained.name
+        assert fabric.running_copies(uids["drain-z1"]) == [drained.name]
+    finally:
+        client.request("POST", f"/providers/Corral/nodes/{twin.name}/uncordon")
+    eventually(lambda: placement(fabric).get("drain-z1") == twin.name and running(get(client, RG, "drain-z1")),
+               what="the pinned group moved once its zone had room")
     where = placement(fabric)
     for n, uid in uids.items():
         g = wait_for(client, RG, n, running)
