@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from control_support import RG, SUB, GroupsOnStore
 
 from corral.control.binder import Binder
 from corral.control.groups import GroupService
@@ -15,12 +16,9 @@ from corral.control.netplane import NetworkControl
 from corral.link.local import LocalLink
 from corral.model.group import ContainerGroup
 from corral.model.network import NetworkSettings
-from corral.model.records import NODES, GroupRecord, NodeInfo, group_key, status_key
-from corral.model.status import GroupStatus
+from corral.model.records import NODES, NodeInfo, group_key, status_key
 from corral.store.base import Record
 from corral.store.sqlite import SqliteStore
-
-SUB, RG = "sub", "rg"
 
 
 class ListingStore(SqliteStore):
@@ -33,7 +31,7 @@ class ListingStore(SqliteStore):
         return super().list(prefix)
 
 
-class Harness:
+class Harness(GroupsOnStore):
     """A binder driven by hand: every ``pump`` hands it the store's new events, as its thread would."""
 
     def __init__(self, tmp: Path, settings: NetworkSettings | None = None) -> None:
@@ -59,33 +57,6 @@ class Harness:
         # The node record as the control plane holds it (a registration keeps the control plane's cordon).
         self.store.put(NODES + name, NodeInfo(name=name, address="10.1.0.1", cpu=cpu, memoryGB=mem,
                                               lastHeartbeat=datetime.now(UTC), **kw).model_dump(mode="json"))
-        self.pump()
-
-    def create(self, name: str, cpu: float = 1, mem: float = 1, **props: Any) -> None:
-        body = ContainerGroup.model_validate({"properties": {"containers": [{"name": "c", "properties": {
-            "image": "x", "resources": {"requests": {"cpu": cpu, "memoryInGB": mem}}}}],
-        **{k: v for k, v in props.items() if v is not None}}})
-        self.groups.create_or_update(SUB, RG, name, body)
-        self.pump()
-
-    def record(self, name: str) -> GroupRecord:
-        rec = self.store.get(group_key(SUB, RG, name))
-        assert rec is not None
-        return GroupRecord.model_validate(rec.value)
-
-    def node_of(self, name: str) -> str | None:
-        return self.record(name).meta.node
-
-    def status(self, name: str) -> GroupStatus:
-        rec = self.store.get(status_key(self.record(name).meta.uid))
-        assert rec is not None
-        return GroupStatus.model_validate(rec.value)
-
-    def gone(self, name: str) -> None:
-        """The group is deleted and its node has released it (what the agent does)."""
-        rec = self.record(name)
-        self.groups.delete(SUB, RG, name)
-        self.link.release(group_key(SUB, RG, name), rec.meta.uid)
         self.pump()
 
 

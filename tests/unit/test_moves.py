@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from control_support import RG, SUB, GroupsOnStore
 
 from corral.control import lifecycle
 from corral.control.binder import Binder
@@ -19,15 +20,12 @@ from corral.control.netplane import NetworkControl
 from corral.control.nodeadmin import NodeService
 from corral.errors import Conflict
 from corral.link.local import LocalLink
-from corral.model.group import ContainerGroup
-from corral.model.records import GROUPS, NODES, GroupRecord, NodeInfo, group_key, status_key
+from corral.model.records import GROUPS, NODES, GroupRecord, NodeInfo, status_key
 from corral.model.status import GroupStatus
 from corral.store.sqlite import SqliteStore
 
-SUB, RG = "sub", "rg"
 
-
-class Leader:
+class Leader(GroupsOnStore):
     """The binder and the node lifecycle on one store, driven by hand; ``pump`` also plays the nodes' part."""
 
     def __init__(self, tmp: Path) -> None:
@@ -96,35 +94,10 @@ class Leader:
                                     lastHeartbeat=datetime.now(UTC), **kw))
         self.pump()
 
-    def create(self, name: str, cpu: float = 1, tags: dict[str, str] | None = None, **props: Any) -> None:
-        body = ContainerGroup.model_validate({"tags": tags, "properties": {"containers": [{"name": "c", "properties": {
-            "image": "x", "resources": {"requests": {"cpu": cpu, "memoryInGB": 1}}}}], **props}})
-        self.groups.create_or_update(SUB, RG, name, body)
-        self.pump()
-
-    def record(self, name: str) -> GroupRecord:
-        rec = self.store.get(group_key(SUB, RG, name))
-        assert rec is not None
-        return GroupRecord.model_validate(rec.value)
-
-    def where(self, name: str) -> str | None:
-        return self.record(name).meta.node
-
-    def status(self, name: str) -> GroupStatus:
-        rec = self.store.get(status_key(self.record(name).meta.uid))
-        assert rec is not None
-        return GroupStatus.model_validate(rec.value)
-
     def cordoned(self, name: str) -> bool:
         rec = self.store.get(NODES + name)
         assert rec is not None
         return bool(rec.value["unschedulable"])
-
-    def gone(self, name: str) -> None:
-        rec = self.record(name)
-        self.groups.delete(SUB, RG, name)
-        self.link.release(group_key(SUB, RG, name), rec.meta.uid)
-        self.pump()
 
 
 @pytest.fixture
@@ -136,7 +109,7 @@ def test_a_started_group_stays_on_its_node_while_it_fits_there(leader: Leader) -
     leader.node("n1", cpu=2)
     leader.node("n2", cpu=2)
     leader.create("a", cpu=1)
-    home = leader.where("a")
+    home = leader.node_of("a")
     leader.groups.stop(SUB, RG, "a")
     leader.pump()
     leader.groups.start(SUB, RG, "a")
@@ -153,7 +126,7 @@ def test_a_started_group_moves_when_its_node_filled_up_meanwhile(leader: Leader)
     leader.groups.stop(SUB, RG, "a")
     leader.pump()
     leader.create("b", cpu=2)  # takes the room the stopped group gave back
-    assert leader.where("b") == "n1"
+    assert leader.node_of("b") == "n1"
     leader.node("n2", cpu=2)
     leader.groups.start(SUB, RG, "a")
     leader.pump()
@@ -161,7 +134,7 @@ def test_a_started_group_moves_when_its_node_filled_up_meanwhile(leader: Leader)
     assert (g.meta.node, g.meta.epoch) == ("n2", 1)  # unbound from n1 (a new epoch), placed on n2
     evicted = [e for e in leader.status("a").events if e.name == "Evicted"]
     assert evicted and evicted[-1].message.startswith("node n1 cannot take the group as it is now (insufficient cpu)")
-    assert leader.status("a").state == "Running" and leader.where("b") == "n1"
+    assert leader.status("a").state == "Running" and leader.node_of("b") == "n1"
     assert leader.peaks == {"n1": 2, "n2": 2}  # never over-committed, never two copies
 
 
@@ -176,7 +149,7 @@ def test_a_grown_group_with_no_room_anywhere_waits_pending_then_runs(leader: Lea
     assert st.state == "Pending" and st.provisioningError == "0/1 nodes are available: 1 insufficient cpu"
     assert [e.name for e in st.events][-2:] == ["Evicted", "FailedScheduling"]
     leader.gone("b")  # room appears: placed
-    assert leader.where("a") == "n1" and leader.status("a").state == "Running"
+    assert leader.node_of("a") == "n1" and leader.status("a").state == "Running"
     leader.create("a", cpu=1)  # shrinking needs no word from the scheduler
     assert not leader.record("a").meta.refit
     leader.create("a", cpu=2)  # growing where it fits: stays, same binding
@@ -195,7 +168,7 @@ def test_a_drain_refuses_when_a_group_fits_nowhere_else_unless_forced(
     leader.create("small", cpu=0.5)
     leader.admin.uncordon("b")
     leader.pump()
-    assert leader.where("big") == leader.where("small") == "a"
+    assert leader.node_of("big") == leader.node_of("small") == "a"
     with pytest.raises(Conflict) as refused:
         leader.admin.drain("a")
     assert "rg/big (0/2 nodes are available: 1 insufficient cpu, 1 node cordoned)" in str(refused.value)
@@ -203,11 +176,11 @@ def test_a_drain_refuses_when_a_group_fits_nowhere_else_unless_forced(
     view = leader.admin.drain("a", force=True)  # the others move; big stays, listed
     assert [(u.name, u.reason.split(":")[0]) for u in view.unmovable] == [("big", "0/2 nodes are available")]
     leader.pump()
-    assert leader.where("small") == "b" and leader.where("big") == "a"
+    assert leader.node_of("small") == "b" and leader.node_of("big") == "a"
     assert leader.record("big").meta.epoch == 0 and leader.status("big").state == "Running"
     leader.node("c", cpu=4)  # room appears: the drain moves it too
     leader.pump()
-    assert leader.where("big") == "c" and leader.admin.get("a").unmovable == []
+    assert leader.node_of("big") == "c" and leader.admin.get("a").unmovable == []
     assert "Evicted" in [e.name for e in leader.status("big").events]
 
 
@@ -217,11 +190,11 @@ def test_a_drain_keeps_a_required_anti_affinity(leader: Leader) -> None:
     leader.node("b")
     leader.create("x1", tags={"app": "x"}, placement=apart)
     leader.create("x2", tags={"app": "x"}, placement=apart)
-    assert {leader.where("x1"), leader.where("x2")} == {"a", "b"}
-    on_a = "x1" if leader.where("x1") == "a" else "x2"
+    assert {leader.node_of("x1"), leader.node_of("x2")} == {"a", "b"}
+    on_a = "x1" if leader.node_of("x1") == "a" else "x2"
     with pytest.raises(Conflict, match=f"rg/{on_a} .*1 anti-affinity conflict"):
         leader.admin.drain("a")
     leader.node("c")
     leader.admin.drain("a")
     leader.pump()
-    assert leader.where(on_a) == "c"
+    assert leader.node_of(on_a) == "c"
