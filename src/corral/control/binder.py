@@ -110,9 +110,13 @@ class Binder(Controller):
 
     def handle(self, events: list[Event]) -> None:
         with _collector_paused(len(events) >= BULK or len(self.active) >= BULK):
-            for e in events:
-                self._apply(e.key, e.revision, e.value if e.type == "put" else None)
+            self.apply(events)
             self.schedule()
+
+    def apply(self, events: list[Event]) -> None:
+        """Take changes into the snapshot without placing anything."""
+        for e in events:
+            self._apply(e.key, e.revision, e.value if e.type == "put" else None)
 
     # deltas ---------------------------------------------------------------------
     def _apply(self, key: str, revision: int, value: dict[str, Any] | None) -> None:

@@ -55,7 +55,7 @@ class NodeLifecycle(Controller):
 
     def __init__(self, store: Store, planner: DrainPlanner | None = None) -> None:
         super().__init__(store)
-        self.planner = planner or DrainPlanner(store)
+        self.planner = planner or DrainPlanner(store, follows=True)
         self._blocked: dict[str, float] = {}  # draining node -> when to look again for room for its groups
         self._seen: dict[str, float] = {}  # node -> monotonic time its lease was last renewed (as seen here)
         self._hold: dict[str, float] = {}  # node -> seconds beyond its lease it asked for (an agent restarting)
@@ -65,6 +65,7 @@ class NodeLifecycle(Controller):
 
     # following the store -------------------------------------------------------
     def resync(self) -> None:
+        self.planner.reset()
         now = time.monotonic()
         self._nodes = {r.key[len(NODES):]: NodeInfo.model_validate(r.value) for r in self.store.list(NODES)}
         self._seen = {name: now for name in self._nodes}  # every node gets a full lease from here
@@ -74,6 +75,7 @@ class NodeLifecycle(Controller):
         self.reconcile()
 
     def handle(self, events: list[Event]) -> None:
+        self.planner.follow(events)
         now = time.monotonic()
         changed = False
         for e in events:

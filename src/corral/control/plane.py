@@ -49,10 +49,12 @@ class ControlPlane:
         self.metering = Meter(store, PriceSheet.load(price_sheet))
         self.network = NetworkControl(store, network, location=location)
         self.binder = Binder(store, scheduler, self.network.settings, self.network.vnets.default_subnet_id())
-        planner = DrainPlanner(store, scheduler, self.network.settings, self.network.vnets.default_subnet_id())
-        self.lifecycle = NodeLifecycle(store, planner)
+        subnet = self.network.vnets.default_subnet_id()
+        self.lifecycle = NodeLifecycle(store, DrainPlanner(store, scheduler, self.network.settings, subnet,
+                                                           follows=True))
         self.groups.placement_check = GroupPlacementCheck(store).check
-        self.node_admin = NodeService(store, self.network, planner)
+        self.node_admin = NodeService(store, self.network, DrainPlanner(store, scheduler, self.network.settings,
+                                                                        subnet))
         # Remote agents may join (set by `corral server`); None: only the in-process node of `corral up`.
         self.credentials: NodeCredentials | None = None
         # Every server serves the API; the controllers run on the leader only.
