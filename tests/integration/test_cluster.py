@@ -23,6 +23,7 @@ import pytest
 from cluster import CORRAL, UPLINK, ClusterFabric, Host, Server, eventually, trust
 from etcd_support import run_etcd
 from groups import container, exec_sync, get, group, put, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 from registry import run_registry
 from websockets.exceptions import ConnectionClosed
 
@@ -411,6 +412,17 @@ def test_an_agent_restart_keeps_its_groups_running(fabric: ClusterFabric) -> Non
 RUNS = "echo run >> /data/runs; sleep 3600"
 
 
+def failovers(fabric: ClusterFabric, reason: str) -> float:
+    """corral_failovers_total{reason} summed over the servers' /metrics."""
+    total = 0.0
+    for server in fabric.servers:
+        text = fabric.client(server).request("GET", "/metrics").text
+        for fam in text_string_to_metric_families(text):
+            total += sum(s.value for s in fam.samples
+                         if s.name == "corral_failovers_total" and s.labels.get("reason") == reason)
+    return total
+
+
 def test_crash_moves_the_groups_of_a_dead_host(fabric: ClusterFabric) -> None:
     client = fabric.client()
     victim = fabric.hosts[0]
@@ -428,6 +440,7 @@ def test_crash_moves_the_groups_of_a_dead_host(fabric: ClusterFabric) -> None:
     fabric.crash(victim)
     eventually(lambda: _moved_and_running(fabric, list(uids), victim.name), timeout=30, what="failover")
     print(f"crash -> all Running elsewhere: {time.monotonic() - t0:.1f} s")
+    assert failovers(fabric, "NodeLost") >= len(uids)  # counted on whichever server leads
     where = placement(fabric)
     for n, uid in uids.items():
         events = [e["name"] for e in get(client, RG, n)["properties"]["instanceView"]["events"]]

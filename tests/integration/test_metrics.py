@@ -193,6 +193,10 @@ def test_prometheus_families_follow_groups(server: CorralServer, pair: str) -> N
     running = value(fams, "corral_container_groups", state="Running")
     assert running is not None and running >= 1
     assert value(fams, "corral_node_allocated_cpu_cores") >= 0.4 and value(fams, "corral_node_ready") == 1
+    assert value(fams, "corral_scheduler_attempt_duration_seconds", "corral_scheduler_attempt_duration_seconds_count",
+                 result="scheduled") >= 1
+    assert value(fams, "corral_scheduler_scheduling_latency_seconds",
+                 "corral_scheduler_scheduling_latency_seconds_count") >= 1
 
     client = server.client()
     put(client, RG, "extra", group(container("solo", IDLE)))

@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from corral.config import DEFAULT_SUBSCRIPTION
@@ -40,6 +40,7 @@ from corral.scheduler.demand import Demand, demand_of, subnet_key
 from corral.scheduler.pipeline import Pipeline, SchedulerSettings, Unschedulable
 from corral.scheduler.state import ClusterState
 from corral.store.base import BATCH_OPS, Event, Put, Store
+from corral.telemetry import SCHEDULING_ATTEMPTS, SCHEDULING_LATENCY
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Pending:
     version: int
     value: dict[str, Any]
     demand: Demand
+    since: float = field(default_factory=time.monotonic)  # when this binder first saw it unbound
 
 
 @dataclass(slots=True)
@@ -152,7 +154,8 @@ class Binder(Controller):
             if key in self.state.bound:  # unbound by someone: it holds nothing now
                 self.state.release(key)
                 self._room = True
-            self.pending[key] = Pending(revision, value, d)
+            old = self.pending.get(key)
+            self.pending[key] = Pending(revision, value, d, old.since if old else time.monotonic())
             self.active[key] = None
             return
         self._unqueue(key)
@@ -279,14 +282,17 @@ class Binder(Controller):
                 return  # changed meanwhile; its event comes
             self.store.delete(status_key(d.uid))
             return
+        started = time.perf_counter()
         try:
             node = self.pipeline.place(d, self.state)
         except Unschedulable as exc:
+            SCHEDULING_ATTEMPTS.labels("unschedulable").observe(time.perf_counter() - started)
             self.parked[key] = None
             if d.affinity or d.spread:
                 self.waiting.add(key)
             self._report(key, d, exc)
             return
+        SCHEDULING_ATTEMPTS.labels("scheduled").observe(time.perf_counter() - started)
         self.state.bind(d, node)
         self._bound_any = True
         value = {**p.value, "meta": {**p.value["meta"], "node": node}}
@@ -339,6 +345,8 @@ class Binder(Controller):
             key = op.key
             if rec is None or p is None:
                 continue
+            if key in self.pending:
+                SCHEDULING_LATENCY.observe(time.monotonic() - self.pending[key].since)
             self._unqueue(key)
             self.reported.pop(key, None)
             self.versions[key] = rec.version

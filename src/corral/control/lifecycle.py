@@ -36,6 +36,7 @@ from corral.model.records import GROUPS, LEASES, NODES, GroupRecord, NodeInfo, s
 from corral.model.status import ContainerStateView, ContainerStatus, GroupStatus, record_event
 from corral.store.base import ABSENT, Delete, Event, Put, Record, Store
 from corral.store.update import update_record
+from corral.telemetry import FAILOVERS
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,7 @@ class NodeLifecycle(Controller):
                                 expect_version=version)])
         except VersionConflict:
             return  # changed meanwhile: the next pass looks again
+        FAILOVERS.labels(reason).inc()
         log.warning("group %s unbound from node %s (epoch %d): %s", rec.key, old_node, group.meta.epoch, message)
 
     # drains ------------------------------------------------------------------------
