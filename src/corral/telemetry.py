@@ -29,7 +29,8 @@ SCHEDULING_ATTEMPTS = Histogram("corral_scheduler_attempt_duration_seconds",
                                 "One scheduling attempt of a group (filter, score, bind), by result: "
                                 "scheduled, unschedulable, error", ["result"], buckets=_FAST)
 SCHEDULING_LATENCY = Histogram("corral_scheduler_scheduling_latency_seconds",
-                               "From a group seen unbound (created, failed over, evicted) to its binding to a node", buckets=_FAST)
+                               "From a group seen unbound (created, failed over, evicted) to its binding to a node",
+                               buckets=_FAST)
 
 # Node agent: images and network (in the agent's process) -------------------------------------------------------------
 IMAGE_PULLS = Histogram("corral_image_pull_duration_seconds", "Image pulls from a registry, by result: "
