@@ -20,7 +20,7 @@ AZ_NO_COMPILE := $(AZ_NO_COMPILE)|azure/mgmt/resource/.*/v20(?!24_11_01|22_12_01
 
 # Everything Corral and its tests use on a node.
 APT_PACKAGES := crun runc conmon containernetworking-plugins docker-registry busybox-static \
-	iptables iproute2 podman skopeo umoci etcd-server glusterfs-server glusterfs-client runsc git openssl curl \
+	iptables nftables iproute2 podman skopeo umoci etcd-server glusterfs-server glusterfs-client runsc git openssl curl \
 	ca-certificates \
 	bind9-dnsutils iputils-ping util-linux python3 python3-venv chromium chromium-driver wrk gcc libc6-dev
 

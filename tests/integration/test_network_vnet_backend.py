@@ -167,6 +167,7 @@ def test_host_ports_in_process_and_conflict(host: Path) -> None:
     mgr.delete("p3")
     mgr.teardown()
     assert "CVN-" not in sh("ip", "netns", "exec", HOST, "iptables-save").stdout
+    assert "table bridge" not in sh("ip", "netns", "exec", HOST, "nft", "list", "tables").stdout  # the guard's
 
 
 def test_crash_leftovers_are_recovered(host: Path) -> None:

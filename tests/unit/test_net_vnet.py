@@ -1,4 +1,4 @@
-"""Pure logic of corral-vnet: config validation, the address store, security rule translation."""
+"""Pure logic of corral-vnet: config validation, the address store, security rule translation, the guard's routers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from corral.errors import NetworkCapacityExceeded
-from corral.net.vnet import cli
+from corral.net.vnet import cli, guard, nftset
 from corral.net.vnet.config import VnetConf
 from corral.net.vnet.firewall import _level
 from corral.net.vnet.ipam import AddressStore
@@ -222,3 +222,25 @@ def test_address_prefixes_and_forwarded_sources() -> None:
     no_flag = c.model_copy(update={"peerings": [p.model_copy(update={"allow_forwarded_traffic": False})
                                                 for p in c.peerings]})
     assert routing.forwarded_sources(no_flag) == []
+
+
+def test_routers_are_the_route_tables_next_hops_in_this_nodes_block() -> None:
+    c = VnetConf.model_validate({
+        "name": "cnt-test", "ipam": {"subnet": "10.199.0.0/16", "nodeBlock": "10.199.1.0/24"},
+        "routes": [{"name": "fw", "addressPrefix": "10.30.0.0/16", "nextHopType": "VirtualAppliance",
+                    "nextHopIpAddress": "10.199.1.4"},
+                   {"name": "far", "addressPrefix": "10.31.0.0/16", "nextHopType": "VirtualAppliance",
+                    "nextHopIpAddress": "10.199.2.4"},  # another node's block: a router there, not here
+                   {"name": "drop", "addressPrefix": "10.32.0.0/16", "nextHopType": "None"}],
+        "applianceRoutes": [{"sourceAddressPrefix": "10.50.0.0/24", "addressPrefix": "10.30.0.0/16",
+                             "nextHopIpAddress": "10.199.1.9"}]})
+    assert guard.routers(c) == {"10.199.1.4", "10.199.1.9"}
+    assert guard.routers(conf()) == set()
+    script = guard._script(c, [])
+    assert "ip saddr != 10.199.1.1 meta iif . ether saddr @routers accept" in script  # never the gateway's
+    assert script.rstrip().endswith("counter name other drop")  # what is not IPv4 or ARP
+
+
+def test_set_element_keys_are_padded_as_the_kernel_compares_them() -> None:
+    assert nftset.ether("02:00:00:c0:ff:ee") == bytes.fromhex("020000c0ffee0000")  # 6 bytes + 2
+    assert nftset.ipv4("10.199.1.4") == bytes([10, 199, 1, 4]) and len(nftset.iface_index(7)) == 4

@@ -1,5 +1,5 @@
 """A virtual network's footprint on one node: bridge, gateway, routes to other nodes' blocks, iptables chains,
-peered networks, its route table (``routing``).
+peered networks, its route table (``routing``), the anti-spoofing guard of its bridge (``guard``).
 
 ``ensure`` is cheap when nothing changed: a stamp of the applied settings is kept
 under the network's data dir (and in memory for the in-process agent), so the
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from corral.net.vnet import firewall, netops, routing
+from corral.net.vnet import attachments, firewall, guard, netops, routing
 from corral.net.vnet.config import VnetConf
 from corral.net.vnet.nsg import SecurityRule
 
@@ -41,6 +41,7 @@ def _stamp(conf: VnetConf) -> str:
         "peerings": sorted(pn.model_dump_json(by_alias=True) for pn in conf.peerings),
         "routes": routing.route_doc(conf.routes),
         "appliances": sorted(a.model_dump_json(by_alias=True) for a in conf.appliance_routes),
+        "guard": guard.VERSION,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -132,6 +133,7 @@ def _apply(conf: VnetConf, before: dict[str, Any]) -> tuple[int, str, bool]:
     firewall.ensure_node(names(conf), conf.ipam.spaces, conf.ipam.node_block, conf.snat,
                          peered=conf.peered_prefixes, direct=direct, forwarded=routing.forwarded_sources(conf))
     apply_security(conf)
+    guard.rebuild(conf, attachments.every(conf))  # the routers may have changed with the routes
     complete = routing.apply_host(conf)
     old_routes: list[list[str | None]] = before.get("routes", [])
     new_routes = routing.route_doc(conf.routes)
@@ -208,6 +210,7 @@ def teardown(conf: VnetConf) -> None:
     """Remove the vnet from this node: chains, routes, bridge, state. Sandboxes must be gone."""
     forget(conf)
     routing.teardown_host(conf)
+    guard.teardown(conf)
     firewall.teardown_node(names(conf), conf.ipam.node_block)
     netops.set_main_routes({}, peer_metric(conf))
     netops.delete_link(conf.bridge_name)

@@ -12,13 +12,12 @@ import hashlib
 import json
 import os
 import shutil
-from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from corral.errors import CorralError, NetworkError
-from corral.net.vnet import netops, node, routing
+from corral.net.vnet import attachments, guard, netops, node, routing
+from corral.net.vnet.attachments import Attachment
+from corral.net.vnet.attachments import load as load_attachment
 from corral.net.vnet.config import VnetConf
 from corral.net.vnet.ipam import AddressStore, attachment_key
 from corral.net.vnet.nsg import SecurityRule
@@ -45,21 +44,6 @@ class CniFailure(NetworkError):
         self.details = details
 
 
-class Attachment(BaseModel):
-    """What ADD built for one (container, ifname), kept on disk for DEL, CHECK and GC."""
-
-    container_id: str
-    ifname: str
-    netns: str
-    ip: str
-    prefix_len: int
-    gateway: str
-    host_veth: str
-    mac: str
-    host_mac: str
-    bridge_mac: str
-
-
 def host_veth_name(key: str) -> str:
     return "cv" + hashlib.sha256(key.encode()).hexdigest()[:11]
 
@@ -68,25 +52,6 @@ def store(conf: VnetConf) -> AddressStore:
     ipam = conf.ipam
     return AddressStore(conf.net_dir / "ipam", ipam.block_net, reserved=[ipam.gateway_ip],
                         limit=conf.max_sandboxes)
-
-
-def _att_file(conf: VnetConf, key: str) -> Path:
-    return conf.net_dir / "attachments" / f"{key}.json"
-
-
-def load_attachment(conf: VnetConf, container_id: str, ifname: str) -> Attachment | None:
-    try:
-        return Attachment.model_validate_json(_att_file(conf, attachment_key(container_id, ifname)).read_bytes())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _save_attachment(conf: VnetConf, att: Attachment) -> None:
-    f = _att_file(conf, attachment_key(att.container_id, att.ifname))
-    f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_name(f".{f.name}.tmp")
-    tmp.write_text(att.model_dump_json())
-    os.replace(tmp, f)
 
 
 def result(conf: VnetConf, att: Attachment, dns: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -119,6 +84,7 @@ def add(conf: VnetConf, container_id: str, netns: str, ifname: str = "eth0") -> 
     if old is not None and old.netns == netns:
         have = netops.sandbox_addresses(netns, ifname)
         if have and f"{old.ip}/{old.prefix_len}" in have and netops.host_link_master(old.host_veth) == bridge_idx:
+            _admit(conf, old)
             return old
     st = store(conf)
     ip = st.allocate(container_id, ifname)  # intent + claim on disk before anything is built
@@ -132,12 +98,24 @@ def add(conf: VnetConf, container_id: str, netns: str, ifname: str = "eth0") -> 
         att = Attachment(container_id=container_id, ifname=ifname, netns=netns, ip=str(ip),
                          prefix_len=ipam.block_net.prefixlen, gateway=str(ipam.gateway_ip),
                          host_veth=host, mac=mac, host_mac=host_mac, bridge_mac=bridge_mac)
-        _save_attachment(conf, att)
+        attachments.save(conf, att)
+        _admit(conf, att)
         return att
     except BaseException:
         netops.delete_link(host)
+        attachments.path(conf, key).unlink(missing_ok=True)
         st.release(container_id, ifname)
         raise
+
+
+def _admit(conf: VnetConf, att: Attachment) -> None:
+    """The port may send as itself from now on. Under the node lock, after its record is on disk, so a
+    rebuild of the guard (from the records) never loses it."""
+    with node.node_lock(conf):
+        try:
+            guard.admit(conf, att)
+        except FileNotFoundError:  # the table is gone (a flushed ruleset): rebuilt from the records
+            guard.rebuild(conf, attachments.every(conf))
 
 
 def delete(conf: VnetConf, container_id: str, netns: str | None, ifname: str = "eth0") -> None:
@@ -152,7 +130,7 @@ def delete(conf: VnetConf, container_id: str, netns: str | None, ifname: str = "
             node.set_sandbox_rules(conf, key, "", [])
             node.apply_security(conf)
     store(conf).release(container_id, ifname)
-    _att_file(conf, key).unlink(missing_ok=True)
+    attachments.path(conf, key).unlink(missing_ok=True)  # its guard elements stay, harmless (guard.py)
 
 
 def check(conf: VnetConf, container_id: str, netns: str, ifname: str = "eth0") -> None:
@@ -183,23 +161,20 @@ def gc(conf: VnetConf, valid: list[tuple[str, str]], *, grace_s: float = 0.0) ->
     Addresses claimed less than ``grace_s`` ago are kept (an ADD may be in flight).
     """
     keep = {attachment_key(c, i) for c, i in valid}
-    known: set[str] = set()
-    d = conf.net_dir / "attachments"
-    if d.is_dir():
-        for f in d.iterdir():
-            if f.suffix == ".json" and not f.name.startswith("."):
-                known.add(f.stem)
-            if f.suffix == ".json" and f.stem not in keep and not f.name.startswith("."):
-                try:
-                    att = Attachment.model_validate_json(f.read_bytes())
-                    netops.delete_link(att.host_veth)
-                except ValueError:
-                    pass
-                node.set_sandbox_rules(conf, f.stem, "", [])
-                f.unlink(missing_ok=True)
-    if (conf.net_dir / "nsg").is_dir():
-        with node.node_lock(conf):
+    known = set(attachments.keys(conf))
+    for key in sorted(known - keep):
+        f = attachments.path(conf, key)
+        try:
+            netops.delete_link(Attachment.model_validate_json(f.read_bytes()).host_veth)
+        except (FileNotFoundError, ValueError):
+            pass
+        node.set_sandbox_rules(conf, key, "", [])
+        f.unlink(missing_ok=True)
+    with node.node_lock(conf):
+        if (conf.net_dir / "nsg").is_dir():
             node.apply_security(conf)
+        if known - keep:  # the guard forgets the ports of what went (and of earlier DELs)
+            guard.rebuild(conf, attachments.every(conf))
     return store(conf).gc(keep, grace_s=grace_s, known=known)
 
 
@@ -209,18 +184,7 @@ def gc_stale(conf: VnetConf, grace_s: float = 60.0) -> list[str]:
     Claims with no attachment record (a crash between allocation and use) are freed
     once older than ``grace_s``, so an ADD in flight keeps its address.
     """
-    valid: list[tuple[str, str]] = []
-    d = conf.net_dir / "attachments"
-    if d.is_dir():
-        for f in d.iterdir():
-            if f.suffix != ".json" or f.name.startswith("."):
-                continue
-            try:
-                att = Attachment.model_validate_json(f.read_bytes())
-            except ValueError:
-                continue
-            if os.path.exists(att.netns):
-                valid.append((att.container_id, att.ifname))
+    valid = [(a.container_id, a.ifname) for a in attachments.every(conf) if os.path.exists(a.netns)]
     return gc(conf, valid, grace_s=grace_s)
 
 
@@ -250,8 +214,7 @@ def set_security_rules(
 
 def teardown(conf: VnetConf) -> None:
     """Remove the vnet from this node once it has no attachments."""
-    d = conf.net_dir / "attachments"
-    if d.is_dir() and any(f.suffix == ".json" for f in d.iterdir()):
+    if attachments.keys(conf):
         raise CniFailure(ERR_TRY_AGAIN, f"network {conf.name} still has attachments on this node")
     node.teardown(conf)
     shutil.rmtree(conf.net_dir, ignore_errors=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from corral.net.vnet import netops
+from corral.net.vnet import attachments, netops
 from corral.net.vnet.config import Route, VnetConf
 
 log = logging.getLogger(__name__)
@@ -287,13 +286,11 @@ def apply_sandbox(netns: str, gateway: str, routes: list[tuple[str, bool]]) -> N
 def apply_sandboxes(conf: VnetConf) -> None:
     """Mirror the route table into every sandbox of the network on this node (live)."""
     routes = sandbox_routes(conf)
-    d = conf.net_dir / "attachments"
-    for f in sorted(d.glob("*.json")) if d.is_dir() else []:
+    for att in attachments.every(conf):
         try:
-            doc = json.loads(f.read_text())
-            if Path(doc["netns"]).exists():
-                apply_sandbox(doc["netns"], doc["gateway"], routes)
-        except (FileNotFoundError, ValueError, KeyError):
+            if Path(att.netns).exists():
+                apply_sandbox(att.netns, att.gateway, routes)
+        except FileNotFoundError:
             continue  # a sandbox going away meanwhile
 
 
