@@ -1,5 +1,5 @@
 """`corral container create` flags against a real server: --ports PUBLIC:CONTAINER, --file YAML,
---delete-on-exit, and the -o json|yaml|table outputs."""
+--delete-on-exit, --sysctl, and the -o json|yaml|table outputs."""
 
 from __future__ import annotations
 
@@ -95,6 +95,42 @@ def test_delete_on_exit_flag(corral: CorralServer) -> None:
             time.sleep(0.2)
     finally:
         delete(client, RG, "cli-doe")
+
+
+def test_sysctl_flags_reach_the_group_and_round_trip_through_export(corral: CorralServer, tmp_path: Path) -> None:
+    client = corral.client()
+    want = [{"name": "net.ipv4.ip_forward", "value": "1"},
+            {"name": "net.ipv4.ip_local_port_range", "value": "32768 60999"}]
+    try:
+        res = corral.cli("container", "create", "-g", RG, "-n", "cli-sysctl", "--image", "corral/busybox:latest",
+                         "--command-line", "sh -c 'cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/"
+                         "ip_local_port_range; sleep 3600'", "--sysctl", "net.ipv4.ip_forward=1",
+                         "--sysctl", "net.ipv4.ip_local_port_range=32768 60999", *SMALL, "-o", "json")
+        assert json.loads(res.stdout)["properties"]["sysctls"] == want
+        deadline = time.monotonic() + 10
+        while "32768\t60999" not in corral.cli("container", "logs", "-g", RG, "-n", "cli-sysctl").stdout:
+            assert time.monotonic() < deadline, "the group's network does not have its sysctls"
+            time.sleep(0.2)
+        exported = tmp_path / "sysctl.yaml"
+        corral.cli("container", "export", "-g", RG, "-n", "cli-sysctl", "-f", str(exported))
+        doc = yaml.safe_load(exported.read_text())
+        assert doc["properties"]["sysctls"] == want
+        doc["name"] = "cli-sysctl-copy"
+        exported.write_text(yaml.safe_dump(doc))
+        # A flag adds to the file's, and wins for its own name.
+        res = corral.cli("container", "create", "-g", RG, "-f", str(exported), "--sysctl", "net.ipv4.ip_forward=0",
+                         "--sysctl", "net.core.somaxconn=1024", "--no-wait", "-o", "json")
+        assert json.loads(res.stdout)["properties"]["sysctls"] == [
+            {"name": "net.ipv4.ip_forward", "value": "0"}, want[1], {"name": "net.core.somaxconn", "value": "1024"}]
+        bad = corral.cli("container", "create", "-g", RG, "-n", "cli-sysctl-bad", "--image", "corral/busybox:latest",
+                         "--sysctl", "net.ipv4.ip_forward", check=False)
+        assert bad.returncode != 0 and "NAME=VALUE" in bad.stderr
+        bad = corral.cli("container", "create", "-g", RG, "-n", "cli-sysctl-bad", "--image", "corral/busybox:latest",
+                         "--sysctl", "kernel.shmmax=1", "--no-wait", check=False)
+        assert bad.returncode != 0 and "kernel.shmmax" in bad.stderr + bad.stdout
+    finally:
+        delete(client, RG, "cli-sysctl")
+        delete(client, RG, "cli-sysctl-copy")
 
 
 def test_bad_flags_are_explained(corral: CorralServer) -> None:

@@ -47,6 +47,18 @@ def _env(values: list[str] | None, secure: bool) -> list[dict[str, str]]:
     return out
 
 
+def _sysctls(current: list[dict[str, str]] | None, values: list[str]) -> list[dict[str, str]]:
+    """--sysctl NAME=VALUE flags over a file's sysctls (a flag wins for its name). Not split on spaces: a
+    value may be a range ("32768 60999")."""
+    out = {s["name"]: s for s in current or [] if isinstance(s, dict) and "name" in s}
+    for item in values:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise typer.BadParameter(f"'{item}' is not NAME=VALUE", param_hint="--sysctl")
+        out[k.strip()] = {"name": k.strip(), "value": v.strip()}
+    return list(out.values())
+
+
 def _ports(values: list[str] | None, protocol: str) -> list[dict[str, Any]]:
     ports = []
     for item in _split(values):
@@ -141,12 +153,14 @@ def create(
         None, "--spread", help="Spread the groups sharing the group's value of a tag: TAG\\[@zone|@node]\\[:MAXSKEW]."),
     spread_anyway: bool = typer.Option(False, "--spread-anyway",
                                        help="--spread is a preference (ScheduleAnyway), not a rule."),
+    sysctl: list[str] = typer.Option(None, "--sysctl", help="NAME=VALUE kernel parameter of the group's network "
+                                     "namespace, e.g. net.ipv4.ip_forward=1 (repeatable; Corral extension)."),
     output: Format = OUT,
 ) -> None:
     """Create (or update) a container group.
 
     Placement (Corral extension, see docs/api.md): --zone, --node-selector, --affinity,
-    --anti-affinity and --spread, with --tags to tag the group; they add to a --file's.
+    --anti-affinity and --spread, with --tags to tag the group; they add to a --file's, as --sysctl does.
     """
     if file is not None:
         file_name, body = body_from_file(file)
@@ -164,6 +178,8 @@ def create(
         raise typer.BadParameter("--name is required (or a 'name' in the file)", param_hint="--name")
     if delete_on_exit:
         body["properties"]["deleteOnExit"] = True
+    if sysctl:
+        body["properties"]["sysctls"] = _sysctls(body["properties"].get("sysctls"), sysctl)
     placement.apply_flags(body, zone, tags, node_selector, affinity, anti_affinity, spread, spread_anyway)
     client = Client.from_config()
     if subnet and not subnet.startswith("/") and not vnet:
