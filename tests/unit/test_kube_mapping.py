@@ -19,6 +19,7 @@ from lightkube.models.core_v1 import (
     LifecycleHandler,
     PodSecurityContext,
     SecurityContext,
+    Sysctl,
     Volume,
     VolumeMount,
 )
@@ -220,6 +221,27 @@ def test_security_context() -> None:
     assert container(props)["securityContext"] == {"runAsUser": 1000, "runAsGroup": 4000,
                                                    "allowPrivilegeEscalation": False,
                                                    "capabilities": {"drop": ["ALL"]}}
+
+
+def test_pod_sysctls_become_the_groups_and_the_others_are_warnings() -> None:
+    pod = load("security-context-4.yaml")
+    # The example of the Kubernetes sysctl docs, a router's ip_forward, one in "/" notation, a bad value.
+    pod.spec.securityContext = PodSecurityContext(sysctls=[  # type: ignore[union-attr]
+        Sysctl(name="kernel.shm_rmid_forced", value="0"), Sysctl(name="net.core.somaxconn", value="1024"),
+        Sysctl(name="kernel.msgmax", value="65536"), Sysctl(name="net.ipv4.ip_forward", value="1"),
+        Sysctl(name="net/ipv4/ip_local_port_range", value="32768 60999"),
+        Sysctl(name="net.ipv4.tcp_congestion_control", value="bbr")])
+    plan, props = mapped(pod)
+    assert props["sysctls"] == [{"name": "net.core.somaxconn", "value": "1024"},
+                                {"name": "net.ipv4.ip_forward", "value": "1"},
+                                {"name": "net.ipv4.ip_local_port_range", "value": "32768 60999"}]
+    assert reasons(plan) == ["UnsupportedField"] * 3
+    messages = " | ".join(w.message for w in plan.warnings)
+    for needle in ("kernel.shm_rmid_forced=0 is not set", "kernel.msgmax=65536 is not set",
+                   "net.ipv4.tcp_congestion_control=bbr is not set: 'bbr' is not a sysctl value"):
+        assert needle in messages, needle
+    _, props = mapped(load("security-context-4.yaml"))
+    assert "sysctls" not in props
 
 
 def test_host_aliases_and_custom_dns() -> None:

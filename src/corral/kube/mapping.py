@@ -28,6 +28,9 @@ from lightkube.models.core_v1 import (
     Volume,
 )
 from lightkube.utils.quantity import parse_quantity
+from pydantic import ValidationError
+
+from corral.model.sysctl import MAX_SYSCTLS, Sysctl
 
 GIB = Decimal(1 << 30)
 TAG_NODE, TAG_NAMESPACE, TAG_POD, TAG_UID = "k8s-node", "k8s-namespace", "k8s-pod", "k8s-uid"
@@ -207,6 +210,9 @@ class _Mapper:
         dns = self._dns()
         if dns is not None:
             props["dnsConfig"] = dns
+        sysctls = self._sysctls()
+        if sysctls:
+            props["sysctls"] = sysctls
         if spec.hostAliases:
             props["hostAliases"] = [{"ip": a.ip, "hostnames": list(a.hostnames or [])} for a in spec.hostAliases
                                     if a.hostnames]
@@ -244,14 +250,33 @@ class _Mapper:
             if psc.supplementalGroupsPolicy == "Strict":
                 self.warn("UnsupportedField", "securityContext.supplementalGroupsPolicy Strict is not supported: "
                           "the groups of the image's /etc/group for the user are added too")
-            if psc.sysctls:
-                self.warn("UnsupportedField", "securityContext.sysctls are not supported on Corral")
             if psc.seLinuxOptions or psc.appArmorProfile or psc.windowsOptions:
                 self.warn("UnsupportedField", "securityContext seLinuxOptions, appArmorProfile and windowsOptions "
                           "are not supported on Corral")
         if spec.subdomain or spec.setHostnameAsFQDN or spec.hostname:
             self.warn("UnsupportedField", "spec.hostname, subdomain and setHostnameAsFQDN are not supported: the "
                       "group's host name is its Corral name")
+
+    def _sysctls(self) -> list[dict[str, str]]:
+        """The pod's sysctls that a Corral group sets (namespaced net.* ones, as ``corral.model.sysctl`` accepts);
+        any other (kernel.*, fs.*, one Corral refuses) is a warning and left out, so the pod still runs."""
+        psc = self.spec.securityContext
+        out: dict[str, dict[str, str]] = {}
+        for s in (psc.sysctls if psc else None) or []:
+            # Kubernetes also takes "/" as the separator, with "." then inside a component (an interface name).
+            name = s.name.translate(str.maketrans("./", "/.")) if "/" in s.name else s.name
+            try:
+                ok = Sysctl(name=name, value=s.value)
+            except ValidationError as exc:
+                why = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+                self.warn("UnsupportedField", f"securityContext.sysctls {s.name}={s.value} is not set: {why}")
+                continue
+            if name not in out and len(out) >= MAX_SYSCTLS:
+                self.warn("UnsupportedField", f"securityContext.sysctls {s.name} is not set: a Corral group takes "
+                          f"at most {MAX_SYSCTLS}")
+                continue
+            out[name] = {"name": ok.name, "value": ok.value}
+        return list(out.values())
 
     # containers -------------------------------------------------------------------------------------------------
     def _base(self, c: Container) -> dict[str, Any]:
