@@ -173,7 +173,7 @@ def gc(conf: VnetConf, valid: list[tuple[str, str]], *, grace_s: float = 0.0) ->
     with node.node_lock(conf):
         if (conf.net_dir / "nsg").is_dir():
             node.apply_security(conf)
-        if known - keep:  # the guard forgets the ports of what went (and of earlier DELs)
+        if known:  # the guard forgets the ports of what went, and of earlier DELs
             guard.rebuild(conf, attachments.every(conf))
     return store(conf).gc(keep, grace_s=grace_s, known=known)
 
