@@ -26,6 +26,7 @@ from corral.net.vnet.config import VnetConf
 from corral.net.vnet.install import install_plugin
 from corral.node.client import LocalNodeClient
 from corral.node.setup import NodeSettings, build_agent, build_host, start_cni_service
+from corral.orchestrator.runner import OrchestratorTask
 from corral.scheduler.pipeline import SchedulerSettings
 from corral.serving import run_api, side_by_side
 from corral.store.sqlite import SqliteStore
@@ -43,6 +44,7 @@ class UpSettings(BaseModel):
     price_sheet: Path | None = None
     dns_listen: str | None = "127.0.0.1:5354"  # Corral's DNS server; None: off
     scheduler: SchedulerSettings = SchedulerSettings()
+    orchestrator: bool = True  # run the orchestrator (NGroups, standby pools) in this process
 
 
 class AllInOne:
@@ -66,6 +68,10 @@ class AllInOne:
         self.plane.nodes.register(settings.node.name, LocalNodeClient(self.node_host))
         self.app = create_app(self.plane)
         self.server: uvicorn.Server | None = None
+        # An API client like any other, of this process's API (the one server of `corral up` leads).
+        self.orchestrator = OrchestratorTask(self.client_config) if settings.orchestrator else None
+        if self.orchestrator is not None:
+            self.plane.leader_tasks.append(self.orchestrator)
 
     def _serve_dns_on(self, conf: VnetConf) -> None:
         """Groups' resolv.conf names their network's gateway: answer there too (port 53)."""
@@ -100,6 +106,8 @@ class AllInOne:
 
         def keep(server: uvicorn.Server) -> None:
             self.server = server
+            if self.orchestrator is not None:
+                self.orchestrator.leave_with(lambda: server.should_exit)
 
         try:
             run_api(self.app, self.host, self.port, ready, keep, **kwargs)

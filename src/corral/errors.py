@@ -232,6 +232,19 @@ class ControlPlaneUnavailable(CorralError):
     status = 503
 
 
+class PreconditionFailed(CorralError):
+    """An ``If-Match`` etag no longer matches: the resource changed since the client read it."""
+
+    code = "PreconditionFailed"
+    status = 412
+
+
+class StandbyPoolEmpty(Conflict):
+    """A create asked to fail when its standby pool had no ready container group to hand over."""
+
+    code = "StandbyPoolEmpty"
+
+
 def error_from(code: str, status: int, message: str) -> CorralError:
     """The error class named by an API error ``code`` (as another Corral process sent it), else a generic one."""
     todo: list[type[CorralError]] = [CorralError]

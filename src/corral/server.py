@@ -29,6 +29,7 @@ from corral.fileio import atomic_write
 from corral.link.node_http import RemoteNodeClient
 from corral.model.network import NetworkSettings
 from corral.model.records import NodeInfo
+from corral.orchestrator.runner import OrchestratorTask
 from corral.scheduler.pipeline import SchedulerSettings
 from corral.serving import WILDCARDS, run_api, split_listen
 from corral.store.open import open_store
@@ -80,6 +81,9 @@ class ControlServer:
         atomic_write(self.join_token_path, self.join_token + "\n", mode=0o600)
         self.app = create_app(self.plane)
         self.server: uvicorn.Server | None = None
+        # On the leader only: the orchestrator, a client of this server's own API.
+        self.orchestrator = OrchestratorTask(self._local_client_config)
+        self.plane.leader_tasks.append(self.orchestrator)
 
     def _node_client(self, info: NodeInfo) -> RemoteNodeClient:
         i = self.identity
@@ -92,6 +96,11 @@ class ControlServer:
         return ClientConfig(endpoint=f"https://{host}:{self.port}", token=self.plane.token,
                             ca_cert=str(self.identity.ca), location=self.settings.location)
 
+    def _local_client_config(self) -> ClientConfig:
+        """This server's own API, for the orchestrator it runs when it leads."""
+        host = "127.0.0.1" if self.host in WILDCARDS else self.host
+        return self.client_config().model_copy(update={"endpoint": f"https://{host}:{self.port}"})
+
     def serve(self, ready: threading.Event | None = None) -> None:
         self.plane.start()
         path = self.client_config().write(self.settings.config_path)
@@ -99,6 +108,7 @@ class ControlServer:
 
         def keep(server: uvicorn.Server) -> None:
             self.server = server
+            self.orchestrator.leave_with(lambda: server.should_exit)
 
         try:
             run_api(self.app, self.host, self.port, ready, keep, ssl_certfile=str(self.identity.cert),

@@ -15,14 +15,18 @@ from corral.api import (
     events,
     groups,
     identity,
+    loadbalancers,
     lro,
     monitor,
     network,
+    ngroups,
     nodes,
     peerings,
+    profiles,
     prometheus,
     provider,
     routetables,
+    standbypools,
     usage,
 )
 from corral.api.auth import PUBLIC_PREFIXES
@@ -95,4 +99,6 @@ def create_app(plane: ControlPlane) -> FastAPI:
     app.include_router(capacity.router)
     app.include_router(nodes.router)
     app.include_router(link_routes.router)
+    for orchestration in (profiles, ngroups, loadbalancers, standbypools):
+        app.include_router(orchestration.router)
     return app

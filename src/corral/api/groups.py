@@ -49,6 +49,7 @@ def create_or_update(
     sub: str, rg: str, name: str, request: Request, body: dict[str, Any] = Depends(json_body),
     svc: GroupService = Depends(service),
 ) -> Response:
+    body = request.app.state.plane.orchestration.profiles.expand_group_body(body)  # made from a profile?
     group = ContainerGroup.model_validate(body)
     view, created, op = svc.create_or_update(sub, rg, name, group)
     headers = lro_headers(request, sub, view.record.spec.location or "local", op)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from corral.api.deps import api_version, service
-from corral.control.groups import GroupService, Operation
+from corral.control.groups import GroupService, Operation, OperationStatus
 
 router = APIRouter(dependencies=[Depends(api_version)])
 
@@ -36,9 +36,14 @@ def lro_headers(request: Request, sub: str, location: str, op: Operation, locati
     return headers
 
 
+def _status(request: Request, svc: GroupService, op_id: str) -> OperationStatus:
+    """A container group's operation, or an NGroup's (corral.control.ngroups keeps those apart)."""
+    return request.app.state.plane.orchestration.ngroups.operation_status(op_id) or svc.operation_status(op_id)
+
+
 @router.get("/subscriptions/{sub}/providers/Microsoft.ContainerInstance/locations/{loc}/operations/{op_id}")
-def operation_status(sub: str, loc: str, op_id: str, svc: GroupService = Depends(service)) -> Any:
-    st = svc.operation_status(op_id)
+def operation_status(sub: str, loc: str, op_id: str, request: Request, svc: GroupService = Depends(service)) -> Any:
+    st = _status(request, svc, op_id)
     body: dict[str, Any] = {"id": op_id, "name": op_id, "status": st.status}
     if st.error:
         body["error"] = {"code": "DeploymentFailed", "message": st.error}
@@ -47,10 +52,10 @@ def operation_status(sub: str, loc: str, op_id: str, svc: GroupService = Depends
 
 
 @router.get("/subscriptions/{sub}/providers/Microsoft.ContainerInstance/locations/{loc}/operationResults/{op_id}")
-def operation_result(sub: str, loc: str, op_id: str, svc: GroupService = Depends(service)) -> Any:
+def operation_result(sub: str, loc: str, op_id: str, request: Request, svc: GroupService = Depends(service)) -> Any:
     from fastapi.responses import Response
 
-    st = svc.operation_status(op_id)
+    st = _status(request, svc, op_id)
     if st.status == "InProgress":
         return Response(status_code=202, headers={"Retry-After": RETRY_AFTER})
     return Response(status_code=204)

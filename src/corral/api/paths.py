@@ -16,6 +16,10 @@ LITERALS = {
         "operationResults", "execSync", "virtualNetworkPeerings", "routeTables", "routes",
         "events",
         "Microsoft.Insights", "metrics", "metricDefinitions",
+        # orchestration resources
+        "containerGroupProfiles", "revisions", "ngroups", "status", "loadBalancers", "backendAddressPools",
+        "frontendIPConfigurations", "loadBalancingRules", "probes", "Microsoft.StandbyPool",
+        "standbyContainerGroupPools", "runtimeViews",
     )
 }
 _SLASHES = re.compile(r"/{2,}")

@@ -30,7 +30,7 @@ def _container_view(cs: ContainerStatus | None) -> dict[str, Any]:
     return out
 
 
-def _strip_secrets(props: dict[str, Any]) -> None:
+def strip_secrets(props: dict[str, Any]) -> None:
     for c in [*props.get("containers", []), *(props.get("initContainers") or [])]:
         for env in c["properties"].get("environmentVariables") or []:
             env.pop("secureValue", None)
@@ -48,7 +48,7 @@ def render_group(view: GroupView, fqdn_zone: str | None = None) -> dict[str, Any
     meta = rec.meta
     spec = rec.spec.model_dump(mode="json", exclude_none=True)
     props: dict[str, Any] = spec.pop("properties")
-    _strip_secrets(props)
+    strip_secrets(props)
     st: GroupStatus | None = view.status
     for c in props["containers"]:
         c["properties"]["instanceView"] = _container_view(st.containers.get(c["name"]) if st else None)
@@ -63,6 +63,8 @@ def render_group(view: GroupView, fqdn_zone: str | None = None) -> dict[str, Any
         if ip.get("dnsNameLabel") and fqdn_zone:
             ip["fqdn"] = f"{ip['dnsNameLabel']}.{rec.spec.location}.{fqdn_zone}"
     props["provisioningState"] = provisioning_state(view)
+    if meta.fromStandbyPool:
+        props["isCreatedFromStandbyPool"] = True
     state = "Pending"
     if meta.deleting:
         state = st.state if st else "Pending"

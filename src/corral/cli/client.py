@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from corral.config import ClientConfig, client_config_path
 from corral.errors import CorralError
+from corral.sse import SseParser
 
 if TYPE_CHECKING:  # imported with the first client: `corral` commands that make none start faster
     import httpx
@@ -79,3 +82,32 @@ class Client:
             if body.get("status") != "InProgress" or time.monotonic() > deadline:
                 return body
             time.sleep(min(float(resp.headers.get("Retry-After", 1)), 0.2))
+
+
+def _raise_for(resp: httpx.Response) -> None:
+    resp.read()
+    try:
+        err = resp.json()["error"]
+        raise ApiError(resp.status_code, err.get("code", "Error"), err.get("message", resp.text))
+    except (ValueError, KeyError, TypeError):
+        raise ApiError(resp.status_code, "Error", resp.text) from None
+
+
+@contextlib.contextmanager
+def stream(client: Client, path: str, params: dict[str, Any]) -> Iterator[httpx.Response]:
+    """A GET whose body is read as it arrives (no read timeout: streams stay quiet for long)."""
+    import httpx
+
+    params = {"api-version": API_VERSION, **params}
+    with client.http.stream("GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)) as resp:
+        if resp.status_code >= 400:
+            _raise_for(resp)
+        yield resp
+
+
+def sse_messages(resp: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs of a server-sent event stream."""
+    parser = SseParser()
+    for line in resp.iter_lines():
+        if (message := parser.feed(line)) is not None:
+            yield message

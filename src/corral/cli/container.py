@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shlex
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,12 +13,13 @@ import yaml
 from rich.console import Group as RichGroup
 
 from corral.cli import placement
-from corral.cli.client import API_VERSION, ApiError, Client
+from corral.cli.client import API_VERSION, Client
+from corral.cli.client import sse_messages as _sse
+from corral.cli.client import stream as _stream
 from corral.cli.output import Format, console, containers_table, emit, err_console, groups_table
-from corral.sse import SseParser
 
 if TYPE_CHECKING:  # imported by the commands that use them: `corral` starts faster
-    import httpx
+    pass
 
 app = typer.Typer(help="Create and manage container groups (the verbs of `az container`).", no_args_is_help=True)
 
@@ -155,6 +154,12 @@ def create(
                                        help="--spread is a preference (ScheduleAnyway), not a rule."),
     sysctl: list[str] = typer.Option(None, "--sysctl", help="NAME=VALUE kernel parameter of the group's network "
                                      "namespace, e.g. net.ipv4.ip_forward=1 (repeatable; Corral extension)."),
+    profile_id: str | None = typer.Option(None, "--container-group-profile-id",
+                                          help="Make the group from this container group profile (its id)."),
+    profile_revision: int | None = typer.Option(None, "--container-group-profile-revision",
+                                                help="The profile's revision (default: its latest)."),
+    standby_pool_id: str | None = typer.Option(None, "--standby-pool-profile-id",
+                                               help="Take a ready group over from this standby pool (its id)."),
     output: Format = OUT,
 ) -> None:
     """Create (or update) a container group.
@@ -165,6 +170,13 @@ def create(
     if file is not None:
         file_name, body = body_from_file(file)
         name = name or file_name
+    elif profile_id:
+        if not name:
+            raise typer.BadParameter("--name is required", param_hint="--name")
+        ref: dict[str, Any] = {"id": profile_id, **({"revision": profile_revision} if profile_revision else {})}
+        body = {"properties": {"containerGroupProfile": ref}, **({"location": location} if location else {})}
+        if standby_pool_id:
+            body["properties"]["standbyPoolProfile"] = {"id": standby_pool_id}
     else:
         if not image:
             raise typer.BadParameter("--image is required (or give --file)", param_hint="--image")
@@ -262,23 +274,6 @@ def _first_container(client: Client, rg: str, name: str, container: str | None) 
         return container
     g = client.request("GET", client.group_path(rg, name)).json()
     return g["properties"]["containers"][0]["name"]
-
-
-@contextlib.contextmanager
-def _stream(client: Client, path: str, params: dict[str, Any]) -> Iterator[httpx.Response]:
-    """A GET whose body is read as it arrives (no read timeout: streams stay quiet for long)."""
-    params = {"api-version": API_VERSION, **params}
-    import httpx
-
-    with client.http.stream("GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)) as resp:
-        if resp.status_code >= 400:
-            resp.read()
-            try:
-                err = resp.json()["error"]
-                raise ApiError(resp.status_code, err.get("code", "Error"), err.get("message", resp.text))
-            except (ValueError, KeyError, TypeError):
-                raise ApiError(resp.status_code, "Error", resp.text) from None
-        yield resp
 
 
 @app.command()
@@ -402,14 +397,6 @@ def restart(
         return
     client.request("POST", client.group_path(resource_group, name) + "/restart")
     console.print(f"restarting {name}")
-
-
-def _sse(resp: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(event, data) pairs of a server-sent event stream."""
-    parser = SseParser()
-    for line in resp.iter_lines():
-        if (message := parser.feed(line)) is not None:
-            yield message
 
 
 def describe(kind: str, d: dict[str, Any]) -> str:

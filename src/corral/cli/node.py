@@ -160,6 +160,7 @@ def reset(
     Images and the control plane's records stay; a started Corral recreates the groups it still has.
     """
     from corral.node.fence import stop_watchdog
+    from corral.node.loadbalancer import LoadBalancerRules
     from corral.node.runtime.cgroups import remove_cgroup
     from corral.node.setup import NodeSettings, build_host
     from corral.node.volumes.backends import unmount_shares
@@ -174,6 +175,7 @@ def reset(
             host.teardown_group(uid)
         host.network.teardown()
         uids |= found
+    LoadBalancerRules(data_dir / "node").teardown()
     remove_cgroup(cgroup_parent)
     unmount_shares(data_dir)  # a cluster node's GlusterFS mount (remounted when Corral starts)
     console.print(f"removed {len(uids)} group(s) from this node")

@@ -82,6 +82,8 @@ class GroupService:
     network_check: Callable[[str, str, str, ContainerGroup], None] | None = None
     # Placement checks (spread tags, zones of the nodes); set by the ControlPlane.
     placement_check: Callable[[ContainerGroup], None] | None = None
+    # Takes a ready group over from a standby pool (body names standbyPoolProfile); set by the ControlPlane.
+    standby_claim: Callable[[str, str, str, ContainerGroup], Record | None] | None = None
 
     def __init__(self, store: Store, default_location: str = "local") -> None:
         self.store = store
@@ -130,6 +132,11 @@ class GroupService:
         key = group_key(sub, rg, name)
         for _ in range(5):
             rec = self.store.get(key)
+            if rec is None and self.standby_claim is not None:
+                claimed = self.standby_claim(sub, rg, name, body)
+                if claimed is not None:
+                    view = self._view(claimed)
+                    return view, True, self._operation("Create", key, view.record.meta)
             if rec is None:
                 meta = GroupMeta(
                     uid=uuid.uuid4().hex[:16], subscription=sub, resourceGroup=rg, name=name,
@@ -167,30 +174,9 @@ class GroupService:
 
     @staticmethod
     def _check_update(old: ContainerGroup, new: ContainerGroup) -> None:
-        for field in IMMUTABLE:
-            if getattr(old.properties, field) != getattr(new.properties, field):
-                raise Conflict(
-                    f"properties.{field} cannot change on an existing container group "
-                    f"({getattr(old.properties, field)} -> {getattr(new.properties, field)}); "
-                    "delete the group and create it again"
-                )
-        if volume_shape(old) != volume_shape(new):
-            raise Conflict(
-                f"properties.volumes cannot change on an existing container group ({old.properties.volumes} -> "
-                f"{new.properties.volumes}), except the files of secret volumes; delete the group and create it "
-                "again"
-            )
-
-        def addr(g: ContainerGroup) -> object:
-            ip = g.properties.ipAddress
-            return None if ip is None else (ip.type, sorted((p.port, p.protocol, p.publicPort) for p in ip.ports))
-        if addr(old) != addr(new):
-            raise Conflict(
-                "properties.ipAddress type and ports cannot change on an existing container group (the network "
-                "sandbox is built with them); delete the group and create it again"
-            )
-        if old.location and new.location and old.location.lower() != new.location.lower():
-            raise Conflict(f"location cannot change on an existing container group ({old.location} -> {new.location})")
+        blocker = in_place_blocker(old, new)
+        if blocker:
+            raise Conflict(blocker)
 
     def update_tags(self, sub: str, rg: str, name: str, tags: dict[str, str] | None) -> GroupView:
         def apply(r: GroupRecord) -> None:
@@ -306,6 +292,29 @@ class GroupService:
             return OperationStatus(status="Canceled", error="the container group was deleted")
         view = self._view(group)  # type: ignore[arg-type]
         return provisioning_result(view, op)
+
+
+def in_place_blocker(old: ContainerGroup, new: ContainerGroup) -> str | None:
+    """Why ``new`` cannot replace ``old`` on the same group (None: it can, in place)."""
+    for field in IMMUTABLE:
+        if getattr(old.properties, field) != getattr(new.properties, field):
+            return (f"properties.{field} cannot change on an existing container group "
+                    f"({getattr(old.properties, field)} -> {getattr(new.properties, field)}); "
+                    "delete the group and create it again")
+    if volume_shape(old) != volume_shape(new):
+        return (f"properties.volumes cannot change on an existing container group ({old.properties.volumes} -> "
+                f"{new.properties.volumes}), except the files of secret volumes; delete the group and create it "
+                "again")
+
+    def addr(g: ContainerGroup) -> object:
+        ip = g.properties.ipAddress
+        return None if ip is None else (ip.type, sorted((p.port, p.protocol, p.publicPort) for p in ip.ports))
+    if addr(old) != addr(new):
+        return ("properties.ipAddress type and ports cannot change on an existing container group (the network "
+                "sandbox is built with them); delete the group and create it again")
+    if old.location and new.location and old.location.lower() != new.location.lower():
+        return f"location cannot change on an existing container group ({old.location} -> {new.location})"
+    return None
 
 
 def _not_found(rg: str, name: str) -> NotFound:

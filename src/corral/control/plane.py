@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel
 
@@ -19,12 +20,21 @@ from corral.control.metrics.rollups import MetricsCompactor
 from corral.control.netplane import NetworkControl
 from corral.control.nodeadmin import NodeService
 from corral.control.nodes import NodeDirectory
+from corral.control.orchestration import OrchestrationControl
 from corral.control.placementcheck import GroupPlacementCheck
 from corral.link.local import LocalLink
 from corral.model.network import NetworkSettings
 from corral.scheduler.pipeline import SchedulerSettings
 from corral.serving import side_by_side
 from corral.store.base import Store
+
+
+class LeaderTask(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None:
+        """Idempotent: a demotion and a stop may both call it."""
+        ...
 
 
 class Quota(BaseModel):
@@ -65,11 +75,15 @@ class ControlPlane:
         self.metrics = MetricsHistory(store)
         self.link.metrics = self.metrics
         self.metrics_compactor = MetricsCompactor(store)
+        self.orchestration = OrchestrationControl(store, self.groups, self.network, location=location)
+        self.link.loadbalancers = self.orchestration.loadbalancers
+        # More work for the leader only, beside the controllers (the server adds the orchestrator).
+        self.leader_tasks: list[LeaderTask] = []
         self.network.start()
 
     @property
-    def controllers(self) -> list[Controller]:
-        return [self.binder, self.metering, self.lifecycle, self.metrics_compactor]
+    def controllers(self) -> list[Controller | LeaderTask]:
+        return [self.binder, self.metering, self.lifecycle, self.metrics_compactor, *self.leader_tasks]
 
     def start(self) -> None:
         self.leadership.start(on_elected=self._elected, on_demoted=self._demoted)

@@ -19,6 +19,7 @@ import httpx
 
 from corral.errors import ControlPlaneUnavailable, InvalidRequest, error_from
 from corral.link.protocol import LINK_PREFIX
+from corral.model.lb import NodeLbRules
 from corral.model.metrics import MetricsReport
 from corral.model.records import GroupRecord, NodeInfo
 from corral.model.status import GroupStatus
@@ -134,3 +135,9 @@ class HttpLink:
     def dns_changes(self, after: int, timeout: float) -> DnsUpdate:
         data = self.call("dns-changes", {"after": after, "timeout": timeout}, timeout=timeout + CALL_TIMEOUT)
         return DnsUpdate.model_validate(data)
+
+    def load_balancer_rules(self, node: str) -> NodeLbRules:
+        return NodeLbRules.model_validate(self.call("load-balancer-rules", {"node": node}))
+
+    def report_load_balancers(self, node: str, revision: int) -> None:
+        self.call("report-load-balancers", {"node": node, "revision": revision})

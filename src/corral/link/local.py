@@ -19,8 +19,10 @@ from corral.net.dns.feed import DnsUpdate, store_changes
 from corral.store.base import ABSENT, Compacted, Store
 
 if TYPE_CHECKING:
+    from corral.control.loadbalancers import LoadBalancerService
     from corral.control.metrics.history import MetricsHistory
     from corral.control.netplane import NetworkControl
+    from corral.model.lb import NodeLbRules
     from corral.net.vnet.config import VnetConf
     from corral.net.vnet.nsg import SecurityRule
 
@@ -31,6 +33,7 @@ CONTROL_FIELDS = ("unschedulable", "draining", "evicting", "drainBlocked")
 class LocalLink:
     network: NetworkControl | None = None  # set by the ControlPlane
     metrics: MetricsHistory | None = None  # set by the ControlPlane
+    loadbalancers: LoadBalancerService | None = None  # set by the ControlPlane
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -129,3 +132,14 @@ class LocalLink:
 
     def dns_changes(self, after: int, timeout: float) -> DnsUpdate:
         return store_changes(self.store, after, timeout)
+
+    def load_balancer_rules(self, node: str) -> NodeLbRules:
+        from corral.model.lb import NodeLbRules
+
+        if self.loadbalancers is None:
+            return NodeLbRules(revision=self.store.revision())
+        return self.loadbalancers.node_rules(node)
+
+    def report_load_balancers(self, node: str, revision: int) -> None:
+        if self.loadbalancers is not None:
+            self.loadbalancers.report_applied(node, revision)

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from corral.errors import CorralError
+from corral.model.armids import LOAD_BALANCERS
+from corral.model.lb import NodeLbRules
 from corral.model.metrics import MetricsReport
 from corral.model.records import GROUPS, NODE_BLOCKS, NSGS, ROUTE_TABLES, VNETS, GroupRecord, NodeInfo
 from corral.model.status import GroupStatus
@@ -25,8 +27,9 @@ if TYPE_CHECKING:
 # Where the servers answer the link's calls over HTTPS (``corral.link.routes``).
 LINK_PREFIX = "/link/v1"
 # What an agent follows: its groups, and what its networks are made of.
-AGENT_PREFIXES = (GROUPS, VNETS, NSGS, NODE_BLOCKS, ROUTE_TABLES)
+AGENT_PREFIXES = (GROUPS, VNETS, NSGS, NODE_BLOCKS, ROUTE_TABLES, LOAD_BALANCERS)
 NETWORK_PREFIXES = (VNETS, NSGS, NODE_BLOCKS, ROUTE_TABLES)
+LB_PREFIXES = (LOAD_BALANCERS, NODE_BLOCKS)  # a node block change can change a backend's source address
 
 
 class ControlPlaneLink(Protocol):
@@ -84,6 +87,14 @@ class ControlPlaneLink(Protocol):
 
     def dns_changes(self, after: int, timeout: float) -> DnsUpdate:
         """What the node's DNS server answers from (``corral.net.dns.feed.DnsFeed``)."""
+        ...
+
+    def load_balancer_rules(self, node: str) -> NodeLbRules:
+        """Every load-balancing rule the node applies (frontend -> backends), and the revision they were read at."""
+        ...
+
+    def report_load_balancers(self, node: str, revision: int) -> None:
+        """The node now applies the load-balancer rules of ``revision``."""
         ...
 
 

@@ -112,6 +112,11 @@ class DnsCall(BaseModel):
     timeout: float = Field(ge=0, le=WAIT_MAX)
 
 
+class LbAppliedCall(BaseModel):
+    node: str
+    revision: int = Field(ge=0)
+
+
 # joining -----------------------------------------------------------------------------------------------------------
 @router.get("/ca", response_class=PlainTextResponse)
 def ca(request: Request) -> str:
@@ -229,3 +234,16 @@ async def dns_changes(body: DnsCall, request: Request, node: str = Depends(calle
     link = _link(request)
     update = await anyio.to_thread.run_sync(link.dns_changes, body.after, body.timeout, limiter=stream_threads())
     return update.model_dump(mode="json")
+
+
+@router.post("/load-balancer-rules")
+def load_balancer_rules(body: NodeCall, request: Request, node: str = Depends(caller)) -> dict[str, Any]:
+    _same_node(node, body.node)
+    return _link(request).load_balancer_rules(node).model_dump(mode="json")
+
+
+@router.post("/report-load-balancers")
+def report_load_balancers(body: LbAppliedCall, request: Request, node: str = Depends(caller)) -> dict[str, Any]:
+    _same_node(node, body.node)
+    _link(request).report_load_balancers(node, body.revision)
+    return {}

@@ -59,6 +59,8 @@ class GroupMeta(BaseModel):
     # group, larger requests): the node carries out nothing new of it until the scheduler has confirmed
     # it still fits there (and clears this) or moves it (``evicting``). Never set on an unbound group.
     refit: bool = False
+    # Taken over from a standby pool (rendered as isCreatedFromStandbyPool).
+    fromStandbyPool: bool = False
 
 
 class GroupRecord(BaseModel):

@@ -19,11 +19,12 @@ import threading
 from datetime import UTC, datetime
 
 from corral.errors import CorralError
-from corral.link.protocol import NETWORK_PREFIXES, ControlPlaneLink
+from corral.link.protocol import LB_PREFIXES, NETWORK_PREFIXES, ControlPlaneLink
 from corral.model.records import GROUPS, GroupRecord, NodeInfo
 from corral.node import fence
 from corral.node.host import NodeHost
 from corral.node.lease import NodeLease
+from corral.node.loadbalancer import LoadBalancerRules
 from corral.node.stats import SAMPLE_INTERVAL, MetricsReporter, UsageSampler
 from corral.node.worker import GroupWorker
 
@@ -32,11 +33,14 @@ log = logging.getLogger(__name__)
 
 class NodeAgent:
     def __init__(self, link: ControlPlaneLink, host: NodeHost, info: NodeInfo, lease: NodeLease | None = None,
-                 wait_timeout: float = 1.0, metrics_interval: float = SAMPLE_INTERVAL) -> None:
+                 wait_timeout: float = 1.0, metrics_interval: float = SAMPLE_INTERVAL,
+                 lb: LoadBalancerRules | None = None) -> None:
         self.link = link
         self.host = host
         self.info = info
         self.lease = lease
+        self.lb = lb
+        self._lb_dirty = lb is not None
         self.wait_timeout = wait_timeout
         self.metrics = MetricsReporter(UsageSampler(host, info.name), link, metrics_interval)
         self.workers: dict[str, GroupWorker] = {}
@@ -121,14 +125,15 @@ class NodeAgent:
             if self._first_sync:
                 self._collect_orphans({g.meta.uid for g in assigned.values()})
                 self._first_sync = False
+            for key, group in assigned.items():  # first: a group that moved to a new name takes its worker along
+                self._dispatch(key, group, session)
             with self._lock:
                 lost = [k for k in self.workers if k not in assigned]
             for key in lost:
                 self._relinquish(key)
-            for key, group in assigned.items():
-                self._dispatch(key, group, session)
             self._rev = rev
             self._gen += 1
+            self._lb_dirty = self.lb is not None
 
     # following the assignments ---------------------------------------------
     def _run(self) -> None:
@@ -148,15 +153,28 @@ class NodeAgent:
                         continue
                     if any(k.startswith(NETWORK_PREFIXES) for k in changed):
                         self._refresh_networks()
-                    for key in changed:
-                        if key.startswith(GROUPS):
-                            self._follow(key, session)
+                    if self.lb is not None and any(k.startswith(LB_PREFIXES) for k in changed):
+                        self._lb_dirty = True
+                    self._follow_all(sorted(k for k in changed if k.startswith(GROUPS)), session)
                     self._rev = new_rev
+                if self._lb_dirty:
+                    self._refresh_lbs()
                 self._reap()
             except Exception as exc:
                 level = logging.WARNING if isinstance(exc, CorralError) else logging.ERROR
                 log.log(level, "agent loop failed; retrying: %s", exc, exc_info=not isinstance(exc, CorralError))
                 self._stop.wait(1.0)
+
+    def _follow_all(self, keys: list[str], session: int) -> None:
+        """Groups bound here start or change first, then the others go: a group taken over from a standby
+        pool appears under its new name in the same change as its old name goes, and keeps its worker."""
+        found = {key: self.link.assignment(self.info.name, key) for key in keys}
+        for key, group in found.items():
+            if group is not None:
+                self._dispatch(key, group, session)
+        for key, group in found.items():
+            if group is None:
+                self._relinquish(key)
 
     def _follow(self, key: str, session: int) -> None:
         group = self.link.assignment(self.info.name, key)
@@ -186,9 +204,30 @@ class NodeAgent:
         for w in workers:  # groups with their own security group re-read it
             w.poke()
 
+    def _refresh_lbs(self) -> None:
+        """Apply the load balancers' rules as the control plane has them now; retried next pass on failure."""
+        if self.lb is None:
+            return
+        try:
+            rules = self.link.load_balancer_rules(self.info.name)
+            self.lb.apply(rules)
+            self.link.report_load_balancers(self.info.name, rules.revision)
+            self._lb_dirty = False
+        except Exception as exc:
+            log.warning("could not apply the load balancers' rules on this node (%s); retrying", exc)
+
     def _dispatch(self, key: str, group: GroupRecord, session: int) -> None:
         with self._lock:
             worker = self.workers.get(key)
+            if worker is None:
+                # Taken over from a standby pool: the same group (uid, binding) under a new name. Its worker
+                # follows the new key; nothing is torn down or started again.
+                moved = next((k for k, w in self.workers.items() if w.uid == group.meta.uid and not w.finished
+                              and w.epoch == group.meta.epoch), None)
+                if moved is not None:
+                    worker = self.workers.pop(moved)
+                    worker.key = key
+                    self.workers[key] = worker
         if worker is not None and worker.uid == group.meta.uid and worker.epoch != group.meta.epoch:
             # The group left this node and came back: the old copy goes before the new binding starts.
             worker.relinquish()

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # imported by what starts a node (`corral node reset` builds 
     from corral.net.vnet.service import CniService
     from corral.node.agent import NodeAgent
     from corral.node.lease import NodeLease
+    from corral.node.loadbalancer import LoadBalancerRules
 
 log = logging.getLogger(__name__)
 
@@ -196,4 +197,4 @@ def build_agent(settings: NodeSettings, link: ControlPlaneLink, host: NodeHost, 
     if settings.cgroup_favordynmods:  # tuning for a node that starts containers, not for `node reset`
         cgroups.favor_dynamic_changes()
     return NodeAgent(link, host, info or node_info(settings), lease=lease, wait_timeout=wait_timeout,
-                     metrics_interval=settings.metrics_interval)
+                     metrics_interval=settings.metrics_interval, lb=LoadBalancerRules(settings.data_dir / "node"))

@@ -13,10 +13,10 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from corral.net.dns.index import GROUPS, NODES, STATUS
+from corral.net.dns.index import GROUPS, NGROUPS, NODES, STATUS
 from corral.store.base import Compacted, Store
 
-DNS_PREFIXES = (GROUPS, STATUS, NODES)
+DNS_PREFIXES = (GROUPS, STATUS, NODES, NGROUPS)
 
 
 class DnsEntry(BaseModel):
@@ -57,6 +57,11 @@ def dns_view(key: str, value: dict[str, Any] | None) -> dict[str, Any] | None:
         return {"ip": value.get("ip"), "privateIp": value.get("privateIp")}
     if key.startswith(NODES):
         return {"address": value.get("address")}
+    if key.startswith(NGROUPS):  # an NGroup's name answers with its members in service
+        meta, status = value.get("meta") or {}, value.get("status") or {}
+        return {"meta": {k: meta.get(k) for k in ("name", "resourceGroup", "deleting")},
+                "status": {"members": [{"ip": m.get("ip"), "inService": m.get("inService")}
+                                       for m in status.get("members") or []]}}
     return None
 
 

@@ -2,8 +2,10 @@
 
 Two kinds of names, both under the zone:
 - ``<dnsNameLabel>.<location>.<zone>``: a group's public address (Public groups with a label);
-- ``<group>.<resource group>.<zone>``: a group's virtual-network address (service discovery).
-Both have the same shape, so a name may match one of each; the answer holds every match.
+- ``<group>.<resource group>.<zone>``: a group's virtual-network address (service discovery);
+- ``<ngroup>.<resource group>.<zone>``: the addresses of an NGroup's members in service (ready, not
+  draining), as the orchestrator last reported them.
+All have the same shape, so a name may match several; the answer holds every match.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 GROUPS = "/groups/"
 STATUS = "/status/"
 NODES = "/nodes/"
+NGROUPS = "/ngroups/"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class DnsIndex:
         self._nodes: dict[str, str] = {}  # node -> address
         self._by_label: dict[tuple[str, str], set[str]] = {}
         self._by_name: dict[tuple[str, str], set[str]] = {}
+        self._ngroups: dict[str, tuple[tuple[str, str], list[str]]] = {}  # key -> ((name, rg), member addresses)
 
     # feeding ---------------------------------------------------------------
     def apply(self, key: str, value: dict[str, Any] | None) -> None:
@@ -52,6 +56,14 @@ class DnsIndex:
                     self._status.pop(uid, None)
                 else:
                     self._status[uid] = (value.get("ip"), value.get("privateIp"))
+            elif key.startswith(NGROUPS):
+                self._ngroups.pop(key, None)
+                if value is not None:
+                    meta, status = value.get("meta") or {}, value.get("status") or {}
+                    ips = [m["ip"] for m in status.get("members") or [] if m.get("inService") and m.get("ip")]
+                    if not meta.get("deleting"):
+                        name = (str(meta.get("name", "")).lower(), str(meta.get("resourceGroup", "")).lower())
+                        self._ngroups[key] = (name, ips)
             elif key.startswith(NODES):
                 name = key[len(NODES):]
                 if value is None or not value.get("address"):
@@ -61,7 +73,7 @@ class DnsIndex:
 
     def reset(self) -> None:
         with self._lock:
-            for d in (self._groups, self._status, self._nodes, self._by_label, self._by_name):
+            for d in (self._groups, self._status, self._nodes, self._by_label, self._by_name, self._ngroups):
                 d.clear()
 
     def _add_group(self, key: str, value: dict[str, Any]) -> None:
@@ -113,6 +125,9 @@ class DnsIndex:
                 addr = self._private_address(self._groups[key])
                 if addr:
                     out.append(addr)
+            for name, ips in self._ngroups.values():
+                if name == (a, b):
+                    out.extend(ips)
         return list(dict.fromkeys(out))
 
     def _public_address(self, g: _Group) -> str | None:

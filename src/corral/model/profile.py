@@ -1,0 +1,111 @@
+"""Container group profiles (``Microsoft.ContainerInstance/containerGroupProfiles``): a group template with revisions.
+
+The properties are a container group's; every PUT that changes them makes a new
+revision, kept whole under its number so groups can be made from any revision
+later. ``merge_properties`` is how a group made from a profile gets its
+properties: the revision's, under what the request (or the NGroup) sets itself.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from corral.model.group import GroupProperties, Wire
+
+# Read-only on the wire: never taken from a request.
+READ_ONLY = ("revision", "registeredRevisions", "provisioningState", "instanceView")
+# What a container group body carries to name its profile and pool; not part of the template.
+REFERENCE_FIELDS = ("containerGroupProfile", "standbyPoolProfile", "isCreatedFromStandbyPool")
+
+
+class ProfileSpec(Wire):
+    """A PUT body; also the stored desired state (and each revision's content)."""
+
+    location: str | None = None
+    tags: dict[str, str] | None = None
+    zones: list[str] | None = None
+    properties: GroupProperties
+
+
+class ProfileMeta(BaseModel):
+    uid: str
+    subscription: str
+    resourceGroup: str
+    name: str
+    createdAt: datetime
+    revision: int = 1
+    revisions: list[int] = Field(default_factory=lambda: [1])
+
+
+class ProfileRecord(BaseModel):
+    spec: ProfileSpec
+    meta: ProfileMeta
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class RevisionRecord(BaseModel):
+    revision: int
+    createdAt: datetime
+    spec: ProfileSpec
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def clean_profile_body(body: dict[str, Any]) -> dict[str, Any]:
+    """A profile PUT body without the read-only fields a client may echo back."""
+    body = dict(body)
+    props = dict(body.get("properties") or {})
+    for k in READ_ONLY:
+        props.pop(k, None)
+    body["properties"] = props
+    return body
+
+
+def template_properties(props: dict[str, Any]) -> dict[str, Any]:
+    """What of a profile's properties makes a revision: everything but read-only fields."""
+    return {k: v for k, v in props.items() if k not in READ_ONLY}
+
+
+def _merge_named(base: list[dict[str, Any]], over: list[dict[str, Any]], what: str, deep: bool) -> list[dict[str, Any]]:
+    out = [copy.deepcopy(x) for x in base]
+    index = {str(x.get("name")): i for i, x in enumerate(out)}
+    for item in over:
+        name = str(item.get("name"))
+        if name not in index:
+            if deep:
+                raise ValueError(f"{what} '{name}' is not in the container group profile")
+            out.append(copy.deepcopy(item))
+            continue
+        if deep:  # containers: override the profile's properties key by key
+            props = out[index[name]].setdefault("properties", {})
+            props.update(copy.deepcopy(item.get("properties") or {}))
+        else:
+            out[index[name]] = copy.deepcopy(item)
+    return out
+
+
+def merge_properties(template: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A group's properties from a profile revision and what the request sets itself.
+
+    Containers are matched by name and their properties overridden key by key (an NGroup
+    sets only ``volumeMounts``); volumes by name; any other key replaces the profile's.
+    ValueError when an override names a container the profile does not have.
+    """
+    out = copy.deepcopy(template_properties(template))
+    for key, value in overrides.items():
+        if key in READ_ONLY:
+            continue
+        if key == "containers" and isinstance(value, list):
+            out["containers"] = _merge_named(out.get("containers") or [], value, "container", deep=True)
+        elif key == "volumes" and isinstance(value, list):
+            out["volumes"] = _merge_named(out.get("volumes") or [], value, "volume", deep=False)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

@@ -1,0 +1,1 @@
+"""The orchestrator: NGroups, rollouts, autoscale, load-balancer pools, standby pools; an API client only."""
