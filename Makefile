@@ -17,6 +17,10 @@ AZ_NO_COMPILE := site-packages/(pip|setuptools)/|site-packages/azure/(?!cli/|cor
 AZ_NO_COMPILE := $(AZ_NO_COMPILE)|azure/cli/command_modules/(?!container/|network/|cloud/|profile/|monitor/)
 AZ_NO_COMPILE := $(AZ_NO_COMPILE)|azure/mgmt/(?!core/|containerinstance/|resource/)
 AZ_NO_COMPILE := $(AZ_NO_COMPILE)|azure/mgmt/resource/.*/v20(?!24_11_01|22_12_01|21_07_01|19_07_01)
+# azure-mgmt-containerinstance 10.2.0b2 (ngroups, cg_profile) for tests/conformance/test_sdk_orchestration.py,
+# in its own virtualenv: the project's tests keep 10.1.0.
+ACI_PREVIEW_VENV := .venv-aci-preview
+ACI_PREVIEW_VERSION := 10.2.0b2
 
 # Everything Corral and its tests use on a node.
 APT_PACKAGES := crun runc conmon containernetworking-plugins docker-registry busybox-static \
@@ -24,12 +28,12 @@ APT_PACKAGES := crun runc conmon containernetworking-plugins docker-registry bus
 	ca-certificates \
 	bind9-dnsutils iputils-ping util-linux python3 python3-venv chromium chromium-driver wrk gcc libc6-dev
 
-.PHONY: run test deps system-packages venv az portal lint bench clean-node
+.PHONY: run test deps system-packages venv az aci-preview portal lint bench clean-node
 
 run: deps
 	$(VENV)/bin/corral up --data-dir $(DATA_DIR) --listen $(LISTEN) --demo
 
-test: deps az
+test: deps az aci-preview
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
@@ -71,6 +75,13 @@ portal: $(PORTAL)/static/vendor/.built
 
 $(PORTAL)/static/vendor/.built: $(PORTAL)/package-lock.json $(PORTAL)/build.mjs
 	cd $(PORTAL) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+
+aci-preview: $(ACI_PREVIEW_VENV)/.installed
+
+$(ACI_PREVIEW_VENV)/.installed: Makefile
+	test -x $(ACI_PREVIEW_VENV)/bin/python || python3 -m venv $(ACI_PREVIEW_VENV)
+	$(ACI_PREVIEW_VENV)/bin/python -m pip install -q azure-mgmt-containerinstance==$(ACI_PREVIEW_VERSION) azure-core
+	touch $@
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench

@@ -48,20 +48,26 @@ def profile_id(client: Client, rg: str, name: str) -> str:
 
 
 def put_lb(client: Client, rg: str, name: str, frontend_port: int, pool: str = "web", drain: int = 1,
-           subnet_id: str | None = None, private_ip: str | None = None) -> dict[str, Any]:
+           private_subnet: str | None = None) -> dict[str, Any]:
+    """A load balancer with a public frontend ``fe`` (every node's address) on ``frontend_port`` and, with
+    ``private_subnet``, a private frontend ``vip`` (an address picked in that subnet) on port 80."""
     lb = f"{rg_path(client, rg, 'Microsoft.Network')}/loadBalancers/{name}"
-    fe: dict[str, Any] = {"name": "fe"}
-    if subnet_id:
-        fe["properties"] = {"subnet": {"id": subnet_id}, **({"privateIPAddress": private_ip} if private_ip else {})}
+
+    def rule(fe: str, port: int) -> dict[str, Any]:
+        return {"name": f"http-{fe}", "properties": {
+            "frontendIPConfiguration": {"id": f"{lb}/frontendIPConfigurations/{fe}"},
+            "backendAddressPool": {"id": f"{lb}/backendAddressPools/{pool}"},
+            "probe": {"id": f"{lb}/probes/http"}, "protocol": "Tcp", "frontendPort": port, "backendPort": 80}}
+    frontends: list[dict[str, Any]] = [{"name": "fe"}]
+    rules = [rule("fe", frontend_port)]
+    if private_subnet:
+        frontends.append({"name": "vip", "properties": {"subnet": {"id": private_subnet}}})
+        rules.append(rule("vip", 80))
     body = {"location": "local", "properties": {
-        "frontendIPConfigurations": [fe],
+        "frontendIPConfigurations": frontends,
         "backendAddressPools": [{"name": pool, "properties": {"drainPeriodInSeconds": drain}}],
         "probes": [{"name": "http", "properties": {"protocol": "Http", "port": 80, "requestPath": "/"}}],
-        "loadBalancingRules": [{"name": "http", "properties": {
-            "frontendIPConfiguration": {"id": f"{lb}/frontendIPConfigurations/fe"},
-            "backendAddressPool": {"id": f"{lb}/backendAddressPools/{pool}"},
-            "probe": {"id": f"{lb}/probes/http"},
-            "protocol": "Tcp", "frontendPort": frontend_port, "backendPort": 80}}],
+        "loadBalancingRules": rules,
     }}
     return client.request("PUT", lb, json=body).json()
 

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from corral.cli import container, image, network, node, share, storage
+from corral.cli import container, image, lb, network, ngroup, node, profile, share, standbypool, storage
 from corral.cli.azlogin import az_login_command
 from corral.cli.kube import kube_node
 from corral.cli.output import err_console
@@ -29,6 +29,10 @@ app.add_typer(node.app, name="node")
 app.add_typer(network.app, name="network")
 app.add_typer(share.app, name="share")
 app.add_typer(storage.app, name="storage")
+app.add_typer(profile.app, name="profile")
+app.add_typer(ngroup.app, name="ngroup")
+app.add_typer(lb.app, name="lb")
+app.add_typer(standbypool.app, name="standby-pool")
 
 
 def main() -> None:

@@ -83,7 +83,7 @@ def plan(d: Desired, members: list[Member], st: NGroupStatus, now: datetime) -> 
             acts.start.append(m.name)
     revision, rolling_out = _rollout(d, active, st, now, acts)
     if not rolling_out:
-        _scale(d, [m for m in active if m.name not in acts.phase], revision, st, acts)
+        _scale(d, [m for m in active if acts.phase.get(m.name) != "drain-delete"], revision, st, acts)
         _restart(d, active, st, acts)
     _summarize(d, active, st, acts, revision, rolling_out)
     return acts
@@ -214,7 +214,7 @@ def _at(m: Member, revision: int) -> bool:
 
 
 def _scale(d: Desired, active: list[Member], revision: int, st: NGroupStatus, acts: Actions) -> None:
-    counted = [m for m in active if not m.draining]
+    counted = active  # members on their way back (drained to restart or update) still count
     want = d.count
     shortfall = want - len(counted)
     if shortfall > 0 and (d.maintain or st.scaledFor != [d.generation, want]):

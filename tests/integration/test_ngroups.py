@@ -1,0 +1,180 @@
+"""NGroups with real containers: members behind a load balancer, scaling, replacement, DNS, rolling
+updates under load with zero failed requests, automatic rollback, Manual mode and in-place updates.
+
+Members are busybox httpd (0.1 CPU) whose page names their revision and host name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from corral_server import CorralServer, free_port
+from groups import exec_sync
+from orchestration import (
+    RequestLoop,
+    fetch,
+    get_ngroup,
+    members,
+    ngroup_body,
+    ngroup_path,
+    pool_id,
+    profile_body,
+    put_lb,
+    put_ngroup,
+    put_profile,
+    rg_path,
+    steady,
+    wait_until,
+)
+
+from corral.cli.client import Client
+
+RG = "corngroups"
+# The page of a member: its revision's name and its host name (the member's name).
+PAGE = "{rev}-$(hostname)"
+
+
+@pytest.fixture(scope="module")
+def client(corral: CorralServer) -> Iterator[Client]:
+    c = corral.client()
+    try:
+        yield c
+    finally:
+        for ng in c.request("GET", f"{rg_path(c, RG)}/ngroups").json()["value"]:
+            c.request("DELETE", ngroup_path(c, RG, ng["name"]))
+        wait_until("the NGroups are gone", lambda: not c.request("GET", f"{rg_path(c, RG)}/ngroups").json()["value"],
+                   timeout=60)
+
+
+def in_service(client: Client, name: str) -> list[dict[str, Any]]:
+    return [m for m in get_ngroup(client, RG, name)["properties"]["status"]["members"] if m["inService"]]
+
+
+def hosts(port: int, n: int = 40) -> set[str]:
+    return {fetch(port).split("-", 1)[1] for _ in range(n)}
+
+
+def test_ngroup_behind_load_balancer_scales_replaces_and_resolves(client: Client) -> None:
+    put_profile(client, RG, "web", profile_body(PAGE.format(rev="v1")))
+    port = free_port()
+    subnet = client.request("GET", "/subscriptions/" + client.sub + "/providers/Microsoft.Network/virtualNetworks"
+                            ).json()["value"][0]["properties"]["subnets"][0]["id"]
+    lb = put_lb(client, RG, "weblb", port, private_subnet=subnet)
+    vip = next(f for f in lb["properties"]["frontendIPConfigurations"] if f["name"] == "vip")
+    vip_ip = vip["properties"]["privateIPAddress"]
+    resp = put_ngroup(client, RG, "web", ngroup_body(client, RG, "web", 5, pools=[pool_id(client, RG, "weblb")]))
+    assert resp.status_code == 201 and resp.headers["Azure-AsyncOperation"] and resp.headers["Retry-After"]
+    assert client.wait_operation(resp, timeout=90)["status"] == "Succeeded"
+    ng = wait_until("5 members in service", steady(client, RG, "web", 5), timeout=60)
+    assert ng["properties"]["provisioningState"] == "Succeeded"
+    names = {m["name"] for m in ng["properties"]["status"]["members"]}
+    assert all(re.fullmatch(r"web-[0-9a-f-]{36}", n) for n in names)
+    # Traffic to the public frontend is spread over the members.
+    assert len(hosts(port)) >= 3
+    # The private frontend, from inside the virtual network (a member), and the NGroup's DNS name.
+    one = sorted(names)[0]
+    got = exec_sync(client, RG, one, "web", "sh", "-c", f"wget -q -O - http://{vip_ip}/")
+    assert got["exitCode"] == 0 and got["stdout"].startswith("v1-"), got
+    dns = exec_sync(client, RG, one, "web", "nslookup", f"web.{RG}.corral.local")
+    answers = dns["stdout"].split("Name:", 1)[-1]  # after the server's own lines
+    answered = set(re.findall(r"Address(?: \d+)?:\s+([0-9.]+)\s", answers))
+    assert answered == {m["ip"] for m in in_service(client, "web")}, dns
+
+    # Scale to 8, then to 2 (a PATCH of desiredCount, as a client would).
+    client.request("PATCH", ngroup_path(client, RG, "web"),
+                   json={"properties": {"elasticProfile": {"desiredCount": 8}}})
+    wait_until("8 members", steady(client, RG, "web", 8), timeout=60)
+    assert len(hosts(port, 60)) >= 5
+    client.request("PATCH", ngroup_path(client, RG, "web"),
+                   json={"properties": {"elasticProfile": {"desiredCount": 2}}})
+    ng = wait_until("2 members", steady(client, RG, "web", 2), timeout=60)
+    wait_until("6 members deleted", lambda: len(members(client, RG, "web")) == 2, timeout=60)
+    pool = client.request("GET", pool_id(client, RG, "weblb")).json()
+    assert {a["name"] for a in pool["properties"]["loadBalancerBackendAddresses"]} == {
+        m["name"] for m in ng["properties"]["status"]["members"]}
+
+    # A member that vanishes is replaced (maintainDesiredCount).
+    gone = sorted(m["name"] for m in ng["properties"]["status"]["members"])[0]
+    client.request("DELETE", client.group_path(RG, gone))
+    ng = wait_until("a replacement", lambda: (n := steady(client, RG, "web", 2)()) and gone not in {
+        m["name"] for m in n["properties"]["status"]["members"]} and n, timeout=60)
+    assert hosts(port, 20) <= {m["name"] for m in ng["properties"]["status"]["members"]}
+
+
+def test_member_whose_containers_are_killed_is_replaced(client: Client) -> None:
+    put_profile(client, RG, "once", profile_body("once", restart="Never"))
+    put_lb(client, RG, "oncelb", free_port())
+    put_ngroup(client, RG, "once", ngroup_body(client, RG, "once", 2, pools=[pool_id(client, RG, "oncelb")]))
+    ng = wait_until("2 members", steady(client, RG, "once", 2), timeout=60)
+    victim = sorted(m["name"] for m in ng["properties"]["status"]["members"])[0]
+    exec_sync(client, RG, victim, "web", "sh", "-c", "kill -9 -1")  # every process but the container's init
+    ng = wait_until("the killed member replaced", lambda: (n := steady(client, RG, "once", 2)()) and victim not in {
+        m["name"] for m in n["properties"]["status"]["members"]} and n, timeout=60)
+    events = [e["name"] for e in ng["properties"]["status"]["events"]]
+    assert "ReplacingMember" in events
+
+
+def test_rolling_update_under_load_has_no_failed_requests_and_a_broken_one_rolls_back(client: Client) -> None:
+    put_profile(client, RG, "roll", profile_body(PAGE.format(rev="v1")))
+    port = free_port()
+    put_lb(client, RG, "rolllb", port)
+    pools = [pool_id(client, RG, "rolllb")]
+    put_ngroup(client, RG, "roll", ngroup_body(client, RG, "roll", 5, pools=pools, batch=40))
+    wait_until("5 members", steady(client, RG, "roll", 5, revision=1), timeout=60)
+
+    put_profile(client, RG, "roll", profile_body(PAGE.format(rev="v2")))
+    with RequestLoop(port) as loop:
+        resp = put_ngroup(client, RG, "roll", ngroup_body(client, RG, "roll", 5, revision=2, pools=pools, batch=40))
+        assert client.wait_operation(resp, timeout=120)["status"] == "Succeeded"
+        wait_until("v2 answers only", lambda: all(fetch(port).startswith("v2-") for _ in range(10)), timeout=30)
+    assert loop.failures == [], f"{len(loop.failures)} of {loop.total} requests failed: {loop.failures[:5]}"
+    seen = {page.split("-")[0] for page in loop.pages}
+    assert seen == {"v1", "v2"} and loop.total > 50
+    ng = get_ngroup(client, RG, "roll")
+    st = ng["properties"]["status"]
+    assert st["currentRevision"] == 2 and st["rollout"]["state"] == "Complete"
+    assert [h["revision"] for h in st["history"]] == [1, 2]
+
+    # Revision 3's image does not exist: the rollout rolls back by itself and the service keeps serving.
+    put_profile(client, RG, "roll", profile_body(PAGE.format(rev="v3"), image="127.0.0.1:9/corral/nothing:v3"))
+    with RequestLoop(port) as loop:
+        resp = put_ngroup(client, RG, "roll", ngroup_body(client, RG, "roll", 5, revision=3, pools=pools, batch=40))
+        result = client.wait_operation(resp, timeout=120)
+        assert result["status"] == "Failed" and "rolled back to revision 2" in result["error"]["message"]
+        ng = wait_until("back to 5 members of revision 2", steady(client, RG, "roll", 5, revision=2), timeout=60)
+    assert loop.failures == [] and set(page.split("-")[0] for page in loop.pages) == {"v2"}
+    st = ng["properties"]["status"]
+    assert st["rollout"]["state"] == "RolledBack" and st["currentRevision"] == 2
+    assert ng["properties"]["provisioningState"] == "Failed"
+    assert any(e["name"] == "RollingBack" and e["type"] == "Warning" for e in st["events"])
+    assert [(h["revision"], h["result"]) for h in st["history"]][-1] == (3, "RolledBack")
+    assert all(m["properties"]["containerGroupProfile"]["revision"] == 2 for m in members(client, RG, "roll"))
+
+
+def test_manual_mode_keeps_members_and_in_place_rolls_the_same_groups(client: Client) -> None:
+    put_profile(client, RG, "man", profile_body(PAGE.format(rev="v1")))
+    put_lb(client, RG, "manlb", free_port())  # its pool drains in 1 s (without one: 5 s, the DNS TTL)
+    pools = [pool_id(client, RG, "manlb")]
+    put_ngroup(client, RG, "man", ngroup_body(client, RG, "man", 2, mode="Manual", pools=pools))
+    first = {m["name"] for m in wait_until("2", steady(client, RG, "man", 2), timeout=60)["properties"]["status"][
+        "members"]}
+    put_profile(client, RG, "man", profile_body(PAGE.format(rev="v2")))
+    put_ngroup(client, RG, "man", ngroup_body(client, RG, "man", 3, revision=2, mode="Manual", pools=pools))
+    ng = wait_until("3 members", steady(client, RG, "man", 3), timeout=60)
+    by_rev = {m["name"]: m["revision"] for m in ng["properties"]["status"]["members"]}
+    assert {n for n, r in by_rev.items() if r == 1} == first and sorted(by_rev.values()) == [1, 1, 2]
+    # An NGroup restart brings the old members to the NGroup's revision, in place (same groups).
+    resp = client.request("POST", ngroup_path(client, RG, "man") + "/restart")
+    assert resp.status_code == 202 and client.wait_operation(resp, timeout=90)["status"] == "Succeeded"
+    ng = wait_until("all on revision 2", steady(client, RG, "man", 3, revision=2), timeout=60)
+    assert {m["name"] for m in ng["properties"]["status"]["members"]} == set(by_rev)
+
+    # Rolling with inPlaceUpdate: the same groups move to revision 3.
+    put_profile(client, RG, "man", profile_body(PAGE.format(rev="v3")))
+    put_ngroup(client, RG, "man", ngroup_body(client, RG, "man", 3, revision=3, in_place=True, batch=34, pools=pools))
+    ng = wait_until("in place on revision 3", steady(client, RG, "man", 3, revision=3), timeout=90)
+    assert {m["name"] for m in ng["properties"]["status"]["members"]} == set(by_rev)
+    assert ng["properties"]["status"]["rollout"]["state"] == "Complete"
