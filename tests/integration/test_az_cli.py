@@ -254,3 +254,60 @@ def test_az_network_peering_and_route_tables(az_environ: dict[str, str]) -> None
     assert isinstance(gone, dict) and gone["peeringState"] == "Disconnected"
     for name in ("azpa", "azpb", "azpc"):
         az(env, *net, "delete", "-g", RG, "-n", name)
+
+
+def test_az_container_group_profile_and_a_group_made_from_it(az_environ: dict[str, str]) -> None:
+    env = az_environ
+    common = ["--image", IMAGE, "--cpu", "0.1", "--memory", "0.1"]
+    first = az_json(env, "container", "container-group-profile", "create", "-g", RG, "-n", "azprof", *common,
+                    "--command-line", CMD)
+    second = az_json(env, "container", "container-group-profile", "create", "-g", RG, "-n", "azprof", *common,
+                     "--command-line", CMD.replace("hello-from-az", "hello-again"))
+    assert isinstance(first, dict) and isinstance(second, dict)
+    assert first["revision"] == 1 and second["revision"] == 2
+    shown = az_json(env, "container", "container-group-profile", "show", "-g", RG, "-n", "azprof")
+    assert isinstance(shown, dict) and shown["containers"][0]["command"][-1].startswith("echo hello-again")
+    assert [p["name"] for p in az_json(env, "container", "container-group-profile", "list", "-g", RG)] == ["azprof"]
+    revisions = az_json(env, "container", "container-group-profile", "list-revisions", "-g", RG, "-n", "azprof")
+    assert [r["revision"] for r in revisions] == [1, 2]  # type: ignore[index,union-attr]
+    one = az_json(env, "container", "container-group-profile", "show-revision", "-g", RG, "-n", "azprof", "-r", "1")
+    assert isinstance(one, dict) and "hello-from-az" in one["containers"][0]["command"][-1]
+    # az names the group's container after the group and sends no image: the profile's container it is.
+    made = az_json(env, "container", "create", "-g", RG, "-n", "fromprof", "--container-group-profile-id",
+                   first["id"], "--container-group-profile-revision", "1")
+    assert isinstance(made, dict) and made["containerGroupProfile"]["revision"] == 1
+    assert [c["name"] for c in made["containers"]] == ["azprof"]
+    assert made["containers"][0]["resources"]["requests"]["cpu"] == 0.1
+    wait_running(env, "fromprof")
+    assert "hello-from-az" in az(env, "container", "logs", "-g", RG, "-n", "fromprof").stdout
+    az(env, "container", "delete", "-g", RG, "-n", "fromprof", "--yes", "-o", "none")
+    az(env, "container", "container-group-profile", "delete", "-g", RG, "-n", "azprof", "--yes")
+    assert az_json(env, "container", "container-group-profile", "list", "-g", RG) == []
+
+
+def test_az_network_lb(az_environ: dict[str, str]) -> None:
+    env = az_environ
+    created = az_json(env, "network", "lb", "create", "-g", RG, "-n", "azlb", "--sku", "Standard",
+                      "--frontend-ip-name", "fe", "--backend-pool-name", "web")
+    assert isinstance(created, dict)
+    lb = created["loadBalancer"]
+    assert [f["name"] for f in lb["frontendIPConfigurations"]] == ["fe"]
+    assert [p["name"] for p in lb["backendAddressPools"]] == ["web"]
+    pool = az_json(env, "network", "lb", "address-pool", "create", "-g", RG, "--lb-name", "azlb", "-n", "more")
+    assert isinstance(pool, dict) and pool["name"] == "more"
+    added = az_json(env, "network", "lb", "address-pool", "address", "add", "-g", RG, "--lb-name", "azlb",
+                    "--pool-name", "more", "-n", "a1", "--ip-address", "10.9.0.4")
+    assert isinstance(added, dict) and added["loadBalancerBackendAddresses"] == [{"ipAddress": "10.9.0.4",
+                                                                                  "name": "a1"}]
+    az(env, "network", "lb", "probe", "create", "-g", RG, "--lb-name", "azlb", "-n", "http", "--protocol", "Http",
+       "--port", "80", "--path", "/", "-o", "none")
+    rule = az_json(env, "network", "lb", "rule", "create", "-g", RG, "--lb-name", "azlb", "-n", "web", "--protocol",
+                   "Tcp", "--frontend-port", "8099", "--backend-port", "80", "--frontend-ip-name", "fe",
+                   "--backend-pool-name", "web", "--probe-name", "http")
+    assert isinstance(rule, dict) and rule["frontendPort"] == 8099 and rule["probe"]["id"].endswith("/probes/http")
+    shown = az_json(env, "network", "lb", "show", "-g", RG, "-n", "azlb")
+    assert isinstance(shown, dict) and [r["name"] for r in shown["loadBalancingRules"]] == ["web"]
+    assert shown["frontendIPConfigurations"][0]["loadBalancingRules"][0]["id"].endswith("/loadBalancingRules/web")
+    assert [x["name"] for x in az_json(env, "network", "lb", "list", "-g", RG)] == ["azlb"]  # type: ignore[index]
+    az(env, "network", "lb", "delete", "-g", RG, "-n", "azlb")
+    assert az_json(env, "network", "lb", "list", "-g", RG) == []

@@ -27,7 +27,13 @@ def test_merge_properties_overrides_containers_by_name_and_volumes_by_name() -> 
     assert [v["name"] for v in merged["volumes"]] == ["v", "f"] and merged["subnetIds"] == [{"id": "x"}]
     assert "revision" not in merged and template["containers"][0]["properties"] == {"image": "a", "command": ["x"]}
     with pytest.raises(ValueError, match="container 'db' is not in the container group profile"):
-        merge_properties(template, {"containers": [{"name": "db", "properties": {}}]})
+        merge_properties(template, {"containers": [{"name": "a"}, {"name": "db", "properties": {}}]})
+    # As az sends it: a container named after the group, no image, default resources, an empty config map.
+    az = merge_properties(template, {"containers": [{"name": "grp", "properties": {
+        "image": None, "resources": {"requests": {"cpu": 1.0}}, "configMap": {"keyValuePairs": {}},
+        "environmentVariables": [{"name": "A", "value": "1"}]}}]})
+    assert az["containers"][0] == {"name": "web", "properties": {
+        "image": "a", "command": ["x"], "environmentVariables": [{"name": "A", "value": "1"}]}}
 
 
 def test_durations() -> None:

@@ -11,6 +11,7 @@ from corral.api import (
     access,
     arm,
     capacity,
+    deployments,
     errors,
     events,
     groups,
@@ -99,6 +100,6 @@ def create_app(plane: ControlPlane) -> FastAPI:
     app.include_router(capacity.router)
     app.include_router(nodes.router)
     app.include_router(link_routes.router)
-    for orchestration in (profiles, ngroups, loadbalancers, standbypools):
+    for orchestration in (profiles, ngroups, loadbalancers, standbypools, deployments):
         app.include_router(orchestration.router)
     return app

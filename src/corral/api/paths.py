@@ -19,7 +19,7 @@ LITERALS = {
         # orchestration resources
         "containerGroupProfiles", "revisions", "ngroups", "status", "loadBalancers", "backendAddressPools",
         "frontendIPConfigurations", "loadBalancingRules", "probes", "Microsoft.StandbyPool",
-        "standbyContainerGroupPools", "runtimeViews",
+        "standbyContainerGroupPools", "runtimeViews", "Microsoft.Resources", "deployments", "resources",
     )
 }
 _SLASHES = re.compile(r"/{2,}")

@@ -73,21 +73,40 @@ def template_properties(props: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in props.items() if k not in READ_ONLY}
 
 
-def _merge_named(base: list[dict[str, Any]], over: list[dict[str, Any]], what: str, deep: bool) -> list[dict[str, Any]]:
+def _merge_volumes(base: list[dict[str, Any]], over: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = [copy.deepcopy(x) for x in base]
     index = {str(x.get("name")): i for i, x in enumerate(out)}
     for item in over:
+        if str(item.get("name")) in index:
+            out[index[str(item.get("name"))]] = copy.deepcopy(item)
+        else:
+            out.append(copy.deepcopy(item))
+    return out
+
+
+def _merge_containers(base: list[dict[str, Any]], over: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A request's containers over a profile's: by name, key by key. One without an image only adjusts
+    the profile's container of its name or, failing that, of its position (``az container create`` names
+    it after the group): what it may set there is environment, mounts, command and config map, not the
+    resources the profile decides."""
+    out = [copy.deepcopy(x) for x in base]
+    index = {str(x.get("name")): i for i, x in enumerate(out)}
+    for pos, item in enumerate(over):
         name = str(item.get("name"))
-        if name not in index:
-            if deep:
-                raise ValueError(f"{what} '{name}' is not in the container group profile")
+        props = {k: copy.deepcopy(v) for k, v in (item.get("properties") or {}).items() if v is not None}
+        if props.get("configMap") in ({}, {"keyValuePairs": {}}, {"keyValuePairs": None}):
+            del props["configMap"]
+        if name in index:
+            target = index[name]
+        elif not props.get("image") and pos < len(out):
+            target = pos
+            props.pop("resources", None)
+        elif props.get("image"):
             out.append(copy.deepcopy(item))
             continue
-        if deep:  # containers: override the profile's properties key by key
-            props = out[index[name]].setdefault("properties", {})
-            props.update(copy.deepcopy(item.get("properties") or {}))
         else:
-            out[index[name]] = copy.deepcopy(item)
+            raise ValueError(f"container '{name}' is not in the container group profile (and has no image)")
+        out[target].setdefault("properties", {}).update(props)
     return out
 
 
@@ -95,17 +114,19 @@ def merge_properties(template: dict[str, Any], overrides: dict[str, Any]) -> dic
     """A group's properties from a profile revision and what the request sets itself.
 
     Containers are matched by name and their properties overridden key by key (an NGroup
-    sets only ``volumeMounts``); volumes by name; any other key replaces the profile's.
-    ValueError when an override names a container the profile does not have.
+    sets only ``volumeMounts``), see ``_merge_containers``; volumes by name; any other key
+    replaces the profile's. ValueError when an override names a container the profile does not have.
     """
     out = copy.deepcopy(template_properties(template))
     for key, value in overrides.items():
         if key in READ_ONLY:
             continue
+        if value is None:
+            continue
         if key == "containers" and isinstance(value, list):
-            out["containers"] = _merge_named(out.get("containers") or [], value, "container", deep=True)
+            out["containers"] = _merge_containers(out.get("containers") or [], value)
         elif key == "volumes" and isinstance(value, list):
-            out["volumes"] = _merge_named(out.get("volumes") or [], value, "volume", deep=False)
+            out["volumes"] = _merge_volumes(out.get("volumes") or [], value)
         else:
             out[key] = copy.deepcopy(value)
     return out

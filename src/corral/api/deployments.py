@@ -1,0 +1,119 @@
+"""The few Azure Resource Manager routes `az network lb create` needs: a generic resource list, and template
+deployments of load balancers (and the virtual networks or public IPs such a template may carry).
+
+`az network lb create` does not PUT the load balancer: it builds an ARM template and deploys it. Corral
+deploys only what that template holds — ``Microsoft.Network/loadBalancers`` and
+``Microsoft.Network/virtualNetworks`` are created through their services; a
+``Microsoft.Network/publicIPAddresses`` is accepted and made nothing of (a frontend naming one is
+public on the nodes' own addresses) — and evaluates only ``[reference('name')]`` outputs. Anything
+else is a 400 that says so. A deployment is done when answered.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from corral.api.deps import api_version
+from corral.api.groups import json_body
+from corral.api.loadbalancers import render_lb
+from corral.api.network import render_vnet
+from corral.errors import InvalidRequest, NotFound
+from corral.model.lb import LoadBalancer
+from corral.model.network import VirtualNetwork
+
+router = APIRouter(dependencies=[Depends(api_version)])
+
+DEPLOYMENTS = "/deployments/"
+P = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Resources/deployments/{name}"
+LB, VNET, PIP = "microsoft.network/loadbalancers", "microsoft.network/virtualnetworks", \
+    "microsoft.network/publicipaddresses"
+_REFERENCE = re.compile(r"^\[reference\('([^']+)'\)\]$")
+_EQ = re.compile(r"(\w+)\s+eq\s+'([^']*)'", re.IGNORECASE)
+
+
+def _plane(request: Request) -> Any:
+    return request.app.state.plane
+
+
+@router.get("/subscriptions/{sub}/resources")
+def list_resources(sub: str, request: Request) -> Any:
+    """Resources of the types Corral keeps that match ``$filter`` (``resourceGroup``, ``name``,
+    ``resourceType`` ``eq`` clauses joined by ``and``), as `az` asks when it checks what exists."""
+    clauses = {k.lower(): v for k, v in _EQ.findall(request.query_params.get("$filter", ""))}
+    plane = _plane(request)
+    rg, name, rtype = clauses.get("resourcegroup"), clauses.get("name"), clauses.get("resourcetype", "").lower()
+    out: list[dict[str, Any]] = []
+    if rtype in ("", LB):
+        out += [render_lb(r, v) for r, v in plane.orchestration.loadbalancers.list(sub, rg)]
+    if rtype in ("", VNET):
+        out += [render_vnet(r, v) for r, v in plane.network.vnets.list(sub, rg)]
+    if name is not None:
+        out = [r for r in out if r["name"].lower() == name.lower()]
+    return {"value": [{k: r[k] for k in ("id", "name", "type", "location", "tags") if k in r} for r in out]}
+
+
+def _deployment(sub: str, rg: str, name: str, outputs: dict[str, Any], resources: list[str],
+                mode: str) -> dict[str, Any]:
+    return {"id": f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Resources/deployments/{name}",
+            "name": name, "type": "Microsoft.Resources/deployments",
+            "properties": {"provisioningState": "Succeeded", "mode": mode, "correlationId": uuid.uuid4().hex,
+                           "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                           "outputs": outputs, "outputResources": [{"id": r} for r in resources]}}
+
+
+@router.put(P)
+def deploy(sub: str, rg: str, name: str, request: Request, body: dict[str, Any] = Depends(json_body)) -> Any:
+    props = body.get("properties") or {}
+    template = props.get("template")
+    if not isinstance(template, dict):
+        raise InvalidRequest("properties.template is required (Corral deploys inline templates only)",
+                             target="properties.template")
+    if props.get("parameters") or template.get("parameters"):
+        raise InvalidRequest("Corral deploys templates without parameters only", target="properties.parameters")
+    plane = _plane(request)
+    resources = template.get("resources") or []
+    for i, res in enumerate(resources):
+        if str(res.get("type", "")).lower() not in (LB, VNET, PIP):
+            raise InvalidRequest(f"Corral cannot deploy resources of type '{res.get('type')}' (only load balancers, "
+                                 "virtual networks and public IP addresses)",
+                                 target=f"properties.template.resources[{i}]")
+    made: dict[str, dict[str, Any]] = {}
+    ids: list[str] = []
+    order = {VNET: 0, PIP: 1, LB: 2}
+    for res in sorted(resources, key=lambda r: order[str(r["type"]).lower()]):
+        rtype, rname = str(res["type"]).lower(), str(res["name"])
+        spec = {k: res[k] for k in ("location", "tags", "sku", "properties") if res.get(k) is not None}
+        if rtype == VNET:
+            record, version, _ = plane.network.vnets.put(sub, rg, rname, VirtualNetwork.model_validate(spec))
+            made[rname] = render_vnet(record, version)
+        elif rtype == LB:
+            svc = plane.orchestration.loadbalancers
+            record, version, _ = svc.put(sub, rg, rname, LoadBalancer.model_validate(spec))
+            made[rname] = render_lb(record, version, svc)
+        else:
+            continue  # a public IP: the nodes' own addresses serve a frontend that names one
+        ids.append(made[rname]["id"])
+    outputs: dict[str, Any] = {}
+    for key, out in (template.get("outputs") or {}).items():
+        m = _REFERENCE.match(str(out.get("value", "")))
+        if not m or m.group(1) not in made:
+            raise InvalidRequest(f"output '{key}': Corral evaluates only [reference('<a deployed resource>')]",
+                                 target=f"properties.template.outputs.{key}")
+        outputs[key] = {"type": out.get("type", "Object"), "value": made[m.group(1)]["properties"]}
+    doc = _deployment(sub, rg, name, outputs, ids, str(props.get("mode") or "Incremental"))
+    plane.store.put(f"{DEPLOYMENTS}{sub.lower()}/{rg.lower()}/{name.lower()}", doc)
+    return JSONResponse(doc, status_code=201)
+
+
+@router.get(P)
+def get_deployment(sub: str, rg: str, name: str, request: Request) -> Any:
+    rec = _plane(request).store.get(f"{DEPLOYMENTS}{sub.lower()}/{rg.lower()}/{name.lower()}")
+    if rec is None:
+        raise NotFound(f"Deployment '{name}' could not be found.")
+    return rec.value
