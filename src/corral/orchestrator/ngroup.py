@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from corral.cli.client import ApiError
@@ -32,16 +32,14 @@ log = logging.getLogger(__name__)
 # long (also the TTL of the NGroup's DNS answers, so resolvers stop handing it out first).
 DEFAULT_DRAIN = 5.0
 METRICS_PERIOD = 5.0  # seconds between autoscale's readings of the members' usage
-METRICS_WINDOW = 60  # seconds of history asked for; the latest point of each series counts
+# The last two minutes at the API's finest grain: the latest point (the minute in progress, on the server
+# that answers) is the usage that counts.
+METRICS_TIMESPAN = "PT2M"
 METRICS_INTERVAL = "PT1M"
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _iso(t: datetime) -> str:
-    return t.isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -130,13 +128,12 @@ class NGroupReconciler:
         if due:
             self._metrics_at[ng_id] = time.monotonic()
             usages = []
-            end = _now()
-            timespan = f"{_iso(end - timedelta(seconds=METRICS_WINDOW))}/{_iso(end)}"
             for m in members:
                 if not m.in_service:
                     continue
                 try:
-                    metrics = self.api.metrics(m.body["id"], ["CpuUsage", "MemoryUsage"], timespan, METRICS_INTERVAL)
+                    metrics = self.api.metrics(m.body["id"], ["CpuUsage", "MemoryUsage"], METRICS_TIMESPAN,
+                                               METRICS_INTERVAL)
                 except ApiError as exc:
                     log.debug("metrics of %s: %s", m.name, exc.message)
                     continue
