@@ -114,6 +114,24 @@ def members(client: Client, rg: str, ngroup: str) -> list[dict[str, Any]]:
     return [g for g in groups if (g.get("tags") or {}).get("corral-ngroup", "").lower() == ng["id"].lower()]
 
 
+def clean_resource_group(client: Client, rg: str) -> None:
+    """Remove what an orchestration test made in ``rg``: NGroups (their members drain and go), standby
+    pools, container groups, load balancers and profiles."""
+    for ng in client.request("GET", f"{rg_path(client, rg)}/ngroups").json()["value"]:
+        client.request("DELETE", ngroup_path(client, rg, ng["name"]))
+    pools = f"{rg_path(client, rg, 'Microsoft.StandbyPool')}/standbyContainerGroupPools"
+    for p in client.request("GET", pools).json()["value"]:
+        client.request("DELETE", p["id"])
+    wait_until("the NGroups are gone", lambda: not client.request("GET", f"{rg_path(client, rg)}/ngroups").json()[
+        "value"], timeout=60)
+    for g in client.request("GET", client.group_path(rg)).json()["value"]:
+        client.request("DELETE", client.group_path(rg, g["name"]))
+    for lb in client.request("GET", f"{rg_path(client, rg, 'Microsoft.Network')}/loadBalancers").json()["value"]:
+        client.request("DELETE", lb["id"])
+    for p in client.request("GET", f"{rg_path(client, rg)}/containerGroupProfiles").json()["value"]:
+        client.request("DELETE", p["id"])
+
+
 def wait_until(what: str, pred: Callable[[], Any], timeout: float = 60, every: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None

@@ -14,9 +14,9 @@ import pytest
 from corral_server import CorralServer
 from groups import exec_sync
 from orchestration import (
+    clean_resource_group,
     get_ngroup,
     ngroup_body,
-    ngroup_path,
     profile_body,
     put_ngroup,
     put_profile,
@@ -35,7 +35,7 @@ def client(corral: CorralServer) -> Iterator[Client]:
     try:
         yield c
     finally:
-        c.request("DELETE", ngroup_path(c, RG, "busy"))
+        clean_resource_group(c, RG)
 
 
 def test_cpu_load_adds_members_and_they_leave_after_the_delay(client: Client) -> None:

@@ -15,6 +15,7 @@ from corral_server import CorralServer, free_port
 from groups import exec_sync
 from orchestration import (
     RequestLoop,
+    clean_resource_group,
     fetch,
     get_ngroup,
     members,
@@ -25,7 +26,6 @@ from orchestration import (
     put_lb,
     put_ngroup,
     put_profile,
-    rg_path,
     steady,
     wait_until,
 )
@@ -43,10 +43,7 @@ def client(corral: CorralServer) -> Iterator[Client]:
     try:
         yield c
     finally:
-        for ng in c.request("GET", f"{rg_path(c, RG)}/ngroups").json()["value"]:
-            c.request("DELETE", ngroup_path(c, RG, ng["name"]))
-        wait_until("the NGroups are gone", lambda: not c.request("GET", f"{rg_path(c, RG)}/ngroups").json()["value"],
-                   timeout=60)
+        clean_resource_group(c, RG)
 
 
 def in_service(client: Client, name: str) -> list[dict[str, Any]]:
@@ -90,11 +87,12 @@ def test_ngroup_behind_load_balancer_scales_replaces_and_resolves(client: Client
     assert len(hosts(port, 60)) >= 5
     client.request("PATCH", ngroup_path(client, RG, "web"),
                    json={"properties": {"elasticProfile": {"desiredCount": 2}}})
-    ng = wait_until("2 members", steady(client, RG, "web", 2), timeout=60)
+    wait_until("2 members", steady(client, RG, "web", 2), timeout=60)
     wait_until("6 members deleted", lambda: len(members(client, RG, "web")) == 2, timeout=60)
+    ng = get_ngroup(client, RG, "web")
     pool = client.request("GET", pool_id(client, RG, "weblb")).json()
     assert {a["name"] for a in pool["properties"]["loadBalancerBackendAddresses"]} == {
-        m["name"] for m in ng["properties"]["status"]["members"]}
+        m["name"] for m in ng["properties"]["status"]["members"]} == {m["name"] for m in in_service(client, "web")}
 
     # A member that vanishes is replaced (maintainDesiredCount).
     gone = sorted(m["name"] for m in ng["properties"]["status"]["members"])[0]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from corral_server import CorralServer
-from orchestration import profile_body, profile_id, put_profile, rg_path, wait_until
+from orchestration import clean_resource_group, profile_body, profile_id, put_profile, rg_path, wait_until
 
 from corral.cli.client import ApiError, Client
 
@@ -22,9 +22,7 @@ def client(corral: CorralServer) -> Iterator[Client]:
     try:
         yield c
     finally:
-        c.request("DELETE", pool_path(c, "pool"))
-        for g in c.request("GET", c.group_path(RG)).json()["value"]:
-            c.request("DELETE", c.group_path(RG, g["name"]))
+        clean_resource_group(c, RG)
 
 
 def pool_path(client: Client, name: str) -> str:

@@ -109,3 +109,15 @@ def test_dns_names_of_an_ngroup_resolve_to_its_members_in_service() -> None:
     idx.apply("/ngroups/s/shop/web", record)
     idx.apply("/ngroups/s/shop/web", None)
     assert idx.lookup("web.shop.corral.local") == []
+
+
+def test_a_member_waiting_for_room_on_a_node_has_not_failed() -> None:
+    from corral.orchestrator.members import parse_member
+
+    def group(state: str, prov: str, event: str) -> dict[str, object]:
+        return {"name": "m", "id": "/subscriptions/s/resourceGroups/rg/providers/x/containerGroups/m", "tags": {},
+                "properties": {"provisioningState": prov, "containers": [], "instanceView": {
+                    "state": state, "events": [{"name": event, "message": "0/1 nodes are available"}]}}}
+    assert not parse_member(group("Pending", "Failed", "FailedScheduling")).failed
+    assert parse_member(group("Pending", "Failed", "Failed")).failed  # an image that cannot be pulled
+    assert parse_member(group("Failed", "Succeeded", "Failed")).failed

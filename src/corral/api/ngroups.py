@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from corral.api.deps import api_version
 from corral.api.groups import json_body
 from corral.api.lro import lro_headers
-from corral.control.ngroups import READ_ONLY, NGroupService, provisioning_state
+from corral.control.ngroups import READ_ONLY, NGroupOperation, NGroupService, provisioning_state
 from corral.errors import NotFound
 from corral.model.armids import NGROUP_TYPE, resource_id
 from corral.model.group import TagsPatch
@@ -67,6 +67,12 @@ def _location(record: NGroupRecord) -> str:
     return record.spec.location or "local"
 
 
+def _accepted(request: Request, sub: str, record: NGroupRecord, op: NGroupOperation) -> Response:
+    """202 for a long-running action (delete, start, restart), with the headers pollers follow."""
+    headers = lro_headers(request, sub, _location(record), op, location_header=True)  # type: ignore[arg-type]
+    return Response(status_code=202, headers=headers)
+
+
 @router.put(P)
 def put(sub: str, rg: str, name: str, request: Request, body: dict[str, Any] = Depends(json_body),
         svc: NGroupService = Depends(ngroups)) -> Response:
@@ -112,16 +118,12 @@ def delete(sub: str, rg: str, name: str, request: Request, svc: NGroupService = 
     op = svc.delete(sub, rg, name)
     if op is None:
         return Response(status_code=204)
-    headers = lro_headers(request, sub, _location(record), op, location_header=True)  # type: ignore[arg-type]
-    return Response(status_code=202, headers=headers)
+    return _accepted(request, sub, record, op)
 
 
 @router.post(P + "/start")
 def start(sub: str, rg: str, name: str, request: Request, svc: NGroupService = Depends(ngroups)) -> Response:
-    record = svc.get(sub, rg, name)
-    op = svc.start(sub, rg, name)
-    headers = lro_headers(request, sub, _location(record), op, location_header=True)  # type: ignore[arg-type]
-    return Response(status_code=202, headers=headers)
+    return _accepted(request, sub, svc.get(sub, rg, name), svc.start(sub, rg, name))
 
 
 @router.post(P + "/stop")
@@ -132,10 +134,7 @@ def stop(sub: str, rg: str, name: str, svc: NGroupService = Depends(ngroups)) ->
 
 @router.post(P + "/restart")
 def restart(sub: str, rg: str, name: str, request: Request, svc: NGroupService = Depends(ngroups)) -> Response:
-    record = svc.get(sub, rg, name)
-    op = svc.restart(sub, rg, name)
-    headers = lro_headers(request, sub, _location(record), op, location_header=True)  # type: ignore[arg-type]
-    return Response(status_code=202, headers=headers)
+    return _accepted(request, sub, svc.get(sub, rg, name), svc.restart(sub, rg, name))
 
 
 @router.put(P + "/status")

@@ -31,7 +31,7 @@ class Member:
     state: str  # instanceView.state
     provisioning: str  # provisioningState
     ready: bool  # Running, caught up with its spec, every container ready
-    failed: bool  # finished for good, or could not be provisioned
+    failed: bool  # finished for good, or could not be provisioned (waiting for room on a node is not failing)
     restarts: int
     ip: str | None
     tags: dict[str, str] = field(default_factory=dict)
@@ -84,10 +84,12 @@ def parse_member(group: dict[str, Any]) -> Member:
     ref = props.get("containerGroupProfile") or {}
     revision = ref.get("revision")
     ip = iv.get("privateIp") or (props.get("ipAddress") or {}).get("ip")
+    events = iv.get("events") or []
+    unplaced = state == "Pending" and bool(events) and events[-1].get("name") == "FailedScheduling"
     return Member(
         name=str(group["name"]), rg=str(group["id"]).split("/")[4], revision=int(revision) if revision else None,
         state=state, provisioning=prov,
         ready=state == "Running" and prov == "Succeeded" and ready_all,
-        failed=state in ("Failed", "Succeeded") or prov == "Failed",
+        failed=state in ("Failed", "Succeeded") or (prov == "Failed" and not unplaced),
         restarts=restarts, ip=ip, tags=dict(group.get("tags") or {}), body=group,
     )
