@@ -138,9 +138,9 @@ def wait_until(what: str, pred: Callable[[], Any], timeout: float = 60, every: f
     while True:
         try:
             last = pred()
-        except AssertionError as exc:
+        except (AssertionError, OSError) as exc:  # not yet (a frontend not served yet refuses)
             last = exc
-        if last and not isinstance(last, AssertionError):
+        if last and not isinstance(last, AssertionError | OSError):
             return last
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}: {last}")

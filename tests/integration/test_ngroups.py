@@ -35,6 +35,7 @@ from corral.cli.client import Client
 RG = "corngroups"
 # The page of a member: its revision's name and its host name (the member's name).
 PAGE = "{rev}-$(hostname)"
+WEB_CMD = "mkdir -p /www && echo {page} > /www/index.html && trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait"
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +177,20 @@ def test_manual_mode_keeps_members_and_in_place_rolls_the_same_groups(client: Cl
     ng = wait_until("in place on revision 3", steady(client, RG, "man", 3, revision=3), timeout=90)
     assert {m["name"] for m in ng["properties"]["status"]["members"]} == set(by_rev)
     assert ng["properties"]["status"]["rollout"]["state"] == "Complete"
+
+
+def test_load_balancer_probes_keep_new_connections_off_failing_backends(client: Client) -> None:
+    """A pool the user fills by hand: the backend whose port is closed fails its probe and gets nothing."""
+    from groups import container, group, put
+
+    serving = put(client, RG, "good", group(container("web", ["sh", "-c", WEB_CMD.format(page="good")],
+                                                      ports=[{"port": 80}])))
+    silent = put(client, RG, "silent", group(container("web", ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"])))
+    port = free_port()
+    lb = put_lb(client, RG, "probelb", port)
+    client.request("PUT", lb["properties"]["backendAddressPools"][0]["id"], json={"properties": {
+        "loadBalancerBackendAddresses": [
+            {"name": "good", "properties": {"ipAddress": serving["properties"]["instanceView"]["privateIp"]}},
+            {"name": "silent", "properties": {"ipAddress": silent["properties"]["instanceView"]["privateIp"]}}]}})
+    wait_until("only the healthy backend answers", lambda: [fetch(port, timeout=1) for _ in range(20)] == ["good"] * 20,
+               timeout=30)

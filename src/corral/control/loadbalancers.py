@@ -29,7 +29,16 @@ from corral.model.armids import (
     resource_key,
     same_id,
 )
-from corral.model.lb import BackendPool, LbMeta, LbRecord, LoadBalancer, NodeLbBackend, NodeLbRule, NodeLbRules
+from corral.model.lb import (
+    BackendPool,
+    LbMeta,
+    LbRecord,
+    LoadBalancer,
+    NodeLbBackend,
+    NodeLbProbe,
+    NodeLbRule,
+    NodeLbRules,
+)
 from corral.model.network import NodeBlocks
 from corral.model.records import NODE_BLOCKS, NODES
 from corral.store.base import ABSENT, Store
@@ -290,6 +299,7 @@ class LoadBalancerService:
             props = lb.spec.properties
             fes = {f.name.lower(): f for f in props.frontendIPConfigurations}
             pools = {p.name.lower(): p for p in props.backendAddressPools}
+            probes = {p.name.lower(): p for p in props.probes}
             me = lb_id(lb.meta.subscription, lb.meta.resourceGroup, lb.meta.name)
             for rule in props.loadBalancingRules:
                 rp = rule.properties
@@ -305,12 +315,17 @@ class LoadBalancerService:
                             continue
                         port = rp.backendPort or rp.frontendPort
                         backends[f"{ip}:{port}"] = NodeLbBackend(ip=ip, port=port, snat=_gateway_for(ip, gateways))
+                probe = probes.get(parse_child_id(rp.probe.id, LB_TYPE, "probes")[1].lower()) if rp.probe else None
+                check = None if probe is None else NodeLbProbe(
+                    protocol=probe.properties.protocol, port=probe.properties.port,
+                    path=probe.properties.requestPath or "/", interval=float(probe.properties.intervalInSeconds or 5),
+                    threshold=probe.properties.probeThreshold or probe.properties.numberOfProbes or 1)
                 protocols = ("tcp", "udp") if rp.protocol == "All" else (rp.protocol.lower(),)
                 for proto in protocols:
                     out.append(NodeLbRule(
                         id=f"{me}/loadBalancingRules/{rule.name}/{proto}".lower(), protocol=proto,  # type: ignore[arg-type]
                         frontendIp=lb.meta.frontendAddresses.get(fe), frontendPort=rp.frontendPort,
-                        backends=sorted(backends.values(), key=lambda b: (b.ip, b.port))))
+                        backends=sorted(backends.values(), key=lambda b: (b.ip, b.port)), probe=check))
         return NodeLbRules(revision=rev, rules=out)
 
     def _gateways(self, node: str) -> list[tuple[ipaddress.IPv4Network, str]]:

@@ -180,12 +180,23 @@ class NodeLbBackend(BaseModel):
     snat: str | None = None  # the source to give forwarded connections (this node's gateway); None: masquerade
 
 
+class NodeLbProbe(BaseModel):
+    """How a node checks a rule's backends (each node checks for itself, as every node balances)."""
+
+    protocol: Literal["Tcp", "Http", "Https"]
+    port: int
+    path: str = "/"
+    interval: float = 5.0  # seconds between checks of one backend
+    threshold: int = 1  # consecutive results that change a backend's health
+
+
 class NodeLbRule(BaseModel):
     id: str  # the rule's resource id: names its chain
     protocol: Literal["tcp", "udp"]
     frontendIp: str | None  # None: every local address of the node (a public frontend)
     frontendPort: int
     backends: list[NodeLbBackend] = Field(default_factory=list)
+    probe: NodeLbProbe | None = None
 
 
 class NodeLbRules(BaseModel):

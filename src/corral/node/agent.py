@@ -75,6 +75,8 @@ class NodeAgent:
             self.lease.stop()
         self._thread.join(timeout=5)
         self.metrics.stop()
+        if self.lb is not None:
+            self.lb.stop()
         with self._lock:
             workers = list(self.workers.values())
         for w in workers:

@@ -13,18 +13,21 @@ nat table (``<t>`` is this node's tag, from its data directory: several nodes ma
   CORLB-<t>-<rule>: MARK, then backend i of n with probability 1/(n-i) (the last always): DNAT
   POSTROUTING (first) -> CORLB-<t>-P: marked connections get a source the backend answers: this
       node's gateway in the backend's network (routable from every node of it), else MASQUERADE.
+A backend failing its rule's probe is left out until it passes again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from corral.model.lb import NodeLbRule, NodeLbRules
 from corral.net.vnet import firewall, netops
+from corral.node.lbprobe import BackendHealth
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,28 +80,47 @@ def render(tag: str, rules: list[NodeLbRule], existing: list[str]) -> str:
 
 
 class LoadBalancerRules:
-    """Applies what ``ControlPlaneLink.load_balancer_rules`` says, in the node's (maybe simulated) host netns."""
+    """Applies what ``ControlPlaneLink.load_balancer_rules`` says, in the node's (maybe simulated) host netns,
+    leaving out the backends that fail their rule's health probe (``corral.node.lbprobe``)."""
 
     def __init__(self, data_dir: Path, host_netns: str | None = None) -> None:
         self.tag = node_tag(data_dir)
         self.host_netns = host_netns
         self.applied: str | None = None  # the last rules in force (JSON), to skip no-op rebuilds
+        self._rules: list[NodeLbRule] = []
+        self._lock = threading.Lock()
+        self.health = BackendHealth(self._reapply, self._host)
 
     def _host(self, fn: Callable[[], T]) -> T:
         return netops.in_netns(self.host_netns, fn) if self.host_netns else fn()
 
     def apply(self, rules: NodeLbRules) -> bool:
         """Make the node's rules ``rules.rules``; False when they were already in force."""
-        text = NodeLbRules(revision=0, rules=rules.rules).model_dump_json()
+        with self._lock:
+            self._rules = rules.rules
+            self.health.watch(rules.rules)
+            return self._write()
+
+    def _reapply(self) -> None:
+        with self._lock:
+            self._write()
+
+    def _write(self) -> bool:
+        rules = [r.model_copy(update={"backends": [b for b in r.backends if self.health.healthy(b.ip, r.probe)]})
+                 for r in self._rules]
+        text = NodeLbRules(revision=0, rules=rules).model_dump_json()
         if text == self.applied:
             return False
 
         def work() -> None:
             existing = firewall.save().get("nat", [])
-            firewall.restore(render(self.tag, rules.rules, existing))
+            firewall.restore(render(self.tag, rules, existing))
         self._host(work)
         self.applied = text
         return True
+
+    def stop(self) -> None:
+        self.health.stop()
 
     def teardown(self) -> None:
         """Remove every chain and jump of this node (node reset); fine if there are none."""
