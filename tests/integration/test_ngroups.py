@@ -26,6 +26,7 @@ from orchestration import (
     put_lb,
     put_ngroup,
     put_profile,
+    rg_path,
     steady,
     wait_until,
 )
@@ -194,3 +195,41 @@ def test_load_balancer_probes_keep_new_connections_off_failing_backends(client: 
             {"name": "silent", "properties": {"ipAddress": silent["properties"]["instanceView"]["privateIp"]}}]}})
     wait_until("only the healthy backend answers", lambda: [fetch(port, timeout=1) for _ in range(20)] == ["good"] * 20,
                timeout=30)
+
+
+def test_bad_requests_are_4xx_naming_the_field_and_change_nothing(client: Client) -> None:
+    from corral.cli.client import ApiError
+
+    def refused(method: str, path: str, body: dict[str, Any]) -> ApiError:
+        try:
+            client.request(method, path, json=body)
+        except ApiError as exc:
+            return exc
+        raise AssertionError(f"{method} {path} was accepted")
+
+    put_profile(client, RG, "valid", profile_body("valid"))
+    missing = refused("PUT", ngroup_path(client, RG, "bad"), ngroup_body(client, RG, "nosuchprofile", 1))
+    assert missing.status == 400 and "nosuchprofile" in missing.message
+    body = ngroup_body(client, RG, "valid", 1, pools=[pool_id(client, RG, "nolb")])
+    assert "load balancer 'nolb'" in refused("PUT", ngroup_path(client, RG, "bad"), body).message
+    long_prefix = ngroup_body(client, RG, "valid", 1, prefix="p" * 40)
+    assert "would not be valid" in refused("PUT", ngroup_path(client, RG, "bad"), long_prefix).message
+    negative = ngroup_body(client, RG, "valid", -1)
+    assert "desiredCount" in refused("PUT", ngroup_path(client, RG, "bad"), negative).message
+    assert "bad" not in {ng["name"] for ng in client.request("GET", f"{rg_path(client, RG)}/ngroups").json()["value"]}
+    no_containers = refused("PUT", f"{rg_path(client, RG)}/containerGroupProfiles/empty",
+                            {"location": "local", "properties": {"containers": []}})
+    assert no_containers.status == 400 and "containers" in no_containers.message
+    lb = f"{rg_path(client, RG, 'Microsoft.Network')}/loadBalancers/badlb"
+    rule = refused("PUT", lb, {"location": "local", "properties": {
+        "frontendIPConfigurations": [{"name": "fe"}], "loadBalancingRules": [{"name": "r", "properties": {
+            "frontendIPConfiguration": {"id": f"{lb}/frontendIPConfigurations/fe"},
+            "backendAddressPool": {"id": f"{lb}/backendAddressPools/none"}, "frontendPort": 80}}]}})
+    assert rule.status == 400 and "no backendAddressPool 'none'" in rule.message
+    pool = f"{rg_path(client, RG, 'Microsoft.StandbyPool')}/standbyContainerGroupPools/badpool"
+    assert refused("PUT", pool, {"location": "local", "properties": {
+        "elasticityProfile": {"maxReadyCapacity": 1},
+        "containerGroupProperties": {"containerGroupProfile": {"id": "/not/a/profile"}}}}).status == 400
+    put_ngroup(client, RG, "uses", ngroup_body(client, RG, "valid", 0))
+    in_use = refused("DELETE", f"{rg_path(client, RG)}/containerGroupProfiles/valid", {})
+    assert in_use.status == 409 and "NGroup 'uses'" in in_use.message
