@@ -176,6 +176,10 @@ class NGroupReconciler:
         props: dict[str, Any] = {"containerGroupProfile": {"id": stub.resource.id, "revision": revision}}
         if stub.containerGroupProperties is not None:
             props.update(stub.containerGroupProperties.model_dump(mode="json", exclude_none=True))
+        placement = ctx.spec.properties.placementProfile
+        if placement is not None and (placement.faultDomainCount or 0) > 1:
+            # Fault domains are nodes: the members (one family, by the NGroup's uid tag) spread evenly over them.
+            props["placement"] = {"spread": [{"tag": UID_TAG, "topologyKey": "node", "maxSkew": 1}]}
         body: dict[str, Any] = {"location": ctx.spec.location, "tags": tags, "properties": props}
         if zones:
             body["zones"] = zones
