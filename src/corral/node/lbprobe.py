@@ -26,18 +26,21 @@ TIMEOUT = 2.0  # seconds a check may take
 TICK = 0.5
 
 
-def check(ip: str, probe: NodeLbProbe) -> bool:
+def check(ip: str, probe: NodeLbProbe, source: str | None = None) -> bool:
+    """``source``: the address to probe from (the node's gateway in the backend's network, which the
+    backend's node admits, as it does the balanced connections themselves)."""
+    src = (source, 0) if source else None
     try:
         if probe.protocol == "Tcp":
-            with socket.create_connection((ip, probe.port), timeout=TIMEOUT):
+            with socket.create_connection((ip, probe.port), timeout=TIMEOUT, source_address=src):
                 return True
         conn: http.client.HTTPConnection
         if probe.protocol == "Https":
             ctx = ssl.create_default_context()
             ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # health, not identity
-            conn = http.client.HTTPSConnection(ip, probe.port, timeout=TIMEOUT, context=ctx)
+            conn = http.client.HTTPSConnection(ip, probe.port, timeout=TIMEOUT, context=ctx, source_address=src)
         else:
-            conn = http.client.HTTPConnection(ip, probe.port, timeout=TIMEOUT)
+            conn = http.client.HTTPConnection(ip, probe.port, timeout=TIMEOUT, source_address=src)
         try:
             conn.request("GET", probe.path, headers={"User-Agent": "corral-lb-probe", "Connection": "close"})
             return conn.getresponse().status == 200
@@ -53,6 +56,7 @@ Target = tuple[str, str]  # (backend ip, the probe as JSON)
 @dataclass
 class _State:
     probe: NodeLbProbe
+    source: str | None = None
     healthy: bool = True
     streak: int = 0  # consecutive results against the current health
     due: float = 0.0
@@ -71,12 +75,12 @@ class BackendHealth:
 
     def watch(self, rules: list[NodeLbRule]) -> None:
         """Check the backends of these rules (and stop checking the others)."""
-        wanted = {(b.ip, r.probe.model_dump_json()): r.probe for r in rules if r.probe for b in r.backends}
+        wanted = {(b.ip, r.probe.model_dump_json()): (r.probe, b.snat) for r in rules if r.probe for b in r.backends}
         with self._lock:
             for t in [t for t in self._targets if t not in wanted]:
                 del self._targets[t]
-            for t, probe in wanted.items():
-                self._targets.setdefault(t, _State(probe=probe))
+            for t, (probe, source) in wanted.items():
+                self._targets.setdefault(t, _State(probe=probe, source=source)).source = source
             start = bool(self._targets) and self._thread is None
         if start:
             self._thread = threading.Thread(target=self._run, name="lb-probes", daemon=True)
@@ -106,7 +110,7 @@ class BackendHealth:
                 self._pool.submit(self._check, t, st)
 
     def _check(self, target: Target, st: _State) -> None:
-        ok = bool(self.run(lambda: check(target[0], st.probe)))
+        ok = bool(self.run(lambda: check(target[0], st.probe, st.source)))
         changed = False
         with self._lock:
             st.busy = False
