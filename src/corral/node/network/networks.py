@@ -120,7 +120,14 @@ class NetworkSet:
             m = self._open(conf, fresh=True)
             self._settle()  # a network waiting for an appliance on this one's bridge
         with self._lock:
+            known = subnet_id in self._by_subnet
             self._by_subnet[subnet_id] = conf.name
+        if not known:
+            # A refresh that ran while this network was being opened did not know it: read its configuration
+            # once more, so a block another node was granted meanwhile is routed here too.
+            again = self.config_for(subnet_id).model_copy(update={"data_dir": self.state_dir / conf.name / "plugin"})
+            if again != conf:
+                m = self._open(again, fresh=True)
         return m
 
     def refresh(self) -> None:
