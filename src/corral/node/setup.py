@@ -33,7 +33,6 @@ if TYPE_CHECKING:  # imported by what starts a node (`corral node reset` builds 
     from corral.net.vnet.service import CniService
     from corral.node.agent import NodeAgent
     from corral.node.lease import NodeLease
-    from corral.node.loadbalancer import LoadBalancerRules
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +192,7 @@ def start_cni_service(settings: NodeSettings) -> CniService | None:
 def build_agent(settings: NodeSettings, link: ControlPlaneLink, host: NodeHost, info: NodeInfo | None = None,
                 lease: NodeLease | None = None, wait_timeout: float = 1.0) -> NodeAgent:
     from corral.node.agent import NodeAgent
+    from corral.node.loadbalancer import LoadBalancerRules
 
     if settings.cgroup_favordynmods:  # tuning for a node that starts containers, not for `node reset`
         cgroups.favor_dynamic_changes()
