@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from corral.api.monitor import metrics_response  # noqa: E402
+from corral.api.monitor import Subject, metrics_response  # noqa: E402
 from corral.api.prometheus import RequestMetrics  # noqa: E402
 from corral.control.metrics.history import MetricsHistory  # noqa: E402
 from corral.control.metrics.rollups import HOUR, compact  # noqa: E402
@@ -89,12 +89,13 @@ def bench_history(groups: int, minutes: int, root: Path) -> list[tuple[str, floa
         naive.append(time.perf_counter() - start)
 
     now = T0 + timedelta(minutes=minutes)
+    one = Subject("/x", "local", lambda start, end: [("g00000", "g00000")])
     q = {"metricnames": "CpuUsage,MemoryUsage", "timespan": "PT1H", "interval": "PT1M",
          "aggregation": "Average", "$filter": "containerName eq '*'"}
     query = []
     for _ in range(20):
         start = time.perf_counter()
-        metrics_response(history, ["g00000"], "/x", "local", q, now=now)
+        metrics_response(history, one, q, now=now)
         query.append(time.perf_counter() - start)
 
     start = time.perf_counter()
@@ -104,7 +105,7 @@ def bench_history(groups: int, minutes: int, root: Path) -> list[tuple[str, floa
     week = []
     for _ in range(20):
         start = time.perf_counter()
-        metrics_response(history, ["g00000"], "/x", "local", weekly, now=now + timedelta(hours=1))
+        metrics_response(history, one, weekly, now=now + timedelta(hours=1))
         week.append(time.perf_counter() - start)
     return [
         ("receive (one report)", median_ms(receive), f"{groups} groups"),

@@ -3,7 +3,7 @@ so any part imports the one it instruments (``from corral.telemetry import FAILO
 consistent. They live in prometheus-client's default registry (with its process_* and python_* families);
 ``GET /metrics`` serves them with the families computed from the store at scrape time
 (``corral.api.prometheus``: groups by state, pending groups, node allocation and readiness, per-container
-usage and restarts).
+usage and restarts, standby pools and NGroups).
 
 In the all-in-one (`corral up`) the node agent runs in the API's process, so its families (image pulls,
 network pool) are in the same registry. See docs/metrics.md for the list and a scrape config.
@@ -42,9 +42,3 @@ NETWORK_POOL_READY = Gauge("corral_network_pool_ready_sandboxes",
 # Cluster: failover (cluster) -----------------------------------------------------------------------------------------
 FAILOVERS = Counter("corral_failovers", "Container groups moved off a node that stopped heartbeating "
                     "(or was drained), by reason", ["reason"])
-
-# Orchestration: standby pools (orch) ----------------------------------------------------------------------------------
-STANDBY_POOL_READY = Gauge("corral_standby_pool_ready_groups", "Pre-created groups of a standby pool ready to be "
-                           "claimed", ["resource_group", "pool"])
-STANDBY_POOL_TARGET = Gauge("corral_standby_pool_target_groups", "The size a standby pool is kept at",
-                            ["resource_group", "pool"])

@@ -1,6 +1,6 @@
 """Container metrics end to end: the agent samples a busy and an idle container, the control plane keeps the
 history, and the Azure Monitor metrics API serves it to raw HTTP, azure-mgmt-monitor and `az monitor metrics
-list`; Prometheus' /metrics shows the same server's families."""
+list`, and an NGroup's over its members; Prometheus' /metrics shows the same server's families."""
 
 from __future__ import annotations
 
@@ -18,6 +18,19 @@ from azure.core.credentials import AccessToken
 from azure.mgmt.monitor import MonitorManagementClient
 from corral_server import CorralServer, running_corral
 from groups import container, delete, group, put, wait_for
+from orchestration import (
+    clean_resource_group,
+    get_ngroup,
+    members,
+    ngroup_body,
+    ngroup_path,
+    profile_body,
+    profile_id,
+    put_ngroup,
+    put_profile,
+    rg_path,
+    wait_until,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from corral.cli.azlogin import REPO_AZ, az_env
@@ -232,3 +245,89 @@ def test_history_survives_a_restart(server: CorralServer, pair: str) -> None:
     after = wait_samples(server, pair, count=1)
     for name in ("busy", "idle"):
         assert after[name]["count"] >= before[name]["count"], (before, after)
+
+
+NG_RG = "metricsng"
+
+
+def ng_metrics(server: CorralServer, ngroup: str, **params: str) -> dict[str, Any]:
+    r = metrics(server, ngroup, metricnames="CpuUsage,MemoryUsage", timespan="PT10M", interval="FULL",
+                aggregation="Average,Count", **params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def by_member(body: dict[str, Any]) -> dict[str, float]:
+    """MemoryUsage sample counts by member."""
+    return {ts["metadatavalues"][0]["value"]: ts["data"][0].get("count", 0)
+            for ts in body["value"][1]["timeseries"]}
+
+
+def test_ngroup_metrics_and_families_follow_members(server: CorralServer) -> None:
+    """An NGroup's metrics over its members (one that left still counts for the time it ran) through raw HTTP,
+    azure-mgmt-monitor and az; the NGroup and standby-pool families of /metrics follow scale changes."""
+    client = server.client()
+    idle = "trap 'exit 0' TERM; sleep 3600 & wait"
+    try:
+        put_profile(client, NG_RG, "member", profile_body(probe=False, command=idle))
+        resp = put_ngroup(client, NG_RG, "web", ngroup_body(client, NG_RG, "member", 2, mode="Manual"))
+        assert client.wait_operation(resp, timeout=90)["status"] == "Succeeded"
+        pool = f"{rg_path(client, NG_RG, 'Microsoft.StandbyPool')}/standbyContainerGroupPools/warm"
+        client.request("PUT", pool, json={"location": "local", "properties": {
+            "elasticityProfile": {"maxReadyCapacity": 1},
+            "containerGroupProperties": {"containerGroupProfile": {"id": profile_id(client, NG_RG, "member")}}}})
+        ng = get_ngroup(client, NG_RG, "web")
+        ng_id = ng["id"]
+        names = sorted(m["name"] for m in ng["properties"]["status"]["members"])
+        split = {"$filter": "containerGroupName eq '*'"}
+        wait_until("samples of both members", lambda: sorted(by_member(ng_metrics(server, ng_id, **split))) == names,
+                   timeout=30)
+
+        pooled = ng_metrics(server, ng_id)
+        assert pooled["namespace"] == "Microsoft.ContainerInstance/ngroups"
+        cpu, mem = pooled["value"]
+        assert cpu["id"] == f"{ng_id}/providers/Microsoft.Insights/metrics/CpuUsage"
+        assert mem["timeseries"][0]["metadatavalues"] == [] and mem["timeseries"][0]["data"][0]["average"] > 100_000
+        defs = get(server, f"{ng_id}/providers/Microsoft.Insights/metricDefinitions").json()["value"]
+        assert [d["value"] for d in defs[0]["dimensions"]] == ["containerGroupName", "containerName"]
+        bad = metrics(server, ng_id, metricnames="Percentage CPU")
+        assert bad.status_code == 400 and "Microsoft.ContainerInstance/ngroups" in bad.json()["error"]["message"]
+
+        cfg = server.config
+        mon = MonitorManagementClient(Token(cfg.token), cfg.subscription, base_url=cfg.endpoint,
+                                      connection_verify=cfg.ca_cert, retry_total=0)
+        res = mon.metrics.list(ng_id, timespan="PT10M", interval="PT1M", metricnames="MemoryUsage",
+                               aggregation="Average", filter="containerGroupName eq '*' and containerName eq '*'")
+        assert sorted(ts.metadatavalues[0].value for ts in res.value[0].timeseries) == names
+        assert {ts.metadatavalues[1].value for ts in res.value[0].timeseries} == {"web"}
+        if REPO_AZ.exists():
+            server.cli("az-login", "--az", str(REPO_AZ))
+            out = subprocess.run([str(REPO_AZ), "monitor", "metrics", "list", "--resource", ng_id, "--metric",
+                                  "MemoryUsage", "--dimension", "containerGroupName", "--offset", "10m", "-o", "json"],
+                                 env={**server.env, **az_env(cfg)}, capture_output=True, text=True, timeout=180,
+                                 stdin=subprocess.DEVNULL)
+            assert out.returncode == 0, out.stderr
+            assert sorted(ts["metadatavalues"][0]["value"] for ts in json.loads(out.stdout)["value"][0][
+                "timeseries"]) == names
+
+        labels = {"resource_group": NG_RG}
+
+        def families(desired: int, pool_target: int) -> bool:
+            fams = scrape(server, cfg.token)
+            return (value(fams, "corral_ngroup_desired_members", ngroup="web", **labels),
+                    value(fams, "corral_ngroup_ready_members", ngroup="web", **labels),
+                    value(fams, "corral_standby_pool_target_groups", pool="warm", **labels),
+                    value(fams, "corral_standby_pool_ready_groups", pool="warm", **labels)) == (
+                desired, desired, pool_target, pool_target)
+        wait_until("NGroup and pool families at 2 and 1", lambda: families(2, 1), timeout=30)
+
+        resp = client.request("PATCH", ngroup_path(client, NG_RG, "web"),
+                              json={"properties": {"elasticProfile": {"desiredCount": 1}}})
+        assert client.wait_operation(resp, timeout=60)["status"] == "Succeeded"
+        client.request("PATCH", pool, json={"properties": {"elasticityProfile": {"maxReadyCapacity": 0}}})
+        wait_until("NGroup and pool families at 1 and 0", lambda: families(1, 0), timeout=30)
+        wait_until("one member left", lambda: len(members(client, NG_RG, "web")) == 1, timeout=30)
+        # The member that left still counts for the minutes it ran.
+        assert sorted(by_member(ng_metrics(server, ng_id, **split))) == names
+    finally:
+        clean_resource_group(client, NG_RG)

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from corral.api.monitor import metrics_response
+from corral.api.monitor import Subject, metrics_response
+from corral.control.metering import Interval as MeteredInterval
+from corral.control.metering import UsageRecord
 from corral.control.metrics.history import MetricsHistory
+from corral.control.metrics.membership import ngroup_members
 from corral.control.metrics.query import (
     Interval,
     bucket_starts,
@@ -29,6 +32,7 @@ from corral.control.metrics.rollups import HOUR, METRICS, MINUTE, compact, rollu
 from corral.control.metrics.stats import Stats
 from corral.errors import InvalidMetricQuery
 from corral.model.metrics import ContainerSample, GroupSample, MetricsReport
+from corral.model.ngroup import NGroupMeta
 from corral.store.base import Store
 from corral.store.open import open_store
 
@@ -209,7 +213,8 @@ def test_query_buckets_series_and_compaction(store: Store) -> None:
     later = T0 + timedelta(hours=5)
     hourly = read_buckets(h, ["u1"], bucket_starts(T0, now, Interval(HOUR)), Interval(HOUR), later)
     assert [b["CpuUsage"]["web"].count for b in hourly] == [60, 60]
-    body = metrics_response(h, ["u1"], "/subscriptions/s/resourceGroups/rg/providers/x/g", "local", {
+    body = metrics_response(h, Subject("/subscriptions/s/resourceGroups/rg/providers/x/g", "local",
+                                       lambda start, end: [("g", "u1")]), {
         "metricnames": "CpuUsage,MemoryUsage", "timespan": "2026-11-22T09:00:00Z/PT2H", "interval": "PT1H",
         "aggregation": "average,count", "$filter": "containerName eq 'web'"}, now=later)
     assert body["interval"] == "PT1H" and body["timespan"] == "2026-11-22T09:00:00Z/2026-11-22T11:00:00Z"
@@ -233,3 +238,58 @@ def test_two_servers_sharing_a_store_add_up_their_parts_of_a_minute(store: Store
     web = MetricsHistory(store).minutes("u1", base, base + 60)[base]["CpuUsage"]["web"]
     assert (web.count, web.value("Average"), web.value("Maximum")) == (2, 2000.0, 3000.0)
     assert len(store.list(rollup_prefix("u1", MINUTE))) == 1
+
+
+def test_ngroup_metrics_count_each_member_while_it_ran(store: Store) -> None:
+    """An NGroup's metrics pool its members' samples (or split them by containerGroupName), count a member
+    deleted since for the time it ran, and keep its rollups while the NGroup exists."""
+    ng = NGroupMeta(uid="ng1", subscription="s", resourceGroup="rg", name="web", createdAt=T0, revision=1)
+    store.put("/ngroups/s/rg/web", {"meta": {"uid": "ng1"}})
+    runs = {"a": (0, 60, "ng1"), "b": (30, None, "ng1"), "c": (0, None, None)}  # minutes; c is not a member
+    for uid, (first, last, owner) in runs.items():
+        end = None if last is None else T0 + timedelta(minutes=last)
+        rec = UsageRecord(uid=uid, subscription="s", resourceGroup="rg", name=f"web-{uid}", ngroup=owner,
+                          intervals=[MeteredInterval(start=T0 + timedelta(minutes=first), end=end, cpu=1, memoryGB=1)])
+        store.put(f"/metering/s/rg/{uid}", rec.model_dump(mode="json"))
+    for uid in ("b", "c"):  # a was deleted
+        store.put(f"/groups/s/rg/{uid}", {"meta": {"uid": uid}})
+    clock = Clock(T0 + timedelta(minutes=90))
+    h = MetricsHistory(store, clock=clock, grace=0)
+    for minute in range(90):
+        t = T0 + timedelta(minutes=minute)
+        samples = [_sample(t, uid="c", web=2.0)]
+        samples += [_sample(t, uid="a", web=1.0)] if minute < 60 else []
+        samples += [_sample(t, uid="b", web=0.5, rx=10.0)] if minute >= 30 else []
+        h.receive(MetricsReport(node="n", groups=samples))
+    h.flush()
+    rid = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerInstance/ngroups/web"
+    subject = Subject(rid, "local", lambda start, end: ngroup_members(store, ng, start, end), ngroup=True)
+    q = {"timespan": "2026-11-22T09:00:00Z/PT90M", "interval": "PT30M", "aggregation": "Average,Count"}
+    now = T0 + timedelta(minutes=90)
+
+    pooled = metrics_response(h, subject, {**q, "metricnames": "CpuUsage"}, now=now)
+    assert pooled["namespace"] == "Microsoft.ContainerInstance/ngroups"
+    assert [(p["average"], p["count"]) for p in pooled["value"][0]["timeseries"][0]["data"]] == [
+        (1000.0, 30.0), (750.0, 60.0), (500.0, 30.0)]  # a alone, a and b, b alone
+    split = metrics_response(h, subject, {**q, "$filter": "containerGroupName eq '*'"}, now=now)
+    series = split["value"][0]["timeseries"]
+    assert [ts["metadatavalues"] for ts in series] == [
+        [{"name": {"value": "containergroupname", "localizedValue": "containerGroupName"}, "value": f"web-{m}"}]
+        for m in ("a", "b")]
+    assert [p.get("count") for p in series[0]["data"]] == [30.0, 30.0, None]
+    both = metrics_response(h, subject, {**q, "metricnames": "CpuUsage,NetworkBytesReceivedPerSecond",
+                                         "$filter": "containerGroupName eq 'web-b' and containerName eq '*'"}, now=now)
+    cpu, net = both["value"]
+    assert [[d["value"] for d in ts["metadatavalues"]] for ts in cpu["timeseries"]] == [["web-b", "web"]]
+    assert [[d["value"] for d in ts["metadatavalues"]] for ts in net["timeseries"]] == [["web-b"]]
+    assert ngroup_members(store, ng, int((T0 + timedelta(minutes=65)).timestamp()), int(now.timestamp())) == [
+        ("web-b", "b")]  # a had stopped by then
+    with pytest.raises(InvalidMetricQuery, match="containerName"):  # a container group has no member dimension
+        metrics_response(h, Subject(rid, None, lambda start, end: [("c", "c")]),
+                         {"$filter": "containerGroupName eq '*'"}, now=now)
+
+    compact(store, now.timestamp())
+    assert store.list(rollup_prefix("a", MINUTE))  # kept: its NGroup counts it
+    store.delete("/ngroups/s/rg/web")
+    compact(store, now.timestamp())
+    assert store.list(f"{METRICS}a/") == [] and store.list(rollup_prefix("b", MINUTE))

@@ -1,4 +1,5 @@
-"""Azure Monitor's metrics API for container groups (``Microsoft.Insights/metrics`` and ``metricDefinitions``).
+"""Azure Monitor's metrics API for container groups and NGroups (``Microsoft.Insights/metrics`` and
+``metricDefinitions``).
 
 Wire-compatible with what ``az monitor metrics list`` (api-version 2018-01-01) and azure-mgmt-monitor
 (2024-02-01) send and parse: ``metricnames``, ``timespan``, ``interval`` (or FULL), ``aggregation``,
@@ -8,6 +9,8 @@ Wire-compatible with what ``az monitor metrics list`` (api-version 2018-01-01) a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,16 +18,28 @@ from fastapi import APIRouter, Depends, Request
 
 from corral.api.deps import api_version, service
 from corral.api.groups import P
+from corral.api.ngroups import P as NGROUP
+from corral.api.ngroups import ngroups
 from corral.api.render import group_id
 from corral.control.groups import GroupService
-from corral.control.metrics.definitions import CONTAINER_NAME, DEFINITIONS, NAMESPACE, MetricDefinition
+from corral.control.metrics.definitions import (
+    CONTAINER_NAME,
+    DEFINITIONS,
+    MEMBER_NAME,
+    NAMESPACE,
+    NGROUP_DEFINITIONS,
+    NGROUP_NAMESPACE,
+    MetricDefinition,
+)
 from corral.control.metrics.history import MetricsHistory
+from corral.control.metrics.membership import ngroup_members
 from corral.control.metrics.query import (
     GRAINS,
     HistoryReader,
     bucket_starts,
     format_duration,
     format_time,
+    member_timeseries,
     parse_aggregations,
     parse_filter,
     parse_interval,
@@ -35,8 +50,10 @@ from corral.control.metrics.query import (
     read_buckets,
     timeseries,
 )
-from corral.control.metrics.rollups import HOUR, HOUR_RETENTION, MINUTE_RETENTION
+from corral.control.metrics.rollups import HOUR, HOUR_RETENTION, MINUTE, MINUTE_RETENTION
+from corral.control.ngroups import NGroupService
 from corral.errors import InvalidMetricQuery
+from corral.model.armids import NGROUP_TYPE, resource_id
 
 router = APIRouter(dependencies=[Depends(api_version)])
 
@@ -61,23 +78,41 @@ def _localized(value: str, localized: str | None = None) -> dict[str, str]:
     return {"value": value, "localizedValue": localized or value}
 
 
-def _check_namespace(q: dict[str, str]) -> None:
+def _check_namespace(q: dict[str, str], namespace: str) -> None:
     ns = q.get("metricnamespace")
-    if ns and ns.lower() != NAMESPACE.lower():
+    if ns and ns.lower() != namespace.lower():
         raise InvalidMetricQuery(f"'metricnamespace': '{ns}' is not a metric namespace of this resource; "
-                                 f"use {NAMESPACE}", target="metricnamespace")
+                                 f"use {namespace}", target="metricnamespace")
 
 
 def _history(request: Request) -> MetricsHistory:
     return request.app.state.plane.metrics
 
 
-def metrics_response(history: HistoryReader, uids: list[str], resource_id: str, location: str | None,
-                     q: dict[str, str], now: datetime | None = None) -> dict[str, Any]:
-    """The body of ``GET {resource_id}/providers/Microsoft.Insights/metrics`` over the groups ``uids``."""
+@dataclass(frozen=True)
+class Subject:
+    """What a query reads: a container group (one member, itself) or an NGroup (its members, by name)."""
+
+    resource_id: str
+    location: str | None
+    members: Callable[[int, int], list[tuple[str, str]]]  # (name, uid) of those that ran within [start, end)
+    ngroup: bool = False
+
+    @property
+    def namespace(self) -> str:
+        return NGROUP_NAMESPACE if self.ngroup else NAMESPACE
+
+    @property
+    def definitions(self) -> tuple[MetricDefinition, ...]:
+        return NGROUP_DEFINITIONS if self.ngroup else DEFINITIONS
+
+
+def metrics_response(history: HistoryReader, subject: Subject, q: dict[str, str],
+                     now: datetime | None = None) -> dict[str, Any]:
+    """The body of ``GET {resource_id}/providers/Microsoft.Insights/metrics`` over the subject's groups."""
     now = now or datetime.now(UTC)
-    _check_namespace(q)
-    metrics = parse_metric_names(q.get("metricnames"))
+    _check_namespace(q, subject.namespace)
+    metrics = parse_metric_names(q.get("metricnames"), subject.definitions, subject.namespace)
     start, end = parse_timespan(q.get("timespan"), now)
     interval = parse_interval(q.get("interval"), start, end, _bool(q, "AutoAdjustTimegrain", False))
     aggregations = parse_aggregations(q.get("aggregation"), metrics[0].primary)
@@ -95,29 +130,43 @@ def metrics_response(history: HistoryReader, uids: list[str], resource_id: str, 
             raise
         split = {}  # ValidateDimensions=false: a filter naming unknown dimensions is ignored
     starts = bucket_starts(start, end, interval)
-    buckets = read_buckets(history, uids, starts, interval, now)
-    value = [_metric(resource_id, m, timeseries(buckets, m, split, top, orderby), starts, aggregations,
-                     metadata_only=result_type == "metadata")
-             for m in metrics]
+    members = subject.members(starts[0] - MINUTE, starts[-1] + interval.seconds)
+    if subject.ngroup:
+        uids: dict[str, list[str]] = {}  # by member name (a name used again later is the same member)
+        for name, uid in members:
+            uids.setdefault(name, []).append(uid)
+        per_member = {name: read_buckets(history, u, starts, interval, now) for name, u in uids.items()}
+        series = [member_timeseries(per_member, len(starts), m, split, top, orderby) for m in metrics]
+    else:
+        buckets = read_buckets(history, [uid for _, uid in members], starts, interval, now)
+        series = [timeseries(buckets, m, split, top, orderby) for m in metrics]
+    value = [_metric(subject.resource_id, m, ts, starts, aggregations, metadata_only=result_type == "metadata")
+             for m, ts in zip(metrics, series, strict=True)]
     body: dict[str, Any] = {
         "cost": len(starts) * len(metrics),
         "timespan": f"{format_time(start)}/{format_time(end)}",
         "interval": interval.label,
         "value": value,
-        "namespace": NAMESPACE,
-        "resourceregion": location or "",
+        "namespace": subject.namespace,
+        "resourceregion": subject.location or "",
     }
     if result_type == "metadata":
         del body["interval"]
     return body
 
 
+def _dimension(name: str, value: str) -> dict[str, Any]:
+    return {"name": _localized(name.lower(), name), "value": value}
+
+
 def _metric(resource_id: str, m: MetricDefinition, series: list[Any], starts: list[int], aggregations: list[str],
             metadata_only: bool) -> dict[str, Any]:
     out = []
     for ts in series:
-        element: dict[str, Any] = {"metadatavalues": [] if ts.dimension is None else [
-            {"name": _localized(CONTAINER_NAME.lower(), CONTAINER_NAME), "value": ts.dimension}]}
+        meta = [] if ts.member is None else [_dimension(MEMBER_NAME, ts.member)]
+        if ts.dimension is not None:
+            meta.append(_dimension(CONTAINER_NAME, ts.dimension))
+        element: dict[str, Any] = {"metadatavalues": meta}
         if not metadata_only:
             data = []
             for t, stats in zip(starts, ts.buckets, strict=True):
@@ -140,18 +189,18 @@ def _metric(resource_id: str, m: MetricDefinition, series: list[Any], starts: li
     }
 
 
-def definitions_response(resource_id: str, q: dict[str, str]) -> dict[str, Any]:
-    _check_namespace(q)
+def definitions_response(subject: Subject, q: dict[str, str]) -> dict[str, Any]:
+    _check_namespace(q, subject.namespace)
     availabilities = [
         {"timeGrain": grain, "retention": format_duration(HOUR_RETENTION if seconds >= HOUR else MINUTE_RETENTION)}
         for grain, seconds in GRAINS.items()
     ]
     value = []
-    for d in DEFINITIONS:
+    for d in subject.definitions:
         item: dict[str, Any] = {
-            "id": f"{resource_id}{INSIGHTS}/metricdefinitions/{d.name}",
-            "resourceId": resource_id,
-            "namespace": NAMESPACE,
+            "id": f"{subject.resource_id}{INSIGHTS}/metricdefinitions/{d.name}",
+            "resourceId": subject.resource_id,
+            "namespace": subject.namespace,
             "name": _localized(d.name, d.display),
             "displayDescription": d.description,
             "isDimensionRequired": False,
@@ -166,16 +215,39 @@ def definitions_response(resource_id: str, q: dict[str, str]) -> dict[str, Any]:
     return {"value": value}
 
 
-@router.get(P + INSIGHTS + "/metrics")
-def group_metrics(sub: str, rg: str, name: str, request: Request, svc: GroupService = Depends(service)) -> Any:
+def _group(sub: str, rg: str, name: str, svc: GroupService) -> Subject:
     view = svc.get(sub, rg, name)
     meta = view.record.meta
-    rid = group_id(meta.subscription, meta.resourceGroup, meta.name)
-    return metrics_response(_history(request), [meta.uid], rid, view.record.spec.location, _params(request))
+    return Subject(group_id(meta.subscription, meta.resourceGroup, meta.name), view.record.spec.location,
+                   lambda start, end: [(meta.name, meta.uid)])
+
+
+def _ngroup(sub: str, rg: str, name: str, request: Request, svc: NGroupService) -> Subject:
+    record = svc.get(sub, rg, name)
+    meta, store = record.meta, request.app.state.plane.store
+    return Subject(resource_id(meta.subscription, meta.resourceGroup, NGROUP_TYPE, meta.name), record.spec.location,
+                   lambda start, end: ngroup_members(store, meta, start, end), ngroup=True)
+
+
+@router.get(P + INSIGHTS + "/metrics")
+def group_metrics(sub: str, rg: str, name: str, request: Request, svc: GroupService = Depends(service)) -> Any:
+    return metrics_response(_history(request), _group(sub, rg, name, svc), _params(request))
 
 
 @router.get(P + INSIGHTS + "/metricDefinitions")
 def group_metric_definitions(sub: str, rg: str, name: str, request: Request,
                              svc: GroupService = Depends(service)) -> Any:
-    meta = svc.get(sub, rg, name).record.meta
-    return definitions_response(group_id(meta.subscription, meta.resourceGroup, meta.name), _params(request))
+    return definitions_response(_group(sub, rg, name, svc), _params(request))
+
+
+@router.get(NGROUP + INSIGHTS + "/metrics")
+def ngroup_metrics(sub: str, rg: str, name: str, request: Request, svc: NGroupService = Depends(ngroups)) -> Any:
+    """An NGroup's metrics: its members' (those that ran within the timespan, deleted ones too), pooled or
+    split by ``containerGroupName``."""
+    return metrics_response(_history(request), _ngroup(sub, rg, name, request, svc), _params(request))
+
+
+@router.get(NGROUP + INSIGHTS + "/metricDefinitions")
+def ngroup_metric_definitions(sub: str, rg: str, name: str, request: Request,
+                              svc: NGroupService = Depends(ngroups)) -> Any:
+    return definitions_response(_ngroup(sub, rg, name, request, svc), _params(request))

@@ -2,9 +2,9 @@
 
 Two sources: the families code updates as things happen (``corral.telemetry``, prometheus-client's default
 registry, with its process_* and python_* families), and families computed from the store when scraped
-(``StateCollector``: groups by state, pending groups, nodes, per-container usage and restarts), cached a few
-seconds so that several scrapers cost one pass. ``RequestMetrics`` counts and times every API request by
-route template (never by concrete path: label values stay bounded).
+(``StateCollector``: groups by state, pending groups, nodes, per-container usage and restarts, standby pools,
+NGroups), cached a few seconds so that several scrapers cost one pass. ``RequestMetrics`` counts and times
+every API request by route template (never by concrete path: label values stay bounded).
 """
 
 from __future__ import annotations
@@ -23,7 +23,12 @@ from prometheus_client.registry import Collector
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from corral.control.groups import GroupView
+from corral.control.standbypools import pool_id, ready
+from corral.model.armids import NGROUPS, POOL_TAG, STANDBY_POOLS
+from corral.model.ngroup import NGroupRecord
 from corral.model.records import GROUPS, NODES, STATUS, GroupRecord, NodeInfo
+from corral.model.standbypool import PoolRecord
 from corral.model.status import GroupStatus
 from corral.scheduler.allocation import loads
 from corral.telemetry import API_LATENCY, API_REQUESTS
@@ -102,7 +107,8 @@ class StateCollector(Collector):
 
     def _compute(self) -> list[Metric]:
         store = self.plane.store
-        groups = [GroupRecord.model_validate(r.value) for r in store.list(GROUPS)]
+        records = store.list(GROUPS)
+        groups = [GroupRecord.model_validate(r.value) for r in records]
         statuses = {st.uid: st for st in (GroupStatus.model_validate(r.value) for r in store.list(STATUS))}
         nodes = [NodeInfo.model_validate(r.value) for r in store.list(NODES)]
 
@@ -118,8 +124,44 @@ class StateCollector(Collector):
                                     "Container groups waiting for a node (not bound yet)")
         pending.add_metric([], sum(1 for g in groups if g.meta.node is None and not g.meta.deleting))
 
-        out: list[Metric] = [by_state, pending, *self._nodes(nodes, groups), *self._containers(groups, statuses)]
+        views = [GroupView(key=r.key, version=r.version, record=g, status=statuses.get(g.meta.uid))
+                 for r, g in zip(records, groups, strict=True)]
+        out: list[Metric] = [by_state, pending, *self._nodes(nodes, groups), *self._containers(groups, statuses),
+                             *self._standby_pools(views), *self._ngroups()]
         return out
+
+    def _standby_pools(self, views: list[GroupView]) -> list[Metric]:
+        labels = ["resource_group", "pool"]
+        ready_fam = GaugeMetricFamily("corral_standby_pool_ready_groups", "Pre-created groups of a standby pool "
+                                      "ready to be claimed", labels=labels)
+        target = GaugeMetricFamily("corral_standby_pool_target_groups", "The size a standby pool is kept at "
+                                   "(maxReadyCapacity)", labels=labels)
+        pooled: dict[str, int] = {}
+        for v in views:
+            owner = (v.record.spec.tags or {}).get(POOL_TAG)
+            if owner and ready(v):
+                pooled[owner.lower()] = pooled.get(owner.lower(), 0) + 1
+        for r in self.plane.store.list(STANDBY_POOLS):
+            pool = PoolRecord.model_validate(r.value)
+            m = pool.meta
+            ready_fam.add_metric([m.resourceGroup, m.name], pooled.get(pool_id(m.subscription, m.resourceGroup,
+                                                                                m.name).lower(), 0))
+            target.add_metric([m.resourceGroup, m.name], pool.spec.properties.elasticityProfile.maxReadyCapacity)
+        return [ready_fam, target]
+
+    def _ngroups(self) -> list[Metric]:
+        labels = ["resource_group", "ngroup"]
+        desired = GaugeMetricFamily("corral_ngroup_desired_members", "Members an NGroup keeps (autoscale's count "
+                                    "when it is on)", labels=labels)
+        ready_fam = GaugeMetricFamily("corral_ngroup_ready_members", "Members of an NGroup ready and in service",
+                                      labels=labels)
+        for r in self.plane.store.list(NGROUPS):
+            ng = NGroupRecord.model_validate(r.value)
+            m, st = ng.meta, ng.status
+            count = st.desiredCount if st.observedGeneration else ng.spec.properties.elasticProfile.desiredCount
+            desired.add_metric([m.resourceGroup, m.name], count)
+            ready_fam.add_metric([m.resourceGroup, m.name], st.readyCount)
+        return [desired, ready_fam]
 
     def _nodes(self, nodes: list[NodeInfo], groups: list[GroupRecord]) -> list[Metric]:
         labels = ["node"]

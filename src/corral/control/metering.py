@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from corral.control.controller import Controller
 from corral.errors import InvalidRequest
+from corral.model.armids import NGROUP_UID_TAG
 from corral.model.group import total_requests
 from corral.model.records import GROUPS, STATUS, GroupRecord
 from corral.model.status import GroupStatus
@@ -94,6 +95,12 @@ class UsageRecord(BaseModel):
     sku: str = "Standard"
     intervals: list[Interval] = Field(default_factory=list)
     deleted: bool = False
+    ngroup: str | None = None  # the uid of the NGroup it was a member of (its NGROUP_UID_TAG): NGroup metrics
+
+    def ran_within(self, start: float, end: float) -> bool:
+        """True if one of its runs overlaps [start, end) (epoch seconds)."""
+        return any(iv.start.timestamp() < end and (iv.end is None or iv.end.timestamp() >= start)
+                   for iv in self.intervals)
 
     @property
     def open(self) -> Interval | None:
@@ -158,13 +165,15 @@ class _GroupInfo(BaseModel):
     sku: str
     cpu: float
     memoryGB: float
+    ngroup: str | None = None
 
 
 def _info(key: str, rec: GroupRecord) -> _GroupInfo:
     cpu, mem = total_requests(rec.spec.properties)
     m = rec.meta
     return _GroupInfo(key=key, subscription=m.subscription, resourceGroup=m.resourceGroup, name=m.name,
-                      location=rec.spec.location, sku=rec.spec.properties.sku, cpu=cpu, memoryGB=mem)
+                      location=rec.spec.location, sku=rec.spec.properties.sku, cpu=cpu, memoryGB=mem,
+                      ngroup=(rec.spec.tags or {}).get(NGROUP_UID_TAG))
 
 
 class Meter(Controller):
@@ -239,7 +248,7 @@ class Meter(Controller):
         if r is not None:
             return key, UsageRecord.model_validate(r.value)
         return key, UsageRecord(uid=uid, subscription=info.subscription, resourceGroup=info.resourceGroup,
-                                name=info.name, location=info.location, sku=info.sku)
+                                name=info.name, location=info.location, sku=info.sku, ngroup=info.ngroup)
 
     def _save(self, key: str, rec: UsageRecord) -> None:
         self.store.put(key, rec.model_dump(mode="json"))
@@ -250,6 +259,8 @@ class Meter(Controller):
             return
         key, rec = loaded
         info = self._groups[uid]
+        unowned = info.ngroup is not None and rec.ngroup != info.ngroup  # metered before records named it
+        rec.ngroup = info.ngroup or rec.ngroup
         running = st.state == "Running" and not st.released
         now = datetime.now(UTC)
         if running and rec.open is None:
@@ -261,6 +272,8 @@ class Meter(Controller):
             self._save(key, rec)
         elif not running and rec.open is not None:
             self._close(rec, st.stoppedAt, key=key)
+        elif unowned and rec.intervals:
+            self._save(key, rec)
 
     def _close(self, rec: UsageRecord, at: datetime | None, deleted: bool = False, key: str | None = None) -> None:
         now = datetime.now(UTC)

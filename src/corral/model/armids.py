@@ -25,6 +25,7 @@ STANDBY_POOLS = "/standbypools/"
 
 # Tags the orchestrator puts on the container groups it owns (ordinary groups, made through the API).
 NGROUP_TAG = "corral-ngroup"
+NGROUP_UID_TAG = "corral-ngroup-uid"  # the NGroup's uid: a member of an NGroup deleted and made again differs
 POOL_TAG = "corral-standby-pool"
 
 

@@ -2,16 +2,21 @@
 
 CPU and memory are per container (dimension ``containerName``); the whole group's value at a sample is the
 sum over its containers. Network rates are the group's (its containers share one network namespace).
+
+An NGroup's metrics are the same, over its members' samples, with one more dimension, ``containerGroupName``
+(the member), as Azure gives multi-instance resources (VM scale sets: ``VMName``) an instance dimension.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from corral.model.metrics import GroupSample
 
 NAMESPACE = "Microsoft.ContainerInstance/containerGroups"
+NGROUP_NAMESPACE = "Microsoft.ContainerInstance/ngroups"
 CONTAINER_NAME = "containerName"
+MEMBER_NAME = "containerGroupName"  # an NGroup's member
 GROUP = ""  # the dimension value under which the whole group's aggregate is kept
 
 
@@ -35,7 +40,7 @@ NETWORK_OUT = MetricDefinition("NetworkBytesTransmittedPerSecond", "Network Byte
                                "The network bytes transmitted per second.", "Bytes", ())
 
 DEFINITIONS = (CPU_USAGE, MEMORY_USAGE, NETWORK_IN, NETWORK_OUT)
-BY_NAME = {d.name.lower(): d for d in DEFINITIONS}
+NGROUP_DEFINITIONS = tuple(replace(d, dimensions=(MEMBER_NAME, *d.dimensions)) for d in DEFINITIONS)
 
 
 def sample_values(sample: GroupSample) -> dict[str, dict[str, float]]:

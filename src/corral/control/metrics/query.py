@@ -8,12 +8,13 @@ without a server. Parameter errors are ``InvalidMetricQuery`` (400) naming the p
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from urllib.parse import unquote
 
-from corral.control.metrics.definitions import BY_NAME, DEFINITIONS, GROUP, MetricDefinition
+from corral.control.metrics.definitions import DEFINITIONS, GROUP, MEMBER_NAME, NAMESPACE, MetricDefinition
 from corral.control.metrics.rollups import HOUR, MINUTE, MINUTE_RETENTION
 from corral.control.metrics.stats import AGGREGATIONS, Series, Stats, merge_into
 from corral.errors import InvalidMetricQuery
@@ -154,18 +155,19 @@ def parse_aggregations(text: str | None, default: str) -> list[str]:
     return out
 
 
-def parse_metric_names(text: str | None) -> list[MetricDefinition]:
+def parse_metric_names(text: str | None, definitions: tuple[MetricDefinition, ...] = DEFINITIONS,
+                       namespace: str = NAMESPACE) -> list[MetricDefinition]:
     """The metrics asked for, in order; none named: the first (CpuUsage), as Azure picks a default."""
     if text is None or not text.strip():
-        return [DEFINITIONS[0]]
+        return [definitions[0]]
+    by_name = {d.name.lower(): d for d in definitions}
     out: list[MetricDefinition] = []
     for part in text.split(","):
-        d = BY_NAME.get(part.strip().lower())
+        d = by_name.get(part.strip().lower())
         if d is None:
             raise InvalidMetricQuery(
-                f"'metricnames': the metric '{part.strip()}' does not exist for "
-                f"Microsoft.ContainerInstance/containerGroups; valid metrics: {', '.join(x.name for x in DEFINITIONS)}",
-                target="metricnames")
+                f"'metricnames': the metric '{part.strip()}' does not exist for {namespace}; valid metrics: "
+                f"{', '.join(x.name for x in definitions)}", target="metricnames")
         if d not in out:
             out.append(d)
     if len(out) > MAX_METRICS:
@@ -312,11 +314,21 @@ def read_buckets(history: HistoryReader, uids: list[str], starts: list[int], int
     return out
 
 
+def merge_buckets(parts: Iterable[list[Series]], count: int) -> list[Series]:
+    """The bucket-by-bucket merge of several groups' buckets (an NGroup's members), ``count`` buckets each."""
+    out: list[Series] = [{} for _ in range(count)]
+    for buckets in parts:
+        for into, series in zip(out, buckets, strict=True):
+            merge_into(into, series)
+    return out
+
+
 # series ------------------------------------------------------------------------------------------------------------
 @dataclass
 class TimeSeries:
     dimension: str | None  # the containerName value, None for the whole group
     buckets: list[Stats] = field(default_factory=list)
+    member: str | None = None  # the containerGroupName value of an NGroup's series split by member
 
     def overall(self) -> Stats:
         total = Stats()
@@ -327,7 +339,7 @@ class TimeSeries:
 
 
 def timeseries(buckets: list[Series], metric: MetricDefinition, split: dict[str, set[str] | None],
-               top: int = DEFAULT_TOP, orderby: tuple[str, bool] | None = None) -> list[TimeSeries]:
+               top: int | None = DEFAULT_TOP, orderby: tuple[str, bool] | None = None) -> list[TimeSeries]:
     """The metric's time series: one for the whole group, or one per dimension value the filter splits by
     (values with data in the timespan, at most ``top``, ordered by ``orderby`` or by name)."""
     dim = next((d for d in split if d in metric.dimensions), None)
@@ -337,8 +349,34 @@ def timeseries(buckets: list[Series], metric: MetricDefinition, split: dict[str,
     values = sorted({v for b in buckets for v in b.get(metric.name, {}) if v != GROUP
                      and (wanted is None or v in wanted)})
     out = [TimeSeries(v, [b.get(metric.name, {}).get(v) or Stats() for b in buckets]) for v in values]
-    if orderby is not None:
-        agg, descending = orderby
-        sign = -1.0 if descending else 1.0
-        out.sort(key=lambda ts: (ts.overall().value(agg) is None, sign * (ts.overall().value(agg) or 0.0)))
-    return out[:top]
+    return _ordered(out, orderby)[:top]
+
+
+def member_timeseries(per_member: dict[str, list[Series]], count: int, metric: MetricDefinition,
+                      split: dict[str, set[str] | None], top: int = DEFAULT_TOP,
+                      orderby: tuple[str, bool] | None = None) -> list[TimeSeries]:
+    """An NGroup's time series over ``count`` buckets of its members'. Unless ``split`` names
+    ``containerGroupName``, the members' samples pooled (Average: the average member, Maximum: the busiest
+    member's peak, Total: their sum); else one series per member with samples in the timespan (and per
+    container, if the split names containerName too), ordered and cut to ``top`` as ``timeseries`` does."""
+    if MEMBER_NAME not in split:
+        return timeseries(merge_buckets(per_member.values(), count), metric, split, top, orderby)
+    wanted = split[MEMBER_NAME]
+    rest = {d: v for d, v in split.items() if d != MEMBER_NAME}
+    out: list[TimeSeries] = []
+    for member in sorted(per_member):
+        if wanted is not None and member not in wanted:
+            continue
+        for ts in timeseries(per_member[member], metric, rest, top=None):
+            if ts.overall().count:
+                ts.member = member
+                out.append(ts)
+    return _ordered(out, orderby)[:top]
+
+
+def _ordered(series: list[TimeSeries], orderby: tuple[str, bool] | None) -> list[TimeSeries]:
+    if orderby is None:
+        return series
+    agg, descending = orderby
+    sign = -1.0 if descending else 1.0
+    return sorted(series, key=lambda ts: (ts.overall().value(agg) is None, sign * (ts.overall().value(agg) or 0.0)))

@@ -4,6 +4,8 @@
     /metrics/<uid>/h/<start>   one hour, the merge of its minutes                    kept HOUR_RETENTION
     /metricsindex/<uid>        the groups that have rollups, so the compactor finds them (and orphans)
 
+(An NGroup's past members keep theirs until retention: ``membership.py``.)
+
 A minute is written once, by the API server its samples reached, after the minute is over. Writes merge
 (compare-and-swap) into what is there, so two servers that both saw part of a minute (an agent that
 switched servers) add up instead of overwriting each other. The compactor runs on the leader: it writes
@@ -17,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from corral.control.metrics.membership import member_uids_kept
 from corral.control.metrics.stats import Series, dump_series, load_series, merge_into
 from corral.errors import VersionConflict
 from corral.model.records import GROUPS
@@ -112,15 +115,23 @@ def delete_group_rollups(store: Store, uid: str) -> None:
 
 
 def compact(store: Store, now: float) -> None:
-    """One pass over every indexed group: roll finished hours up, apply retention, remove deleted groups."""
+    """One pass over every indexed group: roll finished hours up, apply retention, remove deleted groups
+    (but for the past members of an NGroup that exists: its metrics count them while they age out)."""
     live = {r.value["meta"]["uid"] for r in store.list(GROUPS)}
+    kept: set[str] | None = None
     for idx in store.list(METRICS_INDEX):
         uid = idx.value["uid"]
         if uid not in live:
-            delete_group_rollups(store, uid)
-            continue
+            if kept is None:
+                kept = member_uids_kept(store)
+            if uid not in kept:
+                delete_group_rollups(store, uid)
+                continue
         minutes = {int(r.value["start"]): r for r in store.list(rollup_prefix(uid, MINUTE))}
         hours = {int(r.value["start"]): r for r in store.list(rollup_prefix(uid, HOUR))}
+        if not minutes and not hours and uid not in live:  # a past member's last rollup has aged out
+            store.delete(idx.key)
+            continue
         due: dict[int, Series] = {}
         for start, rec in minutes.items():
             hour = start - start % HOUR
