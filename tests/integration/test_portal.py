@@ -1,8 +1,9 @@
 """The portal in a real browser: Debian's Chromium, headless, driven by Playwright (never a downloaded
 browser). Logs in (a wrong token is refused), creates a group from the form and one from an ACI YAML
 file, watches it go Running, reads its logs live, runs a command in the exec terminal, reads the charts,
-the nodes and the usage pages, deletes the group and logs out. Every page's screenshot is written under
-the test run's output directory (``$CORRAL_TEST_OUTPUT``, default ``test-output/``) in ``portal/``."""
+the nodes and the usage pages, scales an NGroup from its page, deletes the group and logs out. Every
+page's screenshot is written under the test run's output directory (``$CORRAL_TEST_OUTPUT``, default
+``test-output/``) in ``portal/``."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ import pytest
 import yaml
 from corral_server import CorralServer, running_corral
 from groups import delete
+from orchestration import clean_resource_group, get_ngroup, ngroup_body, profile_body, put_ngroup, put_profile
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 RG = "portal"
+NG_RG = "portalng"
 TICKER = "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); echo tick-$i; sleep 1; done"
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -40,7 +43,10 @@ def output_dir() -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralServer]:
     with running_corral(tmp_path_factory.mktemp("cme-portal"), bridge="cme1", subnet="10.84.0.0/16",
                         cgroup_parent="/cme-portal", extra=["--metrics-interval", "1"]) as srv:
-        yield srv
+        try:
+            yield srv
+        finally:
+            clean_resource_group(srv.client(), NG_RG)  # before the server goes: members would come back
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +115,7 @@ def test_portal_flow(server: CorralServer, page, tmp_path: Path) -> None:  # typ
     seen = logs.inner_text()
     last = max(int(x.split("-")[1]) for x in seen.split() if x.startswith("tick-"))
     expect(logs).to_contain_text(f"tick-{last + 2}", timeout=30_000)  # new lines arrive while we look
+    expect(page.locator("#events")).to_contain_text("Started")  # what happened before the page opened
     shot("group-running")
 
     page.click("#term-connect")
@@ -158,6 +165,27 @@ def test_portal_flow(server: CorralServer, page, tmp_path: Path) -> None:  # typ
     expect(page.locator(f"#usage-rgs tr[data-rg='{RG}']")).to_be_visible()
     expect(page.locator("#usage-chart")).to_be_visible()
     shot("usage")
+
+    # An NGroup of 2 busybox httpd members, listed, linked from its resource group, scaled to 3 from its page.
+    client = server.client()
+    put_profile(client, NG_RG, "member", profile_body("portal"))
+    resp = put_ngroup(client, NG_RG, "web", ngroup_body(client, NG_RG, "member", 2, mode="Manual"))
+    assert client.wait_operation(resp, timeout=90)["status"] == "Succeeded"
+    page.click("#nav-ngroups")
+    expect(page.locator("#ngroup-rows tr[data-ngroup='web']")).to_contain_text(NG_RG)
+    shot("ngroups")
+    page.goto(f"{base}#/rg/{NG_RG}")
+    page.click("#ngroup-rows a")
+    expect(page.locator("#member-rows tr")).to_have_count(2)
+    expect(page.locator("#ng-ready")).to_have_text("2 / 2", timeout=30_000)
+    page.fill("#ng-desired", "3")
+    page.click("#ng-scale")
+    expect(page.locator("#member-rows tr")).to_have_count(3, timeout=60_000)
+    expect(page.locator("#ng-ready")).to_have_text("3 / 3", timeout=60_000)
+    expect(page.locator("#ngroup-phase")).to_have_text("Steady")
+    expect(page.locator("#cpu-chart")).to_have_attribute("data-points", has_points, timeout=40_000)
+    shot("ngroup-scaled")
+    assert get_ngroup(client, NG_RG, "web")["properties"]["elasticProfile"]["desiredCount"] == 3
 
     page.goto(f"{base}#/rg/{RG}/g/web")
     expect(page.locator("#group-state")).to_have_text("Running")

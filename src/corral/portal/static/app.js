@@ -71,6 +71,9 @@ async function api(method, path, { body, params, raw } = {}) {
 const sub = () => session.subscription;
 const provider = (rg) => `/subscriptions/${sub()}/resourceGroups/${encodeURIComponent(rg)}/providers/Microsoft.ContainerInstance`;
 const groupPath = (rg, name) => `${provider(rg)}/containerGroups/${encodeURIComponent(name)}`;
+const ngroupPath = (rg, name) => `${provider(rg)}/ngroups/${encodeURIComponent(name)}`;
+const groupHref = (rg, name) => `#/rg/${encodeURIComponent(rg)}/g/${encodeURIComponent(name)}`;
+const ngroupHref = (rg, name) => `#/rg/${encodeURIComponent(rg)}/ng/${encodeURIComponent(name)}`;
 const rgOf = (id) => id.split("/")[4];
 
 function onLeave(fn) {
@@ -94,9 +97,49 @@ function watch(path, handlers) {
 
 function eventItem(e) {
   const ev = e.event || e;
-  return h("li", {}, h("span", { class: "muted" }, when(ev.lastTimestamp || ev.firstTimestamp), " "),
+  return h("li", { class: ev.type === "Warning" ? "warning" : null },
+    h("span", { class: "muted" }, when(ev.lastTimestamp || ev.firstTimestamp), " "),
+    e.group ? h("strong", {}, `${e.group}: `) : "",
     e.container ? h("strong", {}, `${e.container}: `) : "", `${ev.name}: ${ev.message}`,
     ev.count > 1 ? h("span", { class: "muted" }, ` (x${ev.count})`) : "");
+}
+
+// A list of events, newest first, whatever order they arrive in: an event seen again with a higher count
+// replaces its line; one seen again unchanged (a page's fetch and its event stream both show it) is skipped.
+function eventList(ul) {
+  const items = new Map();
+  const insert = (li, t) => {
+    li.dataset.t = t;
+    ul.insertBefore(li, [...ul.children].find((x) => (x.dataset.t || "") < t) || null);
+  };
+  const add = (e) => {
+    const ev = e.event || e;
+    const key = [e.group || "", e.container || "", ev.name, ev.message, ev.firstTimestamp].join("|");
+    const old = items.get(key);
+    if (old && old.count >= (ev.count || 1)) return;
+    if (old) old.li.remove();
+    const li = eventItem(e);
+    items.set(key, { li, count: ev.count || 1 });
+    insert(li, ev.lastTimestamp || ev.firstTimestamp || "");
+  };
+  add.line = (li) => insert(li, new Date().toISOString()); // a line of the page's own (a state change seen now)
+  return add;
+}
+
+// The events a group has now (its own and its containers'), oldest first: what a page shows on opening,
+// since the event stream sends only what happens afterwards.
+function groupEvents(g, withGroup) {
+  const out = (g.properties.instanceView.events || []).map((event) => ({ event }));
+  for (const c of [...(g.properties.initContainers || []), ...g.properties.containers]) {
+    for (const event of (c.properties.instanceView || {}).events || []) out.push({ container: c.name, event });
+  }
+  if (withGroup) out.forEach((e) => { e.group = g.name; });
+  return byTime(out);
+}
+
+function byTime(events) {
+  const t = (e) => e.event.lastTimestamp || e.event.firstTimestamp || "";
+  return events.sort((a, b) => (t(a) < t(b) ? -1 : t(a) > t(b) ? 1 : 0));
 }
 
 function errorBox(err) {
@@ -174,26 +217,30 @@ async function overview() {
   const groupsBody = h("tbody", { id: "group-rows" });
   main.replaceChildren(h("h2", {}, "Resource groups"),
     h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Resource group"), h("th", {}, "Groups"),
-      h("th", {}, "Running"), h("th", {}, "Other"))), table),
+      h("th", {}, "Running"), h("th", {}, "Other"), h("th", {}, "NGroups"))), table),
     h("h3", {}, "Container groups"),
     h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Resource group"),
       h("th", {}, "State"), h("th", {}, "Provisioning"), h("th", {}, "IP"))), groupsBody),
     h("p", { class: "muted" }, "Refreshed every few seconds; a resource group's page shows its events live."));
   async function refresh() {
-    const groups = (await api("GET", `/subscriptions/${sub()}/providers/Microsoft.ContainerInstance/containerGroups`)).value;
+    const [groups, ngroups] = await Promise.all([
+      api("GET", `/subscriptions/${sub()}/providers/Microsoft.ContainerInstance/containerGroups`),
+      api("GET", `/subscriptions/${sub()}/providers/Microsoft.ContainerInstance/ngroups`),
+    ]).then((r) => r.map((x) => x.value));
     const byRg = new Map();
-    for (const g of groups) {
-      const rg = rgOf(g.id);
-      if (!byRg.has(rg)) byRg.set(rg, []);
-      byRg.get(rg).push(g);
-    }
-    table.replaceChildren(...[...byRg.entries()].sort().map(([rg, gs]) => {
+    const entry = (rg) => {
+      if (!byRg.has(rg)) byRg.set(rg, { groups: [], ngroups: 0 });
+      return byRg.get(rg);
+    };
+    for (const g of groups) entry(rgOf(g.id)).groups.push(g);
+    for (const ng of ngroups) entry(rgOf(ng.id)).ngroups += 1;
+    table.replaceChildren(...[...byRg.entries()].sort().map(([rg, { groups: gs, ngroups: n }]) => {
       const running = gs.filter((g) => g.properties.instanceView.state === "Running").length;
-      return h("tr", {}, h("td", {}, h("a", { href: `#/rg/${encodeURIComponent(rg)}` }, rg)), h("td", {}, gs.length),
-        h("td", {}, running), h("td", {}, gs.length - running));
+      return h("tr", { "data-rg": rg }, h("td", {}, h("a", { href: `#/rg/${encodeURIComponent(rg)}` }, rg)),
+        h("td", {}, gs.length), h("td", {}, running), h("td", {}, gs.length - running), h("td", {}, n));
     }));
-    if (!groups.length) {
-      table.replaceChildren(h("tr", {}, h("td", { colspan: 4 }, "No container groups yet: ",
+    if (!byRg.size) {
+      table.replaceChildren(h("tr", {}, h("td", { colspan: 5 }, "No container groups yet: ",
         h("a", { href: "#/create" }, "create one"), ".")));
     }
     groupsBody.replaceChildren(...groups.map((g) => groupRow(rgOf(g.id), g, true)));
@@ -205,7 +252,7 @@ async function overview() {
 function groupRow(rg, g, withRg) {
   const p = g.properties;
   return h("tr", { "data-group": g.name },
-    h("td", {}, h("a", { href: `#/rg/${encodeURIComponent(rg)}/g/${encodeURIComponent(g.name)}` }, g.name)),
+    h("td", {}, h("a", { href: groupHref(rg, g.name) }, g.name)),
     withRg ? h("td", {}, rg) : null,
     h("td", {}, badge(p.instanceView.state)), h("td", {}, p.provisioningState),
     h("td", {}, p.ipAddress ? `${p.ipAddress.ip || ""} ${(p.ipAddress.ports || []).map((x) => x.port).join(",")}` : ""));
@@ -213,27 +260,46 @@ function groupRow(rg, g, withRg) {
 
 async function rgPage(rg) {
   const rows = h("tbody", { id: "group-rows" });
+  const ngRows = h("tbody", { id: "ngroup-rows" });
+  const ngSection = h("section", { id: "ngroups", hidden: true }, h("h4", {}, "NGroups"),
+    h("table", {}, ngroupHead(false), ngRows));
   const events = h("ul", { class: "events", id: "events" });
+  const addEvent = eventList(events);
   main.replaceChildren(h("hgroup", {}, h("h2", {}, rg), h("p", {}, "Resource group")),
     h("div", { class: "grid" },
-      h("section", {}, h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "State"),
-        h("th", {}, "Provisioning"), h("th", {}, "IP"))), rows)),
+      h("section", {}, h("h4", {}, "Container groups"),
+        h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "State"),
+          h("th", {}, "Provisioning"), h("th", {}, "IP"))), rows), ngSection),
       h("section", {}, h("h4", {}, "Live events"), events)));
   let pending = null;
-  async function refresh() {
-    const groups = (await api("GET", `${provider(rg)}/containerGroups`)).value;
+  const known = new Map(); // group name -> "state provisioningState" as last listed: what is not news
+  const summary = (state, prov) => `${state} (${prov})`;
+  async function refresh(first) {
+    const [groups, ngroups] = await Promise.all([api("GET", `${provider(rg)}/containerGroups`),
+      api("GET", `${provider(rg)}/ngroups`)]).then((r) => r.map((x) => x.value));
+    for (const g of groups) known.set(g.name, summary(g.properties.instanceView.state, g.properties.provisioningState));
     rows.replaceChildren(...groups.map((g) => groupRow(rg, g, false)));
+    ngRows.replaceChildren(...ngroups.map((ng) => ngroupRow(ng, false)));
+    ngSection.hidden = !ngroups.length;
+    byTime(groups.flatMap((g) => groupEvents(g, true))).slice(first ? -50 : 0).forEach((e) => addEvent(e));
   }
   const soon = () => {
     clearTimeout(pending);
     pending = setTimeout(() => refresh().catch(() => {}), 200);
   };
   onLeave(() => clearTimeout(pending));
-  await refresh();
+  await refresh(true);
+  every(5, () => refresh().catch(() => {})); // NGroups have no event stream: their counts are polled
+  const line = (m, text) => addEvent.line(h("li", {}, h("strong", {}, `${m.name}: `), text));
   watch(`${provider(rg)}/events`, {
-    group: (m) => { events.prepend(h("li", {}, `${m.name}: ${m.state} (${m.provisioningState})`)); soon(); },
-    deleted: (m) => { events.prepend(h("li", {}, `${m.name}: deleted`)); soon(); },
-    event: (m) => events.prepend(eventItem(m)),
+    group: (m) => {
+      const text = summary(m.state, m.provisioningState);
+      if (known.get(m.name) !== text) line(m, text); // the stream's opening snapshot repeats the list
+      known.set(m.name, text);
+      soon();
+    },
+    deleted: (m) => { line(m, "deleted"); soon(); },
+    event: (m) => addEvent({ ...m, group: m.name }),
   });
 }
 
@@ -251,7 +317,9 @@ async function groupPage(rg, name) {
   const prov = h("span", { id: "group-provisioning", class: "muted" }, p.provisioningState);
   const containers = h("tbody", { id: "container-rows" });
   const events = h("ul", { class: "events", id: "events" });
+  const addEvent = eventList(events);
   const message = h("p", { id: "group-message", role: "status" });
+  const owner = (g.tags || {})["corral-ngroup"];
 
   function showContainers(group) {
     containers.replaceChildren(...group.properties.containers.map((c) => {
@@ -296,6 +364,8 @@ async function groupPage(rg, name) {
   main.replaceChildren(
     h("hgroup", {}, h("h2", {}, name, " ", state), h("p", {}, `Resource group `,
       h("a", { href: `#/rg/${encodeURIComponent(rg)}` }, rg), " · provisioning ", prov,
+      owner ? [" · member of NGroup ", h("a", { href: ngroupHref(rgOf(owner), owner.split("/").pop()), id: "group-ngroup" },
+        owner.split("/").pop())] : "",
       p.ipAddress ? ` · IP ${p.ipAddress.ip || "(pending)"} ports ${(p.ipAddress.ports || []).map((x) => x.publicPort ? `${x.publicPort}:${x.port}` : x.port).join(", ")}` : "")),
     actions, message,
     h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Container"), h("th", {}, "Image"), h("th", {}, "State"),
@@ -311,17 +381,24 @@ async function groupPage(rg, name) {
         h("button", { id: "term-connect", onclick: () => connect() }, "Connect")),
       termBox, termStatus));
   showContainers(g);
+  groupEvents(g).forEach((e) => addEvent(e));
 
   // Live state and events.
+  // The stream sends only what happens after it opened: every re-read of the group feeds the events too,
+  // so those that happened between the page's first read and the stream's opening show.
+  const reread = () => api("GET", groupPath(rg, name)).then((x) => {
+    showContainers(x);
+    groupEvents(x).forEach((e) => addEvent(e));
+  }).catch(() => {});
   watch(`${groupPath(rg, name)}/events`, {
     group: (m) => {
       state.className = `state state-${m.state}`;
       state.textContent = m.state;
       prov.textContent = m.provisioningState;
-      api("GET", groupPath(rg, name)).then(showContainers).catch(() => {});
+      reread();
     },
-    container: () => api("GET", groupPath(rg, name)).then(showContainers).catch(() => {}),
-    event: (m) => events.prepend(eventItem(m)),
+    container: reread,
+    event: (m) => addEvent(m),
     deleted: () => {
       state.className = "state state-Deleting";
       state.textContent = "Deleted";
@@ -401,6 +478,12 @@ async function groupPage(rg, name) {
   }
 
   // CPU and memory charts from the Azure Monitor metrics API, per container, the last 30 minutes.
+  metricCharts(cpuCanvas, memCanvas, groupPath(rg, name), "containerName eq '*'", name);
+}
+
+// CPU (millicores) and memory (MB) line charts of a resource's metrics (a group's, split by container; an
+// NGroup's, split by member) over the last 30 minutes, refreshed every 10 s until the page is left.
+function metricCharts(cpuCanvas, memCanvas, path, filter, whole) {
   const charts = [cpuCanvas, memCanvas].map((canvas) => new Chart(canvas, {
     type: "line",
     data: { labels: [], datasets: [] },
@@ -408,17 +491,18 @@ async function groupPage(rg, name) {
       scales: { y: { beginAtZero: true } } },
   }));
   onLeave(() => charts.forEach((c) => c.destroy()));
+  const short = (v) => (v.length > 20 ? `${v.slice(0, 16)}…` : v);
   async function plot() {
-    const body = await api("GET", `${groupPath(rg, name)}/providers/Microsoft.Insights/metrics`, { params: {
+    const body = await api("GET", `${path}/providers/Microsoft.Insights/metrics`, { params: {
       metricnames: "CpuUsage,MemoryUsage", timespan: "PT30M", interval: "PT1M", aggregation: "Average",
-      $filter: "containerName eq '*'" } });
+      $filter: filter } });
     body.value.forEach((metric, i) => {
       const chart = charts[i];
       const scale = metric.name.value === "MemoryUsage" ? 1 / (1024 * 1024) : 1;
       const series = metric.timeseries;
       chart.data.labels = (series[0] ? series[0].data : []).map((d) => new Date(d.timeStamp).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
       chart.data.datasets = series.map((ts) => ({
-        label: ts.metadatavalues.length ? ts.metadatavalues[0].value : name,
+        label: ts.metadatavalues.length ? short(ts.metadatavalues.map((m) => m.value).join(" / ")) : whole,
         data: ts.data.map((d) => (d.average === undefined ? null : Math.round(d.average * scale * 10) / 10)),
         borderWidth: 2, pointRadius: 2,
       }));
@@ -429,6 +513,144 @@ async function groupPage(rg, name) {
   }
   plot().catch(() => {});
   every(10, () => plot().catch(() => {}));
+}
+
+// ---------------------------------------------------------------------------------------------- NGroups
+// An NGroup's members, rollout and history are what the orchestrator reports in properties.status.
+function ngroupHead(withRg) {
+  return h("thead", {}, h("tr", {}, h("th", {}, "NGroup"), withRg ? h("th", {}, "Resource group") : null,
+    h("th", {}, "Phase"), h("th", {}, "Ready / desired"), h("th", {}, "Revision"), h("th", {}, "Rollout"),
+    h("th", {}, "Provisioning")));
+}
+
+function readyOf(ng) {
+  const p = ng.properties, st = p.status || {};
+  const desired = st.observedGeneration ? st.desiredCount : p.elasticProfile.desiredCount;
+  return `${st.readyCount || 0} / ${desired}`;
+}
+
+function ngroupRow(ng, withRg) {
+  const p = ng.properties, st = p.status || {};
+  const rg = rgOf(ng.id);
+  return h("tr", { "data-ngroup": ng.name },
+    h("td", {}, h("a", { href: ngroupHref(rg, ng.name) }, ng.name)), withRg ? h("td", {}, rg) : null,
+    h("td", {}, badge(st.phase)), h("td", {}, readyOf(ng)), h("td", {}, st.currentRevision || (p.containerGroupProfiles[0] || {}).revision || ""),
+    h("td", {}, st.rollout ? `${st.rollout.state} (${st.rollout.fromRevision || "-"} → ${st.rollout.toRevision})` : "-"),
+    h("td", {}, p.provisioningState));
+}
+
+async function ngroupsPage() {
+  const rows = h("tbody", { id: "ngroup-rows" });
+  main.replaceChildren(h("h2", {}, "NGroups"), h("table", {}, ngroupHead(true), rows),
+    h("p", { class: "muted" }, "Sets of container groups made from one profile, scaled and rolled by the orchestrator."));
+  async function refresh() {
+    const ngroups = (await api("GET", `/subscriptions/${sub()}/providers/Microsoft.ContainerInstance/ngroups`)).value;
+    rows.replaceChildren(...ngroups.map((ng) => ngroupRow(ng, true)));
+    if (!ngroups.length) rows.replaceChildren(h("tr", {}, h("td", { colspan: 7 }, "No NGroups yet (corral ngroup create, or the ngroups API).")));
+  }
+  await refresh();
+  every(3, () => refresh().catch(() => {}));
+}
+
+async function ngroupPage(rg, name) {
+  const path = ngroupPath(rg, name);
+  let ng;
+  try {
+    ng = await api("GET", path);
+  } catch (err) {
+    main.replaceChildren(h("h2", {}, name), errorBox(err));
+    return;
+  }
+  const phase = badge((ng.properties.status || {}).phase, "ngroup-phase");
+  const prov = h("span", { id: "ngroup-provisioning", class: "muted" });
+  const ready = h("strong", { id: "ng-ready" });
+  const summary = h("p", { id: "ngroup-summary" });
+  const members = h("tbody", { id: "member-rows" });
+  const rollout = h("div", { id: "rollout" });
+  const history = h("tbody", { id: "history-rows" });
+  const events = h("ul", { class: "events", id: "events" });
+  const addEvent = eventList(events);
+  const message = h("p", { id: "ngroup-message", role: "status" });
+  const desired = h("input", { id: "ng-desired", type: "number", min: "0", step: "1", "aria-label": "desired count",
+    value: String(ng.properties.elasticProfile.desiredCount) });
+  const cpuCanvas = h("canvas", { id: "cpu-chart" });
+  const memCanvas = h("canvas", { id: "mem-chart" });
+
+  async function act(label, fn) {
+    message.textContent = `${label}...`;
+    try {
+      await fn();
+      message.textContent = `${label}: accepted; the orchestrator carries it out.`;
+      await refresh();
+    } catch (err) {
+      message.textContent = `${label} failed: ${err.message}`;
+    }
+  }
+  // No scale verb in ACI: a scale is a change of elasticProfile.desiredCount (a PATCH, JSON merge patch).
+  const scale = h("form", { id: "ng-scale-form", class: "scale", onsubmit: (e) => {
+    e.preventDefault();
+    const n = Number(desired.value);
+    act(`Scale to ${n}`, () => api("PATCH", path, { body: { properties: { elasticProfile: { desiredCount: n } } } }));
+  } }, h("label", {}, "Desired count", desired), h("button", { type: "submit", id: "ng-scale" }, "Scale"));
+  const actions = h("div", { class: "actions" },
+    h("button", { class: "secondary", id: "ng-restart", onclick: () => act("Restart", () => api("POST", `${path}/restart`)) }, "Restart"),
+    h("button", { class: "secondary", id: "ng-stop", onclick: () => act("Stop", () => api("POST", `${path}/stop`)) }, "Stop"),
+    h("button", { class: "secondary", id: "ng-start", onclick: () => act("Start", () => api("POST", `${path}/start`)) }, "Start"),
+    h("button", { class: "contrast", id: "ng-delete", onclick: () => confirmDialog(`Delete the NGroup ${name} and its members?`,
+      () => act("Delete", async () => {
+        await api("DELETE", path);
+        location.hash = `#/rg/${encodeURIComponent(rg)}`;
+      })) }, "Delete"));
+
+  main.replaceChildren(
+    h("hgroup", {}, h("h2", {}, name, " ", phase), h("p", {}, "NGroup in resource group ",
+      h("a", { href: `#/rg/${encodeURIComponent(rg)}` }, rg), " · provisioning ", prov, " · ready / desired ", ready)),
+    summary, h("div", { class: "grid" }, scale, actions), message,
+    h("h4", {}, "Members"),
+    h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Member"), h("th", {}, "State"), h("th", {}, "Revision"),
+      h("th", {}, "Ready"), h("th", {}, "In service"), h("th", {}, "IP"), h("th", {}, "Node"))), members),
+    h("div", { class: "grid" },
+      h("section", {}, h("h4", {}, "CPU (millicores) per member"), h("div", { class: "chart-box" }, cpuCanvas)),
+      h("section", {}, h("h4", {}, "Memory (MB) per member"), h("div", { class: "chart-box" }, memCanvas))),
+    h("div", { class: "grid" },
+      h("section", {}, h("h4", {}, "Rollout"), rollout, h("h5", {}, "History"),
+        h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Revision"), h("th", {}, "Result"), h("th", {}, "At"),
+          h("th", {}, "Message"))), history)),
+      h("section", {}, h("h4", {}, "Events"), events)));
+
+  function show(x) {
+    const p = x.properties, st = p.status || {};
+    phase.className = `state state-${st.phase || "Pending"}`;
+    phase.textContent = st.phase || "Pending";
+    prov.textContent = p.provisioningState;
+    ready.textContent = readyOf(x);
+    const profile = p.containerGroupProfiles[0] || {};
+    const rolling = (p.updateProfile || {}).rollingUpdateProfile || {};
+    const a = p.elasticProfile.autoscale;
+    summary.replaceChildren(`Profile ${profile.resource.id.split("/").pop()} revision ${profile.revision}`,
+      st.currentRevision ? ` (members run ${st.currentRevision})` : "",
+      ` · ${(p.updateProfile || {}).updateMode || "Manual"} updates`,
+      (p.updateProfile || {}).updateMode === "Rolling" ? ` (batches of ${rolling.maxBatchPercent || 20} %)` : "",
+      a ? ` · autoscale ${a.minCount}–${a.maxCount}${st.autoscale ? `, CPU ${st.autoscale.cpuUtilizationPercent ?? "-"} %` : ""}` : "");
+    members.replaceChildren(...(st.members || []).map((m) => h("tr", { "data-member": m.name },
+      h("td", {}, h("a", { href: groupHref(rg, m.name) }, m.name)), h("td", {}, badge(m.state)), h("td", {}, m.revision ?? ""),
+      h("td", {}, m.ready ? "yes" : "no"), h("td", {}, m.inService ? "yes" : "no"), h("td", {}, m.ip || "-"), h("td", {}, m.node || "-"))));
+    const ro = st.rollout;
+    rollout.replaceChildren(ro
+      ? h("p", { id: "rollout-state" }, badge(ro.state), ` revision ${ro.fromRevision || "-"} → ${ro.toRevision}`,
+        ro.rollingBack ? " (rolling back)" : "", ` · batch ${ro.batch}`, ro.message ? h("br") : "",
+        ro.message ? h("span", { class: "muted" }, ro.message) : "")
+      : h("p", { id: "rollout-state", class: "muted" }, "No rollout yet."));
+    history.replaceChildren(...[...(st.history || [])].reverse().map((e) => h("tr", {}, h("td", {}, e.revision),
+      h("td", {}, badge(e.result)), h("td", {}, when(e.at)), h("td", {}, e.message || ""))));
+    for (const e of st.events || []) addEvent({ event: e });
+  }
+  async function refresh() {
+    show(await api("GET", path));
+  }
+  show(ng);
+  every(2, () => refresh().catch(() => {}));
+  metricCharts(cpuCanvas, memCanvas, path, "containerGroupName eq '*'", name);
 }
 
 async function createPage() {
@@ -568,6 +790,8 @@ const ROUTES = [
   [/^#?\/?$/, overview],
   [/^#\/rg\/([^/]+)$/, rgPage],
   [/^#\/rg\/([^/]+)\/g\/([^/]+)$/, groupPage],
+  [/^#\/rg\/([^/]+)\/ng\/([^/]+)$/, ngroupPage],
+  [/^#\/ngroups$/, ngroupsPage],
   [/^#\/create$/, createPage],
   [/^#\/nodes$/, nodesPage],
   [/^#\/usage$/, usagePage],
