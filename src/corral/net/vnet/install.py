@@ -22,11 +22,6 @@ import corral
 CNI_BIN_DIRS = (Path("/opt/cni/bin"),)
 
 
-def installed_executable() -> Path:
-    """The console script (``corral-vnet`` on the virtualenv's PATH)."""
-    return Path(sys.prefix) / "bin" / "corral-vnet"
-
-
 def launcher_text() -> str:
     root = str(Path(corral.__file__).resolve().parents[1])
     return (f"#!{sys.executable} -IS\n"

@@ -59,10 +59,6 @@ class CniService:
         self.served = 0  # calls done here
         self.declined = 0  # calls sent back to be done by the executable itself
 
-    @property
-    def serving(self) -> bool:
-        return self._sock is not None
-
     def start(self) -> bool:
         """Listen (False when another live service holds the path, or it cannot be used)."""
         if len(self.path.encode()) >= 108:

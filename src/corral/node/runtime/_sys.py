@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import select
 import shutil
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
-CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
-MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
-MS_SLAVE = 1 << 19
-MNT_DETACH = 2
 UNIFIED_CGROUP = b"/sys/fs/cgroup/unified"
 
 
@@ -25,30 +19,19 @@ def _check(ret: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def detach_unified_cgroup() -> None:
-    """Enter a private mount namespace without the cgroup2 mount.
-
-    crun refuses hybrid cgroup hosts while cgroup2 holds a controller; hiding
-    the unified mount in a throwaway namespace makes it use plain cgroup v1,
-    without touching the host's mounts.
-    """
-    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-    # Slave, not private: unmounts on the host (a deleted sandbox's netns under the
-    # shared /var/run/netns) must reach this namespace, which conmon keeps for the
-    # container's life; otherwise it would pin other groups' namespaces.
-    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None), "make / rslave")
-    if _libc.umount2(UNIFIED_CGROUP, MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOENT):  # not mounted: nothing to hide
-            raise OSError(err, f"umount2(unified): {os.strerror(err)}")
-
-
 def detached_unified_prefix() -> list[str]:
-    """``detach_unified_cgroup`` as a command prefix (util-linux ``unshare`` and ``umount``).
+    """A command prefix that runs the command in a mount namespace of its own without the cgroup2 mount.
 
-    A ``preexec_fn`` makes Python fork() the calling process instead of vfork()ing it:
-    for the node agent (hundreds of MB, dozens of threads) that page-table copy costs
-    ~15 ms of CPU per container start, more than these two small execs.
+    crun refuses hybrid cgroup hosts while cgroup2 holds a controller; hiding the unified
+    mount in a throwaway namespace makes it use plain cgroup v1, without touching the
+    host's mounts. Slave, not private: unmounts on the host (a deleted sandbox's netns
+    under the shared /var/run/netns) must reach this namespace, which conmon keeps for the
+    container's life; otherwise it would pin other groups' namespaces.
+
+    A prefix (util-linux ``unshare`` and ``umount``), not a ``preexec_fn``: that makes Python
+    fork() the calling process instead of vfork()ing it, and for the node agent (hundreds of
+    MB, dozens of threads) the page-table copy costs ~15 ms of CPU per container start, more
+    than these two small execs.
     """
     unshare = shutil.which("unshare") or "/usr/bin/unshare"
     return [unshare, "--mount", "--propagation", "slave", "--", "/bin/sh", "-c",
