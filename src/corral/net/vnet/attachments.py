@@ -6,11 +6,11 @@ guard) is rebuilt from the whole list.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from corral.fileio import atomic_write
 from corral.net.vnet.config import VnetConf
 from corral.net.vnet.ipam import attachment_key
 
@@ -44,11 +44,7 @@ def load(conf: VnetConf, container_id: str, ifname: str) -> Attachment | None:
 
 
 def save(conf: VnetConf, att: Attachment) -> None:
-    f = path(conf, attachment_key(att.container_id, att.ifname))
-    f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_name(f".{f.name}.tmp")
-    tmp.write_text(att.model_dump_json())
-    os.replace(tmp, f)
+    atomic_write(path(conf, attachment_key(att.container_id, att.ifname)), att.model_dump_json(), durable=False)
 
 
 def keys(conf: VnetConf) -> list[str]:

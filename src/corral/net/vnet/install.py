@@ -12,12 +12,12 @@ and finds Corral at the path it was installed from; only the slow path sets
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
 
 import corral
+from corral.fileio import atomic_write
 
 CNI_BIN_DIRS = (Path("/opt/cni/bin"),)
 
@@ -39,19 +39,14 @@ def native_binary() -> Path:
     return Path(sys.prefix) / "bin" / "corral-vnet-native"
 
 
-def _write(path: Path, data: bytes) -> bool:
-    """Write an executable atomically; False when it was there already, unchanged."""
+def _write(path: Path, data: bytes) -> None:
+    """Write an executable atomically, unless it is there already, unchanged (a link is replaced)."""
     try:
         if not path.is_symlink() and path.read_bytes() == data:
-            return False
+            return
     except (FileNotFoundError, IsADirectoryError):
         pass
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o755)
-    tmp.replace(path)
-    return True
+    atomic_write(path, data, mode=0o755, durable=False)
 
 
 def install_executable(path: Path, native: bool = True) -> None:

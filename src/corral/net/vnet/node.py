@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from corral.fileio import atomic_write
 from corral.net.vnet import attachments, firewall, guard, netops, routing
 from corral.net.vnet.config import VnetConf
 from corral.net.vnet.nsg import SecurityRule
@@ -96,9 +97,7 @@ def _ensure_locked(conf: VnetConf, stamp: str, key: str) -> tuple[int, str]:
         body = {"stamp": stamp, "complete": complete, "peers": [p.block for p in conf.ipam.peers],
                 "peerMetric": peer_metric(conf), "spaces": conf.ipam.spaces, "peered": conf.peered_prefixes,
                 "forwarded": _admitted(conf), "routes": routing.route_doc(conf.routes)}
-        tmp = _stamp_file(conf).with_suffix(".tmp")
-        tmp.write_text(json.dumps(body))
-        os.replace(tmp, _stamp_file(conf))
+        _write_json(_stamp_file(conf), body)
     with _mem_lock:
         _mem_stamps[key] = (stamp, idx, mac, complete)
     return idx, mac
@@ -171,10 +170,7 @@ def vnet_rules(conf: VnetConf) -> list[SecurityRule]:
 
 
 def _write_json(path: Path, doc: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(doc), durable=False)
 
 
 def set_vnet_rules(conf: VnetConf, rules: list[SecurityRule]) -> None:
