@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -24,9 +24,9 @@ T = TypeVar("T")
 
 LOOPBACK_INDEX = 1  # the kernel registers lo first in every network namespace
 RT_PROTO = 67  # the routing protocol number of every route Corral puts in place (``ip route ... proto 67``)
-_RTPROT_BOOT = 3
-_AF_INET = 2
-_MAIN = 254
+RTPROT_BOOT = 3  # what routes added without a protocol carry
+AF_INET = 2
+MAIN_TABLE = 254
 
 
 def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
@@ -101,23 +101,29 @@ def set_main_routes(routes: dict[str, str], metric: int) -> None:
     one virtual network) each hold a route to it, so removing one network's leaves the other's.
     """
     with IPRoute() as ipr:
-        for m in ipr.get_routes(family=_AF_INET, table=_MAIN):
-            dst = f"{m.get_attr('RTA_DST') or '0.0.0.0'}/{m['dst_len']}"
+        for m in ipr.get_routes(family=AF_INET, table=MAIN_TABLE):
+            dst = route_dst(m)
             if m["proto"] == RT_PROTO and m.get_attr("RTA_PRIORITY") == metric and dst not in routes:
-                _ignore_gone(lambda d=dst: ipr.route("del", dst=d, table=_MAIN, priority=metric, proto=RT_PROTO))
+                ignore_gone(ipr.route, "del", dst=dst, table=MAIN_TABLE, priority=metric, proto=RT_PROTO)
         for dst, via in routes.items():
-            ipr.route("replace", dst=dst, gateway=via, table=_MAIN, priority=metric, proto=RT_PROTO)
+            ipr.route("replace", dst=dst, gateway=via, table=MAIN_TABLE, priority=metric, proto=RT_PROTO)
 
 
 def delete_legacy_route(dst: str) -> None:
     """A main-table route to another node's block as set-ups before per-network metrics left it (proto boot)."""
     with IPRoute() as ipr:
-        _ignore_gone(lambda: ipr.route("del", dst=dst, table=_MAIN, proto=_RTPROT_BOOT))
+        ignore_gone(ipr.route, "del", dst=dst, table=MAIN_TABLE, proto=RTPROT_BOOT)
 
 
-def _ignore_gone(fn: Callable[[], object]) -> None:
+def route_dst(m: Any) -> str:
+    """A pyroute2 route message's destination as a prefix (``0.0.0.0/0`` for a default route)."""
+    return f"{m.get_attr('RTA_DST') or '0.0.0.0'}/{m['dst_len']}"
+
+
+def ignore_gone(fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    """``fn(*args, **kwargs)``, a netlink deletion: what is already gone (ESRCH, ENOENT) is fine."""
     try:
-        fn()
+        fn(*args, **kwargs)
     except NetlinkError as exc:
         if exc.code not in (errno.ESRCH, errno.ENOENT):
             raise

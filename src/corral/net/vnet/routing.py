@@ -15,7 +15,7 @@ kernel alone (no record of what was installed):
 A packet no table decides falls through to ``main`` (the network's own blocks, local bridges).
 What an appliance of a peered network forwards here keeps its original source; the firewall admits
 it by the way the replies go (``forwarded_sources``).
-Inside every sandbox the route table is mirrored with protocol ``RT_PROTO`` routes
+Inside every sandbox the route table is mirrored with protocol ``netops.RT_PROTO`` routes
 (``unreachable P`` for None, ``P via <gateway>`` otherwise), so a group sees its routes and a
 dropped prefix fails at once; the node's tables are what enforce them.
 """
@@ -32,18 +32,15 @@ from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from corral.net.vnet import attachments, netops
-from corral.net.vnet.config import Route, VnetConf
+from corral.net.vnet.config import ApplianceRoute, Route, VnetConf
 
 log = logging.getLogger(__name__)
 
-RT_PROTO = netops.RT_PROTO  # marks the routes Corral put inside sandboxes and in the node's tables
 PRIO_DUTY_SKIP, PRIO_DUTY, PRIO_ROUTES, PRIO_PEERS = 9000, 9001, 10000, 10001
 TABLE_SPAN = 64  # tables per network: routes, peers, then one per appliance hosted here
 SYSTEM_METRIC = 10
-_AF_INET = 2
 _RTN = {"unicast": 1, "blackhole": 6, "unreachable": 7, "throw": 9}
 _RTN_NAME = {v: k for k, v in _RTN.items()}
-_RTPROT_BOOT = 3
 
 
 def table_base(tag: str) -> int:
@@ -87,12 +84,17 @@ def _in_reach(conf: VnetConf, ip: str | None) -> bool:
     return ip is not None and any(_within(ip, p) for p in [*conf.ipam.spaces, *conf.peered_prefixes])
 
 
+def _duties(conf: VnetConf) -> list[ApplianceRoute]:
+    """The appliance routes whose appliance is in this node's block: this node hands their traffic to it."""
+    return [d for d in conf.appliance_routes if _within(d.next_hop_ip, conf.ipam.node_block)]
+
+
 def plan(conf: VnetConf) -> tuple[list[RuleSpec], list[RouteSpec]]:
     """The rules and routes the network wants on this node (pure)."""
     base, bridge = table_base(conf.tag), conf.bridge_name
     rules: list[RuleSpec] = []
     routes: list[RouteSpec] = []
-    duties = [d for d in conf.appliance_routes if _within(d.next_hop_ip, conf.ipam.node_block)]
+    duties = _duties(conf)
     if conf.routes or duties:  # with duties the rule is also their `goto` target
         rules.append(RuleSpec(PRIO_ROUTES, base, iif=bridge))
     for r in conf.routes:
@@ -157,7 +159,7 @@ def _rule_spec(msg: object) -> RuleSpec:
 
 
 def _rule_args(r: RuleSpec) -> dict[str, object]:
-    args: dict[str, object] = {"priority": r.priority, "family": _AF_INET}
+    args: dict[str, object] = {"priority": r.priority, "family": netops.AF_INET}
     if r.goto is not None:
         args |= {"action": "goto", "goto": r.goto}
     else:
@@ -172,7 +174,7 @@ def _rule_args(r: RuleSpec) -> dict[str, object]:
 
 
 def _route_args(r: RouteSpec) -> dict[str, object]:
-    args: dict[str, object] = {"dst": r.dst, "table": r.table, "type": r.kind, "proto": RT_PROTO}
+    args: dict[str, object] = {"dst": r.dst, "table": r.table, "type": r.kind, "proto": netops.RT_PROTO}
     if r.metric:
         args["priority"] = r.metric
     if r.gateway:
@@ -202,44 +204,27 @@ def apply_host(conf: VnetConf) -> bool:
                 ipr.route("replace", **_route_args(RouteSpec(r.table, r.dst, "blackhole", None, r.metric)))
                 # On a bridge of this node not set up yet (another subnet's network)? Then try again later.
                 complete = complete and not _in_reach(conf, r.gateway)
-        have = [_rule_spec(m) for m in ipr.get_rules(family=_AF_INET)]
+        have = [_rule_spec(m) for m in ipr.get_rules(family=netops.AF_INET)]
         ours = [r for r in have if _ours(r, base, conf.bridge_name)]
         for r in rules:
             if r not in ours:
                 ipr.rule("add", **_rule_args(r))
         for r in ours:
             if r not in rules:
-                _del_rule(ipr, r)
+                netops.ignore_gone(ipr.rule, "del", **_rule_args(r))
         keep = {(r.table, r.dst, r.metric) for r in routes}
-        for m in ipr.get_routes(family=_AF_INET):
+        for m in ipr.get_routes(family=netops.AF_INET):
             table = m.get_attr("RTA_TABLE")
             if not (base <= table < base + TABLE_SPAN):
                 continue
-            dst = _net(m.get_attr("RTA_DST") or "0.0.0.0", m["dst_len"])
-            metric = m.get_attr("RTA_PRIORITY") or 0
+            dst, metric = netops.route_dst(m), m.get_attr("RTA_PRIORITY") or 0
             if (table, dst, metric) not in keep:
-                _del_route(ipr, {"dst": dst, "table": table, "priority": metric,
-                                 "type": _RTN_NAME.get(m["type"], "unicast")})
-    if any(d for d in conf.appliance_routes if _within(d.next_hop_ip, conf.ipam.node_block)):
+                netops.ignore_gone(ipr.route, "del", dst=dst, table=table, priority=metric,
+                                   type=_RTN_NAME.get(m["type"], "unicast"))
+    if _duties(conf):
         # What an appliance here forwards arrives on the bridge from sources routed elsewhere.
         netops.write_sysctl(f"/proc/sys/net/ipv4/conf/{conf.bridge_name}/rp_filter", "2")
     return complete
-
-
-def _del_rule(ipr: IPRoute, r: RuleSpec) -> None:
-    try:
-        ipr.rule("del", **_rule_args(r))
-    except NetlinkError as exc:
-        if exc.code not in (errno.ENOENT, errno.ESRCH):
-            raise
-
-
-def _del_route(ipr: IPRoute, args: dict[str, object]) -> None:
-    try:
-        ipr.route("del", **args)
-    except NetlinkError as exc:
-        if exc.code not in (errno.ENOENT, errno.ESRCH):
-            raise
 
 
 def teardown_host(conf: VnetConf) -> None:
@@ -259,7 +244,7 @@ def sandbox_routes(conf: VnetConf) -> list[tuple[str, bool]]:
 
 def sandbox_route_args(routes: list[tuple[str, bool]], gateway: str) -> list[dict[str, object]]:
     """pyroute2 ``route("replace", ...)`` arguments of a sandbox's mirrored routes."""
-    return [{"dst": dst, "proto": RT_PROTO, **({"type": "unreachable"} if dropped else {"gateway": gateway})}
+    return [{"dst": dst, "proto": netops.RT_PROTO, **({"type": "unreachable"} if dropped else {"gateway": gateway})}
             for dst, dropped in routes]
 
 
@@ -269,16 +254,16 @@ def apply_sandbox(netns: str, gateway: str, routes: list[tuple[str, bool]]) -> N
     def work() -> None:
         with IPRoute() as ipr:
             want = dict(routes)
-            for m in ipr.get_routes(family=_AF_INET, table=254):
-                if m["proto"] != RT_PROTO:
+            for m in ipr.get_routes(family=netops.AF_INET, table=netops.MAIN_TABLE):
+                if m["proto"] != netops.RT_PROTO:
                     continue
-                dst = _net(m.get_attr("RTA_DST") or "0.0.0.0", m["dst_len"])
+                dst = netops.route_dst(m)
                 if dst not in want and dst != "0.0.0.0/0":
-                    _del_route(ipr, {"dst": dst, "type": _RTN_NAME.get(m["type"], "unicast")})
+                    netops.ignore_gone(ipr.route, "del", dst=dst, type=_RTN_NAME.get(m["type"], "unicast"))
             for args in sandbox_route_args(routes, gateway):
                 ipr.route("replace", **args)
             if "0.0.0.0/0" not in want:
-                ipr.route("replace", dst="0.0.0.0/0", gateway=gateway, proto=_RTPROT_BOOT)
+                ipr.route("replace", dst="0.0.0.0/0", gateway=gateway, proto=netops.RTPROT_BOOT)
 
     netops.in_netns(netns, work)
 
