@@ -43,6 +43,14 @@ def group_of(cid: str) -> str:
     return cid[:UID_LEN]
 
 
+def split_container_id(cid: str) -> tuple[str, str, bool] | None:
+    """``container_id`` read back: (group uid, container name, init); None for an id it did not make."""
+    mark = cid[UID_LEN:UID_LEN + 3]
+    if mark not in ("-c-", "-i-"):
+        return None
+    return cid[:UID_LEN], cid[UID_LEN + 3:], mark == "-i-"
+
+
 def port_mappings(ip: IpAddress | None) -> list[PortMapping]:
     """The node's host ports a group publishes: those of a Public group. A Private group has no public
     address: its ports are reached at its own address in its virtual network and claim nothing here."""

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from corral.link.protocol import ControlPlaneLink
 from corral.model.metrics import ContainerSample, GroupSample, MetricsReport
-from corral.node.host import UID_LEN, NodeHost
+from corral.node.host import NodeHost, split_container_id
 from corral.node.network.networks import NetworkSet
 from corral.node.runtime import cgroups
 from corral.telemetry import NETWORK_POOL_READY
@@ -24,7 +24,6 @@ from corral.telemetry import NETWORK_POOL_READY
 log = logging.getLogger(__name__)
 
 SAMPLE_INTERVAL = 5.0  # seconds between samples
-_CONTAINER_MARK = "-c-"  # in a container id between the group uid and the name (init containers: "-i-")
 
 
 def read_net_dev(pid: int) -> tuple[int, int] | None:
@@ -67,9 +66,10 @@ class UsageSampler:
         wall = datetime.now(UTC)
         seen: set[str] = set()
         for cid in self.host.runtime.list_ids():
-            if cid[UID_LEN:UID_LEN + len(_CONTAINER_MARK)] != _CONTAINER_MARK:
+            parts = split_container_id(cid)
+            if parts is None or parts[2]:  # init containers are not sampled
                 continue
-            uid, name = cid[:UID_LEN], cid[UID_LEN + len(_CONTAINER_MARK):]
+            uid, name, _ = parts
             path = f"{self.host.cgroup_parent}/{uid}/{cid}"
             stats = cgroups.read_stats(path)
             if stats is None or stats.pids_current == 0:
