@@ -178,19 +178,12 @@ class NodeAgent:
             if group is None:
                 self._relinquish(key)
 
-    def _follow(self, key: str, session: int) -> None:
-        group = self.link.assignment(self.info.name, key)
-        if group is not None:
-            self._dispatch(key, group, session)
-        else:
-            self._relinquish(key)
-
     def recheck(self, key: str) -> None:
         """A worker's report was refused: look at its assignment again (from the worker's thread)."""
         def check() -> None:
             try:
                 with self._sync:
-                    self._follow(key, self._session)
+                    self._follow_all([key], self._session)
             except CorralError as exc:
                 log.info("could not re-check %s: %s", key, exc.message)
         threading.Thread(target=check, name="agent-recheck", daemon=True).start()
