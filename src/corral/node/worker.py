@@ -122,23 +122,20 @@ class GroupWorker:
             self._desired = group
             if session is not None:
                 self._session = session
-            self._dirty = True
-            self._wake.notify()
+            self.poke()
 
     def relinquish(self) -> None:
         """The group is no longer this node's (moved away while the node was cut off): remove the local
         copy and everything of it here, without touching the control plane's records."""
         with self._wake:
             self._desired, self._relinquish = None, True
-            self._dirty = True
-            self._wake.notify()
+            self.poke()
 
     def fence(self) -> None:
         """The node lost its lease and killed its containers: the exits to come are fencing, not failures."""
         with self._wake:
             self._fenced = True
-            self._dirty = True
-            self._wake.notify()
+            self.poke()
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
@@ -149,7 +146,8 @@ class GroupWorker:
             group is not None and group.spec.properties.networkSecurityGroup is not None)
 
     def poke(self) -> None:
-        """Run a pass soon (e.g. one of the group's containers exited)."""
+        """Run a pass soon (e.g. one of the group's containers exited). ``_wake`` is reentrant: callers
+        holding it change what the pass reads and poke in one step."""
         with self._wake:
             self._dirty = True
             self._wake.notify()
