@@ -112,8 +112,7 @@ class NetworkSet:
             name = self._by_subnet.get(subnet_id)
             if name is not None:
                 return self._managers[name]
-        conf = self.config_for(subnet_id)
-        conf = conf.model_copy(update={"data_dir": self.state_dir / conf.name / "plugin"})
+        conf = self._config(subnet_id)
         with self._lock:
             m = self._managers.get(conf.name)
         if m is None or m.conf != conf:
@@ -125,10 +124,16 @@ class NetworkSet:
         if not known:
             # A refresh that ran while this network was being opened did not know it: read its configuration
             # once more, so a block another node was granted meanwhile is routed here too.
-            again = self.config_for(subnet_id).model_copy(update={"data_dir": self.state_dir / conf.name / "plugin"})
+            again = self._config(subnet_id, conf.name)
             if again != conf:
                 m = self._open(again, fresh=True)
         return m
+
+    def _config(self, subnet_id: str | None, name: str | None = None) -> VnetConf:
+        """The network's configuration as the control plane has it, its plugin state in this node's
+        directory of the network (``name``: the one it is known by here)."""
+        conf = self.config_for(subnet_id)
+        return conf.model_copy(update={"data_dir": self.state_dir / (name or conf.name) / "plugin"})
 
     def refresh(self) -> None:
         """Re-read every known network's configuration (peers, security rules) and apply changes live;
@@ -139,8 +144,7 @@ class NetworkSet:
             self._retire(None, name)
         for subnet_id, name in subnets.items():
             try:
-                conf = self.config_for(subnet_id).model_copy(
-                    update={"data_dir": self.state_dir / name / "plugin"})
+                conf = self._config(subnet_id, name)
             except NotFound:
                 self._retire(subnet_id, name)
                 continue
