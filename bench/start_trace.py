@@ -53,7 +53,7 @@ CORRAL = str(Path(sys.executable).parent / "corral")
 # (label, owner, attribute), in the order they happen on the create path.
 STEPS: list[tuple[str, Any, str]] = [
     ("API: validate + store write (create_or_update)", groups.GroupService, "create_or_update"),
-    ("binder pass (place + write the binding)", binder.Binder, "reconcile"),
+    ("binder pass (take the change in, place, write the binding)", binder.Binder, "handle"),
     ("agent: wake-up, read, dispatch to a worker", agent.NodeAgent, "_dispatch"),
     ("worker pass (all below)", worker.GroupWorker, "reconcile"),
     ("  network sandbox (standby pool take)", host.NodeHost, "ensure_sandbox"),
