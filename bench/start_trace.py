@@ -135,7 +135,7 @@ def main() -> int:
             while app.store.list("/status/"):
                 time.sleep(0.01)
         tracer.undo()
-        crun = start_latency.crun_run(_Server(data), args.n, work)
+        crun = start_latency.crun_run(data, args.n, work)
     finally:
         tracer.undo()
         app.shutdown()
@@ -156,13 +156,6 @@ def main() -> int:
     print(f"{'raw crun run --detach, same image (same run)':<58} {'':8} {c50:8.1f}")
     print(f"ratio PUT->Running / crun run: {p50 / c50:.2f}")
     return 0
-
-
-class _Server:
-    """What start_latency.crun_run needs of a server: its data dir."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
 
 
 if __name__ == "__main__":
