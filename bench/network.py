@@ -93,13 +93,15 @@ class Bench:
         for label, _ in modes:
             self.rows.append((label, adds[label], dels[label]))
 
-    def run_inprocess(self, conf: VnetConf) -> None:
-        paths = [str(nsfiles.netns_path(name)) for name in self.make_netns("i")]
+    def run_inprocess(self, conf: VnetConf, label: str = "(c) corral-vnet in-process",
+                      paths: list[str] | None = None) -> None:
+        """ADD then DEL of n sandboxes in-process (in ``paths``, n network namespaces: default new ones)."""
+        paths = paths or [str(nsfiles.netns_path(name)) for name in self.make_netns("i")]
         plugin.add(conf, "warm", paths[0], "eth1")  # node set-up
         plugin.delete(conf, "warm", paths[0], "eth1")
         adds = [timed(partial(plugin.add, conf, f"i{i}", p, "eth0")) for i, p in enumerate(paths)]
         dels = [timed(partial(plugin.delete, conf, f"i{i}", p, "eth0")) for i, p in enumerate(paths)]
-        self.rows.append(("(c) corral-vnet in-process", adds, dels))
+        self.rows.append((label, adds, dels))
 
     def run_pool(self, conf: VnetConf, host_path: str) -> None:
         mgr = VnetNetworkManager(VnetNetworkConfig(vnet=conf, state_dir=self.tmp / "pool-state",

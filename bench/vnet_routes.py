@@ -56,27 +56,16 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=30, help="sandboxes per mode")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cvn-bench-routes-"))
-    names = [f"{HOST}-s{i}" for i in range(args.n)]
     subprocess.run(["ip", "netns", "add", HOST], check=True)
-    table = Bench(args.n, tmp)  # its rows and table; the sandboxes are this script's own
+    table = Bench(args.n, tmp, prefix="cvn")  # its sandboxes (cvn-hb-s<i>), rows and table
     changes: list[tuple[str, float]] = []
 
     def conf(name: str, bridge: str, block: str, **extra: Any) -> VnetConf:
         return VnetConf.model_validate({"name": name, "bridge": bridge, "dataDir": str(tmp / "vnet"),
                                         "ipam": {"subnet": "10.228.0.0/16", "nodeBlock": block}, **extra})
 
-    def add_del(label: str, c: VnetConf) -> None:
-        paths = [str(nsfiles.netns_path(n)) for n in names]
-        plugin.add(c, "warm", paths[0], "eth1")  # the node's set-up, once
-        plugin.delete(c, "warm", paths[0], "eth1")
-        adds = [timed(partial(plugin.add, c, f"i{i}", p, "eth0")) for i, p in enumerate(paths)]
-        dels = [timed(partial(plugin.delete, c, f"i{i}", p, "eth0")) for i, p in enumerate(paths)]
-        table.rows.append((label, adds, dels))
-        plugin.teardown(c)
-
-    def live() -> None:
+    def live(paths: list[str]) -> None:
         c = conf("cvn-bench-live", "cvnb3", "10.228.3.0/24", peerings=PEERING)
-        paths = [str(nsfiles.netns_path(n)) for n in names]
         for i, p in enumerate(paths):
             plugin.add(c, f"l{i}", p, "eth0")
         rt = routes("10.228.3.0/24")
@@ -90,17 +79,18 @@ def main() -> int:
         plugin.teardown(c)
 
     def work() -> None:
-        for n in names:
-            nsfiles.create_namespaces(nsfiles.netns_path(n), tmp / f"{n}.uts", tmp / f"{n}.ipc", n)
+        paths = [str(nsfiles.netns_path(n)) for n in table.make_netns("s")]  # the same ones for every mode
         try:
-            add_del("(c) in-process, no peering, no route table", conf("cvn-bench-plain", "cvnb1", "10.228.1.0/24"))
-            add_del("(e) in-process, 1 peering, 4 routes", conf("cvn-bench-routes", "cvnb2", "10.228.2.0/24",
-                                                                routes=routes("10.228.2.0/24"), peerings=PEERING))
-            live()
+            for label, c in (("(c) in-process, no peering, no route table",
+                              conf("cvn-bench-plain", "cvnb1", "10.228.1.0/24")),
+                             ("(e) in-process, 1 peering, 4 routes",
+                              conf("cvn-bench-routes", "cvnb2", "10.228.2.0/24", routes=routes("10.228.2.0/24"),
+                                   peerings=PEERING))):
+                table.run_inprocess(c, label, paths)
+                plugin.teardown(c)
+            live(paths)
         finally:
-            for n in names:
-                for p in (nsfiles.netns_path(n), tmp / f"{n}.uts", tmp / f"{n}.ipc"):
-                    nsfiles.remove_namespace_file(p)
+            table.drop_netns()
 
     try:
         for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "link", "add", "fab", "type", "veth", "peer", "fab1"],
