@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,25 +102,32 @@ class World:
         return self.net.peerings.state(record, p)
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    with fabric_of(tmp_path, "cvn", FAB_NET, ("10.216.", "10.217.", "10.218.", "10.219.")) as fab:
-        store = SqliteStore(tmp_path / "store.db")
+@contextmanager
+def world_of(tmp: Path, prefix: str, fab_net: str, marks: tuple[str, ...], hosts: int) -> Iterator[World]:
+    """A fabric (``fabric_of``) of ``hosts`` hosts, each running a NetworkSet configured by one control plane."""
+    with fabric_of(tmp, prefix, fab_net, marks) as fab:
+        store = SqliteStore(tmp / "store.db")
         net = NetworkControl(store)
-        hosts: list[Host] = []
+        made: list[Host] = []
         try:
-            for n in (1, 2):
+            for n in range(1, hosts + 1):
                 name = fab.add_host(n)
                 info = NodeInfo(name=name, address=fab.address(n), cpu=2, memoryGB=4, lastHeartbeat=datetime.now(UTC))
                 store.put(NODES + name, info.model_dump(mode="json"))
-                nets = NetworkSet(tmp_path / name, lambda sid, node=name: net.vnet_config_for(node, sid),
+                nets = NetworkSet(tmp / name, lambda sid, node=name: net.vnet_config_for(node, sid),
                                   netns_prefix=f"{name}-")
-                hosts.append(Host(name, nets))
-            yield World(fab, net, hosts)
+                made.append(Host(name, nets))
+            yield World(fab, net, made)
         finally:
-            for h in hosts:
+            for h in made:
                 h.close()
             store.close()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    with world_of(tmp_path, "cvn", FAB_NET, ("10.216.", "10.217.", "10.218.", "10.219."), hosts=2) as w:
+        yield w
 
 
 def reach(src: Sandbox, dst: Sandbox, port: int = 8080, expect: bool = True) -> str:

@@ -13,20 +13,15 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from test_vnet_fabric import fabric_of, on, sh
-from test_vnet_peering_fabric import Host, World, forwarded, make_router
+from test_vnet_fabric import on, sh
+from test_vnet_peering_fabric import World, forwarded, make_router, world_of
 
-from corral.control.netplane import NetworkControl
-from corral.model.records import NODES, NodeInfo
 from corral.net.vnet import guard, netops, plugin
 from corral.net.vnet.ipam import attachment_key
-from corral.node.network.networks import NetworkSet
 from corral.node.network.records import Sandbox
-from corral.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.integration
 FAKE_MAC = "02:00:00:c0:ff:ee"
@@ -34,19 +29,8 @@ FAKE_MAC = "02:00:00:c0:ff:ee"
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    with fabric_of(tmp_path, "cvn-s", "10.219.201", ("10.216.", "10.217.", "10.219.")) as fab:
-        store = SqliteStore(tmp_path / "store.db")
-        net = NetworkControl(store)
-        name = fab.add_host(1)
-        store.put(NODES + name, NodeInfo(name=name, address=fab.address(1), cpu=2, memoryGB=4,
-                                         lastHeartbeat=datetime.now(UTC)).model_dump(mode="json"))
-        host = Host(name, NetworkSet(tmp_path / name, lambda sid: net.vnet_config_for(name, sid),
-                                     netns_prefix=f"{name}-"))
-        try:
-            yield World(fab, net, [host])
-        finally:
-            host.close()
-            store.close()
+    with world_of(tmp_path, "cvn-s", "10.219.201", ("10.216.", "10.217.", "10.219."), hosts=1) as w:
+        yield w
 
 
 def mac_of(netns: str) -> str:
