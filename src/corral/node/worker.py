@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 
 from corral.errors import CorralError, NetworkFeatureUnsupported, NotAssigned, StaleBinding
 from corral.link.protocol import ControlPlaneLink
-from corral.model.group import Container, GroupProperties, InitContainer
+from corral.model.group import Container, GroupProperties, InitContainer, Probe
 from corral.model.records import GroupRecord
 from corral.model.status import ContainerStateView, ContainerStatus, GroupStatus, record_event
 from corral.net.dns.resolv import dns_settings
 from corral.node.host import NodeHost, container_id, isolation_of, registry_credentials, volume_mounts
 from corral.node.network.etcfiles import write_hosts
-from corral.node.probes import Prober, runner_for
+from corral.node.probes import ProbeKind, Prober, ProbeStep, runner_for
 from corral.node.runtime.runtime import ContainerState
 
 if TYPE_CHECKING:
@@ -513,6 +513,14 @@ class GroupWorker:
         cs.ready = False
         return 0.0  # the next pass sees it exited and applies the restart policy
 
+    def _step(self, name: str, cs: ContainerStatus, kind: ProbeKind, probe: Probe, epoch: str, cid: str,
+              ip: str | None) -> ProbeStep:
+        """Run one probe if it is due; a failure is an Unhealthy event."""
+        step = self._prober.step(name, kind, probe, epoch, cid, ip)
+        if step.failure:
+            record_event(cs.events, "Unhealthy", f"{kind.capitalize()} probe failed: {step.failure}", "Warning")
+        return step
+
     def _probe(self, c: Container, cs: ContainerStatus, cid: str, ip: str | None) -> float:
         """Run the container's due probes; a failed liveness (or startup) probe kills it (the restart policy
         decides the rest). Until a startup probe has succeeded, the other two wait and the container is not ready."""
@@ -520,9 +528,7 @@ class GroupWorker:
         epoch = f"{cs.restartCount}:{cs.currentState.startTime}"
         delay = RUNNING_SWEEP
         if p.startupProbe is not None and self._started_ok.get(c.name) != epoch:
-            step = self._prober.step(c.name, "startup", p.startupProbe, epoch, cid, ip)
-            if step.failure:
-                record_event(cs.events, "Unhealthy", f"Startup probe failed: {step.failure}", "Warning")
+            step = self._step(c.name, cs, "startup", p.startupProbe, epoch, cid, ip)
             if step.verdict is False:
                 return self._kill_unhealthy(c, cs, cid, "startup")
             if step.verdict is None:
@@ -533,15 +539,11 @@ class GroupWorker:
         if p.readinessProbe is None:
             cs.ready = True
         else:
-            step = self._prober.step(c.name, "readiness", p.readinessProbe, epoch, cid, ip)
-            if step.failure:
-                record_event(cs.events, "Unhealthy", f"Readiness probe failed: {step.failure}", "Warning")
+            step = self._step(c.name, cs, "readiness", p.readinessProbe, epoch, cid, ip)
             cs.ready = step.verdict is True
             delay = min(delay, step.next_in)
         if p.livenessProbe is not None:
-            step = self._prober.step(c.name, "liveness", p.livenessProbe, epoch, cid, ip)
-            if step.failure:
-                record_event(cs.events, "Unhealthy", f"Liveness probe failed: {step.failure}", "Warning")
+            step = self._step(c.name, cs, "liveness", p.livenessProbe, epoch, cid, ip)
             if step.verdict is False:
                 return self._kill_unhealthy(c, cs, cid, "liveness")
             delay = min(delay, step.next_in)
