@@ -120,8 +120,9 @@ def corral_api(server: CorralServer, n: int, poll: bool = False) -> list[float]:
     return out
 
 
-def crun_run(data_dir: Path, n: int, work: Path) -> list[float]:
-    """``crun run --detach`` of the image Corral keeps under ``data_dir``, n times (ms each)."""
+def crun_run(data_dir: Path, n: int, work: Path, cgroup_parent: str = "/corral-bench") -> list[float]:
+    """``crun run --detach`` of the image Corral keeps under ``data_dir``, n times (ms each), in cgroups
+    under ``cgroup_parent`` (the bench's own, which it removes)."""
     store = ImageStore(data_dir / "images")
     image = store.get(IMAGE)
     assert image is not None
@@ -133,7 +134,7 @@ def crun_run(data_dir: Path, n: int, work: Path) -> list[float]:
         rootfs = store.mount_rootfs(image, cdir)
         spec = build_spec(SpecRequest(rootfs=rootfs, args=["sleep", "3600"], env=["PATH=/bin:/usr/bin"],
                                       hostname=cid, cpu=0.1, cpu_limit=0.1, memory_bytes=100 * 2**20,
-                                      cgroup_path=f"/corral-bench/{cid}"))
+                                      cgroup_path=f"{cgroup_parent}/{cid}"))
         bundle = cdir / "bundle"
         bundle.mkdir()
         (bundle / "config.json").write_text(json.dumps(spec))

@@ -135,7 +135,7 @@ def main() -> int:
             while app.store.list("/status/"):
                 time.sleep(0.01)
         tracer.undo()
-        crun = start_latency.crun_run(data, args.n, work)
+        crun = start_latency.crun_run(data, args.n, work, cgroup_parent=parent)  # node reset removes it
     finally:
         tracer.undo()
         app.shutdown()
