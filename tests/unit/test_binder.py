@@ -15,7 +15,7 @@ from corral.control.groups import GroupService
 from corral.control.netplane import NetworkControl
 from corral.link.local import LocalLink
 from corral.model.group import ContainerGroup
-from corral.model.network import NetworkSettings
+from corral.model.network import NetworkSettings, VirtualNetwork
 from corral.model.records import NODES, NodeInfo, group_key, status_key
 from corral.store.base import Record
 from corral.store.sqlite import SqliteStore
@@ -203,3 +203,24 @@ def test_events_are_applied_as_deltas_without_listing_the_store(h: Harness) -> N
     h.pump()
     assert h.store.lists == listed
     assert h.node_of("g4") in ("n1", "n2")
+
+
+def test_a_subnet_or_network_removed_leaves_the_snapshot(h: Harness) -> None:
+    def vnet(*subnets: str) -> VirtualNetwork:
+        return VirtualNetwork.model_validate({"location": "local", "properties": {
+            "addressSpace": {"addressPrefixes": ["10.50.0.0/16"]},
+            "subnets": [{"name": s, "properties": {"addressPrefix": f"10.50.{i}.0/24"}}
+                        for i, s in enumerate(subnets)]}})
+
+    def known() -> set[str]:
+        return {k for k in h.binder.state.subnets.subnets if "/v1/" in k}
+
+    h.network.vnets.put(SUB, RG, "v1", vnet("a", "b"))
+    h.pump()
+    assert known() == {f"{SUB}/{RG}/v1/a", f"{SUB}/{RG}/v1/b"}
+    h.network.vnets.put(SUB, RG, "v1", vnet("a"))
+    h.pump()
+    assert known() == {f"{SUB}/{RG}/v1/a"}
+    h.network.vnets.delete(SUB, RG, "v1")
+    h.pump()
+    assert known() == set()

@@ -216,9 +216,9 @@ class Binder(Controller):
             rec = VnetRecord.model_validate(value)
             m = rec.meta
             for name, sn in rec.subnets.items():
-                key = "/".join((m.subscription, m.resourceGroup, m.name, name)).lower()
-                self.state.subnets.define(key, str(sn.properties.prefix))
-                subnets.add(key)
+                subnet = "/".join((m.subscription, m.resourceGroup, m.name, name)).lower()
+                self.state.subnets.define(subnet, str(sn.properties.prefix))
+                subnets.add(subnet)
             self.vnets[key] = (m.uid, subnets)
             self.vnet_of_uid[m.uid] = key
             self._apply_grants(m.uid)
