@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from corral.errors import NotAssigned, StaleBinding, VersionConflict
 from corral.link.protocol import AGENT_PREFIXES
@@ -57,12 +57,9 @@ class LocalLink:
 
     def assignments(self, node: str) -> tuple[int, dict[str, GroupRecord]]:
         rev = self.store.revision()
-        out = {}
-        for rec in self.store.list(GROUPS):
-            group = GroupRecord.model_validate(rec.value)
-            if group.meta.node == node:
-                out[rec.key] = group
-        return rev, out
+        # Every group of the cluster is listed: only the node's own are worth a model validation.
+        return rev, {rec.key: GroupRecord.model_validate(rec.value) for rec in self.store.list(GROUPS)
+                     if _bound_to(rec.value, node)}
 
     def wait(self, node: str, after: int, timeout: float) -> tuple[int, set[str] | None]:
         deadline = time.monotonic() + timeout
@@ -80,10 +77,10 @@ class LocalLink:
 
     def assignment(self, node: str, key: str) -> GroupRecord | None:
         rec = self.store.get(key)
-        if rec is None:
+        # Every node's wait asks this of each changed group: another node's is not validated.
+        if rec is None or not _bound_to(rec.value, node):
             return None
-        group = GroupRecord.model_validate(rec.value)
-        return group if group.meta.node == node else None
+        return GroupRecord.model_validate(rec.value)
 
     def last_status(self, key: str, uid: str) -> GroupStatus | None:
         rec = self.store.get(status_key(uid))
@@ -143,3 +140,8 @@ class LocalLink:
     def report_load_balancers(self, node: str, revision: int) -> None:
         if self.loadbalancers is not None:
             self.loadbalancers.report_applied(node, revision)
+
+
+def _bound_to(value: dict[str, Any], node: str) -> bool:
+    """Whether a stored group record (``GroupRecord.dump()``) is bound to ``node``."""
+    return value.get("meta", {}).get("node") == node
