@@ -149,11 +149,15 @@ class NodeLifecycle(Controller):
         records = {r.key: r for r in self.store.list(GROUPS)}
         self._evicting = False
         for rec in records.values():
-            group = GroupRecord.model_validate(rec.value)
-            name = group.meta.node
+            meta = rec.value["meta"]
+            name = meta.get("node")
             if name is None:
                 continue
             node = self._nodes.get(name)
+            lost = node is None or (node.leaseSeconds is not None and not node.ready)
+            if not lost and not meta.get("evicting"):
+                continue  # most groups: nothing to do, not worth a model validation in a pass per group change
+            group = GroupRecord.model_validate(rec.value)
             if node is None:
                 self._leave(rec, group, f"node {name} is no longer part of the cluster")
             elif node.leaseSeconds is not None and not node.ready:
@@ -237,8 +241,8 @@ class NodeLifecycle(Controller):
                 self._moving.pop(node.evicting, None)
                 self._update_node(node.name, evicting=None)
             return
-        groups = sorted((k, GroupRecord.model_validate(r.value)) for k, r in records.items())
-        mine = [(k, g) for k, g in groups if g.meta.node == node.name and not g.meta.deleting]
+        mine = [(k, GroupRecord.model_validate(r.value)) for k, r in sorted(records.items())
+                if r.value["meta"].get("node") == node.name and not r.value["meta"].get("deleting")]
         for key, group in mine:
             if group.meta.desiredState == "Stopped":  # nothing runs: no need to wait for the node
                 status, version = self._status(group)
