@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from corral.control.controller import Controller
 from corral.control.drainplan import DrainPlanner
-from corral.errors import NotFound, VersionConflict
+from corral.errors import CorralError, NotFound, VersionConflict
 from corral.model.records import GROUPS, LEASES, NODES, GroupRecord, NodeInfo, status_key
 from corral.model.status import ContainerStateView, ContainerStatus, GroupStatus, record_event
 from corral.store.base import ABSENT, Delete, Event, Put, Record, Store
@@ -43,6 +44,18 @@ log = logging.getLogger(__name__)
 LEASE_CHECK = 0.1  # seconds between looks at the leases
 MOVE_TIMEOUT = 60.0  # a drain goes on with the next group if a moved one is not running elsewhere by then
 DRAIN_RECHECK = 2.0  # seconds between looks for room for groups a drain could not move
+
+
+def update_node(store: Store, name: str, missing: Callable[[], CorralError], busy: str, /,
+                **fields: object) -> NodeInfo:
+    """Set fields of a node's record (compare-and-swap, retried); ``missing()`` is raised if it is gone."""
+    def apply(n: NodeInfo | None) -> NodeInfo:
+        assert n is not None
+        for k, v in fields.items():
+            setattr(n, k, v)
+        return n
+
+    return update_record(store, NODES + name, NodeInfo, apply, missing=missing, busy=busy)[0]
 
 
 def finished(group: GroupRecord, status: GroupStatus | None) -> bool:
@@ -120,16 +133,10 @@ class NodeLifecycle(Controller):
         return changed
 
     def _update_node(self, name: str, **fields: object) -> bool:
-        """Set fields of a node's record (compare-and-swap); False if the node is gone."""
-        def apply(n: NodeInfo | None) -> NodeInfo:
-            assert n is not None
-            for k, v in fields.items():
-                setattr(n, k, v)
-            return n
-
+        """Set fields of a node's record; False if the node is gone."""
         try:
-            node, _, _ = update_record(self.store, NODES + name, NodeInfo, apply, missing=lambda: NotFound(name),
-                                       busy=f"node {name} is changing too often")
+            node = update_node(self.store, name, lambda: NotFound(name), f"node {name} is changing too often",
+                               **fields)
         except NotFound:
             self._nodes.pop(name, None)
             return False

@@ -17,14 +17,13 @@ from typing import Literal
 from pydantic import BaseModel
 
 from corral.control.drainplan import DrainPlanner
-from corral.control.lifecycle import finished
+from corral.control.lifecycle import finished, update_node
 from corral.control.netplane import NetworkControl
 from corral.errors import Conflict, NotFound
 from corral.model.group import total_requests
 from corral.model.records import GROUPS, LEASES, NODE_CREDENTIALS, NODES, GroupRecord, NodeInfo, status_key
 from corral.model.status import GroupStatus
 from corral.store.base import Store
-from corral.store.update import update_record
 
 
 class NodeGroup(BaseModel):
@@ -98,15 +97,8 @@ class NodeService:
         return self._view(self._node(name), self._groups().get(name, []), detail=True)
 
     def _change(self, name: str, **fields: object) -> NodeView:
-        def apply(n: NodeInfo | None) -> NodeInfo:
-            assert n is not None
-            for k, v in fields.items():
-                setattr(n, k, v)
-            return n
-
-        update_record(self.store, NODES + name, NodeInfo, apply,
-                      missing=lambda: NotFound(f"node '{name}' is not registered (see `corral node list`)"),
-                      busy=f"node '{name}' is changing too often; retry")
+        update_node(self.store, name, lambda: NotFound(f"node '{name}' is not registered (see `corral node list`)"),
+                    f"node '{name}' is changing too often; retry", **fields)
         return self.get(name)
 
     def cordon(self, name: str) -> NodeView:
