@@ -20,9 +20,9 @@ from corral.control.drainplan import DrainPlanner
 from corral.control.lifecycle import finished, update_node
 from corral.control.netplane import NetworkControl
 from corral.errors import Conflict, NotFound
-from corral.model.group import total_requests
 from corral.model.records import GROUPS, LEASES, NODE_CREDENTIALS, NODES, GroupRecord, NodeInfo, status_key
 from corral.model.status import GroupStatus
+from corral.scheduler.allocation import NodeLoad, loads
 from corral.store.base import Store
 
 
@@ -62,15 +62,12 @@ class NodeService:
                 out.setdefault(g.meta.node, []).append((rec.key, g))
         return out
 
-    def _view(self, node: NodeInfo, groups: list[tuple[str, GroupRecord]], detail: bool) -> NodeView:
+    def _view(self, node: NodeInfo, groups: list[tuple[str, GroupRecord]], load: NodeLoad, detail: bool) -> NodeView:
         lease = self.store.get(LEASES + node.name)
         beat = datetime.fromisoformat(lease.value["renewedAt"]) if lease else None
-        view = NodeView(node=node, status="Ready" if node.ready else "NotReady", lastHeartbeat=beat)
+        view = NodeView(node=node, status="Ready" if node.ready else "NotReady", lastHeartbeat=beat,
+                        allocatedCpu=round(load.cpu, 3), allocatedMemoryGB=round(load.memoryGB, 3))
         for key, g in groups:
-            if g.meta.desiredState == "Running":
-                cpu, mem = total_requests(g.spec.properties)
-                view.allocatedCpu += cpu
-                view.allocatedMemoryGB += mem
             state = "Pending"
             if detail:
                 st = self.store.get(status_key(g.meta.uid))
@@ -79,7 +76,6 @@ class NodeService:
             if key in node.drainBlocked:
                 view.unmovable.append(UnmovableGroup(key=key, name=g.meta.name, resourceGroup=g.meta.resourceGroup,
                                                      state=state, reason=node.drainBlocked[key]))
-        view.allocatedCpu, view.allocatedMemoryGB = round(view.allocatedCpu, 3), round(view.allocatedMemoryGB, 3)
         return view
 
     def _node(self, name: str) -> NodeInfo:
@@ -90,11 +86,14 @@ class NodeService:
 
     def list(self) -> list[NodeView]:
         groups = self._groups()
-        nodes = [NodeInfo.model_validate(r.value) for r in self.store.list(NODES)]
-        return [self._view(n, groups.get(n.name, []), detail=False) for n in sorted(nodes, key=lambda n: n.name)]
+        nodes = sorted((NodeInfo.model_validate(r.value) for r in self.store.list(NODES)), key=lambda n: n.name)
+        # What each node has allocated, as the scheduler accounts it (the capacity and metrics routes read the same).
+        by_node = loads(nodes, (g for bound in groups.values() for _, g in bound))
+        return [self._view(n, groups.get(n.name, []), by_node[n.name], detail=False) for n in nodes]
 
     def get(self, name: str) -> NodeView:
-        return self._view(self._node(name), self._groups().get(name, []), detail=True)
+        node, groups = self._node(name), self._groups().get(name, [])
+        return self._view(node, groups, loads([node], (g for _, g in groups))[name], detail=True)
 
     def _change(self, name: str, **fields: object) -> NodeView:
         update_node(self.store, name, lambda: NotFound(f"node '{name}' is not registered (see `corral node list`)"),
