@@ -18,6 +18,7 @@ from corral.errors import StoreRequestInvalid, VersionConflict
 from corral.store.base import ABSENT, MAX_TXN_OPS, Compacted, Delete, Put, Store
 from corral.store.etcd import EtcdStore
 from corral.store.open import open_store
+from corral.store.sqlite import SqliteStore
 from corral.store.update import update_record
 
 Opener = Callable[[], Store]
@@ -122,6 +123,20 @@ def test_compacted_history_is_reported(s: Store) -> None:
     assert [(e.key, e.revision) for e in events] == [("/c/c", later.version)]
     assert s.get("/c/a").value == {"v": 3}  # compaction keeps the current values
 
+
+
+def test_sqlite_own_compaction_keeps_an_earlier_one(tmp_path: Path) -> None:
+    # SQLite forgets history itself every 1,000 revisions; that must not bring back a floor set by hand,
+    # or a watcher from before it would miss events silently instead of being told to re-list.
+    s = SqliteStore(tmp_path / "store.db")
+    for i in range(1500):
+        s.put(f"/k/{i % 7}", {"i": i})
+    s.compact(1200)
+    for i in range(600):  # past revision 2,000: the store's own compaction
+        s.put(f"/k/{i % 7}", {"i": i})
+    with pytest.raises(Compacted):
+        s.watch("/k/", 100, timeout=0)
+    s.close()
 
 def test_txn_applies_all_or_nothing(s: Store) -> None:
     a = s.put("/k/a", {"v": 1})

@@ -25,6 +25,7 @@ RETAINED_EVENTS = 10_000
 
 class SqliteStore:
     local_reads = True  # reads are in-process and never wait on a lock or the network (api/deps.read_store)
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -83,10 +84,15 @@ class SqliteStore:
         self._db.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (self._rev, key, kind, value))
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (self._rev,))
         if self._rev % 1000 == 0:
-            self._compacted = max(0, self._rev - RETAINED_EVENTS)
-            self._db.execute("DELETE FROM events WHERE revision <= ?", (self._compacted,))
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('compacted', ?)", (self._compacted,))
+            self._forget_through(self._rev - RETAINED_EVENTS)
         return self._rev
+
+    def _forget_through(self, revision: int) -> None:
+        """Drop the history up to ``revision``; what is gone stays gone (the floor never goes down). Under the lock."""
+        if revision > self._compacted:
+            self._compacted = revision
+            self._db.execute("DELETE FROM events WHERE revision <= ?", (revision,))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('compacted', ?)", (revision,))
 
     def put(self, key: str, value: dict[str, Any], expect_version: int | None = None) -> Record:
         out = self.txn([Put(key=key, value=value, expect_version=expect_version)])[0]
@@ -145,11 +151,7 @@ class SqliteStore:
     def compact(self, revision: int) -> None:
         """Forget the history up to ``revision``: a watch from before it raises Compacted."""
         with self._lock:
-            revision = min(revision, self._rev)
-            if revision > self._compacted:
-                self._compacted = revision
-                self._db.execute("DELETE FROM events WHERE revision <= ?", (revision,))
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('compacted', ?)", (revision,))
+            self._forget_through(min(revision, self._rev))
 
     # watch -----------------------------------------------------------------
     def watch(self, prefix: str, after: int, timeout: float) -> list[Event]:
