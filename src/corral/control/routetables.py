@@ -58,13 +58,19 @@ def _check_prefixes(routes: dict[str, RouteRecord]) -> None:
         seen[p] = r.name
 
 
-def load_table(store: Store, ref: Ref | None) -> RouteTableRecord | None:
+def _table_key(ref: Ref | None) -> str | None:
+    """The store key of the route table a subnet's ``routeTable`` names (None: none, or not a route table id)."""
     if ref is None:
         return None
     try:
-        rec = store.get(K.route_table_key(*K.parse_route_table_id(ref.id)))
+        return K.route_table_key(*K.parse_route_table_id(ref.id))
     except ValueError:
         return None
+
+
+def load_table(store: Store, ref: Ref | None) -> RouteTableRecord | None:
+    key = _table_key(ref)
+    rec = store.get(key) if key else None
     return RouteTableRecord.model_validate(rec.value) if rec else None
 
 
@@ -113,12 +119,7 @@ def appliance_routes(store: Store, block: str) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
     for rec in store.list(K.VNETS):
         for sn in VnetRecord.model_validate(rec.value).subnets.values():
-            ref = sn.properties.routeTable
-            try:
-                key = K.route_table_key(*K.parse_route_table_id(ref.id)) if ref else None
-            except ValueError:
-                continue
-            for r in wanted.get(key or "", []):
+            for r in wanted.get(_table_key(sn.properties.routeTable) or "", []):
                 out.append({"sourceAddressPrefix": str(sn.properties.addressPrefix),
                             "addressPrefix": r.properties.addressPrefix,
                             "nextHopIpAddress": str(r.properties.nextHopIpAddress)})
@@ -147,12 +148,8 @@ class RouteTableService:
         for rec in self.store.list(K.VNETS):
             v = VnetRecord.model_validate(rec.value)
             for sn in v.subnets.values():
-                ref = sn.properties.routeTable
-                try:
-                    if ref is not None and K.route_table_key(*K.parse_route_table_id(ref.id)) == want:
-                        out.append(K.subnet_id(v.meta.subscription, v.meta.resourceGroup, v.meta.name, sn.name))
-                except ValueError:
-                    continue
+                if _table_key(sn.properties.routeTable) == want:
+                    out.append(K.subnet_id(v.meta.subscription, v.meta.resourceGroup, v.meta.name, sn.name))
         return out
 
     def put(self, sub: str, rg: str, name: str, body: RouteTable) -> tuple[RouteTableRecord, int, bool]:
