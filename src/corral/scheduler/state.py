@@ -98,6 +98,3 @@ class ClusterState:
             self.topology.add(d, idx)
         else:
             self.topology.remove(d, idx)
-
-    def groups_on(self, node: str) -> set[str]:
-        return set(self._by_node.get(node, ()))
