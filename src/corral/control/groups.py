@@ -65,6 +65,8 @@ def volume_shape(group: ContainerGroup) -> list[object]:
             dump.pop("secretPermissions", None)
         out.append(dump)
     return out
+
+
 def claims_more(old: GroupProperties, new: GroupProperties) -> bool:
     """Whether ``new`` asks a node for more CPU, memory or GPUs (of any SKU) than ``old`` did."""
     (old_cpu, old_mem), (new_cpu, new_mem) = total_requests(old), total_requests(new)

@@ -58,8 +58,8 @@ class ControlPlane:
         self.link = LocalLink(store)
         self.metering = Meter(store, PriceSheet.load(price_sheet))
         self.network = NetworkControl(store, network, location=location)
-        self.binder = Binder(store, scheduler, self.network.settings, self.network.vnets.default_subnet_id())
         subnet = self.network.vnets.default_subnet_id()
+        self.binder = Binder(store, scheduler, self.network.settings, subnet)
         self.lifecycle = NodeLifecycle(store, DrainPlanner(store, scheduler, self.network.settings, subnet,
                                                            follows=True))
         self.groups.placement_check = GroupPlacementCheck(store).check
