@@ -17,16 +17,10 @@ from corral.scheduler.plugin import Context
 
 def _domain_counts(ctx: Context, s: Spread) -> tuple[np.ndarray, int, int]:
     """Per node, the family's groups in its domain; and the least and most over the counted domains."""
-    topo, nodes = ctx.state.topology, ctx.state.nodes
+    topo = ctx.state.topology
     counts = topo.node_counts(s.family)
-    if s.key == NODE:
-        per_node = topo.domain_counts(counts, NODE)
-        seen = per_node[ctx.eligible()]
-    else:
-        per_zone = topo.zone_counts(counts)
-        zone = nodes.zone[: ctx.n]
-        per_node = np.where(zone >= 0, per_zone[zone], 0)
-        seen = per_zone[ctx.eligible_zones()]
+    per_node = topo.domain_counts(counts, s.key)
+    seen = per_node[ctx.eligible()] if s.key == NODE else topo.zone_counts(counts)[ctx.eligible_zones()]
     if seen.size == 0:
         return per_node, 0, 0
     return per_node, int(seen.min()), int(seen.max())
