@@ -22,7 +22,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from cluster import CORRAL, UPLINK, ClusterFabric, Host  # noqa: E402
+from cluster import CORRAL, UPLINK, ClusterFabric, Host, OverlapWatch  # noqa: E402
 from groups import container, group  # noqa: E402
 from registry import run_registry  # noqa: E402
 
@@ -40,44 +39,9 @@ RG = "bench-failover"
 TARGET = 5.0  # seconds from the cut to every group Running elsewhere
 
 
-def placement(client: Client) -> dict[str, str]:
-    out = {}
-    for n in client.request("GET", "/providers/Corral/nodes").json()["value"]:
-        for g in client.request("GET", f"/providers/Corral/nodes/{n['name']}").json()["properties"]["groups"]:
-            out[g["name"]] = n["name"]
-    return out
-
-
 def states(client: Client) -> dict[str, str]:
     return {g["name"]: g["properties"]["instanceView"]["state"]
             for g in client.request("GET", client.group_path(RG)).json()["value"]}
-
-
-class Overlap:
-    """The longest stretch during which some group ran on two hosts at once."""
-
-    def __init__(self, fab: ClusterFabric, uids: list[str]) -> None:
-        self.fab, self.uids = fab, uids
-        self.longest = 0.0
-        self._since: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            now = time.monotonic()
-            for uid in self.uids:
-                if len(self.fab.running_copies(uid)) > 1:
-                    self._since.setdefault(uid, now)
-                    self.longest = max(self.longest, now - self._since[uid])
-                else:
-                    self._since.pop(uid, None)
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join(5)
-        return self.longest
 
 
 def uid_of(fab: ClusterFabric, host: Host, name: str) -> str:
@@ -97,19 +61,20 @@ def create_on(fab: ClusterFabric, host: Host, names: list[str], image: str) -> t
     for n in names:
         body = group(container(n, ["sleep", "3600"], cpu=0.05, memory=0.05, image=image), restartPolicy="Always")
         client.request("PUT", client.group_path(RG, n), json=body)
-    wait_running(client, names, exclude=None)
+    wait_running(fab, names, exclude=None)
     took = time.monotonic() - t0
     for h in fab.hosts:
         client.request("POST", f"/providers/Corral/nodes/{h.name}/uncordon")
     return {n: uid_of(fab, host, n) for n in names}, took
 
 
-def wait_running(client: Client, names: list[str], exclude: str | None, timeout: float = 60) -> float:
+def wait_running(fab: ClusterFabric, names: list[str], exclude: str | None, timeout: float = 60) -> float:
+    client = fab.client()
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         st = states(client)
         if all(st.get(n) == "Running" for n in names):
-            where = placement(client) if exclude else {}
+            where = fab.placement() if exclude else {}
             if not exclude or all(where.get(n) not in (None, exclude) for n in names):
                 return time.monotonic()
         time.sleep(0.05)
@@ -136,26 +101,25 @@ def scenario(fab: ClusterFabric, host: Host, kind: str, n: int, image: str) -> d
     client = fab.client()
     names = [f"{kind}-{i}" for i in range(n)]
     uids, _ = create_on(fab, host, names, image)
-    overlap = Overlap(fab, list(uids.values()))
-    t0 = time.monotonic()
-    if kind == "crash":
-        fab.crash(host)
-    else:
-        fab.cut(host)
-    try:
-        notready = wait_status(fab, host, "NotReady") - t0
-        moved = wait_running(client, names, exclude=host.name) - t0
-    finally:
-        if kind == "cut":
-            fab.heal(host)
-    if kind == "crash":
-        fab.start_agent(host)
-    else:
-        fab.wait_node(host, "Ready")
-    time.sleep(1.0)  # the host is back: any stale copy would show now
-    longest = overlap.stop()
+    with OverlapWatch(fab, uids, every=0.02) as overlap:
+        t0 = time.monotonic()
+        if kind == "crash":
+            fab.crash(host)
+        else:
+            fab.cut(host)
+        try:
+            notready = wait_status(fab, host, "NotReady") - t0
+            moved = wait_running(fab, names, exclude=host.name) - t0
+        finally:
+            if kind == "cut":
+                fab.heal(host)
+        if kind == "crash":
+            fab.start_agent(host)
+        else:
+            fab.wait_node(host, "Ready")
+        time.sleep(1.0)  # the host is back: any stale copy would show now
     delete_all(client)
-    return {"notready": notready, "moved": moved, "overlap": longest}
+    return {"notready": notready, "moved": moved, "overlap": overlap.longest}
 
 
 def main() -> None:

@@ -246,6 +246,14 @@ class ClusterFabric:
     def node(self, host: Host) -> dict[str, Any]:
         return self.client().request("GET", f"/providers/Corral/nodes/{host.name}").json()
 
+    def placement(self) -> dict[str, str]:
+        """group name -> the node it is bound to (from the nodes API)."""
+        client, out = self.client(), {}
+        for n in client.request("GET", "/providers/Corral/nodes").json()["value"]:
+            for g in client.request("GET", f"/providers/Corral/nodes/{n['name']}").json()["properties"]["groups"]:
+                out[g["name"]] = n["name"]
+        return out
+
     def wait_node(self, host: Host, status: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while True:
@@ -370,3 +378,36 @@ def eventually(fn: Callable[[], Any], timeout: float = 30, interval: float = 0.1
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or fn}: last {last!r}")
         time.sleep(interval)
+
+
+class OverlapWatch:
+    """Samples, every ``every`` seconds, on how many hosts each group (name -> uid) has a process: the most
+    seen per group, and the longest stretch during which one group ran on two hosts at once."""
+
+    def __init__(self, fab: ClusterFabric, uids: dict[str, str], every: float = 0.05) -> None:
+        self.fab, self.uids, self.every = fab, uids, every
+        self.most: dict[str, int] = dict.fromkeys(uids, 0)
+        self.longest = 0.0
+        self._since: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> OverlapWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            now = time.monotonic()
+            for name, uid in self.uids.items():
+                copies = len(self.fab.running_copies(uid))
+                self.most[name] = max(self.most[name], copies)
+                if copies > 1:
+                    self._since.setdefault(name, now)
+                    self.longest = max(self.longest, now - self._since[name])
+                else:
+                    self._since.pop(name, None)

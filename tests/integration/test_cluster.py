@@ -12,7 +12,6 @@ import json
 import os
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cluster import CORRAL, UPLINK, ClusterFabric, Host, Server, eventually, trust
+from cluster import CORRAL, UPLINK, ClusterFabric, Host, OverlapWatch, Server, eventually, trust
 from etcd_support import run_etcd
 from groups import container, exec_sync, get, group, put, wait_for
 from prometheus_client.parser import text_string_to_metric_families
@@ -103,16 +102,6 @@ def sleeper(fab: ClusterFabric, name: str, cpu: float = 0.1, **props: Any) -> di
     return group(container(name, SLEEPER, cpu=cpu, image=img(fab)), restartPolicy="Always", **props)
 
 
-def placement(fab: ClusterFabric) -> dict[str, str]:
-    """group name -> the node it is bound to (from the nodes API)."""
-    out = {}
-    for n in fab.client().request("GET", "/providers/Corral/nodes").json()["value"]:
-        detail = fab.client().request("GET", f"/providers/Corral/nodes/{n['name']}").json()
-        for g in detail["properties"]["groups"]:
-            out[g["name"]] = n["name"]
-    return out
-
-
 def running(g: dict[str, Any]) -> bool:
     return g["properties"]["instanceView"]["state"] == "Running"
 
@@ -123,7 +112,7 @@ def host_named(fab: ClusterFabric, name: str) -> Host:
 
 def uid_of(fab: ClusterFabric, name: str) -> str:
     """A group's uid, as its node's cgroups name it."""
-    node = placement(fab)[name]
+    node = fab.placement()[name]
     h = host_named(fab, node)
     for d in (Path("/sys/fs/cgroup/pids") / h.cgroup_parent.strip("/")).iterdir():
         if d.is_dir() and any(c.name.endswith(f"-c-{name}") for c in d.iterdir() if c.is_dir()):
@@ -146,7 +135,7 @@ def test_placement_across_the_hosts(fabric: ClusterFabric) -> None:
     # Spread (the default policy): three groups, three hosts.
     for i in range(3):
         put(client, RG, f"spread{i}", sleeper(fabric, f"spread{i}", cpu=0.5))
-    where = placement(fabric)
+    where = fabric.placement()
     assert sorted(where[f"spread{i}"] for i in range(3)) == ["ccl-h1", "ccl-h2", "ccl-h3"]
     for h in fabric.hosts:  # each node pulled the image from the registry itself
         assert (h.data_dir / "images").is_dir()
@@ -155,7 +144,7 @@ def test_placement_across_the_hosts(fabric: ClusterFabric) -> None:
     pinned = sleeper(fabric, "pinned")
     pinned["zones"] = ["z2"]
     put(client, RG, "pinned", pinned)
-    assert placement(fabric)["pinned"] == "ccl-h2"
+    assert fabric.placement()["pinned"] == "ccl-h2"
     # A required anti-affinity keeps them apart: with one host cordoned, the third waits for it.
     client.request("POST", "/providers/Corral/nodes/ccl-h3/cordon")
     try:
@@ -163,14 +152,14 @@ def test_placement_across_the_hosts(fabric: ClusterFabric) -> None:
             body = sleeper(fabric, f"apart{i}", placement={"antiAffinity": [{"tags": {"app": "apart"}}]})
             body["tags"] = {"app": "apart"}
             client.request("PUT", client.group_path(RG, f"apart{i}"), json=body)
-        eventually(lambda: len([n for n in placement(fabric) if n.startswith("apart")]) == 2, what="two placed")
-        waiting = next(f"apart{i}" for i in range(3) if f"apart{i}" not in placement(fabric))
+        eventually(lambda: len([n for n in fabric.placement() if n.startswith("apart")]) == 2, what="two placed")
+        waiting = next(f"apart{i}" for i in range(3) if f"apart{i}" not in fabric.placement())
         events = get(client, RG, waiting)["properties"]["instanceView"]["events"]
         assert "anti-affinity" in events[-1]["message"]
     finally:
         client.request("POST", "/providers/Corral/nodes/ccl-h3/uncordon")
-    eventually(lambda: placement(fabric).get(waiting) == "ccl-h3", what="placed once the host is back")
-    where = placement(fabric)
+    eventually(lambda: fabric.placement().get(waiting) == "ccl-h3", what="placed once the host is back")
+    where = fabric.placement()
     assert sorted(where[f"apart{i}"] for i in range(3)) == ["ccl-h1", "ccl-h2", "ccl-h3"]
     delete_all(client)
 
@@ -185,7 +174,7 @@ def _node_client(fab: ClusterFabric, host: Host) -> httpx.Client:
 def test_node_credentials_reach_only_their_own_node(fabric: ClusterFabric) -> None:
     client = fabric.client()
     put(client, RG, "owned", sleeper(fabric, "owned"))
-    owner = host_named(fabric, placement(fabric)["owned"])
+    owner = host_named(fabric, fabric.placement()["owned"])
     other = next(h for h in fabric.hosts if h is not owner)
     key = f"/groups/{client.sub}/{RG}/owned"
     uid = uid_of(fabric, "owned")
@@ -295,7 +284,7 @@ def test_a_started_group_moves_when_its_host_filled_up_meanwhile(fabric: Cluster
     groups_on(fabric, host, ["second"], body=sleeper(fabric, "second", cpu=0.4))  # the room the stopped one gave back
     client.wait_operation(client.request("POST", client.group_path(RG, "first") + "/start"), timeout=60)
     g = wait_for(client, RG, "first", running)
-    where = placement(fabric)
+    where = fabric.placement()
     assert where["first"] != host.name and where["second"] == host.name  # moved: its host has 0.2 of 0.6 cores left
     assert any(e["name"] == "Evicted" and f"node {host.name} cannot take the group" in e["message"]
                for e in g["properties"]["instanceView"]["events"])
@@ -332,32 +321,9 @@ def test_groups_find_and_reach_each_other_across_hosts(fabric: ClusterFabric) ->
 
 
 # failover ------------------------------------------------------------------------------------------------------------
-class OverlapWatch:
-    """Counts, every 50 ms, on how many hosts each group has a process: the most ever seen, per group."""
-
-    def __init__(self, fab: ClusterFabric, uids: dict[str, str]) -> None:
-        self.fab, self.uids = fab, uids
-        self.most: dict[str, int] = dict.fromkeys(uids, 0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> OverlapWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            for name, uid in self.uids.items():
-                self.most[name] = max(self.most[name], len(self.fab.running_copies(uid)))
-
-
 def _moved_and_running(fab: ClusterFabric, names: list[str], away_from: str) -> bool:
     client = fab.client()
-    where = placement(fab)
+    where = fab.placement()
     return all(where.get(n) not in (None, away_from) and running(get(client, RG, n)) for n in names)
 
 
@@ -381,7 +347,7 @@ def groups_on(fab: ClusterFabric, host: Host, names: list[str], body: dict[str, 
             put(client, RG, n, body or sleeper(fab, n))
     finally:
         uncordon_all(fab)
-    assert all(placement(fab)[n] == host.name for n in names)
+    assert all(fab.placement()[n] == host.name for n in names)
     return {n: uid_of(fab, n) for n in names}
 
 
@@ -405,7 +371,7 @@ def test_an_agent_restart_keeps_its_groups_running(fabric: ClusterFabric) -> Non
     after = wait_for(client, RG, "kept", running)["properties"]["containers"][0]["properties"]["instanceView"]
     assert after["restartCount"] == before["restartCount"] == 0
     assert after["currentState"]["startTime"] == before["currentState"]["startTime"]  # the same process, adopted
-    assert placement(fabric)["kept"] == host.name
+    assert fabric.placement()["kept"] == host.name
     delete_all(client)
 
 
@@ -441,7 +407,7 @@ def test_crash_moves_the_groups_of_a_dead_host(fabric: ClusterFabric) -> None:
     eventually(lambda: _moved_and_running(fabric, list(uids), victim.name), timeout=30, what="failover")
     print(f"crash -> all Running elsewhere: {time.monotonic() - t0:.1f} s")
     assert failovers(fabric, "NodeLost") >= len(uids)  # counted on whichever server leads
-    where = placement(fabric)
+    where = fabric.placement()
     for n, uid in uids.items():
         events = [e["name"] for e in get(client, RG, n)["properties"]["instanceView"]["events"]]
         assert "NodeLost" in events
@@ -484,13 +450,13 @@ def test_drain_moves_the_groups_one_by_one(fabric: ClusterFabric) -> None:
         assert fabric.node(drained)["properties"]["schedulable"]
         forced = drain("--force")  # the others move, it stays (running) until room appears
         assert forced.returncode == 0, forced.stdout + forced.stderr
-        assert "drain-z1" in forced.stdout and placement(fabric)["drain-z1"] == drained.name
+        assert "drain-z1" in forced.stdout and fabric.placement()["drain-z1"] == drained.name
         assert fabric.running_copies(uids["drain-z1"]) == [drained.name]
     finally:
         client.request("POST", f"/providers/Corral/nodes/{twin.name}/uncordon")
-    eventually(lambda: placement(fabric).get("drain-z1") == twin.name and running(get(client, RG, "drain-z1")),
+    eventually(lambda: fabric.placement().get("drain-z1") == twin.name and running(get(client, RG, "drain-z1")),
                what="the pinned group moved once its zone had room")
-    where = placement(fabric)
+    where = fabric.placement()
     for n, uid in uids.items():
         g = wait_for(client, RG, n, running)
         assert where[n] != drained.name and fabric.running_copies(uid) == [where[n]]
@@ -529,7 +495,7 @@ def test_partition_fences_the_cut_host_and_nothing_runs_twice(fabric: ClusterFab
                    what="stale sandboxes removed")
         time.sleep(1)
     assert watch.most == dict.fromkeys(uids, 1), watch.most
-    where = placement(fabric)
+    where = fabric.placement()
     for n, uid in uids.items():
         assert where[n] != cut.name and fabric.running_copies(uid) == [where[n]]
     delete_all(client)
