@@ -48,13 +48,15 @@ def _routes(routes: list[Route] | None) -> dict[str, RouteRecord] | None:
     return out
 
 
-def _check_prefixes(routes: dict[str, RouteRecord]) -> None:
+def _check_prefixes(routes: dict[str, RouteRecord], target: str | None = None) -> None:
+    """One route per prefix; the error names the route of the body (``target``: the one route PUT)."""
     seen: dict[str, str] = {}
-    for r in routes.values():
+    for i, r in enumerate(routes.values()):
         p = r.properties.addressPrefix
         if p in seen:
             raise InvalidRequest(f"routes '{seen[p]}' and '{r.name}' both have address prefix {p}: a route table "
-                                 "holds one route per prefix", target="properties.addressPrefix")
+                                 "holds one route per prefix",
+                                 target=target or f"properties.routes[{i}].properties.addressPrefix")
         seen[p] = r.name
 
 
@@ -201,7 +203,7 @@ class RouteTableService:
             prev = new.routes.get(name.lower())
             created = prev is None
             new.routes[name.lower()] = RouteRecord(name=prev.name if prev else name, properties=body.properties)
-            _check_prefixes(new.routes)
+            _check_prefixes(new.routes, target="properties.addressPrefix")
             return new
 
         record, version, _ = self._cas(K.route_table_key(sub, rg, table), apply, create_ok=False, what=table)
