@@ -281,14 +281,20 @@ class NodeLifecycle(Controller):
                 return
             self._blocked.pop(node.name, None)
             key, group = choice
-            group.meta.evicting = True
-            try:
-                self.store.put(key, group.dump(), expect_version=records[key].version)
-            except VersionConflict:
+            if not self._mark_evicting(key, group, records[key].version):
                 return
         self._moving[key] = time.monotonic()
         self._update_node(node.name, evicting=key)
         log.info("draining node %s: moving group %s", node.name, key)
+
+    def _mark_evicting(self, key: str, group: GroupRecord, version: int) -> bool:
+        """Ask the group's node to stop it so it can move (compare-and-swap); False if it changed meanwhile."""
+        group.meta.evicting = True
+        try:
+            self.store.put(key, group.dump(), expect_version=version)
+        except VersionConflict:
+            return False
+        return True
 
     def _move_done(self, key: str, node: str, records: dict[str, Record]) -> bool:
         rec = records.get(key)
@@ -303,11 +309,7 @@ class NodeLifecycle(Controller):
             if group.meta.desiredState != "Running" or group.meta.deleting:
                 return True
             if not group.meta.evicting:  # the mark was lost (an update raced it): mark again
-                group.meta.evicting = True
-                try:
-                    self.store.put(key, group.dump(), expect_version=rec.version)
-                except VersionConflict:
-                    pass
+                self._mark_evicting(key, group, rec.version)
             return False
         if group.meta.node is None:
             return False
