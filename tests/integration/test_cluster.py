@@ -173,7 +173,9 @@ def _node_client(fab: ClusterFabric, host: Host) -> httpx.Client:
 
 def test_node_credentials_reach_only_their_own_node(fabric: ClusterFabric) -> None:
     client = fabric.client()
-    put(client, RG, "owned", sleeper(fabric, "owned"))
+    nsg = f"/subscriptions/{client.sub}/resourceGroups/{RG}/providers/Microsoft.Network/networkSecurityGroups/owned"
+    assert client.request("PUT", nsg, json={"location": "local", "properties": {}}).status_code in (200, 201)
+    put(client, RG, "owned", sleeper(fabric, "owned", networkSecurityGroup={"id": nsg}))
     owner = host_named(fabric, fabric.placement()["owned"])
     other = next(h for h in fabric.hosts if h is not owner)
     key = f"/groups/{client.sub}/{RG}/owned"
@@ -186,6 +188,9 @@ def test_node_credentials_reach_only_their_own_node(fabric: ClusterFabric) -> No
         assert intruder.post("/report", json={"key": key, "status": bogus}).status_code == 403
         assert intruder.post("/release", json={"key": key, "uid": uid}).status_code == 403
         assert intruder.post("/heartbeat", json={"node": owner.name}).status_code == 403
+        # The rules of a security group only a node running a group with it may read.
+        assert intruder.post("/group-rules", json={"nsgId": nsg}).status_code == 403
+        assert rightful.post("/group-rules", json={"nsgId": nsg}).status_code == 200
         # Its own: fine. And the group it does not own is not among its assignments.
         mine = intruder.post("/assignments", json={"node": other.name})
         assert mine.status_code == 200 and key not in mine.json()["groups"]

@@ -212,7 +212,14 @@ def vnet_config(body: VnetCall, request: Request, node: str = Depends(caller)) -
 
 @router.post("/group-rules")
 def group_rules(body: RulesCall, request: Request, node: str = Depends(caller)) -> dict[str, Any]:
-    rules = _link(request).group_rules(body.nsgId, body.subnetId)
+    """The rules of a security group one of the caller's own groups names; any other is 403."""
+    link = _link(request)
+    _, groups = link.assignments(node)
+    wanted = body.nsgId.lower()
+    if not any((nsg := g.spec.properties.networkSecurityGroup) is not None and nsg.id.lower() == wanted
+               for g in groups.values()):
+        raise Forbidden(f"node '{node}' runs no container group with network security group '{body.nsgId}'")
+    rules = link.group_rules(body.nsgId, body.subnetId)
     return {"rules": [r.model_dump(mode="json", by_alias=True) for r in rules]}
 
 

@@ -345,10 +345,15 @@ class Runtime:
         code = self._read_int(exit_file)
         if code is None:
             return None
+        now = datetime.now(UTC)
         try:
-            finished = datetime.fromtimestamp(exit_file.stat().st_mtime, UTC)
+            # Clamped to now: a file system's clock (host-backed, networked) may run ahead of ours, and an
+            # exit must never look later than the moment it was seen, nor earlier than the start.
+            finished = min(datetime.fromtimestamp(exit_file.stat().st_mtime, UTC), now)
         except OSError:
-            finished = None
+            finished = now
+        if started is not None:
+            finished = max(finished, started)
         oom = (self.bundle(cid) / "persist" / "oom").exists()
         if not oom and meta and meta.cgroup_path:
             oom = cgroups.read_oom_kill_count(meta.cgroup_path) > 0
