@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -66,6 +68,23 @@ def test_ngroup_spec_checks_references_names_and_autoscale() -> None:
         NGroupSpec.model_validate({"properties": {"containerGroupProfiles": [{"resource": {"id": "/nope"}}]}})
 
 
+def test_rollout_timers_are_validated_field_by_field() -> None:
+    def spec(update: dict[str, object]) -> NGroupSpec:
+        return NGroupSpec.model_validate({"properties": {"containerGroupProfiles": [{"resource": {"id": PROFILE}}],
+                                                         "updateProfile": update}})
+    up = spec({"drainPeriod": "PT3S", "rollingUpdateProfile": {"batchReadyTimeout": 30}}).properties
+    assert up.updateProfile.drain == 3 and up.rolling.ready_timeout == 30
+    assert spec({}).properties.updateProfile.drain is None and spec({}).properties.rolling.ready_timeout == 120
+    for update, field, why in [
+            ({"drainPeriod": "PT2H"}, "drainPeriod", "longer than 3600 s"),
+            ({"drainPeriod": "soon"}, "drainPeriod", "not an ISO 8601 duration"),
+            ({"rollingUpdateProfile": {"batchReadyTimeout": "PT0S"}}, "batchReadyTimeout", "shorter than 1 s"),
+            ({"rollingUpdateProfile": {"pauseTimeBetweenBatches": "P2D"}}, "pauseTimeBetweenBatches", "longer")]:
+        with pytest.raises(ValidationError) as err:
+            spec(update)
+        assert err.value.errors()[0]["loc"][-1] == field and why in str(err.value), err.value
+
+
 def test_load_balancer_model_normalises_case_and_checks_addresses() -> None:
     lb = LoadBalancer.model_validate({"properties": {"loadBalancingRules": [{"name": "r", "properties": {
         "frontendIPConfiguration": {"id": "f"}, "protocol": "tcp", "frontendPort": 80}}],
@@ -96,6 +115,32 @@ def test_node_rules_balance_at_random_and_snat_to_the_gateway() -> None:
     again = render("abc123", [rule], existing=["-A PREROUTING -j CORLB-abc123", "-A OUTPUT -j CORLB-abc123",
                                                "-A POSTROUTING -j CORLB-abc123-P"])
     assert "-I PREROUTING" not in again  # the jumps are added once
+
+
+def test_all_probed_up_keeps_a_rule_whose_backends_all_fail_its_probe(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    from corral.model.lb import NodeLbProbe
+    from corral.node.loadbalancer import LoadBalancerRules
+
+    with socket.socket() as s:  # a port nothing listens on: a TCP probe of it fails at once
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    lbs = LoadBalancerRules(tmp_path)
+    try:
+        for up in (False, True):
+            probe = NodeLbProbe(protocol="Tcp", port=closed, interval=1, timeout=1, allProbedUp=up)
+            rule = NodeLbRule(id=f"lb/r{up}/tcp", protocol="tcp", frontendIp=None, frontendPort=8080, probe=probe,
+                              backends=[NodeLbBackend(ip="127.0.0.1", port=closed)])
+            lbs.health.watch([rule])
+            deadline = time.monotonic() + 10
+            while lbs.health.healthy("127.0.0.1", probe) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not lbs.health.healthy("127.0.0.1", probe)
+            assert lbs._healthy(rule) == (rule.backends if up else [])
+    finally:
+        lbs.stop()
 
 
 def test_dns_names_of_an_ngroup_resolve_to_its_members_in_service() -> None:

@@ -43,6 +43,8 @@ from corral.model.network import NodeBlocks
 from corral.model.records import NODE_BLOCKS, NODES
 from corral.store.base import ABSENT, Store
 
+PROBE_INTERVAL = 5.0  # seconds between probes of a backend without intervalInSeconds (Azure's minimum)
+PROBE_TIMEOUT = 30.0  # a probe fails without an answer within its interval, at most this long (as Azure's)
 CHILDREN = ("frontendIPConfigurations", "backendAddressPools", "loadBalancingRules", "probes")
 
 
@@ -316,10 +318,12 @@ class LoadBalancerService:
                         port = rp.backendPort or rp.frontendPort
                         backends[f"{ip}:{port}"] = NodeLbBackend(ip=ip, port=port, snat=_gateway_for(ip, gateways))
                 probe = probes.get(parse_child_id(rp.probe.id, LB_TYPE, "probes")[1].lower()) if rp.probe else None
+                interval = float(probe.properties.intervalInSeconds or PROBE_INTERVAL) if probe else PROBE_INTERVAL
                 check = None if probe is None else NodeLbProbe(
                     protocol=probe.properties.protocol, port=probe.properties.port,
-                    path=probe.properties.requestPath or "/", interval=float(probe.properties.intervalInSeconds or 5),
-                    threshold=probe.properties.probeThreshold or probe.properties.numberOfProbes or 1)
+                    path=probe.properties.requestPath or "/", interval=interval, timeout=min(interval, PROBE_TIMEOUT),
+                    threshold=probe.properties.probeThreshold or probe.properties.numberOfProbes or 1,
+                    allProbedUp=probe.properties.noHealthyBackendsBehavior == "AllProbedUp")
                 protocols = ("tcp", "udp") if rp.protocol == "All" else (rp.protocol.lower(),)
                 for proto in protocols:
                     out.append(NodeLbRule(

@@ -125,11 +125,19 @@ class ProbeProperties(Wire):
     intervalInSeconds: int | None = Field(default=None, ge=1)
     numberOfProbes: int | None = Field(default=None, ge=1)
     probeThreshold: int | None = Field(default=None, ge=1)
+    # With every backend failing: no new connections (AllProbedDown, the default) or to all (AllProbedUp).
+    noHealthyBackendsBehavior: Literal["AllProbedDown", "AllProbedUp"] | None = None
 
     @field_validator("protocol", mode="before")
     @classmethod
     def _case(cls, v: Any) -> Any:
         return {"tcp": "Tcp", "http": "Http", "https": "Https"}.get(v.lower(), v) if isinstance(v, str) else v
+
+    @field_validator("noHealthyBackendsBehavior", mode="before")
+    @classmethod
+    def _behaviour(cls, v: Any) -> Any:
+        return {"allprobeddown": "AllProbedDown", "allprobedup": "AllProbedUp"}.get(v.lower(), v) \
+            if isinstance(v, str) else v
 
 
 class Probe(Wire):
@@ -188,6 +196,8 @@ class NodeLbProbe(BaseModel):
     path: str = "/"
     interval: float = 5.0  # seconds between checks of one backend
     threshold: int = 1  # consecutive results that change a backend's health
+    timeout: float = 5.0  # seconds a check may take: Azure's, the interval but at most 30 s
+    allProbedUp: bool = False  # every backend failing: send to all of them (noHealthyBackendsBehavior AllProbedUp)
 
 
 class NodeLbRule(BaseModel):

@@ -22,7 +22,6 @@ from typing import Any
 from corral.model.lb import NodeLbProbe, NodeLbRule
 
 log = logging.getLogger(__name__)
-TIMEOUT = 2.0  # seconds a check may take
 TICK = 0.5
 
 
@@ -32,15 +31,15 @@ def check(ip: str, probe: NodeLbProbe, source: str | None = None) -> bool:
     src = (source, 0) if source else None
     try:
         if probe.protocol == "Tcp":
-            with socket.create_connection((ip, probe.port), timeout=TIMEOUT, source_address=src):
+            with socket.create_connection((ip, probe.port), timeout=probe.timeout, source_address=src):
                 return True
         conn: http.client.HTTPConnection
         if probe.protocol == "Https":
             ctx = ssl.create_default_context()
             ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # health, not identity
-            conn = http.client.HTTPSConnection(ip, probe.port, timeout=TIMEOUT, context=ctx, source_address=src)
+            conn = http.client.HTTPSConnection(ip, probe.port, timeout=probe.timeout, context=ctx, source_address=src)
         else:
-            conn = http.client.HTTPConnection(ip, probe.port, timeout=TIMEOUT, source_address=src)
+            conn = http.client.HTTPConnection(ip, probe.port, timeout=probe.timeout, source_address=src)
         try:
             conn.request("GET", probe.path, headers={"User-Agent": "corral-lb-probe", "Connection": "close"})
             return conn.getresponse().status == 200

@@ -13,7 +13,8 @@ nat table (``<t>`` is this node's tag, from its data directory: several nodes ma
   CORLB-<t>-<rule>: MARK, then backend i of n with probability 1/(n-i) (the last always): DNAT
   POSTROUTING (first) -> CORLB-<t>-P: marked connections get a source the backend answers: this
       node's gateway in the backend's network (routable from every node of it), else MASQUERADE.
-A backend failing its rule's probe is left out until it passes again.
+A backend failing its rule's probe is left out until it passes again (all failing: none is left, unless the
+probe's noHealthyBackendsBehavior is AllProbedUp, which then sends to all).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from corral.model.lb import NodeLbRule, NodeLbRules
+from corral.model.lb import NodeLbBackend, NodeLbRule, NodeLbRules
 from corral.net.vnet import firewall, netops
 from corral.node.lbprobe import BackendHealth
 
@@ -106,8 +107,7 @@ class LoadBalancerRules:
             self._write()
 
     def _write(self) -> bool:
-        rules = [r.model_copy(update={"backends": [b for b in r.backends if self.health.healthy(b.ip, r.probe)]})
-                 for r in self._rules]
+        rules = [r.model_copy(update={"backends": self._healthy(r)}) for r in self._rules]
         text = NodeLbRules(revision=0, rules=rules).model_dump_json()
         if text == self.applied:
             return False
@@ -118,6 +118,12 @@ class LoadBalancerRules:
         self._host(work)
         self.applied = text
         return True
+
+    def _healthy(self, rule: NodeLbRule) -> list[NodeLbBackend]:
+        healthy = [b for b in rule.backends if self.health.healthy(b.ip, rule.probe)]
+        if not healthy and rule.probe is not None and rule.probe.allProbedUp:
+            return list(rule.backends)  # AllProbedUp: every backend failing is taken as none failing
+        return healthy
 
     def stop(self) -> None:
         self.health.stop()
