@@ -151,7 +151,9 @@ def test_rolling_update_under_load_has_no_failed_requests_and_a_broken_one_rolls
     assert ng["properties"]["provisioningState"] == "Failed"
     assert any(e["name"] == "RollingBack" and e["type"] == "Warning" for e in st["events"])
     assert [(h["revision"], h["result"]) for h in st["history"]][-1] == (3, "RolledBack")
-    assert all(m["properties"]["containerGroupProfile"]["revision"] == 2 for m in members(client, RG, "roll"))
+    # Members that left (revision 1's, drained after the first rollout, and revision 3's) are gone soon after.
+    wait_until("only members of revision 2", lambda: all(
+        m["properties"]["containerGroupProfile"]["revision"] == 2 for m in members(client, RG, "roll")), timeout=30)
 
 
 def test_manual_mode_keeps_members_and_in_place_rolls_the_same_groups(client: Client) -> None:
@@ -216,6 +218,9 @@ def test_bad_requests_are_4xx_naming_the_field_and_change_nothing(client: Client
     assert "would not be valid" in refused("PUT", ngroup_path(client, RG, "bad"), long_prefix).message
     negative = ngroup_body(client, RG, "valid", -1)
     assert "desiredCount" in refused("PUT", ngroup_path(client, RG, "bad"), negative).message
+    instant = refused("PUT", ngroup_path(client, RG, "bad"), ngroup_body(client, RG, "valid", 1,
+                                                                         batchReadyTimeout="PT0S"))
+    assert instant.status == 400 and "rollingUpdateProfile.batchReadyTimeout" in instant.message
     assert "bad" not in {ng["name"] for ng in client.request("GET", f"{rg_path(client, RG)}/ngroups").json()["value"]}
     no_containers = refused("PUT", f"{rg_path(client, RG)}/containerGroupProfiles/empty",
                             {"location": "local", "properties": {"containers": []}})
@@ -231,5 +236,9 @@ def test_bad_requests_are_4xx_naming_the_field_and_change_nothing(client: Client
         "elasticityProfile": {"maxReadyCapacity": 1},
         "containerGroupProperties": {"containerGroupProfile": {"id": "/not/a/profile"}}}}).status == 400
     put_ngroup(client, RG, "uses", ngroup_body(client, RG, "valid", 0))
+    endless = refused("PATCH", ngroup_path(client, RG, "uses"), {"properties": {"updateProfile": {
+        "drainPeriod": "PT2H"}}})
+    assert endless.status == 400 and "updateProfile.drainPeriod" in endless.message and "3600" in endless.message
+    assert "drainPeriod" not in get_ngroup(client, RG, "uses")["properties"]["updateProfile"]
     in_use = refused("DELETE", f"{rg_path(client, RG)}/containerGroupProfiles/valid", {})
     assert in_use.status == 409 and "NGroup 'uses'" in in_use.message

@@ -1,25 +1,27 @@
-"""Autoscale: reading the Azure Monitor metrics shape, and the HPA-like rule with the scale-down delay."""
+"""Autoscale: recent usage from successive readings of the metrics API, and the HPA-like rule with its delays."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from corral.model.ngroup import Autoscale, AutoscaleStatus
-from corral.orchestrator.autoscale import Autoscaler, Usage, average, latest, usage_of, wanted
+from corral.orchestrator.autoscale import Autoscaler, Usage, UsageMeter, average, usage_of, wanted
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def metrics(cpu_millicores: list[float], memory_bytes: float | None = None) -> dict[str, object]:
-    """The body of GET {group id}/providers/Microsoft.Insights/metrics, one series per container."""
-    def series(values: list[float | None], container: str) -> dict[str, object]:
-        return {"metadatavalues": [{"name": {"value": "containerName"}, "value": container}],
-                "data": [{"timeStamp": f"2026-01-01T00:0{i}:00Z", "average": v} for i, v in enumerate(values)]}
+def metrics(cpu: dict[str, tuple[float, int]], memory: dict[str, tuple[float, int]] | None = None,
+            ) -> dict[str, object]:
+    """The body of GET {group id}/providers/Microsoft.Insights/metrics with aggregation=Total,Count: one series
+    (the whole group), a bucket per minute (minute -> (total, count)), the last one the minute in progress."""
+    def series(points: dict[str, tuple[float, int]]) -> dict[str, object]:
+        return {"metadatavalues": [], "data": [
+            {"timeStamp": f"2026-01-01T00:{m}:00Z", **({"total": t, "count": n} if n else {})}
+            for m, (t, n) in sorted(points.items())]}
     value: list[dict[str, object]] = [{"name": {"value": "CpuUsage", "localizedValue": "CPU Usage"}, "unit": "Count",
-                                       "timeseries": [series([1.0, c], f"c{i}") for i, c in enumerate(cpu_millicores)]}]
-    if memory_bytes is not None:
-        value.append({"name": {"value": "MemoryUsage"}, "unit": "Bytes",
-                      "timeseries": [series([memory_bytes, None], "c0")]})
+                                       "timeseries": [series(cpu)]}]
+    if memory is not None:
+        value.append({"name": {"value": "MemoryUsage"}, "unit": "Bytes", "timeseries": [series(memory)]})
     return {"value": value, "timespan": "2026-01-01T00:00:00Z/2026-01-01T00:02:00Z", "interval": "PT1M"}
 
 
@@ -28,18 +30,25 @@ GROUP = {"properties": {"containers": [
     {"name": "c1", "properties": {"resources": {"requests": {"cpu": 0.5, "memoryInGB": 1.0}}}}]}}
 
 
-def test_latest_sums_each_series_latest_average() -> None:
-    body = metrics([200.0, 100.0], memory_bytes=2 ** 30)
-    assert latest(body, "CpuUsage") == 300.0
-    assert latest(body, "cpuusage") == 300.0
-    assert latest(body, "MemoryUsage") == 2 ** 30  # the last point with a value
-    assert latest(body, "NetworkBytesReceivedPerSecond") is None
-    assert latest({"value": []}, "CpuUsage") is None
+def test_the_meter_measures_the_samples_since_its_last_reading_not_the_minute() -> None:
+    meter = UsageMeter()
+    # First reading: the minute in progress so far (10 idle samples at 0 and 2 busy ones at 1000 millicores).
+    assert meter.update(metrics({"00": (5000.0, 10), "01": (2000.0, 12)})) == {"cpuusage": 2000.0 / 12}
+    # Two more busy samples arrived: only they count, not the idle start of the minute.
+    assert meter.update(metrics({"00": (5000.0, 10), "01": (4000.0, 14)})) == {"cpuusage": 1000.0}
+    # Nothing new: the last value holds.
+    assert meter.update(metrics({"00": (5000.0, 10), "01": (4000.0, 14)})) == {"cpuusage": 1000.0}
+    # The minute turned: the last samples of the old one and the first of the new one.
+    assert meter.update(metrics({"01": (4100.0, 15), "02": (100.0, 1)})) == {"cpuusage": 100.0}
+    # A reading that no longer overlaps (the orchestrator paused for minutes): the latest bucket's average.
+    assert meter.update(metrics({"07": (900.0, 3), "08": (600.0, 2)}, {"08": (2.0 * 2 ** 30, 2)})) == {
+        "cpuusage": 300.0, "memoryusage": 2 ** 30}
 
 
 def test_usage_is_relative_to_what_the_group_requests() -> None:
-    u = usage_of(GROUP, metrics([500.0, 250.0], memory_bytes=2 ** 30))
+    u = usage_of(GROUP, {"cpuusage": 750.0, "memoryusage": 2 ** 30})
     assert u.cpu_percent == 75.0 and u.memory_percent == 50.0
+    assert usage_of(GROUP, {}) == Usage()
     avg = average([Usage(80, None), Usage(40, 10), Usage(None, None)])
     assert avg.cpu_percent == 60 and avg.memory_percent == 10
 

@@ -45,6 +45,14 @@ def test_scale_down_removes_members_not_serving_first() -> None:
     assert acts.phase["c"] == "drain-delete" and len(acts.phase) == 2 and set(acts.phase.values()) == {"drain-delete"}
 
 
+def test_the_ngroup_is_steady_only_once_leaving_members_are_gone() -> None:
+    st = NGroupStatus()
+    plan(desired(2), [member("a"), member("b"), member("c", phase="drain-delete")], st, T0)
+    assert st.phase == "Scaling" and st.readyCount == 2  # "c" drains: the operation is not done yet
+    plan(desired(2), [member("a"), member("b")], st, T0)
+    assert st.phase == "Steady"
+
+
 def test_failed_members_are_replaced_only_with_maintain_desired_count() -> None:
     ms = [member("a"), member("b", failed=True)]
     acts = plan(desired(2), ms, NGroupStatus(), T0)

@@ -113,6 +113,9 @@ def create(
     in_place: bool = typer.Option(False, "--in-place", help="Update members in place instead of replacing them."),
     rollback: bool = typer.Option(True, "--rollback/--no-rollback", help="Roll back a failed update by itself."),
     batch_timeout: str = typer.Option("PT2M", "--batch-timeout", help="How long a batch may take to be ready."),
+    drain_period: str | None = typer.Option(
+        None, "--drain-period", help="How long a leaving member keeps serving established connections "
+        "(ISO 8601; default: the pools' drainPeriodInSeconds, else PT5S)."),
     pools: list[str] = typer.Option(None, "--pool", help="Backend pool LB/POOL (or id) the members join."),
     subnet: str | None = typer.Option(None, "--subnet", help="Subnet id the members join."),
     zones: list[str] = typer.Option(None, "--zones", help="Zones to spread members over."),
@@ -160,6 +163,8 @@ def create(
                 "maxBatchPercent": max_batch, "maxUnhealthyPercent": max_unhealthy, "pauseTimeBetweenBatches": pause,
                 "inPlaceUpdate": in_place, "automaticRollback": rollback, "batchReadyTimeout": batch_timeout}},
         }
+        if drain_period is not None:
+            props["updateProfile"]["drainPeriod"] = drain_period
         if fault_domains:
             props["placementProfile"] = {"faultDomainCount": fault_domains}
         body = {"location": location or client.config.location, "properties": props}

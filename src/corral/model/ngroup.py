@@ -20,6 +20,10 @@ from corral.model.group import NAME_RE, SubnetId, VolumeMount, Wire
 
 MAX_MEMBER_NAME = 63
 GUID_LEN = 36
+DEFAULT_BATCH_READY = 120.0  # seconds a rolling update's batch may take to be all ready (batchReadyTimeout)
+# Seconds a leaving member keeps serving established connections when neither the NGroup (drainPeriod) nor
+# its pools (drainPeriodInSeconds) say: the TTL of the NGroup's DNS answers, so resolvers forget it first.
+DEFAULT_DRAIN = 5.0
 
 _DURATION_RE = re.compile(
     r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$",
@@ -45,6 +49,21 @@ def parse_duration(value: str | int | float | None, field: str) -> float:
     parts = {k: float(v) for k, v in m.groupdict().items() if v}
     return timedelta(days=parts.get("d", 0), hours=parts.get("h", 0), minutes=parts.get("m", 0),
                      seconds=parts.get("s", 0)).total_seconds()
+
+
+def duration_field(name: str, minimum: float = 0.0, maximum: float | None = None) -> Any:
+    """A field validator for a duration field (ISO 8601 or seconds) between ``minimum`` and ``maximum``
+    seconds: a bad value is a 400 whose target is the field itself."""
+    def check(value: str | int | float | None) -> str | int | float | None:
+        if value is None:
+            return value
+        seconds = parse_duration(value, name)
+        if seconds < minimum:
+            raise ValueError(f"{name} '{value}' is shorter than {minimum:g} s")
+        if maximum is not None and seconds > maximum:
+            raise ValueError(f"{name} '{value}' is longer than {maximum:g} s")
+        return value
+    return field_validator(name)(lambda v: check(v))
 
 
 class Resource(Wire):
@@ -73,14 +92,15 @@ class Autoscale(Wire):
     scaleDownDelay: str | int | float | None = "PT5M"
     scaleUpDelay: str | int | float | None = "PT0S"
 
+    _down = duration_field("scaleDownDelay", maximum=86400)
+    _up = duration_field("scaleUpDelay", maximum=86400)
+
     @model_validator(mode="after")
     def _check(self) -> Autoscale:
         if self.minCount > self.maxCount:
             raise ValueError(f"minCount {self.minCount} is greater than maxCount {self.maxCount}")
         if self.targetCpuUtilizationPercent is None and self.targetMemoryUtilizationPercent is None:
             raise ValueError("autoscale needs targetCpuUtilizationPercent and/or targetMemoryUtilizationPercent")
-        parse_duration(self.scaleDownDelay, "scaleDownDelay")
-        parse_duration(self.scaleUpDelay, "scaleUpDelay")
         return self
 
     @property
@@ -167,11 +187,8 @@ class RollingUpdateProfile(Wire):
     automaticRollback: bool = True
     batchReadyTimeout: str | int | float | None = "PT2M"
 
-    @model_validator(mode="after")
-    def _durations(self) -> RollingUpdateProfile:
-        parse_duration(self.pauseTimeBetweenBatches, "pauseTimeBetweenBatches")
-        parse_duration(self.batchReadyTimeout, "batchReadyTimeout")
-        return self
+    _pause = duration_field("pauseTimeBetweenBatches", maximum=86400)
+    _ready = duration_field("batchReadyTimeout", minimum=1, maximum=86400)
 
     @property
     def pause(self) -> float:
@@ -179,12 +196,22 @@ class RollingUpdateProfile(Wire):
 
     @property
     def ready_timeout(self) -> float:
-        return parse_duration(self.batchReadyTimeout, "batchReadyTimeout") or 120.0
+        return parse_duration(self.batchReadyTimeout, "batchReadyTimeout") or DEFAULT_BATCH_READY
 
 
 class UpdateProfile(Wire):
     updateMode: Literal["Manual", "Rolling"] = "Manual"
     rollingUpdateProfile: RollingUpdateProfile | None = None
+    # Corral extension: how long a member that leaves service (scale-in, rollout, restart, stop, delete)
+    # keeps running once its removal from the pools and the DNS name is in force. None: the longest
+    # drainPeriodInSeconds of its pools, else DEFAULT_DRAIN.
+    drainPeriod: str | int | float | None = None
+
+    _drain = duration_field("drainPeriod", maximum=3600)
+
+    @property
+    def drain(self) -> float | None:
+        return None if self.drainPeriod is None else parse_duration(self.drainPeriod, "drainPeriod")
 
     @field_validator("updateMode", mode="before")
     @classmethod

@@ -84,9 +84,10 @@ class OrchestratorApi:
         return dict(self._req("PUT", path, json=body, headers=headers).json())
 
     # metrics (the Azure Monitor shape) ---------------------------------------------
-    def metrics(self, resource_id: str, names: list[str], timespan: str, interval: str) -> dict[str, Any]:
+    def metrics(self, resource_id: str, names: list[str], timespan: str, interval: str,
+                aggregation: str = "Average") -> dict[str, Any]:
         path = f"{resource_id}/providers/Microsoft.Insights/metrics"
-        params = {"api-version": METRICS_API_VERSION, "metricnames": ",".join(names), "aggregation": "Average",
+        params = {"api-version": METRICS_API_VERSION, "metricnames": ",".join(names), "aggregation": aggregation,
                   "timespan": timespan, "interval": interval}
         return dict(self.client.request("GET", path, params=params).json())
 

@@ -2,7 +2,13 @@
 
 Usage comes from Corral's Azure Monitor metrics API (``CpuUsage`` in millicores,
 ``MemoryUsage`` in bytes, per container group), the same numbers any client
-sees. The rule is Kubernetes' HPA rule: ``desired = ceil(current * usage /
+sees. Its finest grain is a minute (PT1M), and like Azure Monitor it answers the
+minute in progress as a last, incomplete bucket. Autoscale asks for each
+bucket's ``Total`` and ``Count`` and keeps the previous answer: the difference
+between two readings is the sum and number of exactly the samples that arrived
+between them (agents sample every few seconds), so the usage it acts on is that
+of the last few seconds, not the average since the minute began (``UsageMeter``).
+The rule is Kubernetes' HPA rule: ``desired = ceil(current * usage /
 target)``, ignored within 10 % of the target, clamped to ``minCount..maxCount``;
 up at once (or after ``scaleUpDelay``), down only once usage has wanted fewer
 members for a whole ``scaleDownDelay``, and then to the most members wanted
@@ -11,6 +17,7 @@ during that window, so a dip does not shed members a burst needs again.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,22 +37,64 @@ class Usage:
     memory_percent: float | None = None  # of the memory the group requests
 
 
-def latest(metrics: dict[str, Any], name: str) -> float | None:
-    """The sum over a metric's time series (one per container, or one for the group) of each one's latest
-    average; None when no series has a value yet."""
-    total, seen = 0.0, False
+# (metric, time series) -> bucket start -> (total, count): one reading of a group's metrics.
+Reading = dict[tuple[str, str], dict[str, tuple[float, float]]]
+
+
+def totals(metrics: dict[str, Any]) -> Reading:
+    """The Total and Count of every bucket of every time series in a metrics answer."""
+    out: Reading = {}
     for metric in metrics.get("value") or []:
         mname = metric.get("name")
-        mname = mname.get("value") if isinstance(mname, dict) else mname
-        if str(mname).lower() != name.lower():
-            continue
+        mname = str(mname.get("value") if isinstance(mname, dict) else mname).lower()
         for series in metric.get("timeseries") or []:
-            points = [p for p in series.get("data") or [] if p.get("average") is not None]
-            if points:
-                last = max(points, key=lambda p: str(p.get("timeStamp", "")))
-                total += float(last["average"])
-                seen = True
-    return total if seen else None
+            key = (mname, json.dumps(series.get("metadatavalues") or [], sort_keys=True))
+            points = out.setdefault(key, {})
+            for p in series.get("data") or []:
+                if p.get("count"):
+                    points[str(p.get("timeStamp", ""))] = (float(p.get("total") or 0.0), float(p["count"]))
+    return out
+
+
+def _since(now: dict[str, tuple[float, float]], before: dict[str, tuple[float, float]] | None) -> float | None:
+    """The average of the samples in ``now`` that were not in ``before``; None: none arrived. Without a usable
+    earlier reading (none, too old to overlap, or data lost since), the latest bucket's average."""
+    if before:
+        newest = max(before)
+        overlap = all(t in before for t in now if t <= newest)
+        dt = sum(tot - before.get(t, (0.0, 0.0))[0] for t, (tot, _) in now.items())
+        dn = sum(n - before.get(t, (0.0, 0.0))[1] for t, (_, n) in now.items())
+        if overlap and all(n >= before.get(t, (0.0, 0.0))[1] for t, (_, n) in now.items()):
+            return dt / dn if dn > 0 else None
+    if not now:
+        return None
+    tot, n = now[max(now)]
+    return tot / n
+
+
+class UsageMeter:
+    """One group's recent usage from successive readings of its metrics (kept in memory: after a restart the
+    first reading counts from the minute's start, which only blurs one decision)."""
+
+    def __init__(self) -> None:
+        self.before: Reading | None = None
+        self.last: dict[tuple[str, str], float] = {}  # each series' value at the last reading
+
+    def update(self, metrics: dict[str, Any]) -> dict[str, float | None]:
+        """metric name (lowercase) -> the sum over its series of their usage since the last reading; a series
+        with no new sample keeps the value it had."""
+        now = totals(metrics)
+        out: dict[str, float | None] = {}
+        for key, points in now.items():
+            v = _since(points, self.before.get(key) if self.before is not None else None)
+            if v is None:
+                v = self.last.get(key)
+            if v is None:
+                continue
+            self.last[key] = v
+            out[key[0]] = (out.get(key[0]) or 0.0) + v
+        self.before = now
+        return out
 
 
 def requests_of(group: dict[str, Any]) -> tuple[float, float]:
@@ -58,9 +107,10 @@ def requests_of(group: dict[str, Any]) -> tuple[float, float]:
     return cpu, mem
 
 
-def usage_of(group: dict[str, Any], metrics: dict[str, Any]) -> Usage:
+def usage_of(group: dict[str, Any], recent: dict[str, float | None]) -> Usage:
+    """A group's usage as shares of what it requests, from ``UsageMeter.update``'s answer."""
     cpu_req, mem_req = requests_of(group)
-    cpu, mem = latest(metrics, CPU_METRIC), latest(metrics, MEMORY_METRIC)
+    cpu, mem = recent.get(CPU_METRIC.lower()), recent.get(MEMORY_METRIC.lower())
     return Usage(cpu_percent=None if cpu is None or not cpu_req else cpu / 1000 / cpu_req * 100,
                  memory_percent=None if mem is None or not mem_req else mem / (mem_req * GB) * 100)
 

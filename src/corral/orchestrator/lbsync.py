@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class PoolState:
     members: set[str] = field(default_factory=set)  # our members in any of the pools now
+    listed: set[str] = field(default_factory=set)  # ... and as this pass read them, before any change
     in_force: bool = True  # every node applies what the pools say
     drain_seconds: float | None = None  # the longest drainPeriodInSeconds of the pools
 
@@ -51,13 +52,14 @@ class PoolSync:
             try:
                 lb = self._lb(ResourceRef(*lb_ref))
             except ApiError as exc:
+                if exc.status == 404:  # a pool that is gone sends nothing to anyone: nothing to wait for
+                    continue
                 log.warning("load balancer of pool %s: %s", pool_id, exc.message)
                 state.in_force = False
                 continue
             pool = next((p for p in lb["properties"]["backendAddressPools"]
                          if p["name"].lower() == pool_name.lower()), None)
             if pool is None:
-                state.in_force = False
                 continue
             props = pool.get("properties") or {}
             if props.get("drainPeriodInSeconds") is not None:
@@ -66,6 +68,7 @@ class PoolSync:
             kept = [a for a in current if not ours.match(str(a.get("name", "")))]
             mine = {str(a["name"]): (a.get("properties") or {}).get("ipAddress") for a in current
                     if ours.match(str(a.get("name", "")))}
+            state.listed |= set(mine)
             if mine != wanted:
                 addresses = kept + [{"name": n, "properties": {"ipAddress": ip}} for n, ip in sorted(wanted.items())]
                 body = {"properties": {k: v for k, v in props.items() if k in ("drainPeriodInSeconds",)}}

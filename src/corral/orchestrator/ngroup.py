@@ -19,21 +19,26 @@ from typing import Any
 
 from corral.cli.client import ApiError
 from corral.model.armids import NGROUP_TAG
-from corral.model.ngroup import AutoscaleStatus, MemberStatus, NGroupSpec, NGroupStatus, member_prefix, record_event
+from corral.model.ngroup import (
+    DEFAULT_DRAIN,
+    AutoscaleStatus,
+    MemberStatus,
+    NGroupSpec,
+    NGroupStatus,
+    member_prefix,
+    record_event,
+)
 from corral.orchestrator.api import OrchestratorApi
-from corral.orchestrator.autoscale import Autoscaler, average, usage_of
+from corral.orchestrator.autoscale import Autoscaler, UsageMeter, average, usage_of
 from corral.orchestrator.lbsync import PoolSync
 from corral.orchestrator.members import PHASE_TAG, RESTART_TAG, UID_TAG, Member, member_of, parse_member
 from corral.orchestrator.plan import Desired, plan
 
 log = logging.getLogger(__name__)
 
-# Without a pool's drainPeriodInSeconds, a leaving member keeps serving established connections this
-# long (also the TTL of the NGroup's DNS answers, so resolvers stop handing it out first).
-DEFAULT_DRAIN = 5.0
-METRICS_PERIOD = 5.0  # seconds between autoscale's readings of the members' usage
-# The last two minutes at the API's finest grain: the latest point (the minute in progress, on the server
-# that answers) is the usage that counts.
+METRICS_PERIOD = 5.0  # seconds between autoscale's readings of the members' usage (agents sample every 5 s)
+# The last two minutes at the API's finest grain, the minute in progress included: two readings a period
+# apart always overlap, and their difference is the samples that arrived in between (autoscale.UsageMeter).
 METRICS_TIMESPAN = "PT2M"
 METRICS_INTERVAL = "PT1M"
 
@@ -62,6 +67,7 @@ class NGroupReconciler:
         self._drained_since: dict[str, float] = {}  # member -> monotonic time its removal was in force
         self._autoscalers: dict[str, Autoscaler] = {}
         self._metrics_at: dict[str, float] = {}
+        self._meters: dict[str, dict[str, UsageMeter]] = {}  # NGroup -> member -> its recent usage
         self._reported: dict[str, str] = {}
 
     def reconcile(self, ng: dict[str, Any], groups: list[dict[str, Any]]) -> float:
@@ -90,7 +96,14 @@ class NGroupReconciler:
             profile=p.rolling, maintain=bool(p.elasticProfile.maintainDesiredCount),
             running=props.get("desiredState", "Running") == "Running", deleting=deleting)
         ctx = Pass(ng_id=ng_id, uid=uid, rg=rg, name=name, spec=spec, desired=desired, st=st)
+        rollout_before = st.rollout.model_dump_json() if st.rollout else None
         acts = plan(desired, members, st, _now())
+        if (st.rollout.model_dump_json() if st.rollout else None) != rollout_before and not self._report(
+                rg, name, uid, st):
+            # A rollout step (a batch begun, a rollback) is on record before it is acted on: an orchestrator
+            # that dies between the two leaves its successor the batch and its deadline, never members of a
+            # batch it knows nothing of. Not recorded: not acted on; the next pass plans again.
+            return 1.0
         by_name = {m.name: m for m in members}
         for mname, phase in acts.phase.items():
             self._set_phase(by_name[mname], phase, st)
@@ -103,11 +116,16 @@ class NGroupReconciler:
         # The pools: our members that serve, no others.
         serving = {m.name: m.ip for m in members if m.in_service and m.ip and not deleting and desired.running}
         pool_state = self.pools.sync(p.profile.pool_ids(), member_prefix(name, spec), serving)
-        drain = pool_state.drain_seconds if pool_state.drain_seconds is not None else DEFAULT_DRAIN
+        drain = next(d for d in (p.updateProfile.drain, pool_state.drain_seconds, DEFAULT_DRAIN) if d is not None)
         wake = 1.0
         for m in list(members):
             out = pool_state.in_force and m.name not in pool_state.members
-            wake = min(wake, self._advance(ctx, m, out, previous.get(m.name), drain))
+            # A drain waits for whatever may have been sent to the member: it is ready (established
+            # connections, DNS answers, whoever put it in service), or the pools or the last status name it.
+            # Nothing kept in memory decides this, so a new orchestrator (a new leader) drains as fully.
+            before = previous.get(m.name)
+            served = m.ready or m.name in pool_state.listed or (before is not None and before.inService)
+            wake = min(wake, self._advance(ctx, m, out, served, drain))
         st.members = [MemberStatus(name=m.name, revision=m.revision, state=m.state, ready=m.ready, ip=m.ip,
                                    inService=m.name in serving) for m in members if m.provisioning != "Deleting"]
         if deleting and not members:
@@ -128,16 +146,18 @@ class NGroupReconciler:
         if due:
             self._metrics_at[ng_id] = time.monotonic()
             usages = []
+            names = {m.name for m in members}
+            meters = self._meters[ng_id] = {n: u for n, u in self._meters.get(ng_id, {}).items() if n in names}
             for m in members:
                 if not m.in_service:
                     continue
                 try:
                     metrics = self.api.metrics(m.body["id"], ["CpuUsage", "MemoryUsage"], METRICS_TIMESPAN,
-                                               METRICS_INTERVAL)
+                                               METRICS_INTERVAL, "Total,Count")
                 except ApiError as exc:
                     log.debug("metrics of %s: %s", m.name, exc.message)
                     continue
-                usages.append(usage_of(m.body, metrics))
+                usages.append(usage_of(m.body, meters.setdefault(m.name, UsageMeter()).update(metrics)))
             before = st.autoscale.desiredCount
             st.autoscale = self._autoscalers.setdefault(ng_id, Autoscaler()).decide(a, st.autoscale, average(usages),
                                                                                   _now())
@@ -201,15 +221,13 @@ class NGroupReconciler:
             return
         members.append(parse_member(g))
 
-    def _advance(self, ctx: Pass, m: Member, out_of_pools: bool, before: MemberStatus | None,
-                 drain: float) -> float:
+    def _advance(self, ctx: Pass, m: Member, out_of_pools: bool, served: bool, drain: float) -> float:
         """Move one member along its phase; seconds until it may move again."""
         st, d = ctx.st, ctx.desired
         phase = m.phase
         if not phase or m.provisioning == "Deleting":
             return 1.0
         if phase.startswith("drain-"):
-            served = before is not None and before.inService
             if served:
                 if not out_of_pools:
                     return 0.2  # the pools still name it, or a node has yet to apply the change
@@ -247,16 +265,19 @@ class NGroupReconciler:
                          f"revision {revision} ({exc.message}); replacing it", "Warning")
             self._delete(m, ctx.st, "it could not be updated in place")
 
-    def _report(self, rg: str, name: str, uid: str, st: NGroupStatus) -> None:
+    def _report(self, rg: str, name: str, uid: str, st: NGroupStatus) -> bool:
+        """Write the status (unless it is what was written last); whether it is on record."""
         text = st.model_dump_json()
         if self._reported.get(uid) == text:
-            return
+            return True
         try:
             self.api.report_ngroup(rg, name, uid, st.model_dump(mode="json", exclude_none=True))
             self._reported[uid] = text
+            return True
         except ApiError as exc:
             if exc.status != 404:
                 log.warning("NGroup %s: status not reported: %s", name, exc.message)
+            return False
 
     def forget(self, live_uids: set[str]) -> None:
         for uid in [u for u in self._reported if u not in live_uids]:

@@ -85,7 +85,7 @@ def plan(d: Desired, members: list[Member], st: NGroupStatus, now: datetime) -> 
     if not rolling_out:
         _scale(d, [m for m in active if acts.phase.get(m.name) != "drain-delete"], revision, st, acts)
         _restart(d, active, st, acts)
-    _summarize(d, active, st, acts, revision, rolling_out)
+    _summarize(d, active, st, acts, revision, rolling_out, leaving=len(active) < len(members))
     return acts
 
 
@@ -249,7 +249,7 @@ def _restart(d: Desired, active: list[Member], st: NGroupStatus, acts: Actions) 
 
 
 def _summarize(d: Desired, active: list[Member], st: NGroupStatus, acts: Actions, revision: int,
-               rolling_out: bool) -> None:
+               rolling_out: bool, leaving: bool) -> None:
     serving = [m for m in active if m.in_service and m.name not in acts.phase]
     st.desiredCount = d.count
     st.readyCount = len(serving)
@@ -257,7 +257,9 @@ def _summarize(d: Desired, active: list[Member], st: NGroupStatus, acts: Actions
     if rolling_out:
         st.phase = "RollingBack" if st.rollout and st.rollout.rollingBack else "RollingOut"
         return
-    settled = (not acts.create and not acts.phase and not acts.start and len(serving) == d.count
+    # Settled (the operation done): the members it wants serve, and the others are gone, not still draining
+    # or being deleted, so a client listing container groups then finds exactly the NGroup's members.
+    settled = (not acts.create and not acts.phase and not acts.start and len(serving) == d.count and not leaving
                and all(not m.phase for m in active) and st.observedRestartGeneration >= d.restart_generation)
     st.phase = "Steady" if settled else "Scaling"
     if settled and all(m.revision == revision for m in serving) and st.currentRevision != revision:
