@@ -214,6 +214,20 @@ class ClusterFabric:
         srv = server or next(s for s in self.servers if s.proc is not None and s.proc.poll() is None)
         return Client(ClientConfig.load(srv.config_path))
 
+    def leader(self, etcd_endpoints: list[str], namespace: str) -> Server:
+        """The server holding the controllers' lease now (read from etcd, as the servers elect)."""
+        from corral.control.election import LEADER_KEY
+        from corral.store.etcd import EtcdStore
+
+        store = EtcdStore(etcd_endpoints, namespace)
+        try:
+            rec = store.get(LEADER_KEY)
+        finally:
+            store.close()
+        assert rec is not None, "no leader"
+        name = str(rec.value["holder"]).split("/", 1)[0]
+        return next(s for s in self.servers if s.name == name)
+
     def kill_server(self, srv: Server) -> None:
         if srv.proc and srv.proc.poll() is None:
             os.killpg(srv.proc.pid, signal.SIGKILL)
@@ -297,6 +311,16 @@ class ClusterFabric:
             if top.is_dir() and any(p.read_text().split() for p in top.rglob("cgroup.procs")):
                 out.append(h.name)
         return out
+
+    def running_groups(self) -> dict[str, list[str]]:
+        """uid -> the hosts where a process of that group runs now, for every group on the hosts."""
+        copies: dict[str, list[str]] = {}
+        for h in self.hosts:
+            top = Path("/sys/fs/cgroup/pids") / h.cgroup_parent.strip("/")
+            for d in (p for p in top.iterdir() if p.is_dir()) if top.is_dir() else []:
+                if any(c.read_text().split() for c in d.rglob("cgroup.procs")):
+                    copies.setdefault(d.name, []).append(h.name)
+        return copies
 
     # clean-up ---------------------------------------------------------------------
     def close(self) -> None:

@@ -28,9 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 from corral.cli.client import Client
 from corral.cli.terminal import exit_code, open_session
-from corral.control.election import LEADER_KEY
 from corral.storage.glusterd import GlusterServer
-from corral.store.etcd import EtcdStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -508,14 +506,7 @@ def test_partition_fences_the_cut_host_and_nothing_runs_twice(fabric: ClusterFab
 
 # the control plane -------------------------------------------------------------------------------------------------
 def leader(fab: ClusterFabric) -> Server:
-    store = EtcdStore(fab.etcd.endpoints, "/ccl")  # type: ignore[attr-defined]
-    try:
-        rec = store.get(LEADER_KEY)
-    finally:
-        store.close()
-    assert rec is not None, "no leader"
-    name = str(rec.value["holder"]).split("/", 1)[0]
-    return next(s for s in fab.servers if s.name == name)
+    return fab.leader(fab.etcd.endpoints, "/ccl")  # type: ignore[attr-defined]
 
 
 def stream_ops() -> list[tuple[str, int]]:
@@ -565,12 +556,7 @@ def test_the_leader_dies_during_a_stream_of_changes(fabric: ClusterFabric) -> No
         env = g["properties"]["containers"][0]["properties"]["environmentVariables"]
         assert env == [{"name": "V", "value": "v2"}]
     # None duplicated, none left over: one copy of each wanted group, and nothing else, on the hosts.
-    copies: dict[str, list[str]] = {}
-    for h in fabric.hosts:
-        top = Path("/sys/fs/cgroup/pids") / h.cgroup_parent.strip("/")
-        for d in (p for p in top.iterdir() if p.is_dir()):
-            if any(c.read_text().split() for c in d.rglob("cgroup.procs")):
-                copies.setdefault(d.name, []).append(h.name)
+    copies = fabric.running_groups()
     assert len(copies) == len(want) and all(len(v) == 1 for v in copies.values()), copies
     delete_all(client)
     fabric.start_server(dead.name, dead.store)  # back, as a follower
