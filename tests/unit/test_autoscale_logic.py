@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from corral.model.ngroup import Autoscale, AutoscaleStatus
-from corral.orchestrator.autoscale import Autoscaler, Usage, UsageMeter, average, usage_of, wanted
+from corral.orchestrator.autoscale import Autoscaler, Usage, UsageMeter, average, by_member, usage_of, wanted
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -43,6 +43,20 @@ def test_the_meter_measures_the_samples_since_its_last_reading_not_the_minute() 
     # A reading that no longer overlaps (the orchestrator paused for minutes): the latest bucket's average.
     assert meter.update(metrics({"07": (900.0, 3), "08": (600.0, 2)}, {"08": (2.0 * 2 ** 30, 2)})) == {
         "cpuusage": 300.0, "memoryusage": 2 ** 30}
+
+
+def test_an_ngroup_answer_split_by_member_reads_as_each_member_s_own() -> None:
+    def member(name: str, total: float) -> dict[str, object]:
+        return {"metadatavalues": [{"name": {"value": "containergroupname", "localizedValue": "containerGroupName"},
+                                    "value": name}],
+                "data": [{"timeStamp": "2026-01-01T00:01:00Z", "total": total, "count": 2}]}
+    answer = {"value": [{"name": {"value": "CpuUsage"}, "timeseries": [member("a", 100.0), member("b", 50.0)]},
+                        {"name": {"value": "MemoryUsage"}, "timeseries": [member("a", 4.0)]}]}
+    split = by_member(answer)
+    assert set(split) == {"a", "b"}
+    assert UsageMeter().update(split["a"]) == {"cpuusage": 50.0, "memoryusage": 2.0}
+    assert UsageMeter().update(split["b"]) == {"cpuusage": 25.0}
+    assert split["a"]["value"][0]["timeseries"][0]["metadatavalues"] == []
 
 
 def test_usage_is_relative_to_what_the_group_requests() -> None:

@@ -85,10 +85,11 @@ class OrchestratorApi:
 
     # metrics (the Azure Monitor shape) ---------------------------------------------
     def metrics(self, resource_id: str, names: list[str], timespan: str, interval: str,
-                aggregation: str = "Average") -> dict[str, Any]:
+                aggregation: str = "Average", **more: str) -> dict[str, Any]:
+        """A container group's or an NGroup's metrics; ``more``: further query parameters ($filter, top)."""
         path = f"{resource_id}/providers/Microsoft.Insights/metrics"
         params = {"api-version": METRICS_API_VERSION, "metricnames": ",".join(names), "aggregation": aggregation,
-                  "timespan": timespan, "interval": interval}
+                  "timespan": timespan, "interval": interval, **more}
         return dict(self.client.request("GET", path, params=params).json())
 
     # watching ----------------------------------------------------------------------

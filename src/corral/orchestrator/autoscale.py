@@ -1,13 +1,14 @@
 """Autoscale (Corral extension): an NGroup's member count follows measured usage.
 
 Usage comes from Corral's Azure Monitor metrics API (``CpuUsage`` in millicores,
-``MemoryUsage`` in bytes, per container group), the same numbers any client
-sees. Its finest grain is a minute (PT1M), and like Azure Monitor it answers the
-minute in progress as a last, incomplete bucket. Autoscale asks for each
-bucket's ``Total`` and ``Count`` and keeps the previous answer: the difference
-between two readings is the sum and number of exactly the samples that arrived
-between them (agents sample every few seconds), so the usage it acts on is that
-of the last few seconds, not the average since the minute began (``UsageMeter``).
+``MemoryUsage`` in bytes), the same numbers any client sees: one query per NGroup
+per reading, split by member (``containerGroupName``). Its finest grain is a
+minute (PT1M), and like Azure Monitor it answers the minute in progress as a
+last, incomplete bucket. Autoscale asks for each bucket's ``Total`` and
+``Count`` and keeps the previous answer: the difference between two readings is
+the sum and number of exactly the samples that arrived between them (agents
+sample every few seconds), so the usage it acts on is that of the last few
+seconds, not the average since the minute began (``UsageMeter``).
 The rule is Kubernetes' HPA rule: ``desired = ceil(current * usage /
 target)``, ignored within 10 % of the target, clamped to ``minCount..maxCount``;
 up at once (or after ``scaleUpDelay``), down only once usage has wanted fewer
@@ -27,6 +28,7 @@ from corral.model.ngroup import Autoscale, AutoscaleStatus
 
 TOLERANCE = 0.1
 CPU_METRIC = "CpuUsage"
+MEMBER_DIMENSION = "containergroupname"  # an NGroup's metrics, split by member
 MEMORY_METRIC = "MemoryUsage"
 GB = 1024 ** 3
 
@@ -53,6 +55,25 @@ def totals(metrics: dict[str, Any]) -> Reading:
             for p in series.get("data") or []:
                 if p.get("count"):
                     points[str(p.get("timeStamp", ""))] = (float(p.get("total") or 0.0), float(p["count"]))
+    return out
+
+
+def by_member(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """An NGroup's metrics answer split by ``containerGroupName``: one answer per member, shaped as a container
+    group's own (its other dimensions kept)."""
+    out: dict[str, dict[str, Any]] = {}
+    for metric in metrics.get("value") or []:
+        for series in metric.get("timeseries") or []:
+            dims = series.get("metadatavalues") or []
+            mine = [d for d in dims if str((d.get("name") or {}).get("value", "")).lower() == MEMBER_DIMENSION]
+            if not mine:
+                continue
+            answer = out.setdefault(str(mine[0].get("value")), {"value": []})
+            entry = next((v for v in answer["value"] if v.get("name") == metric.get("name")), None)
+            if entry is None:
+                entry = {"name": metric.get("name"), "timeseries": []}
+                answer["value"].append(entry)
+            entry["timeseries"].append({**series, "metadatavalues": [d for d in dims if d not in mine]})
     return out
 
 

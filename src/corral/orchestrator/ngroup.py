@@ -29,7 +29,7 @@ from corral.model.ngroup import (
     record_event,
 )
 from corral.orchestrator.api import OrchestratorApi
-from corral.orchestrator.autoscale import Autoscaler, UsageMeter, average, usage_of
+from corral.orchestrator.autoscale import Autoscaler, UsageMeter, average, by_member, usage_of
 from corral.orchestrator.lbsync import PoolSync
 from corral.orchestrator.members import PHASE_TAG, RESTART_TAG, UID_TAG, Member, member_of, parse_member
 from corral.orchestrator.plan import Desired, plan
@@ -41,6 +41,7 @@ METRICS_PERIOD = 5.0  # seconds between autoscale's readings of the members' usa
 # apart always overlap, and their difference is the samples that arrived in between (autoscale.UsageMeter).
 METRICS_TIMESPAN = "PT2M"
 METRICS_INTERVAL = "PT1M"
+MAX_SERIES = 20000  # top: every member's series (at most 1,000 members, and those that left within the span)
 
 
 def _now() -> datetime:
@@ -148,16 +149,18 @@ class NGroupReconciler:
             usages = []
             names = {m.name for m in members}
             meters = self._meters[ng_id] = {n: u for n, u in self._meters.get(ng_id, {}).items() if n in names}
-            for m in members:
-                if not m.in_service:
-                    continue
-                try:
-                    metrics = self.api.metrics(m.body["id"], ["CpuUsage", "MemoryUsage"], METRICS_TIMESPAN,
-                                               METRICS_INTERVAL, "Total,Count")
+            serving = [m for m in members if m.in_service]
+            per_member: dict[str, dict[str, Any]] = {}
+            if serving:
+                try:  # one query for the NGroup, a series per member (members that left lately too)
+                    per_member = by_member(self.api.metrics(
+                        ng_id, ["CpuUsage", "MemoryUsage"], METRICS_TIMESPAN, METRICS_INTERVAL, "Total,Count",
+                        **{"$filter": "containerGroupName eq '*'", "top": str(MAX_SERIES)}))
                 except ApiError as exc:
-                    log.debug("metrics of %s: %s", m.name, exc.message)
-                    continue
-                usages.append(usage_of(m.body, meters.setdefault(m.name, UsageMeter()).update(metrics)))
+                    log.debug("metrics of NGroup %s: %s", ng_id, exc.message)
+            for m in serving:
+                if m.name in per_member:
+                    usages.append(usage_of(m.body, meters.setdefault(m.name, UsageMeter()).update(per_member[m.name])))
             before = st.autoscale.desiredCount
             st.autoscale = self._autoscalers.setdefault(ng_id, Autoscaler()).decide(a, st.autoscale, average(usages),
                                                                                   _now())
