@@ -66,9 +66,10 @@ class NGroupReconciler:
         self.api = api
         self.pools = pools
         self._drained_since: dict[str, float] = {}  # member -> monotonic time its removal was in force
+        # By NGroup uid (forgotten with the NGroup):
         self._autoscalers: dict[str, Autoscaler] = {}
         self._metrics_at: dict[str, float] = {}
-        self._meters: dict[str, dict[str, UsageMeter]] = {}  # NGroup -> member -> its recent usage
+        self._meters: dict[str, dict[str, UsageMeter]] = {}  # -> member -> its recent usage
         self._reported: dict[str, str] = {}
 
     def reconcile(self, ng: dict[str, Any], groups: list[dict[str, Any]]) -> float:
@@ -90,7 +91,7 @@ class NGroupReconciler:
             members.append(m)
         p = spec.properties
         deleting = props.get("provisioningState") == "Deleting"
-        count = self._count(ng_id, spec, st, members)
+        count = self._count(ng_id, uid, spec, st, members)
         desired = Desired(
             generation=int(props["generation"]), restart_generation=int(props["restartGeneration"]),
             revision=int(p.profile.revision or 0), count=count, rolling=p.updateProfile.updateMode == "Rolling",
@@ -135,7 +136,7 @@ class NGroupReconciler:
         return max(0.05, wake)
 
     # count and autoscale ----------------------------------------------------------
-    def _count(self, ng_id: str, spec: NGroupSpec, st: NGroupStatus, members: list[Member]) -> int:
+    def _count(self, ng_id: str, uid: str, spec: NGroupSpec, st: NGroupStatus, members: list[Member]) -> int:
         elastic = spec.properties.elasticProfile
         a = elastic.autoscale
         if a is None:
@@ -143,12 +144,12 @@ class NGroupReconciler:
             return elastic.desiredCount
         if st.autoscale is None:
             st.autoscale = AutoscaleStatus(desiredCount=elastic.desiredCount)
-        due = time.monotonic() - self._metrics_at.get(ng_id, 0.0) >= METRICS_PERIOD
+        due = time.monotonic() - self._metrics_at.get(uid, 0.0) >= METRICS_PERIOD
         if due:
-            self._metrics_at[ng_id] = time.monotonic()
+            self._metrics_at[uid] = time.monotonic()
             usages = []
             names = {m.name for m in members}
-            meters = self._meters[ng_id] = {n: u for n, u in self._meters.get(ng_id, {}).items() if n in names}
+            meters = self._meters[uid] = {n: u for n, u in self._meters.get(uid, {}).items() if n in names}
             serving = [m for m in members if m.in_service]
             per_member: dict[str, dict[str, Any]] = {}
             if serving:
@@ -162,7 +163,7 @@ class NGroupReconciler:
                 if m.name in per_member:
                     usages.append(usage_of(m.body, meters.setdefault(m.name, UsageMeter()).update(per_member[m.name])))
             before = st.autoscale.desiredCount
-            st.autoscale = self._autoscalers.setdefault(ng_id, Autoscaler()).decide(a, st.autoscale, average(usages),
+            st.autoscale = self._autoscalers.setdefault(uid, Autoscaler()).decide(a, st.autoscale, average(usages),
                                                                                   _now())
             if st.autoscale.desiredCount != before:
                 record_event(st.events, "Autoscaled", st.autoscale.message)
@@ -283,5 +284,8 @@ class NGroupReconciler:
             return False
 
     def forget(self, live_uids: set[str]) -> None:
-        for uid in [u for u in self._reported if u not in live_uids]:
-            del self._reported[uid]
+        """Drop what is kept for NGroups that are gone."""
+        kept: dict[str, Any]
+        for kept in (self._reported, self._autoscalers, self._metrics_at, self._meters):
+            for uid in [u for u in kept if u not in live_uids]:
+                del kept[uid]
