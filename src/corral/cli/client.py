@@ -17,6 +17,8 @@ if TYPE_CHECKING:  # imported with the first client: `corral` commands that make
     import httpx
 
 API_VERSION = "2023-05-01"
+GROUPS = "Microsoft.ContainerInstance/containerGroups"
+NETWORK = "Microsoft.Network"
 
 
 class ApiError(CorralError):
@@ -55,20 +57,26 @@ class Client:
             )
         return cls(ClientConfig.load(path))
 
-    def group_path(self, rg: str, name: str | None = None) -> str:
-        p = f"/subscriptions/{self.sub}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance/containerGroups"
-        return f"{p}/{name}" if name else p
+    def arm_path(self, resource_type: str, rg: str | None = None, name: str | None = None) -> str:
+        """``/subscriptions/S[/resourceGroups/RG]/providers/TYPE[/NAME]``: one resource, or the list of
+        them in ``rg`` (None: the whole subscription). ``resource_type`` may be a provider alone."""
+        scope = f"/subscriptions/{self.sub}" if rg is None else f"/subscriptions/{self.sub}/resourceGroups/{rg}"
+        path = f"{scope}/providers/{resource_type}"
+        return f"{path}/{name}" if name else path
+
+    def resource_id(self, resource_type: str, rg: str, value: str) -> str:
+        """``value`` if it is an id already, else the id of the resource of that name in ``rg``."""
+        return value if value.startswith("/") else self.arm_path(resource_type, rg, value)
+
+    def group_path(self, rg: str | None, name: str | None = None) -> str:
+        return self.arm_path(GROUPS, rg, name)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         params = dict(kwargs.pop("params", {}) or {})
         params.setdefault("api-version", API_VERSION)
         resp = self.http.request(method, path, params=params, **kwargs)
         if resp.status_code >= 400:
-            try:
-                err = resp.json()["error"]
-                raise ApiError(resp.status_code, err.get("code", "Error"), err.get("message", resp.text))
-            except (ValueError, KeyError, TypeError):
-                raise ApiError(resp.status_code, "Error", resp.text) from None
+            _raise_for(resp)
         return resp
 
     def wait_operation(self, resp: httpx.Response, timeout: float = 600) -> dict[str, Any]:
@@ -85,6 +93,7 @@ class Client:
 
 
 def _raise_for(resp: httpx.Response) -> None:
+    """The ARM error body of a failed answer as an ApiError (a streamed answer is read first)."""
     resp.read()
     try:
         err = resp.json()["error"]

@@ -6,20 +6,17 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 import yaml
 from rich.console import Group as RichGroup
 
 from corral.cli import placement
-from corral.cli.client import API_VERSION, Client
+from corral.cli.client import API_VERSION, NETWORK, Client
 from corral.cli.client import sse_messages as _sse
 from corral.cli.client import stream as _stream
 from corral.cli.output import Format, console, containers_table, emit, err_console, groups_table
-
-if TYPE_CHECKING:  # imported by the commands that use them: `corral` starts faster
-    pass
 
 app = typer.Typer(help="Create and manage container groups (the verbs of `az container`).", no_args_is_help=True)
 
@@ -197,9 +194,8 @@ def create(
     if subnet and not subnet.startswith("/") and not vnet:
         raise typer.BadParameter("--subnet NAME needs --vnet (or give the subnet's full id)", param_hint="--subnet")
     if subnet:
-        body["properties"]["subnetIds"] = [{"id": subnet if subnet.startswith("/") else (
-            f"/subscriptions/{client.sub}/resourceGroups/{resource_group}/providers/Microsoft.Network/"
-            f"virtualNetworks/{vnet}/subnets/{subnet}")}]
+        body["properties"]["subnetIds"] = [{"id": client.resource_id(f"{NETWORK}/virtualNetworks/{vnet}/subnets",
+                                                                     resource_group, subnet)}]
     resp = client.request("PUT", client.group_path(resource_group, name), json=body)
     if not no_wait:
         with console.status(f"waiting for {name} to start..."):
@@ -261,11 +257,7 @@ def list_(
 ) -> None:
     """List container groups (in a resource group, or the whole subscription)."""
     client = Client.from_config()
-    if resource_group:
-        path = client.group_path(resource_group)
-    else:
-        path = f"/subscriptions/{client.sub}/providers/Microsoft.ContainerInstance/containerGroups"
-    groups = client.request("GET", path).json()["value"]
+    groups = client.request("GET", client.group_path(resource_group or None)).json()["value"]
     emit(groups, output, groups_table(groups))
 
 

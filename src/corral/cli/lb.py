@@ -10,6 +10,7 @@ from rich.table import Table
 
 from corral.cli.client import Client
 from corral.cli.output import Format, console, emit
+from corral.model.armids import LB_TYPE
 
 app = typer.Typer(help="Load balancers: frontends balanced over backend pools (NGroup members join them).",
                   no_args_is_help=True)
@@ -17,13 +18,6 @@ app = typer.Typer(help="Load balancers: frontends balanced over backend pools (N
 RG = typer.Option(..., "-g", "--resource-group", help="Resource group.")
 NAME = typer.Option(..., "-n", "--name", help="Load balancer name.")
 OUT = typer.Option(Format.table, "-o", "--output", help="Output format.")
-
-
-def lb_path(client: Client, rg: str | None = None, name: str | None = None) -> str:
-    if rg is None:
-        return f"/subscriptions/{client.sub}/providers/Microsoft.Network/loadBalancers"
-    base = f"/subscriptions/{client.sub}/resourceGroups/{rg}/providers/Microsoft.Network/loadBalancers"
-    return f"{base}/{name}" if name else base
 
 
 def lb_table(items: list[dict[str, Any]]) -> Table:
@@ -72,7 +66,7 @@ def create(
 ) -> None:
     """Create (or replace) a load balancer with one frontend, pool, probe and rule."""
     client = Client.from_config()
-    me = lb_path(client, resource_group, name)
+    me = client.arm_path(LB_TYPE, resource_group, name)
     fe: dict[str, Any] = {"name": "frontend"}
     if subnet:
         fe["properties"] = {"subnet": {"id": subnet}, **({"privateIPAddress": private_ip} if private_ip else {})}
@@ -97,7 +91,7 @@ def create(
 def show(resource_group: str = RG, name: str = NAME, output: Format = OUT) -> None:
     """Show a load balancer and the addresses in its pools."""
     client = Client.from_config()
-    lb = client.request("GET", lb_path(client, resource_group, name)).json()
+    lb = client.request("GET", client.arm_path(LB_TYPE, resource_group, name)).json()
     if output == Format.table:
         console.print(RichGroup(lb_table([lb]), backends_table(lb)))
     else:
@@ -108,7 +102,7 @@ def show(resource_group: str = RG, name: str = NAME, output: Format = OUT) -> No
 def list_(resource_group: str | None = typer.Option(None, "-g", "--resource-group"), output: Format = OUT) -> None:
     """List load balancers."""
     client = Client.from_config()
-    items = client.request("GET", lb_path(client, resource_group)).json()["value"]
+    items = client.request("GET", client.arm_path(LB_TYPE, resource_group)).json()["value"]
     emit(items, output, lb_table(items))
 
 
@@ -118,5 +112,5 @@ def delete(resource_group: str = RG, name: str = NAME, yes: bool = typer.Option(
     if not yes:
         typer.confirm(f"Delete load balancer {name}?", abort=True)
     client = Client.from_config()
-    client.request("DELETE", lb_path(client, resource_group, name))
+    client.request("DELETE", client.arm_path(LB_TYPE, resource_group, name))
     console.print(f"deleted {name}")

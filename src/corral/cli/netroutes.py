@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from corral.cli.client import API_VERSION, Client
+from corral.cli.client import NETWORK, Client
 from corral.cli.container import _split
 from corral.cli.network import (
     OUT,
@@ -35,11 +35,6 @@ route_table_app.add_typer(route_app, name="route")
 
 SHOW_OUT = typer.Option(Format.json, "-o", "--output", help="Output format.")
 DETACH = ("", "null", "none")
-
-
-def _ref(client: Client, rg: str, kind: str, value: str) -> str:
-    """A resource id from a name (same resource group) or an id."""
-    return value if value.startswith("/") else f"{_base(client, rg)}/{kind}/{value}"
 
 
 # ---- peerings -------------------------------------------------------------------------
@@ -72,7 +67,7 @@ def peering_create(
     """Peer a virtual network with another (Initiated until the other peers back, then Connected)."""
     client = Client.from_config()
     body = {"properties": {
-        "remoteVirtualNetwork": {"id": _ref(client, resource_group, "virtualNetworks", remote_vnet)},
+        "remoteVirtualNetwork": {"id": client.resource_id(f"{NETWORK}/virtualNetworks", resource_group, remote_vnet)},
         "allowVirtualNetworkAccess": allow_vnet_access, "allowForwardedTraffic": allow_forwarded_traffic,
         "allowGatewayTransit": allow_gateway_transit}}
     p = client.request("PUT", f"{_peerings(client, resource_group, vnet_name)}/{name}", json=body).json()
@@ -234,9 +229,8 @@ def subnet_update(
             if value.lower() in DETACH:
                 props.pop(key, None)
             else:
-                props[key] = {"id": _ref(client, resource_group, kind, value)}
+                props[key] = {"id": client.resource_id(f"{NETWORK}/{kind}", resource_group, value)}
     if address_prefixes:
         props["addressPrefix"] = _split(address_prefixes)[0]
-    s = client.request("PUT", path, json={"name": name, "properties": props},
-                       params={"api-version": API_VERSION}).json()
+    s = client.request("PUT", path, json={"name": name, "properties": props}).json()
     _show(s, output, _subnet_rows([s]))

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from corral.cli.client import API_VERSION, Client
+from corral.cli.client import API_VERSION, NETWORK, Client
 from corral.cli.container import _split
 from corral.cli.output import Format, console, emit
 
@@ -31,9 +31,7 @@ RG_OPT = typer.Option(None, "-g", "--resource-group", help="Resource group (all 
 
 
 def _base(client: Client, rg: str | None = None) -> str:
-    if rg is None:
-        return f"/subscriptions/{client.sub}/providers/Microsoft.Network"
-    return f"/subscriptions/{client.sub}/resourceGroups/{rg}/providers/Microsoft.Network"
+    return client.arm_path(NETWORK, rg)
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> Table:
@@ -169,12 +167,10 @@ def subnet_create(
     client = Client.from_config()
     props: dict[str, Any] = {"addressPrefix": _split(address_prefixes)[0]}
     if network_security_group:
-        nsg = network_security_group
-        props["networkSecurityGroup"] = {"id": nsg if nsg.startswith("/") else
-                                         f"{_base(client, resource_group)}/networkSecurityGroups/{nsg}"}
+        props["networkSecurityGroup"] = {"id": client.resource_id(f"{NETWORK}/networkSecurityGroups", resource_group,
+                                                                  network_security_group)}
     if route_table:
-        props["routeTable"] = {"id": route_table if route_table.startswith("/") else
-                               f"{_base(client, resource_group)}/routeTables/{route_table}"}
+        props["routeTable"] = {"id": client.resource_id(f"{NETWORK}/routeTables", resource_group, route_table)}
     if delegations:
         props["delegations"] = [{"name": "aci", "properties": {"serviceName": delegations}}]
     s = client.request("PUT", f"{_subnets(client, resource_group, vnet_name)}/{name}",

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from corral.cli.client import Client
 from corral.cli.output import Format, console, emit, err_console
-from corral.cli.profile import profiles_path
+from corral.model.armids import LB_TYPE, NGROUP_TYPE, PROFILE_TYPE
 
 app = typer.Typer(help="NGroups: many container groups from one profile, rolled and scaled together.",
                   no_args_is_help=True)
@@ -26,23 +26,14 @@ OUT = typer.Option(Format.table, "-o", "--output", help="Output format.")
 NO_WAIT = typer.Option(False, "--no-wait", help="Return without waiting for the NGroup to settle.")
 
 
-def ngroups_path(client: Client, rg: str | None = None, name: str | None = None) -> str:
-    if rg is None:
-        return f"/subscriptions/{client.sub}/providers/Microsoft.ContainerInstance/ngroups"
-    base = f"/subscriptions/{client.sub}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance/ngroups"
-    return f"{base}/{name}" if name else base
-
-
-def _id(client: Client, rg: str, value: str, kind: str) -> str:
+def _pool_id(client: Client, rg: str, value: str) -> str:
+    """A backend pool's id from LB/POOL (same resource group) or an id."""
     if value.startswith("/"):
         return value
-    if kind == "profile":
-        return profiles_path(client, rg, value)
     lb, _, pool = value.partition("/")
     if not pool:
         raise typer.BadParameter("give the pool as LB/POOL (or its full id)", param_hint="--pool")
-    return (f"/subscriptions/{client.sub}/resourceGroups/{rg}/providers/Microsoft.Network/loadBalancers/{lb}"
-            f"/backendAddressPools/{pool}")
+    return f"{client.arm_path(LB_TYPE, rg, lb)}/backendAddressPools/{pool}"
 
 
 def summary_table(items: list[dict[str, Any]]) -> Table:
@@ -138,12 +129,12 @@ def create(
     else:
         if not profile:
             raise typer.BadParameter("--profile is required (or give --file)", param_hint="--profile")
-        stub: dict[str, Any] = {"resource": {"id": _id(client, resource_group, profile, "profile")}}
+        stub: dict[str, Any] = {"resource": {"id": client.resource_id(PROFILE_TYPE, resource_group, profile)}}
         if revision is not None:
             stub["revision"] = revision
         if pools:
             stub["networkProfile"] = {"loadBalancer": {"backendAddressPools": [
-                {"resource": {"id": _id(client, resource_group, p, "pool")}} for p in pools]}}
+                {"resource": {"id": _pool_id(client, resource_group, p)}} for p in pools]}}
         if subnet:
             stub["containerGroupProperties"] = {"subnetIds": [{"id": subnet}]}
         elastic: dict[str, Any] = {"desiredCount": count, "maintainDesiredCount": maintain}
@@ -172,31 +163,31 @@ def create(
             body["zones"] = zones
     if not name:
         raise typer.BadParameter("--name is required (or a 'name' in the file)", param_hint="--name")
-    resp = client.request("PUT", ngroups_path(client, resource_group, name), json=body)
+    resp = client.request("PUT", client.arm_path(NGROUP_TYPE, resource_group, name), json=body)
     _wait(client, resp, f"NGroup {name}", no_wait)
-    _show(client.request("GET", ngroups_path(client, resource_group, name)).json(), output)
+    _show(client.request("GET", client.arm_path(NGROUP_TYPE, resource_group, name)).json(), output)
 
 
 @app.command()
 def show(resource_group: str = RG, name: str = NAME, output: Format = OUT) -> None:
     """Show an NGroup and its members."""
     client = Client.from_config()
-    _show(client.request("GET", ngroups_path(client, resource_group, name)).json(), output)
+    _show(client.request("GET", client.arm_path(NGROUP_TYPE, resource_group, name)).json(), output)
 
 
 @app.command("list")
 def list_(resource_group: str | None = typer.Option(None, "-g", "--resource-group"), output: Format = OUT) -> None:
     """List NGroups (of a resource group, or the whole subscription)."""
     client = Client.from_config()
-    items = client.request("GET", ngroups_path(client, resource_group)).json()["value"]
+    items = client.request("GET", client.arm_path(NGROUP_TYPE, resource_group)).json()["value"]
     emit(items, output, summary_table(items))
 
 
 def _patch(client: Client, rg: str, name: str, props: dict[str, Any], what: str, no_wait: bool,
            output: Format) -> None:
-    resp = client.request("PATCH", ngroups_path(client, rg, name), json={"properties": props})
+    resp = client.request("PATCH", client.arm_path(NGROUP_TYPE, rg, name), json={"properties": props})
     _wait(client, resp, what, no_wait)
-    _show(client.request("GET", ngroups_path(client, rg, name)).json(), output)
+    _show(client.request("GET", client.arm_path(NGROUP_TYPE, rg, name)).json(), output)
 
 
 @app.command()
@@ -215,10 +206,10 @@ def update(resource_group: str = RG, name: str = NAME,
            no_wait: bool = NO_WAIT, output: Format = OUT) -> None:
     """Move the NGroup to another profile revision (Rolling mode rolls it out in batches)."""
     client = Client.from_config()
-    ng = client.request("GET", ngroups_path(client, resource_group, name)).json()
+    ng = client.request("GET", client.arm_path(NGROUP_TYPE, resource_group, name)).json()
     stub = dict(ng["properties"]["containerGroupProfiles"][0])
     if profile:
-        stub["resource"] = {"id": _id(client, resource_group, profile, "profile")}
+        stub["resource"] = {"id": client.resource_id(PROFILE_TYPE, resource_group, profile)}
         stub.pop("revision", None)
     if revision is not None:
         stub["revision"] = revision
@@ -234,7 +225,7 @@ def delete(resource_group: str = RG, name: str = NAME, yes: bool = typer.Option(
     if not yes:
         typer.confirm(f"Delete NGroup {name} and its members?", abort=True)
     client = Client.from_config()
-    resp = client.request("DELETE", ngroups_path(client, resource_group, name))
+    resp = client.request("DELETE", client.arm_path(NGROUP_TYPE, resource_group, name))
     if resp.status_code == 202:
         _wait(client, resp, f"{name} to be deleted", no_wait)
     console.print(f"deleted {name}")
@@ -244,8 +235,8 @@ def delete(resource_group: str = RG, name: str = NAME, yes: bool = typer.Option(
 def start(resource_group: str = RG, name: str = NAME, no_wait: bool = NO_WAIT) -> None:
     """Start a stopped NGroup's members."""
     client = Client.from_config()
-    _wait(client, client.request("POST", ngroups_path(client, resource_group, name) + "/start"), f"{name} to start",
-          no_wait)
+    _wait(client, client.request("POST", client.arm_path(NGROUP_TYPE, resource_group, name) + "/start"),
+          f"{name} to start", no_wait)
     console.print(f"started {name}")
 
 
@@ -253,7 +244,7 @@ def start(resource_group: str = RG, name: str = NAME, no_wait: bool = NO_WAIT) -
 def stop(resource_group: str = RG, name: str = NAME) -> None:
     """Stop every member (they leave their load balancers first)."""
     client = Client.from_config()
-    client.request("POST", ngroups_path(client, resource_group, name) + "/stop")
+    client.request("POST", client.arm_path(NGROUP_TYPE, resource_group, name) + "/stop")
     console.print(f"stopping {name}")
 
 
@@ -261,7 +252,7 @@ def stop(resource_group: str = RG, name: str = NAME) -> None:
 def restart(resource_group: str = RG, name: str = NAME, no_wait: bool = NO_WAIT) -> None:
     """Restart every member, a batch at a time (Manual mode: old members take the NGroup's revision)."""
     client = Client.from_config()
-    _wait(client, client.request("POST", ngroups_path(client, resource_group, name) + "/restart"),
+    _wait(client, client.request("POST", client.arm_path(NGROUP_TYPE, resource_group, name) + "/restart"),
           f"{name} to restart", no_wait)
     console.print(f"restarted {name}")
 
@@ -295,7 +286,7 @@ def rollout_status(resource_group: str = RG, name: str = NAME,
     """Where the NGroup's rolling update stands."""
     client = Client.from_config()
     while True:
-        ng = client.request("GET", ngroups_path(client, resource_group, name)).json()
+        ng = client.request("GET", client.arm_path(NGROUP_TYPE, resource_group, name)).json()
         if output != Format.table:
             emit((ng["properties"].get("status") or {}), output, None)
         else:
@@ -310,7 +301,7 @@ def rollout_status(resource_group: str = RG, name: str = NAME,
 def rollout_history(resource_group: str = RG, name: str = NAME, output: Format = OUT) -> None:
     """The revisions the NGroup rolled to, and how each ended."""
     client = Client.from_config()
-    ng = client.request("GET", ngroups_path(client, resource_group, name)).json()
+    ng = client.request("GET", client.arm_path(NGROUP_TYPE, resource_group, name)).json()
     history = (ng["properties"].get("status") or {}).get("history", [])
     t = Table(show_edge=False)
     for col in ("Revision", "Generation", "Result", "When", "Message"):
@@ -327,7 +318,7 @@ def rollout_undo(resource_group: str = RG, name: str = NAME,
                  no_wait: bool = NO_WAIT, output: Format = OUT) -> None:
     """Roll back to an earlier revision (a rolling update like any other)."""
     client = Client.from_config()
-    ng = client.request("GET", ngroups_path(client, resource_group, name)).json()
+    ng = client.request("GET", client.arm_path(NGROUP_TYPE, resource_group, name)).json()
     st = ng["properties"].get("status") or {}
     target = to_revision
     if target is None:

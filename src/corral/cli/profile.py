@@ -11,20 +11,13 @@ from rich.table import Table
 from corral.cli.client import Client
 from corral.cli.container import _env, _ports, body_from_file, body_from_flags
 from corral.cli.output import Format, console, emit
+from corral.model.armids import PROFILE_TYPE
 
 app = typer.Typer(help="Container group profiles: group templates with revisions.", no_args_is_help=True)
 
 RG = typer.Option(..., "-g", "--resource-group", help="Resource group.")
 NAME = typer.Option(..., "-n", "--name", help="Profile name.")
 OUT = typer.Option(Format.table, "-o", "--output", help="Output format.")
-
-
-def profiles_path(client: Client, rg: str | None = None, name: str | None = None) -> str:
-    if rg is None:
-        return f"/subscriptions/{client.sub}/providers/Microsoft.ContainerInstance/containerGroupProfiles"
-    base = (f"/subscriptions/{client.sub}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance"
-            "/containerGroupProfiles")
-    return f"{base}/{name}" if name else base
 
 
 def profile_table(items: list[dict[str, Any]]) -> Table:
@@ -76,7 +69,7 @@ def create(
         raise typer.BadParameter("--name is required (or a 'name' in the file)", param_hint="--name")
     client = Client.from_config()
     body.setdefault("location", client.config.location)
-    p = client.request("PUT", profiles_path(client, resource_group, name), json=body).json()
+    p = client.request("PUT", client.arm_path(PROFILE_TYPE, resource_group, name), json=body).json()
     emit(p, output, profile_table([p]))
 
 
@@ -86,7 +79,7 @@ def show(resource_group: str = RG, name: str = NAME,
          output: Format = OUT) -> None:
     """Show a profile, or one of its revisions."""
     client = Client.from_config()
-    path = profiles_path(client, resource_group, name) + (f"/revisions/{revision}" if revision else "")
+    path = client.arm_path(PROFILE_TYPE, resource_group, name) + (f"/revisions/{revision}" if revision else "")
     p = client.request("GET", path).json()
     emit(p, output, profile_table([p]))
 
@@ -95,7 +88,7 @@ def show(resource_group: str = RG, name: str = NAME,
 def list_(resource_group: str | None = typer.Option(None, "-g", "--resource-group"), output: Format = OUT) -> None:
     """List profiles (of a resource group, or the whole subscription)."""
     client = Client.from_config()
-    items = client.request("GET", profiles_path(client, resource_group)).json()["value"]
+    items = client.request("GET", client.arm_path(PROFILE_TYPE, resource_group)).json()["value"]
     emit(items, output, profile_table(items))
 
 
@@ -103,7 +96,7 @@ def list_(resource_group: str | None = typer.Option(None, "-g", "--resource-grou
 def revisions(resource_group: str = RG, name: str = NAME, output: Format = OUT) -> None:
     """List a profile's revisions."""
     client = Client.from_config()
-    items = client.request("GET", profiles_path(client, resource_group, name) + "/revisions").json()["value"]
+    items = client.request("GET", client.arm_path(PROFILE_TYPE, resource_group, name) + "/revisions").json()["value"]
     emit(items, output, profile_table(items))
 
 
@@ -114,5 +107,5 @@ def delete(resource_group: str = RG, name: str = NAME,
     if not yes:
         typer.confirm(f"Delete container group profile {name}?", abort=True)
     client = Client.from_config()
-    client.request("DELETE", profiles_path(client, resource_group, name))
+    client.request("DELETE", client.arm_path(PROFILE_TYPE, resource_group, name))
     console.print(f"deleted {name}")

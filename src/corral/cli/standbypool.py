@@ -9,7 +9,7 @@ from rich.table import Table
 
 from corral.cli.client import Client
 from corral.cli.output import Format, console, emit
-from corral.cli.profile import profiles_path
+from corral.model.armids import POOL_TYPE, PROFILE_TYPE
 
 app = typer.Typer(help="Standby pools: ready groups of a profile, taken over by creates (standbyPoolProfile).",
                   no_args_is_help=True)
@@ -18,14 +18,6 @@ RG = typer.Option(..., "-g", "--resource-group", help="Resource group.")
 NAME = typer.Option(..., "-n", "--name", help="Standby pool name.")
 OUT = typer.Option(Format.table, "-o", "--output", help="Output format.")
 API = {"api-version": "2025-10-01"}
-
-
-def pool_path(client: Client, rg: str | None = None, name: str | None = None) -> str:
-    if rg is None:
-        return f"/subscriptions/{client.sub}/providers/Microsoft.StandbyPool/standbyContainerGroupPools"
-    base = (f"/subscriptions/{client.sub}/resourceGroups/{rg}/providers/Microsoft.StandbyPool"
-            "/standbyContainerGroupPools")
-    return f"{base}/{name}" if name else base
 
 
 def pools_table(client: Client, items: list[dict[str, Any]]) -> Table:
@@ -56,7 +48,7 @@ def create(
 ) -> None:
     """Create (or update) a standby pool."""
     client = Client.from_config()
-    ref: dict[str, Any] = {"id": profile if profile.startswith("/") else profiles_path(client, resource_group, profile)}
+    ref: dict[str, Any] = {"id": client.resource_id(PROFILE_TYPE, resource_group, profile)}
     if revision is not None:
         ref["revision"] = revision
     cgp: dict[str, Any] = {"containerGroupProfile": ref}
@@ -65,7 +57,7 @@ def create(
     body = {"location": location or client.config.location, "properties": {
         "elasticityProfile": {"maxReadyCapacity": capacity, "refillPolicy": "always"},
         "containerGroupProperties": cgp}}
-    p = client.request("PUT", pool_path(client, resource_group, name), json=body, params=API).json()
+    p = client.request("PUT", client.arm_path(POOL_TYPE, resource_group, name), json=body, params=API).json()
     emit(p, output, pools_table(client, [p]))
 
 
@@ -74,7 +66,7 @@ def update(resource_group: str = RG, name: str = NAME, capacity: int = typer.Opt
            output: Format = OUT) -> None:
     """Change how many ready groups the pool keeps."""
     client = Client.from_config()
-    p = client.request("PATCH", pool_path(client, resource_group, name), params=API,
+    p = client.request("PATCH", client.arm_path(POOL_TYPE, resource_group, name), params=API,
                        json={"properties": {"elasticityProfile": {"maxReadyCapacity": capacity}}}).json()
     emit(p, output, pools_table(client, [p]))
 
@@ -83,7 +75,7 @@ def update(resource_group: str = RG, name: str = NAME, capacity: int = typer.Opt
 def show(resource_group: str = RG, name: str = NAME, output: Format = OUT) -> None:
     """Show a pool with how many of its groups are ready."""
     client = Client.from_config()
-    p = client.request("GET", pool_path(client, resource_group, name), params=API).json()
+    p = client.request("GET", client.arm_path(POOL_TYPE, resource_group, name), params=API).json()
     emit(p, output, pools_table(client, [p]))
 
 
@@ -91,7 +83,7 @@ def show(resource_group: str = RG, name: str = NAME, output: Format = OUT) -> No
 def list_(resource_group: str | None = typer.Option(None, "-g", "--resource-group"), output: Format = OUT) -> None:
     """List standby pools."""
     client = Client.from_config()
-    items = client.request("GET", pool_path(client, resource_group), params=API).json()["value"]
+    items = client.request("GET", client.arm_path(POOL_TYPE, resource_group), params=API).json()["value"]
     emit(items, output, pools_table(client, items))
 
 
@@ -101,5 +93,5 @@ def delete(resource_group: str = RG, name: str = NAME, yes: bool = typer.Option(
     if not yes:
         typer.confirm(f"Delete standby pool {name}?", abort=True)
     client = Client.from_config()
-    client.request("DELETE", pool_path(client, resource_group, name), params=API)
+    client.request("DELETE", client.arm_path(POOL_TYPE, resource_group, name), params=API)
     console.print(f"deleted {name}")
