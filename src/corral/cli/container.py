@@ -99,10 +99,11 @@ def body_from_flags(
     return body
 
 
-def body_from_file(path: Path) -> tuple[str | None, dict[str, Any]]:
+def body_from_file(path: Path, what: str = "an ACI deployment file") -> tuple[str | None, dict[str, Any]]:
+    """A YAML file of an ARM body (``properties`` ...) with an optional ``name``: (name, body)."""
     doc = yaml.safe_load(path.read_text())
     if not isinstance(doc, dict) or "properties" not in doc:
-        raise typer.BadParameter(f"{path} is not an ACI deployment file (it needs 'properties')", param_hint="--file")
+        raise typer.BadParameter(f"{path} is not {what} (it needs 'properties')", param_hint="--file")
     body = {k: doc[k] for k in ("location", "tags", "zones", "identity", "properties") if k in doc}
     return doc.get("name"), body
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 from rich.console import Group as RichGroup
 from rich.table import Table
 
 from corral.cli.client import Client
+from corral.cli.container import body_from_file
 from corral.cli.output import Format, console, emit, err_console
 from corral.model.armids import LB_TYPE, NGROUP_TYPE, PROFILE_TYPE
 
@@ -79,14 +79,6 @@ def _wait(client: Client, resp: Any, what: str, no_wait: bool) -> None:
         raise typer.Exit(1)
 
 
-def body_from_file(path: Path) -> tuple[str | None, dict[str, Any]]:
-    """An NGroup YAML file: the ARM body (``properties`` ...) with an optional ``name``, as for groups."""
-    doc = yaml.safe_load(path.read_text())
-    if not isinstance(doc, dict) or "properties" not in doc:
-        raise typer.BadParameter(f"{path} is not an NGroup file (it needs 'properties')", param_hint="--file")
-    return doc.get("name"), {k: doc[k] for k in ("location", "tags", "zones", "identity", "properties") if k in doc}
-
-
 @app.command()
 def create(
     resource_group: str = RG,
@@ -124,7 +116,7 @@ def create(
     """Create (or replace) an NGroup and wait for its members to serve."""
     client = Client.from_config()
     if file is not None:
-        file_name, body = body_from_file(file)
+        file_name, body = body_from_file(file, "an NGroup file")
         name = name or file_name
     else:
         if not profile:
