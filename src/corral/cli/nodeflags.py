@@ -1,8 +1,14 @@
-"""The flags `corral up` and `corral agent` share: what the node registers with (placement attributes, capacity)."""
+"""The flags `corral up`, `corral agent` and `corral server` share: what the node registers with (placement
+attributes, capacity), and the scheduler's strategy."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:  # imported when a command runs (`corral` starts faster)
+    from corral.scheduler.pipeline import SchedulerSettings
 
 ZONE = typer.Option(None, "--zone", help="This node's failure domain (a group's `zones`, zone spread).")
 LABELS = typer.Option([], "--labels", help="k=v[,k=v]: labels a group's node selector matches (repeatable).")
@@ -12,15 +18,17 @@ MEMORY = typer.Option(None, "--memory", help="Memory GB this node offers the sch
                                              "machine's).")
 
 
-def parse_labels(values: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in values:
-        for part in item.split(","):
-            k, sep, v = part.partition("=")
-            if not sep or not k.strip():
-                raise typer.BadParameter(f"'{part}' is not KEY=VALUE", param_hint="--labels")
-            out[k.strip()] = v.strip()
-    return out
+SCHEDULING = typer.Option("spread", "--scheduling",
+                          help="Placement: spread (the least allocated node) or binpack (the busiest that fits).")
+
+
+def scheduler_settings(strategy: str) -> SchedulerSettings:
+    """--scheduling as the scheduler's settings."""
+    from corral.scheduler.pipeline import SchedulerSettings
+
+    if strategy not in ("spread", "binpack"):
+        raise typer.BadParameter("spread or binpack", param_hint="--scheduling")
+    return SchedulerSettings(strategy=strategy)  # type: ignore[arg-type]
 
 
 def settings_error(exc: Exception) -> str:

@@ -20,11 +20,12 @@ TOPOLOGY_KEYS = ("node", "zone")
 
 
 def pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    """Repeated ``k=v[,k=v]`` flags as a dict (a later key wins)."""
     out: dict[str, str] = {}
     for item in values or []:
         for part in item.split(","):
             k, sep, v = part.partition("=")
-            if not sep or not k:
+            if not sep or not k.strip():
                 raise typer.BadParameter(f"'{part}' is not KEY=VALUE", param_hint=flag)
             out[k.strip()] = v.strip()
     return out

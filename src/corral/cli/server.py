@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
-from corral.cli import nodeflags
+from corral.cli import nodeflags, placement
 from corral.cli.output import console
 from corral.config import client_config_path
 from corral.errors import InvalidRequest
@@ -37,20 +37,16 @@ def server(
     location: str = typer.Option("local", "--location"),
     subnet: str = typer.Option("10.240.0.0/16", "--subnet", help="Address space of the default virtual network."),
     price_sheet: Path | None = typer.Option(None, "--price-sheet", help="JSON/YAML prices for metering."),
-    scheduling: str = typer.Option("spread", "--scheduling",
-                                   help="spread (the least allocated node) or binpack (the busiest that fits)."),
+    scheduling: str = nodeflags.SCHEDULING,
     verbose: bool = typer.Option(False, "-v", "--verbose"),
 ) -> None:
     """Run a control-plane server: the API, the agents' link, and (when elected leader) the controllers."""
-    from corral.scheduler.pipeline import SchedulerSettings
     from corral.server import ControlServer, ServerSettings
 
     _logging(verbose)
-    if scheduling not in ("spread", "binpack"):
-        raise typer.BadParameter("spread or binpack", param_hint="--scheduling")
     settings = ServerSettings(store=store, data_dir=data_dir, listen=listen, config_path=client_config_path(),
                               name=name, advertise=advertise, location=location, price_sheet=price_sheet,
-                              subnet=subnet, scheduler=SchedulerSettings(strategy=scheduling))  # type: ignore[arg-type]
+                              subnet=subnet, scheduler=nodeflags.scheduler_settings(scheduling))
     srv = ControlServer(settings)
     _on_sigterm(srv.shutdown)
     cfg = srv.client_config()
@@ -112,7 +108,7 @@ def agent(
         node = NodeSettings(name=name, data_dir=data_dir, public_ip=public_ip, runtime=runtime,
                             cgroup_parent=cgroup_parent, netns_prefix=netns_prefix, pool_size=pool_size,
                             allow_privileged=allow_privileged, isolation=isolation, zone=zone,
-                            labels=nodeflags.parse_labels(labels), cpu=cpu, memory_gb=memory, dns_zone=dns_zone,
+                            labels=placement.pairs(labels, "--labels"), cpu=cpu, memory_gb=memory, dns_zone=dns_zone,
                             shares=shares, metrics_interval=metrics_interval)
         settings = AgentSettings(node=node, servers=[s.strip() for s in server_urls.split(",") if s.strip()],
                                  join_token=join_token, listen=listen or f"{public_ip}:10250",

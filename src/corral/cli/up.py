@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import typer
 from pydantic import ValidationError
 
-from corral.cli import nodeflags
+from corral.cli import nodeflags, placement
 from corral.cli.output import console
 from corral.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, client_config_path
 from corral.errors import InvalidRequest
@@ -49,8 +49,7 @@ def up(
                                    help="HOST:PORT of Corral's DNS server (name labels, service discovery); 'off'."),
     metrics_interval: float = typer.Option(5.0, "--metrics-interval", min=0,
                                            help="Seconds between usage samples of the containers (0: off)."),
-    scheduling: str = typer.Option("spread", "--scheduling",
-                                   help="Placement: spread (least allocated node) or binpack (most allocated)."),
+    scheduling: str = nodeflags.SCHEDULING,
     zone: str | None = nodeflags.ZONE,
     labels: list[str] = nodeflags.LABELS,
     cpu: float | None = nodeflags.CPU,
@@ -59,10 +58,8 @@ def up(
     """Start Corral on this machine: API, control plane and node agent, until Ctrl-C."""
     from corral.allinone import AllInOne, UpSettings, install_signal_handlers
     from corral.node.setup import NodeSettings
-    from corral.scheduler.pipeline import SchedulerSettings
 
-    if scheduling not in ("spread", "binpack"):
-        raise typer.BadParameter("spread or binpack", param_hint="--scheduling")
+    scheduler = nodeflags.scheduler_settings(scheduling)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -71,13 +68,13 @@ def up(
                             network=network, pool_size=pool_size,
                             allow_privileged=allow_privileged, isolation=isolation,
                             cgroup_favordynmods=cgroup_favordynmods, metrics_interval=metrics_interval,
-                            zone=zone, labels=nodeflags.parse_labels(labels), cpu=cpu, memory_gb=memory)
+                            zone=zone, labels=placement.pairs(labels, "--labels"), cpu=cpu, memory_gb=memory)
     except ValidationError as exc:
         raise InvalidRequest(nodeflags.settings_error(exc)) from None
     settings = UpSettings(data_dir=data_dir, listen=listen, insecure_http=insecure_http,
                           config_path=client_config_path(), node=node, location=location, price_sheet=price_sheet,
                           dns_listen=None if dns_listen == "off" else dns_listen,
-                          scheduler=SchedulerSettings(strategy=scheduling))  # type: ignore[arg-type]
+                          scheduler=scheduler)
     app = AllInOne(settings)
     install_signal_handlers(app)
     cfg = app.client_config()
