@@ -213,14 +213,16 @@ def create(
 READ_ONLY = ("instanceView", "provisioningState")
 
 
+def _writable(props: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in props.items() if k not in READ_ONLY}
+
+
 def deployment_file(g: dict[str, Any]) -> dict[str, Any]:
     """A group as a deployment file (`create --file` takes it back; secrets are not in it)."""
-    props = {k: v for k, v in g["properties"].items() if k not in READ_ONLY}
-    props["containers"] = [{**c, "properties": {k: v for k, v in c["properties"].items() if k not in READ_ONLY}}
-                           for c in props["containers"]]
-    if props.get("initContainers"):
-        props["initContainers"] = [{**c, "properties": {k: v for k, v in c["properties"].items()
-                                                        if k not in READ_ONLY}} for c in props["initContainers"]]
+    props = _writable(g["properties"])
+    for kind in ("containers", "initContainers"):
+        if props.get(kind):
+            props[kind] = [{**c, "properties": _writable(c["properties"])} for c in props[kind]]
     if props.get("ipAddress"):
         props["ipAddress"] = {k: v for k, v in props["ipAddress"].items() if k not in ("ip", "fqdn")}
     doc: dict[str, Any] = {"apiVersion": API_VERSION, "location": g.get("location"), "name": g["name"]}
