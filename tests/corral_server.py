@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -80,9 +81,10 @@ class CorralServer:
             if self.config_path.exists():
                 try:
                     cfg = self.config
-                    httpx.get(f"{cfg.endpoint}/healthz", verify=cfg.ca_cert or True, timeout=1)
+                    verify = ssl.create_default_context(cafile=cfg.ca_cert) if cfg.ca_cert else True
+                    httpx.get(f"{cfg.endpoint}/healthz", verify=verify, timeout=1)
                     return
-                except (httpx.HTTPError, ValueError):
+                except (httpx.HTTPError, ValueError, OSError):  # OSError: the CA file not written yet
                     pass
             time.sleep(0.05)
         raise RuntimeError("corral up did not become ready in 30 s")

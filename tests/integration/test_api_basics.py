@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import httpx
 from corral_server import CorralServer
 from groups import container, delete, group, put
@@ -12,7 +14,7 @@ RG = "it-api"
 def raw(corral: CorralServer, token: str | None = "ok") -> httpx.Client:
     cfg = corral.config
     headers = {} if token is None else {"Authorization": f"Bearer {cfg.token if token == 'ok' else token}"}
-    return httpx.Client(base_url=cfg.endpoint, verify=cfg.ca_cert, headers=headers)
+    return httpx.Client(base_url=cfg.endpoint, verify=ssl.create_default_context(cafile=cfg.ca_cert), headers=headers)
 
 
 def test_https_with_the_generated_ca_and_token_auth(corral: CorralServer) -> None:
