@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from corral.cli.client import API_VERSION, Client
+from corral.sse import SseParser
 
 RG = "it-access"
 
@@ -264,23 +265,21 @@ class SseReader:
         assert self.ready.wait(10), "the event stream did not open"
 
     def _run(self) -> None:
-        kind, data = "message", []
+        parser = SseParser()
         with self.client.http.stream("GET", self.path, params={"api-version": API_VERSION},
                                      timeout=httpx.Timeout(10, read=None)) as resp:
             assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
-            for line in resp.iter_lines():
-                if self._stop:
-                    return
-                if line == ": watching":
-                    self.ready.set()
-                if not line:
-                    if data:
-                        self.messages.append((kind, json.loads("\n".join(data))))
-                    kind, data = "message", []
-                elif line.startswith("event:"):
-                    kind = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].strip())
+            try:
+                for line in resp.iter_lines():
+                    if self._stop:
+                        return
+                    if line == ": watching":
+                        self.ready.set()
+                    if (message := parser.feed(line)) is not None:
+                        self.messages.append(message)
+            except httpx.TransportError:
+                if not self._stop:  # closed, then the server went away with the test session: no failure
+                    raise
 
     def wait_for(self, pred, timeout: float = 30) -> tuple[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout
