@@ -339,7 +339,7 @@ async def serve(api: KubeletApi, host: str, port: int, cert: str, key: str, clie
     config = uvicorn.Config(api.app(), host=host, port=port, ssl_certfile=cert, ssl_keyfile=key,
                             ssl_ca_certs=client_ca, ssl_cert_reqs=ssl.CERT_OPTIONAL if client_ca else ssl.CERT_NONE,
                             http=functools.partial(CertificateH11, spdy=api.serve_spdy),  # type: ignore[arg-type]
-                            ws="websockets", log_level="warning", lifespan="off")
+                            ws="websockets-sansio", log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     try:
