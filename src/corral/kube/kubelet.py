@@ -326,16 +326,8 @@ async def _refuse(writer: asyncio.StreamWriter, code: int, message: str,
 _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
 
 
-def tls_context(cert: str, key: str, client_ca: str | None) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    if client_ca:
-        ctx.load_verify_locations(client_ca)
-        ctx.verify_mode = ssl.CERT_OPTIONAL  # a certificate identifies the API server; else a bearer token
-    return ctx
-
-
 async def serve(api: KubeletApi, host: str, port: int, cert: str, key: str, client_ca: str | None) -> None:
+    # CERT_OPTIONAL: a client certificate identifies the API server; without one, a bearer token is asked for.
     config = uvicorn.Config(api.app(), host=host, port=port, ssl_certfile=cert, ssl_keyfile=key,
                             ssl_ca_certs=client_ca, ssl_cert_reqs=ssl.CERT_OPTIONAL if client_ca else ssl.CERT_NONE,
                             http=functools.partial(CertificateH11, spdy=api.serve_spdy),  # type: ignore[arg-type]

@@ -315,7 +315,7 @@ class _Mapper:
         for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
             if getattr(c, kind) is not None and c.restartPolicy != "Always":
                 self.warn("UnsupportedField", f"init container {c.name}: {kind} is not run on init containers")
-        return {"name": _container_name(c.name), "properties": props}
+        return {"name": c.name, "properties": props}  # Kubernetes container names are DNS labels, as Corral's
 
     def _container(self, c: Container) -> dict[str, Any]:
         props = self._base(c)
@@ -327,7 +327,7 @@ class _Mapper:
             probe = self._probe(c, kind, getattr(c, kind))
             if probe is not None:
                 props[kind] = probe
-        return {"name": _container_name(c.name), "properties": props}
+        return {"name": c.name, "properties": props}
 
     def _ports(self, c: Container) -> list[dict[str, Any]]:
         out = []
@@ -504,10 +504,8 @@ class _Mapper:
         if p.exec is not None:
             out["exec"] = {"command": list(p.exec.command or [])}
         elif p.httpGet is not None:
-            port = self._port(c, p.httpGet.port)
+            port = self._probe_port(c, kind, p.httpGet.port)
             if port is None:
-                self.warn("UnsupportedProbe", f"container {c.name}: {kind} names port {p.httpGet.port!r}, which "
-                          "the container does not declare; the probe is not run")
                 return None
             if p.httpGet.host:
                 self.warn("UnsupportedField", f"container {c.name}: {kind} httpGet.host is ignored (the probe goes "
@@ -518,10 +516,8 @@ class _Mapper:
                 http["httpHeaders"] = [{"name": h.name, "value": h.value} for h in p.httpGet.httpHeaders]
             out["httpGet"] = http
         elif p.tcpSocket is not None:
-            port = self._port(c, p.tcpSocket.port)
+            port = self._probe_port(c, kind, p.tcpSocket.port)
             if port is None:
-                self.warn("UnsupportedProbe", f"container {c.name}: {kind} names port {p.tcpSocket.port!r}, "
-                          "which the container does not declare; the probe is not run")
                 return None
             out["tcpSocket"] = {"port": port}
         else:
@@ -531,15 +527,19 @@ class _Mapper:
             return None
         return out
 
-    @staticmethod
-    def _port(c: Container, port: int | str | None) -> int | None:
+    def _probe_port(self, c: Container, kind: str, port: int | str | None) -> int | None:
+        """A probe's port: a number, or the name of a port the container declares (else a warning, None)."""
         if isinstance(port, int):
             return port
         if isinstance(port, str) and port.isdigit():
             return int(port)
         named: dict[str | None, ContainerPort] = {p.name: p for p in c.ports or []}
         found = named.get(port)
-        return found.containerPort if found is not None else None
+        if found is None:
+            self.warn("UnsupportedProbe", f"container {c.name}: {kind} names port {port!r}, which the container "
+                      "does not declare; the probe is not run")
+            return None
+        return found.containerPort
 
     # security ---------------------------------------------------------------------------------------------------
     def _security(self, c: Container) -> dict[str, Any]:
@@ -760,10 +760,6 @@ class _Mapper:
                 if user and password:
                     out.append({"server": host, "username": user, "password": password})
         return out
-
-
-def _container_name(name: str) -> str:
-    return name  # Kubernetes container names are DNS labels, as Corral's
 
 
 DEFAULT_FILE_MODE = 0o644  # kubelet's, when a volume sets no defaultMode

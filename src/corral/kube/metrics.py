@@ -76,29 +76,18 @@ class PodMetrics:
 
     async def summary(self, pods: list[Any]) -> dict[str, Any]:
         """kubelet's Summary API (stats/v1alpha1)."""
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        now = _stamp(datetime.now(UTC))
         items, node_cpu, node_mem, node_secs = [], 0.0, 0.0, 0.0
         for pod, values in await self.collect(pods):
-            containers = []
-            for c, (cores, mem, secs) in values.items():
-                containers.append({"name": c, "startTime": now,
-                                   "cpu": {"time": now, "usageNanoCores": int(cores * 1e9),
-                                           "usageCoreNanoSeconds": int(secs * 1e9)},
-                                   "memory": {"time": now, "workingSetBytes": int(mem), "usageBytes": int(mem)}})
+            containers = [{"name": c, "startTime": now, **_usage(now, cores, mem, secs)}
+                          for c, (cores, mem, secs) in values.items()]
             cpu, mem, secs = (sum(v[i] for v in values.values()) for i in range(3))
             node_cpu, node_mem, node_secs = node_cpu + cpu, node_mem + mem, node_secs + secs
             items.append({"podRef": {"name": pod.metadata.name, "namespace": pod.metadata.namespace,
                                      "uid": pod.metadata.uid},
-                          "startTime": pod.status.startTime.isoformat().replace("+00:00", "Z")
-                          if pod.status.startTime else now,
-                          "containers": containers,
-                          "cpu": {"time": now, "usageNanoCores": int(cpu * 1e9),
-                                  "usageCoreNanoSeconds": int(secs * 1e9)},
-                          "memory": {"time": now, "workingSetBytes": int(mem), "usageBytes": int(mem)}})
-        node = {"nodeName": self.node, "startTime": self.started.isoformat().replace("+00:00", "Z"),
-                "cpu": {"time": now, "usageNanoCores": int(node_cpu * 1e9),
-                        "usageCoreNanoSeconds": int(node_secs * 1e9)},
-                "memory": {"time": now, "workingSetBytes": int(node_mem), "usageBytes": int(node_mem)}}
+                          "startTime": _stamp(pod.status.startTime) if pod.status.startTime else now,
+                          "containers": containers, **_usage(now, cpu, mem, secs)})
+        node = {"nodeName": self.node, "startTime": _stamp(self.started), **_usage(now, node_cpu, node_mem, node_secs)}
         return {"node": node, "pods": items}
 
     async def prometheus(self, pods: list[Any]) -> str:
@@ -131,7 +120,17 @@ class PodMetrics:
         out = []
         for metric, (kind, help_) in lines.items():
             out += [f"# HELP {metric} [STABLE] {help_}", f"# TYPE {metric} {kind}"]
-            out += [f"{metric}{s}" if s.startswith("{") else f"{metric}{s}" for s in samples[metric]]
+            out += [metric + s for s in samples[metric]]
         out += ["# HELP resource_scrape_error [STABLE] 1 if there was an error while getting container metrics, "
                 "0 otherwise", "# TYPE resource_scrape_error gauge", "resource_scrape_error 0"]
         return "\n".join(out) + "\n"
+
+
+def _stamp(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def _usage(now: str, cores: float, mem: float, secs: float) -> dict[str, Any]:
+    """The Summary API's cpu and memory of a container, a pod or the node."""
+    return {"cpu": {"time": now, "usageNanoCores": int(cores * 1e9), "usageCoreNanoSeconds": int(secs * 1e9)},
+            "memory": {"time": now, "workingSetBytes": int(mem), "usageBytes": int(mem)}}

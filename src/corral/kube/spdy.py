@@ -27,7 +27,6 @@ SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDAT
 FLAG_FIN, FLAG_UNIDIRECTIONAL = 0x01, 0x02
 PROTOCOL_ERROR, INVALID_STREAM, REFUSED_STREAM, CANCEL = 1, 2, 3, 5
 MAX_DATA = 32 * 1024  # bytes per data frame we send (the format allows 16 MiB; spdystream reads whole frames)
-MAX_FRAME = (1 << 24) - 1
 BUFFER_LIMIT = 1 << 20  # bytes a stream may hold unread before the read loop waits for its reader
 
 # The SPDY/3 header dictionary (draft 3, section 2.6.10.1): these words, each after its 4-byte length,
