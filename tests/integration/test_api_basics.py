@@ -86,3 +86,18 @@ def test_provider_routes(corral: CorralServer) -> None:
     usages = c.get(f"{base}/usages", params=v).json()["value"]
     assert {u["name"]["value"] for u in usages} >= {"ContainerGroups", "StandardCores"}
     assert c.get(f"{base}/capabilities", params=v).json()["value"][0]["osType"] == "Linux"
+
+
+def test_a_template_deployment_with_a_bad_resource_is_a_400_that_deploys_nothing(corral: CorralServer) -> None:
+    c = raw(corral)
+    sub = corral.config.subscription
+    vnet = {"type": "Microsoft.Network/virtualNetworks", "name": "dep-vnet", "location": "local",
+            "properties": {"addressSpace": {"addressPrefixes": ["10.199.0.0/16"]}}}
+    for template, field in (({"resources": [vnet, {"type": "Microsoft.Network/loadBalancers"}]}, "name"),
+                            ({"resources": [vnet], "outputs": {"o": {"value": "[reference('nope')]"}}}, "output")):
+        r = c.put(f"/subscriptions/{sub}/resourceGroups/{RG}/providers/Microsoft.Resources/deployments/d",
+                  params={"api-version": "2022-09-01"}, json={"properties": {"template": template}})
+        assert r.status_code == 400 and field in r.json()["error"]["message"]
+    r = c.get(f"/subscriptions/{sub}/resourceGroups/{RG}/providers/Microsoft.Network/virtualNetworks/dep-vnet",
+              params={"api-version": "2023-09-01"})
+    assert r.status_code == 404

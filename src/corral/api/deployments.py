@@ -67,6 +67,40 @@ def _deployment(sub: str, rg: str, name: str, outputs: dict[str, Any], resources
                            "outputs": outputs, "outputResources": [{"id": r} for r in resources]}}
 
 
+def _checked(template: dict[str, Any]) -> tuple[list[tuple[str, str, dict[str, Any]]], dict[str, str]]:
+    """The template's resources as (type, name, resource) in deployment order, and its outputs as output ->
+    the resource it references: all checked before anything is deployed, so a bad template changes nothing."""
+    resources = template.get("resources") or []
+    if not isinstance(resources, list):
+        raise InvalidRequest("properties.template.resources must be a list", target="properties.template.resources")
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    for i, res in enumerate(resources):
+        target = f"properties.template.resources[{i}]"
+        if not isinstance(res, dict):
+            raise InvalidRequest(f"resource {i} of the template is not an object", target=target)
+        rtype = str(res.get("type", "")).lower()
+        if rtype not in (LB, VNET, PIP):
+            raise InvalidRequest(f"Corral cannot deploy resources of type '{res.get('type')}' (only load balancers, "
+                                 "virtual networks and public IP addresses)", target=target)
+        if not isinstance(res.get("name"), str) or not res["name"]:
+            raise InvalidRequest(f"resource {i} of the template needs a name", target=f"{target}.name")
+        out.append((rtype, res["name"], res))
+    order = {VNET: 0, PIP: 1, LB: 2}
+    out.sort(key=lambda r: order[r[0]])
+    deployed = {name for rtype, name, _ in out if rtype != PIP}  # a public IP is accepted, not made
+    given = template.get("outputs") or {}
+    if not isinstance(given, dict):
+        raise InvalidRequest("properties.template.outputs must be an object", target="properties.template.outputs")
+    outputs: dict[str, str] = {}
+    for key, value in given.items():
+        m = _REFERENCE.match(str(value.get("value", "")) if isinstance(value, dict) else "")
+        if not m or m.group(1) not in deployed:
+            raise InvalidRequest(f"output '{key}': Corral evaluates only [reference('<a deployed resource>')]",
+                                 target=f"properties.template.outputs.{key}")
+        outputs[key] = m.group(1)
+    return out, outputs
+
+
 @router.put(P)
 def deploy(sub: str, rg: str, name: str, request: Request, body: dict[str, Any] = Depends(json_body)) -> Any:
     props = body.get("properties") or {}
@@ -76,36 +110,27 @@ def deploy(sub: str, rg: str, name: str, request: Request, body: dict[str, Any] 
                              target="properties.template")
     if props.get("parameters") or template.get("parameters"):
         raise InvalidRequest("Corral deploys templates without parameters only", target="properties.parameters")
+    resources, references = _checked(template)
+    # Every resource's body is validated before the first is deployed. A public IP is made nothing of: the
+    # nodes' own addresses serve a frontend that names one.
+    models = {VNET: VirtualNetwork, LB: LoadBalancer}
+    specs = [(rtype, rname, models[rtype].model_validate(
+        {k: res[k] for k in ("location", "tags", "sku", "properties") if res.get(k) is not None}))
+        for rtype, rname, res in resources if rtype != PIP]
     plane = _plane(request)
-    resources = template.get("resources") or []
-    for i, res in enumerate(resources):
-        if str(res.get("type", "")).lower() not in (LB, VNET, PIP):
-            raise InvalidRequest(f"Corral cannot deploy resources of type '{res.get('type')}' (only load balancers, "
-                                 "virtual networks and public IP addresses)",
-                                 target=f"properties.template.resources[{i}]")
     made: dict[str, dict[str, Any]] = {}
     ids: list[str] = []
-    order = {VNET: 0, PIP: 1, LB: 2}
-    for res in sorted(resources, key=lambda r: order[str(r["type"]).lower()]):
-        rtype, rname = str(res["type"]).lower(), str(res["name"])
-        spec = {k: res[k] for k in ("location", "tags", "sku", "properties") if res.get(k) is not None}
+    for rtype, rname, spec in specs:
         if rtype == VNET:
-            record, version, _ = plane.network.vnets.put(sub, rg, rname, VirtualNetwork.model_validate(spec))
+            record, version, _ = plane.network.vnets.put(sub, rg, rname, spec)
             made[rname] = render_vnet(record, version)
-        elif rtype == LB:
-            svc = plane.orchestration.loadbalancers
-            record, version, _ = svc.put(sub, rg, rname, LoadBalancer.model_validate(spec))
-            made[rname] = render_lb(record, version, svc)
         else:
-            continue  # a public IP: the nodes' own addresses serve a frontend that names one
+            svc = plane.orchestration.loadbalancers
+            record, version, _ = svc.put(sub, rg, rname, spec)
+            made[rname] = render_lb(record, version, svc)
         ids.append(made[rname]["id"])
-    outputs: dict[str, Any] = {}
-    for key, out in (template.get("outputs") or {}).items():
-        m = _REFERENCE.match(str(out.get("value", "")))
-        if not m or m.group(1) not in made:
-            raise InvalidRequest(f"output '{key}': Corral evaluates only [reference('<a deployed resource>')]",
-                                 target=f"properties.template.outputs.{key}")
-        outputs[key] = {"type": out.get("type", "Object"), "value": made[m.group(1)]["properties"]}
+    outputs = {key: {"type": template["outputs"][key].get("type", "Object"), "value": made[ref]["properties"]}
+               for key, ref in references.items()}
     doc = _deployment(sub, rg, name, outputs, ids, str(props.get("mode") or "Incremental"))
     plane.store.put(f"{DEPLOYMENTS}{sub.lower()}/{rg.lower()}/{name.lower()}", doc)
     return JSONResponse(doc, status_code=201)
