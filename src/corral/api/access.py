@@ -306,10 +306,6 @@ async def _fail(websocket: WebSocket, message: str) -> None:
             pass
 
 
-
-
-
-
 async def _exec_session(websocket: WebSocket, node: NodeClient, ticket: Ticket) -> None:
     session: TerminalSession = await anyio.to_thread.run_sync(
         node.exec_pty, ticket.uid, ticket.container, ticket.argv, ticket.rows, ticket.cols

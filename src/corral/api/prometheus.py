@@ -117,7 +117,8 @@ class StateCollector(Collector):
         counts = dict.fromkeys(GROUP_STATES, 0)
         for g in groups:
             st = statuses.get(g.meta.uid)
-            counts[st.state if st else "Pending"] = counts.get(st.state if st else "Pending", 0) + 1
+            state = st.state if st else "Pending"
+            counts[state] = counts.get(state, 0) + 1
         for state, n in counts.items():
             by_state.add_metric([state], n)
         pending = GaugeMetricFamily("corral_scheduler_pending_groups",

@@ -31,7 +31,7 @@ class RenderedGroups:
         self.capacity = capacity
         self._lock = threading.Lock()
         self._bodies: OrderedDict[str, tuple[tuple[int, int, str | None], bytes]] = OrderedDict()
-        self.hits = self.misses = 0
+        self.hits = 0  # bodies served from the cache (tests read it)
 
     def body(self, svc: GroupService, rec: Record, zone: str | None) -> bytes:
         """The group's ARM body as JSON bytes."""
@@ -45,7 +45,6 @@ class RenderedGroups:
                 return got[1]
         data = encode(render_group(svc.view_of(rec, st), zone))
         with self._lock:
-            self.misses += 1
             self._bodies[rec.key] = (stamp, data)
             self._bodies.move_to_end(rec.key)
             while len(self._bodies) > self.capacity:
