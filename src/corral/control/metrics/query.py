@@ -276,12 +276,12 @@ def bucket_starts(start: datetime, end: datetime, interval: Interval) -> list[in
     s, e = int(start.timestamp()), int(end.timestamp())
     if interval.full:
         return [_floor(s, MINUTE)]
-    first = _floor(s, interval.seconds)
-    count = len(range(first, e, interval.seconds))
-    if count > MAX_POINTS:
-        raise InvalidMetricQuery(f"the query asks for {count} points per time series (timespan / interval); at "
-                                 f"most {MAX_POINTS}: use a larger interval or a shorter timespan", target="interval")
-    return list(range(first, e, interval.seconds))
+    starts = range(_floor(s, interval.seconds), e, interval.seconds)
+    if len(starts) > MAX_POINTS:
+        raise InvalidMetricQuery(f"the query asks for {len(starts)} points per time series (timespan / "
+                                 f"interval); at most {MAX_POINTS}: use a larger interval or a shorter timespan",
+                                 target="interval")
+    return list(starts)
 
 
 class HistoryReader(Protocol):
@@ -379,4 +379,9 @@ def _ordered(series: list[TimeSeries], orderby: tuple[str, bool] | None) -> list
         return series
     agg, descending = orderby
     sign = -1.0 if descending else 1.0
-    return sorted(series, key=lambda ts: (ts.overall().value(agg) is None, sign * (ts.overall().value(agg) or 0.0)))
+
+    def key(ts: TimeSeries) -> tuple[bool, float]:
+        v = ts.overall().value(agg)
+        return v is None, sign * (v or 0.0)
+
+    return sorted(series, key=key)

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from corral.control.metrics.membership import member_uids_kept
 from corral.control.metrics.stats import Series, dump_series, load_series, merge_into
@@ -36,6 +37,7 @@ HOUR_RETENTION = 7 * 24 * HOUR  # seconds of one-hour rollups kept
 HOUR_SETTLE = 5 * MINUTE  # an hour is rolled up this long after its end: late minutes have landed by then
 COMPACT_EVERY = 5 * MINUTE
 _TIER = {MINUTE: "m", HOUR: "h"}
+T = TypeVar("T")
 
 
 def rollup_prefix(uid: str, grain: int) -> str:
@@ -64,17 +66,16 @@ def read_rollups(store: Store, uid: str, grain: int, start: int, end: int) -> di
     return out
 
 
-def _chunks(ops: list[Op]) -> Iterable[list[Op]]:
-    for i in range(0, len(ops), BATCH_OPS):
-        yield ops[i:i + BATCH_OPS]
+def _chunks(items: list[T]) -> Iterable[list[T]]:
+    """``items`` in slices of at most one store transaction."""
+    for i in range(0, len(items), BATCH_OPS):
+        yield items[i:i + BATCH_OPS]
 
 
 def merge_rollups(store: Store, batch: dict[tuple[str, int, int], Series]) -> None:
     """Add ``batch`` ((uid, grain, start) -> series) to the stored rollups: new keys in a few transactions,
     keys that exist already (a late or a shared minute) merged one by one with compare-and-swap."""
-    items = list(batch.items())
-    for i in range(0, len(items), BATCH_OPS):
-        part = items[i:i + BATCH_OPS]
+    for part in _chunks(list(batch.items())):
         ops: list[Op] = [Put(key=rollup_key(u, g, s), value=_record(u, g, s, series), expect_version=ABSENT)
                          for (u, g, s), series in part]
         try:
