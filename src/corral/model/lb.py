@@ -10,6 +10,7 @@ flattened ``NodeLbRule`` list.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -17,10 +18,26 @@ from pydantic import BaseModel, Field, field_validator
 
 from corral.model.group import Wire
 from corral.model.network import Ref, check_net_name
+from corral.model.records import StoredRecord
 
 
 def _name(v: str) -> str:
     return check_net_name(v, "load balancer child resource")
+
+
+def _spelled(*choices: str) -> Callable[[Any], Any]:
+    """A before-validator taking ``choices`` in any case (clients send "tcp"; Azure answers "Tcp")."""
+    canon = {c.lower(): c for c in choices}
+    return lambda v: canon.get(v.lower(), v) if isinstance(v, str) else v
+
+
+def _ipv4(v: str | None) -> str | None:
+    if v is None:
+        return None
+    try:
+        return str(ipaddress.IPv4Address(v))
+    except ValueError:
+        raise ValueError(f"'{v}' is not an IPv4 address") from None
 
 
 class FrontendProperties(Wire):
@@ -29,20 +46,8 @@ class FrontendProperties(Wire):
     subnet: Ref | None = None
     publicIPAddress: Ref | None = None
 
-    @field_validator("privateIPAddress")
-    @classmethod
-    def _ip(cls, v: str | None) -> str | None:
-        if v is None or v == "":
-            return None
-        try:
-            return str(ipaddress.IPv4Address(v))
-        except ValueError:
-            raise ValueError(f"'{v}' is not an IPv4 address") from None
-
-    @field_validator("privateIPAllocationMethod", mode="before")
-    @classmethod
-    def _case(cls, v: Any) -> Any:
-        return {"static": "Static", "dynamic": "Dynamic"}.get(v.lower(), v) if isinstance(v, str) else v
+    _ip = field_validator("privateIPAddress")(lambda v: _ipv4(v or None))  # "" as none
+    _case = field_validator("privateIPAllocationMethod", mode="before")(_spelled("Static", "Dynamic"))
 
 
 class Frontend(Wire):
@@ -59,15 +64,7 @@ class BackendAddressProperties(Wire):
     subnet: Ref | None = None
     adminState: Literal["None", "Up", "Down", "Drain"] | None = None
 
-    @field_validator("ipAddress")
-    @classmethod
-    def _ip(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        try:
-            return str(ipaddress.IPv4Address(v))
-        except ValueError:
-            raise ValueError(f"'{v}' is not an IPv4 address") from None
+    _ip = field_validator("ipAddress")(_ipv4)
 
 
 class BackendAddress(Wire):
@@ -99,10 +96,7 @@ class RuleProperties(Wire):
     enableFloatingIP: bool | None = None
     loadDistribution: str | None = None
 
-    @field_validator("protocol", mode="before")
-    @classmethod
-    def _case(cls, v: Any) -> Any:
-        return {"tcp": "Tcp", "udp": "Udp", "all": "All"}.get(v.lower(), v) if isinstance(v, str) else v
+    _case = field_validator("protocol", mode="before")(_spelled("Tcp", "Udp", "All"))
 
     def pool_refs(self) -> list[str]:
         refs = [r.id for r in self.backendAddressPools or []]
@@ -128,10 +122,7 @@ class ProbeProperties(Wire):
     # With every backend failing: no new connections (AllProbedDown, the default) or to all (AllProbedUp).
     noHealthyBackendsBehavior: Literal["AllProbedDown", "AllProbedUp"] | None = None
 
-    @field_validator("protocol", mode="before")
-    @classmethod
-    def _case(cls, v: Any) -> Any:
-        return {"tcp": "Tcp", "http": "Http", "https": "Https"}.get(v.lower(), v) if isinstance(v, str) else v
+    _case = field_validator("protocol", mode="before")(_spelled("Tcp", "Http", "Https"))
 
     @field_validator("noHealthyBackendsBehavior", mode="before")
     @classmethod
@@ -171,12 +162,9 @@ class LbMeta(BaseModel):
     frontendAddresses: dict[str, str] = Field(default_factory=dict)
 
 
-class LbRecord(BaseModel):
+class LbRecord(StoredRecord):
     spec: LoadBalancer
     meta: LbMeta
-
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
 
 
 # ---- what a node agent applies ----------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from corral.model.group import Wire
+from corral.model.records import StoredRecord
 
 ACI_DELEGATION = "Microsoft.ContainerInstance/containerGroups"
 # Address prefixes Azure lets rules name by tag instead of CIDR.
@@ -370,7 +371,7 @@ class SubnetRecord(BaseModel):
     properties: SubnetProperties
 
 
-class VnetRecord(BaseModel):
+class VnetRecord(StoredRecord):
     """A virtual network with its subnets in one record, so subnet checks and writes are one CAS."""
 
     meta: NetMeta
@@ -381,23 +382,17 @@ class VnetRecord(BaseModel):
     peerings: dict[str, PeeringRecord] = Field(default_factory=dict)  # by lowercase name
     extra: dict[str, Any] = Field(default_factory=dict)  # round-tripped unknown properties
 
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
-
 
 class RuleRecord(BaseModel):
     name: str
     properties: SecurityRuleProperties
 
 
-class NsgRecord(BaseModel):
+class NsgRecord(StoredRecord):
     meta: NetMeta
     location: str
     tags: dict[str, str] | None = None
     rules: dict[str, RuleRecord] = Field(default_factory=dict)  # by lowercase name
-
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
 
 
 class RouteRecord(BaseModel):
@@ -405,15 +400,12 @@ class RouteRecord(BaseModel):
     properties: RouteProperties
 
 
-class RouteTableRecord(BaseModel):
+class RouteTableRecord(StoredRecord):
     meta: NetMeta
     location: str
     tags: dict[str, str] | None = None
     disableBgpRoutePropagation: bool = False
     routes: dict[str, RouteRecord] = Field(default_factory=dict)  # by lowercase name
-
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
 
 
 class NodeBlocks(BaseModel):

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from corral.model.group import GroupProperties, Wire
+from corral.model.records import StoredRecord
 
 # Read-only on the wire: never taken from a request.
 READ_ONLY = ("revision", "registeredRevisions", "provisioningState", "instanceView")
@@ -41,21 +42,15 @@ class ProfileMeta(BaseModel):
     revisions: list[int] = Field(default_factory=lambda: [1])
 
 
-class ProfileRecord(BaseModel):
+class ProfileRecord(StoredRecord):
     spec: ProfileSpec
     meta: ProfileMeta
 
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
 
-
-class RevisionRecord(BaseModel):
+class RevisionRecord(StoredRecord):
     revision: int
     createdAt: datetime
     spec: ProfileSpec
-
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
 
 
 def clean_profile_body(body: dict[str, Any]) -> dict[str, Any]:

@@ -63,12 +63,16 @@ class GroupMeta(BaseModel):
     fromStandbyPool: bool = False
 
 
-class GroupRecord(BaseModel):
-    spec: ContainerGroup
-    meta: GroupMeta
+class StoredRecord(BaseModel):
+    """A record as the store keeps it: ``dump()`` is the JSON value written."""
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
+
+
+class GroupRecord(StoredRecord):
+    spec: ContainerGroup
+    meta: GroupMeta
 
 
 class NodeInfo(BaseModel):

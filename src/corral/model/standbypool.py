@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from corral.model.armids import PROFILE_TYPE, parse_resource_id
 from corral.model.group import Wire
+from corral.model.records import StoredRecord
 
 
 class PoolProfileRef(Wire):
@@ -70,9 +71,6 @@ class PoolMeta(BaseModel):
     revision: int  # the profile revision resolved at PUT time
 
 
-class PoolRecord(BaseModel):
+class PoolRecord(StoredRecord):
     spec: StandbyPool
     meta: PoolMeta
-
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
