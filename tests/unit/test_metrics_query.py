@@ -83,7 +83,7 @@ def test_durations_and_timespans() -> None:
         T0 + timedelta(microseconds=123456), T0 + timedelta(minutes=10))
     assert parse_timespan("2026-11-22T10:00:00+01:00/2026-11-22T10:00:00Z", now)[0] == T0
     for bad in ("yesterday", "2026-11-22T10:00:00Z/2026-11-22T09:00:00Z", "PT1H/PT2H", "a/b/c",
-                "2026-13-01T00:00:00Z/PT1H"):
+                "2026-13-01T00:00:00Z/PT1H", "P99999999999W", "P3650000D", "9999-12-31T23:59:59Z/PT1H"):
         with pytest.raises(InvalidMetricQuery) as exc:
             parse_timespan(bad, now)
         assert exc.value.target == "timespan" and exc.value.status == 400
@@ -100,6 +100,8 @@ def test_intervals_are_azure_grains_or_full() -> None:
         parse_interval("PT7M", T0, end)
     assert parse_interval("PT7M", T0, end, auto_adjust=True) == Interval(300)
     assert parse_interval("PT2H", T0, end, auto_adjust=True) == Interval(3600)
+    with pytest.raises(InvalidMetricQuery, match="longer"):
+        parse_interval("PT99999999999999H", T0, end, auto_adjust=True)
 
 
 def test_bucket_layout_is_aligned_and_bounded() -> None:
@@ -213,6 +215,9 @@ def test_query_buckets_series_and_compaction(store: Store) -> None:
     later = T0 + timedelta(hours=5)
     hourly = read_buckets(h, ["u1"], bucket_starts(T0, now, Interval(HOUR)), Interval(HOUR), later)
     assert [b["CpuUsage"]["web"].count for b in hourly] == [60, 60]
+    start, end = parse_timespan("0001-01-02T00:00:00Z/9999-12-30T00:00:00Z", later)  # FULL over every year
+    full = parse_interval("FULL", start, end)
+    assert read_buckets(h, ["u1"], bucket_starts(start, end, full), full, later)[0]["CpuUsage"]["web"].count == 120
     body = metrics_response(h, Subject("/subscriptions/s/resourceGroups/rg/providers/x/g", "local",
                                        lambda start, end: [("g", "u1")]), {
         "metricnames": "CpuUsage,MemoryUsage", "timespan": "2026-11-22T09:00:00Z/PT2H", "interval": "PT1H",

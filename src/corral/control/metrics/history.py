@@ -89,12 +89,13 @@ class MetricsHistory:
         """One-hour aggregates for hours starting in [start, end): the stored hour rollups, and for the hours
         not rolled up yet (the current one, the last few minutes of the previous) the merge of their minutes."""
         out = read_rollups(self.store, uid, HOUR, start, end)
-        missing = [h for h in range(start, end, HOUR) if h not in out]
-        if missing:
-            for m, series in self.minutes(uid, missing[0], missing[-1] + HOUR).items():
+        if len(out) < (end - start) // HOUR:  # some hour is not rolled up (the span may be years: no list of them)
+            merged: dict[int, Series] = {}
+            for m, series in self.minutes(uid, start, end).items():
                 h = m - m % HOUR
-                if h in missing:
-                    merge_into(out.setdefault(h, {}), series)
+                if h not in out:
+                    merge_into(merged.setdefault(h, {}), series)
+            out.update(merged)
         return out
 
     def latest(self) -> dict[str, tuple[str, GroupSample]]:

@@ -42,7 +42,10 @@ def parse_duration(text: str, name: str) -> timedelta:
             f"'{name}': '{text}' is not an ISO 8601 duration such as PT1M, PT1H or P1D "
             "(years and months are not supported)", target=name)
     g = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
-    return timedelta(weeks=g["w"], days=g["d"], hours=g["h"], minutes=g["m"], seconds=g["s"])
+    try:
+        return timedelta(weeks=g["w"], days=g["d"], hours=g["h"], minutes=g["m"], seconds=g["s"])
+    except OverflowError:
+        raise InvalidMetricQuery(f"'{name}': '{text}' is longer than any timespan can be", target=name) from None
 
 
 def format_duration(seconds: int) -> str:
@@ -86,6 +89,14 @@ def parse_timespan(text: str | None, now: datetime) -> tuple[datetime, datetime]
     if text is None or not text.strip():
         return now - DEFAULT_SPAN, now
     text = _decoded(text)
+    try:
+        return _timespan(text, now)
+    except OverflowError:  # a start or end before year 1 or after 9999
+        raise InvalidMetricQuery(f"'timespan': '{text}' reaches outside the years 1 to 9999",
+                                 target="timespan") from None
+
+
+def _timespan(text: str, now: datetime) -> tuple[datetime, datetime]:
     parts = text.split("/")
     if len(parts) == 1:
         if _is_duration(parts[0]):
