@@ -93,10 +93,13 @@ def test_a_template_deployment_with_a_bad_resource_is_a_400_that_deploys_nothing
     sub = corral.config.subscription
     vnet = {"type": "Microsoft.Network/virtualNetworks", "name": "dep-vnet", "location": "local",
             "properties": {"addressSpace": {"addressPrefixes": ["10.199.0.0/16"]}}}
-    for template, field in (({"resources": [vnet, {"type": "Microsoft.Network/loadBalancers"}]}, "name"),
-                            ({"resources": [vnet], "outputs": {"o": {"value": "[reference('nope')]"}}}, "output")):
+    unnamed_lb = {"type": "Microsoft.Network/loadBalancers"}
+    bad_output = {"o": {"value": "[reference('nope')]"}}
+    for props, field in (({"template": {"resources": [vnet, unnamed_lb]}}, "name"),
+                         ({"template": {"resources": [vnet], "outputs": bad_output}}, "output"),
+                         ("a template", "template")):
         r = c.put(f"/subscriptions/{sub}/resourceGroups/{RG}/providers/Microsoft.Resources/deployments/d",
-                  params={"api-version": "2022-09-01"}, json={"properties": {"template": template}})
+                  params={"api-version": "2022-09-01"}, json={"properties": props})
         assert r.status_code == 400 and field in r.json()["error"]["message"]
     r = c.get(f"/subscriptions/{sub}/resourceGroups/{RG}/providers/Microsoft.Network/virtualNetworks/dep-vnet",
               params={"api-version": "2023-09-01"})

@@ -104,7 +104,7 @@ def _checked(template: dict[str, Any]) -> tuple[list[tuple[str, str, dict[str, A
 @router.put(P)
 def deploy(sub: str, rg: str, name: str, request: Request, body: dict[str, Any] = Depends(json_body)) -> Any:
     props = body.get("properties") or {}
-    template = props.get("template")
+    template = props.get("template") if isinstance(props, dict) else None
     if not isinstance(template, dict):
         raise InvalidRequest("properties.template is required (Corral deploys inline templates only)",
                              target="properties.template")
