@@ -1,6 +1,7 @@
 """The portal's routes: the page and its assets (public), login and logout, the session (its CSRF token),
-and the nodes view the ARM API has no route for. Everything else the page shows comes from the API itself
-(groups, events, logs, exec, metrics, usage), authenticated by the session cookie."""
+and the nodes view (older than the API's ``/providers/Corral/nodes``, which could serve it). Everything else
+the page shows comes from the API itself (groups, events, logs, exec, metrics, usage), authenticated by the
+session cookie."""
 
 from __future__ import annotations
 
