@@ -82,7 +82,9 @@ class PodInputs:
 
 
 @dataclass
-class Warning:
+class PodWarning:
+    """What the pod asked for that Corral cannot honour: a Warning event on the pod."""
+
     reason: str
     message: str
 
@@ -91,7 +93,7 @@ class Warning:
 class GroupPlan:
     name: str
     body: dict[str, Any]
-    warnings: list[Warning]
+    warnings: list[PodWarning]
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.body, sort_keys=True).encode()).hexdigest()[:16]
@@ -172,12 +174,12 @@ class _Mapper:
         assert pod.metadata is not None and pod.spec is not None
         self.pod, self.meta, self.spec = pod, pod.metadata, pod.spec
         self.inputs, self.settings = inputs, settings
-        self.warnings: list[Warning] = []
+        self.warnings: list[PodWarning] = []
         self.ns = self.meta.namespace or "default"
 
     def warn(self, reason: str, message: str) -> None:
         if not any(w.message == message for w in self.warnings):
-            self.warnings.append(Warning(reason, message))
+            self.warnings.append(PodWarning(reason, message))
 
     # the group --------------------------------------------------------------------------------------------------
     def group(self) -> GroupPlan:
