@@ -32,7 +32,8 @@ def _ssl(client: Client) -> ssl.SSLContext:
 
 def open_socket(client: Client, session: dict[str, str]) -> ClientConnection:
     uri = session["webSocketUri"]
-    return connect(uri, ssl=_ssl(client) if uri.startswith("wss://") else None, proxy=None, open_timeout=10)
+    return connect(uri, ssl=_ssl(client) if uri.startswith("wss://") else None, proxy=None, open_timeout=10,
+                   legacy=True)
 
 
 def read_until(ws: ClientConnection, needle: str, timeout: float = 20) -> str:

@@ -53,7 +53,7 @@ def open_session(uri: str, password: str, ca_cert: str | None) -> ClientConnecti
         context = ssl.create_default_context(cafile=ca_cert) if ca_cert else ssl.create_default_context()
     try:
         # proxy=None: the session goes straight to the Corral server, never through an environment proxy.
-        conn = connect(uri, ssl=context, proxy=None, open_timeout=10, max_size=None)
+        conn = connect(uri, ssl=context, proxy=None, open_timeout=10, max_size=None, legacy=True)
     except Exception as exc:  # OSError, ssl errors, websockets' handshake errors: all mean the same here
         raise SessionFailed(f"could not open the session websocket {uri}: {exc}") from exc
     conn.send(password)
