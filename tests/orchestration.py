@@ -9,9 +9,11 @@ from __future__ import annotations
 import http.client
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from corral_server import CorralServer
 
 from corral.cli.client import Client
 
@@ -130,6 +132,15 @@ def clean_resource_group(client: Client, rg: str) -> None:
         client.request("DELETE", lb["id"])
     for p in client.request("GET", f"{rg_path(client, rg)}/containerGroupProfiles").json()["value"]:
         client.request("DELETE", p["id"])
+
+
+def emptied_after(corral: CorralServer, rg: str) -> Iterator[Client]:
+    """A module fixture's client, with ``rg`` emptied (clean_resource_group) when the module is done."""
+    c = corral.client()
+    try:
+        yield c
+    finally:
+        clean_resource_group(c, rg)
 
 
 def wait_until(what: str, pred: Callable[[], Any], timeout: float = 60, every: float = 0.2) -> Any:

@@ -207,9 +207,14 @@ def test_follow_ends_when_the_client_goes_away(sleeper: tuple[Client, str], corr
         assert resp.status_code == 200
         with pytest.raises(httpx.ReadTimeout):
             next(resp.iter_bytes())
-        # The follow's own watch: an inotify instance that was not there before the request.
-        follow = {fd: info for fd, info in _inotify_watches(pid).items() if before.get(fd) != info}
-        assert follow
+        # The follow's own watch: an inotify instance that was not there before the request, on the log's
+        # directory and the log (two watches; the runtime's exit watches have one). Its thread may start late.
+        def opened() -> dict[str, str]:
+            return {fd: info for fd, info in _inotify_watches(pid).items()
+                    if before.get(fd) != info and info.count("inotify wd:") >= 2}
+
+        assert _settles(lambda: bool(opened())), "the follow never watched the log"
+        follow = opened()
     # Once the client has gone, the follow on the server ends and lets go of its watch
     # (other parts of the server may open and close watches meanwhile: only this one counts).
     def released() -> bool:

@@ -14,7 +14,7 @@ import pytest
 from corral_server import CorralServer
 from groups import exec_sync
 from orchestration import (
-    clean_resource_group,
+    emptied_after,
     get_ngroup,
     ngroup_body,
     profile_body,
@@ -31,11 +31,7 @@ RG = "corautoscale"
 
 @pytest.fixture(scope="module")
 def client(corral: CorralServer) -> Iterator[Client]:
-    c = corral.client()
-    try:
-        yield c
-    finally:
-        clean_resource_group(c, RG)
+    yield from emptied_after(corral, RG)
 
 
 def test_cpu_load_adds_members_and_they_leave_after_the_delay(client: Client) -> None:

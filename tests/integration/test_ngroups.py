@@ -15,7 +15,7 @@ from corral_server import CorralServer, free_port
 from groups import exec_sync
 from orchestration import (
     RequestLoop,
-    clean_resource_group,
+    emptied_after,
     fetch,
     get_ngroup,
     members,
@@ -41,11 +41,7 @@ WEB_CMD = "mkdir -p /www && echo {page} > /www/index.html && trap 'exit 0' TERM;
 
 @pytest.fixture(scope="module")
 def client(corral: CorralServer) -> Iterator[Client]:
-    c = corral.client()
-    try:
-        yield c
-    finally:
-        clean_resource_group(c, RG)
+    yield from emptied_after(corral, RG)
 
 
 def in_service(client: Client, name: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from corral_server import CorralServer
-from orchestration import clean_resource_group, profile_body, profile_id, put_profile, rg_path, wait_until
+from orchestration import emptied_after, profile_body, profile_id, put_profile, rg_path, wait_until
 
 from corral.cli.client import ApiError, Client
 
@@ -18,11 +18,7 @@ RG = "corstandby"
 
 @pytest.fixture(scope="module")
 def client(corral: CorralServer) -> Iterator[Client]:
-    c = corral.client()
-    try:
-        yield c
-    finally:
-        clean_resource_group(c, RG)
+    yield from emptied_after(corral, RG)
 
 
 def pool_path(client: Client, name: str) -> str:
