@@ -12,6 +12,9 @@ Rows:
                   sandboxes (the default), the same without the pool, and the plain CNI bridge.
   crun run        raw `crun run --detach` of a bundle over the same image (overlay rootfs), no network
                   (started through unshare + umount, as conmon is: crun refuses hybrid cgroups).
+  conmon + crun   Corral's runtime layer alone (node/runtime: conmon, `crun create`, `crun start`) on the
+                  same bundle, no agent, no network: the floor of a container with a monitor that keeps
+                  its log and exit code, as every Corral container has.
   podman run      `podman run --rm --network bridge` of the same image, a command that exits at once
                   (Debian's podman with runc and cgroupfs).
 Prints p50/p95/p99 in milliseconds. Needs root. Everything it creates is removed at the end.
@@ -44,6 +47,7 @@ from registry import run_registry  # noqa: E402
 from corral.cli.client import API_VERSION  # noqa: E402
 from corral.node.images.store import ImageStore  # noqa: E402
 from corral.node.runtime import _sys  # noqa: E402
+from corral.node.runtime.runtime import Runtime  # noqa: E402
 from corral.node.runtime.spec import SpecRequest, build_spec  # noqa: E402
 
 IMAGE = "corral/busybox:latest"
@@ -120,21 +124,44 @@ def corral_api(server: CorralServer, n: int, poll: bool = False) -> list[float]:
     return out
 
 
+def bench_spec(store: ImageStore, cid: str, cdir: Path, cgroup_parent: str) -> dict:
+    """The OCI spec of one bench container over the image's overlay rootfs (mounted under ``cdir``)."""
+    image = store.get(IMAGE)
+    assert image is not None
+    rootfs = store.mount_rootfs(image, cdir)
+    return build_spec(SpecRequest(rootfs=rootfs, args=["sleep", "3600"], env=["PATH=/bin:/usr/bin"],
+                                  hostname=cid, cpu=0.1, cpu_limit=0.1, memory_bytes=100 * 2**20,
+                                  cgroup_path=f"{cgroup_parent}/{cid}"))
+
+
+def runtime_run(data_dir: Path, n: int, work: Path, cgroup_parent: str = "/corral-bench") -> list[float]:
+    """Corral's runtime layer alone (conmon + crun create + crun start) on the same image, n times (ms each)."""
+    store = ImageStore(data_dir / "images")
+    runtime = Runtime(work / "plain-runtime")
+    out = []
+    for i in range(n):
+        cid = f"bench-rt-{os.getpid()}-{i}"
+        cdir = work / cid
+        cdir.mkdir()
+        spec = bench_spec(store, cid, cdir, cgroup_parent)
+        t0 = time.perf_counter()
+        runtime.run(cid, spec, cdir / "log")
+        out.append((time.perf_counter() - t0) * 1000)
+        runtime.delete(cid)
+        store.unmount_rootfs(cdir)
+    return out
+
+
 def crun_run(data_dir: Path, n: int, work: Path, cgroup_parent: str = "/corral-bench") -> list[float]:
     """``crun run --detach`` of the image Corral keeps under ``data_dir``, n times (ms each), in cgroups
     under ``cgroup_parent`` (the bench's own, which it removes)."""
     store = ImageStore(data_dir / "images")
-    image = store.get(IMAGE)
-    assert image is not None
     out = []
     for i in range(n):
         cid = f"bench-crun-{os.getpid()}-{i}"
         cdir = work / cid
         cdir.mkdir()
-        rootfs = store.mount_rootfs(image, cdir)
-        spec = build_spec(SpecRequest(rootfs=rootfs, args=["sleep", "3600"], env=["PATH=/bin:/usr/bin"],
-                                      hostname=cid, cpu=0.1, cpu_limit=0.1, memory_bytes=100 * 2**20,
-                                      cgroup_path=f"{cgroup_parent}/{cid}"))
+        spec = bench_spec(store, cid, cdir, cgroup_parent)
         bundle = cdir / "bundle"
         bundle.mkdir()
         (bundle / "config.json").write_text(json.dumps(spec))
@@ -194,6 +221,7 @@ def corral_rows(n: int, work: Path) -> list[tuple[str, list[float]]]:
             if i == 0:
                 rows.append((name + ", polling", corral_api(server, n, poll=True)))
                 rows.append(("crun run --detach (no network)", crun_run(server.data_dir, n, work)))
+                rows.append(("conmon + crun, runtime layer alone", runtime_run(server.data_dir, n, work)))
                 rows.append(("podman run --rm, bridge network", podman_run(server, n, work)))
         finally:
             server.close()
