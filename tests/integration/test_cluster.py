@@ -187,8 +187,8 @@ def test_node_credentials_reach_only_their_own_node(fabric: ClusterFabric) -> No
         assert intruder.post("/release", json={"key": key, "uid": uid}).status_code == 403
         assert intruder.post("/heartbeat", json={"node": owner.name}).status_code == 403
         # The rules of a security group only a node running a group with it may read.
-        assert intruder.post("/group-rules", json={"nsgId": nsg}).status_code == 403
-        assert rightful.post("/group-rules", json={"nsgId": nsg}).status_code == 200
+        assert intruder.post("/group-rules", json={"key": key, "nsgId": nsg}).status_code == 403
+        assert rightful.post("/group-rules", json={"key": key, "nsgId": nsg}).status_code == 200
         # Its own: fine. And the group it does not own is not among its assignments.
         mine = intruder.post("/assignments", json={"node": other.name})
         assert mine.status_code == 200 and key not in mine.json()["groups"]

@@ -271,7 +271,7 @@ def test_nsg_rules_reach_vnet_config(api: TestClient, plane: ControlPlane) -> No
 
 def test_group_rules_of_a_vanished_nsg_deny_everything(api: TestClient, plane: ControlPlane) -> None:
     gone = f"/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Network/networkSecurityGroups/gone"
-    rules = plane.link.group_rules(gone, None)
+    rules = plane.link.group_rules("/groups/sub/rg1/any", gone, None)
     assert {(r.direction, r.access, r.protocol, r.source_prefix, r.destination_port_range) for r in rules} == {
         ("Inbound", "Deny", "*", "*", "*"), ("Outbound", "Deny", "*", "*", "*")}
 

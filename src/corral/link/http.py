@@ -125,8 +125,8 @@ class HttpLink:
     def vnet_config_for(self, node: str, subnet_id: str | None) -> VnetConf:
         return VnetConf.model_validate(self.call("vnet-config", {"node": node, "subnetId": subnet_id}))
 
-    def group_rules(self, nsg_id: str, subnet_id: str | None) -> list[SecurityRule]:
-        data = self.call("group-rules", {"nsgId": nsg_id, "subnetId": subnet_id})
+    def group_rules(self, key: str, nsg_id: str, subnet_id: str | None) -> list[SecurityRule]:
+        data = self.call("group-rules", {"key": key, "nsgId": nsg_id, "subnetId": subnet_id})
         return [SecurityRule.model_validate(r) for r in data["rules"]]
 
     def report_metrics(self, report: MetricsReport) -> None:

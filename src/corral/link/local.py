@@ -118,7 +118,7 @@ class LocalLink:
 
         return (self.network or NetworkControl(self.store)).vnet_config_for(node, subnet_id)
 
-    def group_rules(self, nsg_id: str, subnet_id: str | None) -> list[SecurityRule]:
+    def group_rules(self, key: str, nsg_id: str, subnet_id: str | None) -> list[SecurityRule]:
         from corral.control.netplane import NetworkControl
 
         return (self.network or NetworkControl(self.store)).group_rules(nsg_id, subnet_id)

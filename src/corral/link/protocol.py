@@ -77,8 +77,9 @@ class ControlPlaneLink(Protocol):
         """The node's corral-vnet config for a subnet (None: the default network), granting a block."""
         ...
 
-    def group_rules(self, nsg_id: str, subnet_id: str | None) -> list[SecurityRule]:
-        """The security rules of a group's own network security group ([] once it is gone)."""
+    def group_rules(self, key: str, nsg_id: str, subnet_id: str | None) -> list[SecurityRule]:
+        """The security rules of the network security group that group ``key`` names ([] once it is gone).
+        A remote node may ask only for a group bound to it, and only for the NSG that group names."""
         ...
 
     def report_metrics(self, report: MetricsReport) -> None:

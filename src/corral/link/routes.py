@@ -24,6 +24,7 @@ from corral.errors import Forbidden, NotAssigned
 from corral.link.join import JoinAnswer, JoinRequest
 from corral.link.local import LocalLink
 from corral.link.protocol import LINK_PREFIX
+from corral.model.armids import same_id
 from corral.model.metrics import MetricsReport
 from corral.model.records import GROUPS, GroupRecord, NodeInfo
 from corral.model.status import GroupStatus
@@ -103,6 +104,7 @@ class VnetCall(BaseModel):
 
 
 class RulesCall(BaseModel):
+    key: str
     nsgId: str
     subnetId: str | None = None
 
@@ -212,14 +214,12 @@ def vnet_config(body: VnetCall, request: Request, node: str = Depends(caller)) -
 
 @router.post("/group-rules")
 def group_rules(body: RulesCall, request: Request, node: str = Depends(caller)) -> dict[str, Any]:
-    """The rules of a security group one of the caller's own groups names; any other is 403."""
+    """The rules of the security group that one of the caller's own groups names; any other is 403."""
     link = _link(request)
-    _, groups = link.assignments(node)
-    wanted = body.nsgId.lower()
-    if not any((nsg := g.spec.properties.networkSecurityGroup) is not None and nsg.id.lower() == wanted
-               for g in groups.values()):
-        raise Forbidden(f"node '{node}' runs no container group with network security group '{body.nsgId}'")
-    rules = link.group_rules(body.nsgId, body.subnetId)
+    nsg = _bound_group(link, node, body.key).spec.properties.networkSecurityGroup
+    if nsg is None or not same_id(nsg.id, body.nsgId):
+        raise Forbidden(f"container group {body.key} names no network security group '{body.nsgId}'")
+    rules = link.group_rules(body.key, body.nsgId, body.subnetId)
     return {"rules": [r.model_dump(mode="json", by_alias=True) for r in rules]}
 
 

@@ -184,7 +184,7 @@ class GroupWorker:
         nsg = props.networkSecurityGroup
         if nsg is None and self._group_rules is None:
             return
-        rules = self.link.group_rules(nsg.id, subnet_id) if nsg is not None else []
+        rules = self.link.group_rules(self.key, nsg.id, subnet_id) if nsg is not None else []
         text = json.dumps([r.model_dump(mode="json") for r in rules], sort_keys=True)
         if text == self._group_rules:
             return
