@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -134,34 +135,39 @@ def bench_spec(store: ImageStore, cid: str, cdir: Path, cgroup_parent: str) -> d
                                   cgroup_path=f"{cgroup_parent}/{cid}"))
 
 
-def runtime_run(data_dir: Path, n: int, work: Path, cgroup_parent: str = "/corral-bench") -> list[float]:
-    """Corral's runtime layer alone (conmon + crun create + crun start) on the same image, n times (ms each)."""
+def timed_starts(data_dir: Path, n: int, work: Path, cgroup_parent: str, tag: str,
+                 start: Callable[[str, dict, Path], float], remove: Callable[[str], None]) -> list[float]:
+    """n containers of the image Corral keeps under ``data_dir``, each made ready (rootfs, spec) outside the
+    timing, started by ``start`` (which returns the ms it took) and removed before the next."""
     store = ImageStore(data_dir / "images")
-    runtime = Runtime(work / "plain-runtime")
     out = []
     for i in range(n):
-        cid = f"bench-rt-{os.getpid()}-{i}"
+        cid = f"bench-{tag}-{os.getpid()}-{i}"
         cdir = work / cid
         cdir.mkdir()
-        spec = bench_spec(store, cid, cdir, cgroup_parent)
-        t0 = time.perf_counter()
-        runtime.run(cid, spec, cdir / "log")
-        out.append((time.perf_counter() - t0) * 1000)
-        runtime.delete(cid)
+        out.append(start(cid, bench_spec(store, cid, cdir, cgroup_parent), cdir))
+        remove(cid)
         store.unmount_rootfs(cdir)
     return out
+
+
+def runtime_run(data_dir: Path, n: int, work: Path, cgroup_parent: str = "/corral-bench") -> list[float]:
+    """Corral's runtime layer alone (conmon + crun create + crun start) on the same image, n times (ms each)."""
+    runtime = Runtime(work / "plain-runtime")
+
+    def start(cid: str, spec: dict, cdir: Path) -> float:
+        t0 = time.perf_counter()
+        runtime.run(cid, spec, cdir / "log")
+        return (time.perf_counter() - t0) * 1000
+
+    return timed_starts(data_dir, n, work, cgroup_parent, "rt", start, runtime.delete)
 
 
 def crun_run(data_dir: Path, n: int, work: Path, cgroup_parent: str = "/corral-bench") -> list[float]:
     """``crun run --detach`` of the image Corral keeps under ``data_dir``, n times (ms each), in cgroups
     under ``cgroup_parent`` (the bench's own, which it removes)."""
-    store = ImageStore(data_dir / "images")
-    out = []
-    for i in range(n):
-        cid = f"bench-crun-{os.getpid()}-{i}"
-        cdir = work / cid
-        cdir.mkdir()
-        spec = bench_spec(store, cid, cdir, cgroup_parent)
+
+    def start(cid: str, spec: dict, cdir: Path) -> float:
         bundle = cdir / "bundle"
         bundle.mkdir()
         (bundle / "config.json").write_text(json.dumps(spec))
@@ -171,10 +177,12 @@ def crun_run(data_dir: Path, n: int, work: Path, cgroup_parent: str = "/corral-b
             # vforked, not forked), so the baseline pays nothing for being started from Python.
             subprocess.run([*_sys.detached_unified_prefix(), "crun", "run", "--detach", "--bundle", str(bundle),
                             cid], check=True, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-            out.append((time.perf_counter() - t0) * 1000)
+            return (time.perf_counter() - t0) * 1000
+
+    def remove(cid: str) -> None:
         subprocess.run(["crun", "delete", "--force", cid], check=True, capture_output=True)
-        store.unmount_rootfs(cdir)
-    return out
+
+    return timed_starts(data_dir, n, work, cgroup_parent, "crun", start, remove)
 
 
 def podman_run(server: CorralServer, n: int, work: Path) -> list[float]:

@@ -223,29 +223,31 @@ def delete(resource_group: str = RG, name: str = NAME, yes: bool = typer.Option(
     console.print(f"deleted {name}")
 
 
+def _action(resource_group: str, name: str, action: str, no_wait: bool) -> None:
+    """POST the NGroup's ``action`` (start, stop, restart) and wait for it unless ``no_wait``."""
+    client = Client.from_config()
+    _wait(client, client.request("POST", client.arm_path(NGROUP_TYPE, resource_group, name) + "/" + action),
+          f"{name} to {action}", no_wait)
+
+
 @app.command()
 def start(resource_group: str = RG, name: str = NAME, no_wait: bool = NO_WAIT) -> None:
     """Start a stopped NGroup's members."""
-    client = Client.from_config()
-    _wait(client, client.request("POST", client.arm_path(NGROUP_TYPE, resource_group, name) + "/start"),
-          f"{name} to start", no_wait)
+    _action(resource_group, name, "start", no_wait)
     console.print(f"started {name}")
 
 
 @app.command()
 def stop(resource_group: str = RG, name: str = NAME) -> None:
     """Stop every member (they leave their load balancers first)."""
-    client = Client.from_config()
-    client.request("POST", client.arm_path(NGROUP_TYPE, resource_group, name) + "/stop")
+    _action(resource_group, name, "stop", no_wait=True)
     console.print(f"stopping {name}")
 
 
 @app.command()
 def restart(resource_group: str = RG, name: str = NAME, no_wait: bool = NO_WAIT) -> None:
     """Restart every member, a batch at a time (Manual mode: old members take the NGroup's revision)."""
-    client = Client.from_config()
-    _wait(client, client.request("POST", client.arm_path(NGROUP_TYPE, resource_group, name) + "/restart"),
-          f"{name} to restart", no_wait)
+    _action(resource_group, name, "restart", no_wait)
     console.print(f"restarted {name}")
 
 
