@@ -141,6 +141,7 @@ def test_all_probed_up_keeps_a_rule_whose_backends_all_fail_its_probe(tmp_path: 
             assert lbs._healthy(rule) == (rule.backends if up else [])
     finally:
         lbs.stop()
+        lbs.teardown()  # a health change re-applied the (empty) rules to the host's nat table
 
 
 def test_dns_names_of_an_ngroup_resolve_to_its_members_in_service() -> None:
