@@ -11,9 +11,9 @@ Rows:
                   Three node set-ups: virtual network with a standby pool of ready network
                   sandboxes (the default), the same without the pool, and the plain CNI bridge.
   crun run        raw `crun run --detach` of a bundle over the same image (overlay rootfs), no network
-                  (started through unshare + umount, as conmon is: crun refuses hybrid cgroups).
-  conmon + crun   Corral's runtime layer alone (node/runtime: conmon, `crun create`, `crun start`) on the
-                  same bundle, no agent, no network: the floor of a container with a monitor that keeps
+                  (started through unshare + umount, as Corral starts crun: crun refuses hybrid cgroups).
+  conmon + crun   Corral's runtime layer alone (node/runtime: conmon, which runs `crun run --detach`) on
+                  the same bundle, no agent, no network: the floor of a container with a monitor that keeps
                   its log and exit code, as every Corral container has.
   podman run      `podman run --rm --network bridge` of the same image, a command that exits at once
                   (Debian's podman with runc and cgroupfs).
@@ -152,7 +152,7 @@ def timed_starts(data_dir: Path, n: int, work: Path, cgroup_parent: str, tag: st
 
 
 def runtime_run(data_dir: Path, n: int, work: Path, cgroup_parent: str = "/corral-bench") -> list[float]:
-    """Corral's runtime layer alone (conmon + crun create + crun start) on the same image, n times (ms each)."""
+    """Corral's runtime layer alone (conmon running crun) on the same image, n times (ms each)."""
     runtime = Runtime(work / "plain-runtime")
 
     def start(cid: str, spec: dict, cdir: Path) -> float:

@@ -41,7 +41,6 @@ import corral.node.agent as agent  # noqa: E402
 import corral.node.host as host  # noqa: E402
 import corral.node.network.vnet_backend as vnet_backend  # noqa: E402
 import corral.node.runtime.conmon as conmon  # noqa: E402
-import corral.node.runtime.runtime as runtime  # noqa: E402
 import corral.node.worker as worker  # noqa: E402
 from corral.allinone import AllInOne, UpSettings  # noqa: E402
 from corral.cli.client import Client  # noqa: E402
@@ -59,8 +58,7 @@ STEPS: list[tuple[str, Any, str]] = [
     ("  network sandbox (standby pool take)", host.NodeHost, "ensure_sandbox"),
     ("    pool take: rename + records + hostname + /etc files", vnet_backend.VnetNetworkManager, "_adopt"),
     ("  container (rootfs mount, spec, runtime)", host.NodeHost, "run_container"),
-    ("    conmon + crun create", conmon, "spawn"),
-    ("    crun start", runtime.Runtime, "_start"),
+    ("    conmon + crun (create and start, one runtime process)", conmon, "spawn"),
     ("status write (Running)", local.LocalLink, "report"),
 ]
 

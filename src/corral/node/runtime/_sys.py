@@ -19,23 +19,31 @@ def _check(ret: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def detached_unified_prefix() -> list[str]:
+def detached_unified_prefix(create_runs: bool = False) -> list[str]:
     """A command prefix that runs the command in a mount namespace of its own without the cgroup2 mount.
 
     crun refuses hybrid cgroup hosts while cgroup2 holds a controller; hiding the unified
     mount in a throwaway namespace makes it use plain cgroup v1, without touching the
     host's mounts. Slave, not private: unmounts on the host (a deleted sandbox's netns
-    under the shared /var/run/netns) must reach this namespace, which conmon keeps for the
-    container's life; otherwise it would pin other groups' namespaces.
+    under the shared /var/run/netns) must reach this namespace, which the container keeps
+    for its life; otherwise it would pin other groups' namespaces.
 
     A prefix (util-linux ``unshare`` and ``umount``), not a ``preexec_fn``: that makes Python
     fork() the calling process instead of vfork()ing it, and for the node agent (hundreds of
     MB, dozens of threads) the page-table copy costs ~15 ms of CPU per container start, more
     than these two small execs.
+
+    ``create_runs``: the command's first ``create`` argument becomes ``run --detach``. conmon
+    only knows ``<runtime> create`` (then the caller runs ``<runtime> start``); this way one
+    runtime process creates and starts the container, which saves a whole ``crun start``.
     """
     unshare = shutil.which("unshare") or "/usr/bin/unshare"
-    return [unshare, "--mount", "--propagation", "slave", "--", "/bin/sh", "-c",
-            f'umount -l {UNIFIED_CGROUP.decode()} 2>/dev/null; exec "$0" "$@"']
+    script = f"umount -l {UNIFIED_CGROUP.decode()} 2>/dev/null; "
+    if create_runs:
+        # `for a` expands the arguments once, so appending to them while looping is safe.
+        script += ('n=$#; s=; for a; do if [ -z "$s" ] && [ "$a" = create ]; then s=1; set -- "$@" run --detach; '
+                   'else set -- "$@" "$a"; fi; done; shift "$n"; ')
+    return [unshare, "--mount", "--propagation", "slave", "--", "/bin/sh", "-c", script + 'exec "$0" "$@"']
 
 
 def enter_netns(path: str) -> None:

@@ -136,11 +136,20 @@ class Runtime:
             if not creating and not os.path.exists(netns):
                 return None  # the group's netns is already gone: kill/delete still work outside it
             return lambda: _sys.enter_netns(netns)
-        return None  # crun's create: see _spawn_prefix
+        return None  # crun's create: see _conmon_runtime
 
-    def _spawn_prefix(self, runtime: str) -> list[str]:
-        """What conmon is started through: crun's create must not see the host's cgroup2 mount."""
-        return _sys.detached_unified_prefix() if runtime == "crun" else []
+    def _conmon_runtime(self, runtime: str) -> tuple[str, list[str]]:
+        """The command conmon runs as its runtime (path, leading arguments), before its ``create ...``.
+
+        crun's goes through a mount namespace without the cgroup2 mount (crun refuses hybrid
+        hosts otherwise) and turns ``create`` into ``run --detach``: the container is created and
+        started by one runtime process. runc and runsc create, and ``_start`` starts (runsc's
+        sandbox gets its limits in between).
+        """
+        if runtime == "crun":
+            prefix = _sys.detached_unified_prefix(create_runs=True)
+            return prefix[0], [*prefix[1:], self.runtime_path, *self._global_args(runtime)]
+        return self.runtime_path, self._global_args(runtime)
 
     def _oci(
         self,
@@ -228,9 +237,9 @@ class Runtime:
     def _create_and_start(
         self, cid: str, spec: dict[str, Any], log_path: Path, bundle: Path, log_size_max: int | None
     ) -> ContainerState:
-        spec = json.loads(json.dumps(spec))  # private copy: we may adapt it
         netns: str | None = None
         if self.name == "runsc":
+            spec = json.loads(json.dumps(spec))  # private copy: adapted below
             netns = self._runsc_adapt(spec)
         bundle.mkdir(parents=True)
         (bundle / "persist").mkdir()
@@ -242,17 +251,23 @@ class Runtime:
             cgroup_path=(spec.get("linux") or {}).get("cgroupsPath"),
         )  # fmt: skip
         self._save_meta(cid, meta)
+        runtime_path, runtime_args = self._conmon_runtime(self.name)
         argv = conmon.conmon_argv(
-            cid=cid, runtime_path=self.runtime_path, runtime_args=self._global_args(self.name),
+            cid=cid, runtime_path=runtime_path, runtime_args=runtime_args,
             bundle=bundle, log_path=log_path, exits_dir=self.exits_dir, sock_dir=self.sock_dir,
             terminal=bool((spec.get("process") or {}).get("terminal")), log_size_max=log_size_max,
         )  # fmt: skip
-        argv = [*self._spawn_prefix(self.name), *argv]
         pid = conmon.spawn(argv, bundle, self._preexec(self.name, netns, creating=True))
         meta.pid = pid
         meta.pid_start = _sys.proc_start_time(pid)
+        if self.name != "crun":
+            self._save_meta(cid, meta)
+            return self._start(cid)
+        # conmon's runtime already started it (see _conmon_runtime). A crash before this write
+        # leaves a live pid without a start time: state() asks the runtime and records it.
+        meta.started_at = datetime.now(UTC)
         self._save_meta(cid, meta)
-        return self._start(cid)
+        return ContainerState(id=cid, status="running", pid=pid, started_at=meta.started_at)
 
     def _limit_sandbox(self, cid: str, cgroup_path: str, resources: dict[str, Any], sandbox_pid: int) -> None:
         """runsc runs with --ignore-cgroups here: put its sandbox (and gofer) under the limits ourselves."""
