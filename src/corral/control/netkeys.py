@@ -1,10 +1,11 @@
-"""Store keys and ARM resource ids of the network resources."""
+"""Store keys and ARM resource ids of the network resources (on model/armids' general forms)."""
 
 from __future__ import annotations
 
 import re
 from typing import NamedTuple
 
+from corral.model.armids import id_pattern, resource_id, resource_key
 from corral.model.records import DNS_LABELS, NODE_BLOCKS, NSGS, ROUTE_TABLES, VNETS  # noqa: F401  (the key prefixes)
 
 PROVIDER = "Microsoft.Network"
@@ -18,16 +19,15 @@ ROUTE_TYPE = f"{ROUTE_TABLE_TYPE}/routes"
 
 
 def vnet_key(sub: str, rg: str, name: str) -> str:
-    # ARM names are case-insensitive; records keep the creator's spelling.
-    return f"{VNETS}{sub.lower()}/{rg.lower()}/{name.lower()}"
+    return resource_key(VNETS, sub, rg, name)
 
 
 def nsg_key(sub: str, rg: str, name: str) -> str:
-    return f"{NSGS}{sub.lower()}/{rg.lower()}/{name.lower()}"
+    return resource_key(NSGS, sub, rg, name)
 
 
 def route_table_key(sub: str, rg: str, name: str) -> str:
-    return f"{ROUTE_TABLES}{sub.lower()}/{rg.lower()}/{name.lower()}"
+    return resource_key(ROUTE_TABLES, sub, rg, name)
 
 
 def blocks_key(vnet_uid: str) -> str:
@@ -39,7 +39,7 @@ def label_key(location: str, label: str) -> str:
 
 
 def vnet_id(sub: str, rg: str, name: str) -> str:
-    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{VNET_TYPE}/{name}"
+    return resource_id(sub, rg, VNET_TYPE, name)
 
 
 def subnet_id(sub: str, rg: str, vnet: str, name: str) -> str:
@@ -47,7 +47,7 @@ def subnet_id(sub: str, rg: str, vnet: str, name: str) -> str:
 
 
 def nsg_id(sub: str, rg: str, name: str) -> str:
-    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{NSG_TYPE}/{name}"
+    return resource_id(sub, rg, NSG_TYPE, name)
 
 
 def rule_id(sub: str, rg: str, nsg: str, name: str) -> str:
@@ -59,7 +59,7 @@ def peering_id(sub: str, rg: str, vnet: str, name: str) -> str:
 
 
 def route_table_id(sub: str, rg: str, name: str) -> str:
-    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{ROUTE_TABLE_TYPE}/{name}"
+    return resource_id(sub, rg, ROUTE_TABLE_TYPE, name)
 
 
 def route_id(sub: str, rg: str, table: str, name: str) -> str:
@@ -91,20 +91,10 @@ class NsgRef(NamedTuple):
     nsg: str
 
 
-_SUBNET_RE = re.compile(
-    r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.Network/virtualNetworks/([^/]+)"
-    r"/subnets/([^/]+)/?$", re.IGNORECASE)
-_NSG_RE = re.compile(
-    r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.Network/networkSecurityGroups/([^/]+)/?$",
-    re.IGNORECASE)
-
-
-_VNET_RE = re.compile(
-    r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.Network/virtualNetworks/([^/]+)/?$",
-    re.IGNORECASE)
-_ROUTE_TABLE_RE = re.compile(
-    r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.Network/routeTables/([^/]+)/?$",
-    re.IGNORECASE)
+_SUBNET_RE = id_pattern(VNET_TYPE, "subnets")
+_NSG_RE = id_pattern(NSG_TYPE)
+_VNET_RE = id_pattern(VNET_TYPE)
+_ROUTE_TABLE_RE = id_pattern(ROUTE_TABLE_TYPE)
 
 
 def _parse(pattern: re.Pattern[str], value: str, what: str, path: str) -> tuple[str, ...]:

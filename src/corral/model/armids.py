@@ -46,7 +46,8 @@ def resource_id(sub: str, rg: str, rtype: str, name: str) -> str:
     return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{rtype}/{name}"
 
 
-def _pattern(rtype: str, child: str | None = None) -> re.Pattern[str]:
+def id_pattern(rtype: str, child: str | None = None) -> re.Pattern[str]:
+    """A resource id of ``rtype`` (or of its ``child`` type), case-insensitive: sub, rg, name(, child name)."""
     tail = rf"/{re.escape(child)}/([^/]+)" if child else ""
     return re.compile(rf"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/{re.escape(rtype)}/([^/]+){tail}/?$",
                       re.IGNORECASE)
@@ -54,7 +55,7 @@ def _pattern(rtype: str, child: str | None = None) -> re.Pattern[str]:
 
 def parse_resource_id(value: str, rtype: str) -> ResourceRef:
     """``value`` as a resource of ``rtype``; ValueError naming the expected shape otherwise."""
-    m = _pattern(rtype).match((value or "").strip())
+    m = id_pattern(rtype).match((value or "").strip())
     if not m:
         raise ValueError(f"'{value}' is not a {rtype} id: expected /subscriptions/{{sub}}/resourceGroups/{{rg}}/"
                          f"providers/{rtype}/{{name}}")
@@ -63,7 +64,7 @@ def parse_resource_id(value: str, rtype: str) -> ResourceRef:
 
 def parse_child_id(value: str, rtype: str, child: str) -> tuple[ResourceRef, str]:
     """A child resource id (``.../{rtype}/{name}/{child}/{childName}``): the parent and the child's name."""
-    m = _pattern(rtype, child).match((value or "").strip())
+    m = id_pattern(rtype, child).match((value or "").strip())
     if not m:
         raise ValueError(f"'{value}' is not a {rtype}/{child} id: expected /subscriptions/{{sub}}/resourceGroups/"
                          f"{{rg}}/providers/{rtype}/{{name}}/{child}/{{{child[:-1]}Name}}")
