@@ -34,6 +34,7 @@ from corral.api.duplex import client_frames as _client_frames
 from corral.api.duplex import close_socket as _close
 from corral.api.duplex import duplex as _duplex
 from corral.api.duplex import ended_by_itself as _ended
+from corral.api.duplex import pump_out
 from corral.api.groups import P, json_body
 from corral.control.groups import GroupService, GroupView
 from corral.control.nodes import NodeDirectory
@@ -312,17 +313,11 @@ async def _exec_session(websocket: WebSocket, node: NodeClient, ticket: Ticket) 
     )
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
-    async def output() -> None:
+    async def send(data: bytes) -> None:
         # Text frames: ACI's own clients print what they receive as text. The decoder keeps split characters whole.
-        while True:
-            data = await anyio.to_thread.run_sync(session.read, 65536, READ_WAKE, limiter=stream_threads())
-            if data is None:
-                continue
-            if not data:
-                return
-            text = decoder.decode(data)
-            if text:
-                await websocket.send_text(text)
+        text = decoder.decode(data)
+        if text:
+            await websocket.send_text(text)
 
     async def input_() -> None:
         async for data in _client_frames(websocket):
@@ -332,11 +327,11 @@ async def _exec_session(websocket: WebSocket, node: NodeClient, ticket: Ticket) 
             try:
                 await anyio.to_thread.run_sync(session.write, data, limiter=stream_threads())
             except OSError:
-                return  # the process is gone: output() sees the end
+                return  # the process is gone: the output side sees the end
 
     try:
         # Both directions are awaited before the pty is closed (the reader thread's fd number could be reused).
-        out_task = await _duplex(output(), input_())
+        out_task = await _duplex(pump_out(lambda: session.read(65536, READ_WAKE), send), input_())
         if _ended(out_task):
             code = await anyio.to_thread.run_sync(session.wait, 5.0)
             # The exit code travels in the close reason, invisible to clients that only print frames.
@@ -379,15 +374,6 @@ async def _port_forward_session(websocket: WebSocket, node: NodeClient, ticket: 
     """Bytes both ways between the socket's binary frames and a TCP connection the node opened."""
     stream: PortStream = await anyio.to_thread.run_sync(node.port_forward, ticket.uid, ticket.port)
 
-    async def output() -> None:
-        while True:
-            data = await anyio.to_thread.run_sync(stream.read, 65536, READ_WAKE, limiter=stream_threads())
-            if data is None:
-                continue
-            if not data:
-                return
-            await websocket.send_bytes(data)
-
     async def input_() -> None:
         async for data in _client_frames(websocket):
             try:
@@ -396,7 +382,7 @@ async def _port_forward_session(websocket: WebSocket, node: NodeClient, ticket: 
                 return
 
     try:
-        if _ended(await _duplex(output(), input_())):
+        if _ended(await _duplex(pump_out(lambda: stream.read(65536, READ_WAKE), websocket.send_bytes), input_())):
             await _close(websocket, 1000, json.dumps({"closed": True}))
     finally:
         await anyio.to_thread.run_sync(stream.close)

@@ -4,11 +4,14 @@ sessions and a node's own API (``corral.link.node_api``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
+import anyio
 from fastapi import WebSocket
 from starlette.websockets import WebSocketState
+
+from corral.serving import stream_threads
 
 
 async def close_socket(websocket: WebSocket, code: int, reason: str = "") -> None:
@@ -26,6 +29,18 @@ async def client_frames(websocket: WebSocket) -> AsyncIterator[bytes]:
         if msg["type"] == "websocket.disconnect":
             return
         yield msg.get("bytes") or (msg.get("text") or "").encode()
+
+
+async def pump_out(read: Callable[[], bytes | None], send: Callable[[bytes], Awaitable[None]]) -> None:
+    """What a blocking ``read`` returns (None: nothing within its wait, b"": the end), read on a stream
+    thread, to ``send``, until the end."""
+    while True:
+        data = await anyio.to_thread.run_sync(read, limiter=stream_threads())
+        if data is None:
+            continue
+        if not data:
+            return
+        await send(data)
 
 
 async def duplex(output: Coroutine[Any, Any, None], input_: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -27,7 +27,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.websockets import WebSocketDisconnect
 
-from corral.api.duplex import close_socket, duplex, ended_by_itself
+from corral.api.duplex import close_socket, duplex, ended_by_itself, pump_out
 from corral.errors import CorralError
 from corral.link.protocol import NodeClient
 from corral.serving import stream_threads
@@ -122,15 +122,6 @@ async def _pipe(websocket: WebSocket, read: Callable[[], bytes | None], write: C
                 control: Callable[[dict[str, Any]], None] | None = None) -> bool:
     """Binary frames out of ``read`` and into ``write`` until either side ends; text frames go to ``control``.
     True when the node's side ended by itself."""
-    async def output() -> None:
-        while True:
-            data = await anyio.to_thread.run_sync(read, limiter=stream_threads())
-            if data is None:
-                continue
-            if not data:
-                return
-            await websocket.send_bytes(data)
-
     async def input_() -> None:
         while True:
             msg = await websocket.receive()
@@ -145,7 +136,7 @@ async def _pipe(websocket: WebSocket, read: Callable[[], bytes | None], write: C
             except OSError:
                 return
 
-    return ended_by_itself(await duplex(output(), input_()))
+    return ended_by_itself(await duplex(pump_out(read, websocket.send_bytes), input_()))
 
 
 @router.websocket("/pty")
