@@ -1,4 +1,4 @@
-"""Store latency: SQLite (the baseline) beside etcd (one member, then three), in the same run.
+"""Store latency: SQLite (the baseline) beside etcd (one member, one behind client TLS, then three), in the same run.
 
     .venv/bin/python bench/store.py [-n 300]
 
@@ -91,10 +91,10 @@ def main() -> None:
         sqlite = open_store(f"sqlite://{tmp}/store.db")
         results["sqlite"] = measure(sqlite, args.n)
         sqlite.close()
-        for members in (1, 3):
-            with run_etcd(Path(tmp), members=members) as etcd:
+        for members, tls in ((1, False), (1, True), (3, False)):
+            with run_etcd(Path(tmp), members=members, tls=tls) as etcd:
                 store = open_store(etcd.url("/bench"))
-                results[f"etcd x{members}"] = measure(store, args.n)
+                results[f"etcd x{members}" + (" TLS" if tls else "")] = measure(store, args.n)
                 store.close()
     names = list(results)
     print(f"{'ms (median / p95)':<20}" + "".join(f"{n:>20}" for n in names))

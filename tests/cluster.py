@@ -214,12 +214,12 @@ class ClusterFabric:
         srv = server or next(s for s in self.servers if s.proc is not None and s.proc.poll() is None)
         return Client(ClientConfig.load(srv.config_path))
 
-    def leader(self, etcd_endpoints: list[str], namespace: str) -> Server:
-        """The server holding the controllers' lease now (read from etcd, as the servers elect)."""
+    def leader(self, store_url: str) -> Server:
+        """The server holding the controllers' lease now (read from the servers' etcd, as they elect)."""
         from corral.control.election import LEADER_KEY
-        from corral.store.etcd import EtcdStore
+        from corral.store.open import open_store
 
-        store = EtcdStore(etcd_endpoints, namespace)
+        store = open_store(store_url)
         try:
             rec = store.get(LEADER_KEY)
         finally:

@@ -6,11 +6,14 @@
         etcd.kill(0)                                  # SIGKILL member 0 (etcd.stop(0): SIGTERM)
         etcd.start(0)                                 # back, with its data
         etcd.endpoints                                # ["http://127.0.0.1:P0", ...]
+    with run_etcd(tmp_path, tls=True) as etcd:       # client TLS with client-certificate auth: url() carries
+        etcd.tls                                      # ?cacert=&cert=&key= (TlsFiles: the CA, the client's pair)
 
 Fixtures (this module is a pytest plugin, see conftest.py): ``etcd``, one member for the whole
-session (give each test its own namespace: ``etcd.url(unique_namespace)``), and ``etcd_namespace``,
-such a namespace. Data and logs live under the tmp dir given (etcd-<port>/<member>/); every member
-is killed and its data removed when the block exits, even on error.
+session (give each test its own namespace: ``etcd.url(unique_namespace)``), ``etcd_tls``, one member
+behind client TLS for the session, and ``etcd_namespace``, such a namespace. Data and logs live
+under the tmp dir given (etcd-<port>/<member>/); every member is killed and its data removed when the
+block exits, even on error.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -26,6 +30,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import BaseModel
+
+from corral import pki
 
 ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
 
@@ -36,8 +43,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class TlsFiles(BaseModel):
+    """A CA, the members' certificate (server and client use: etcd's gateway presents it to its own gRPC
+    server), and a client's certificate, all PEM files under one directory."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def make(cls, directory: Path, hosts: list[str]) -> TlsFiles:
+        directory.mkdir(parents=True, exist_ok=True)
+        ca, ca_key = pki.new_ca("etcd test CA")
+        files = cls(ca=directory / "ca.pem", server_cert=directory / "server.pem", server_key=directory / "server.key",
+                    client_cert=directory / "client.pem", client_key=directory / "client.key")
+        files.ca.write_bytes(pki.cert_pem(ca))
+        for cert, key, server in ((files.server_cert, files.server_key, True), (files.client_cert, files.client_key,
+                                                                                False)):
+            k = pki.new_key()
+            key.write_bytes(pki.key_pem(k))
+            cert.write_bytes(pki.cert_pem(pki.issue(ca, ca_key, k.public_key(), "etcd" if server else "corral",
+                                                    hosts if server else None, server=server, client=True)))
+        return files
+
+
 class EtcdCluster:
-    def __init__(self, root: Path, members: int) -> None:
+    def __init__(self, root: Path, members: int, tls: bool = False) -> None:
         self.root = root
         self.names = [f"m{i}" for i in range(members)]
         self.client_ports = [free_port() for _ in self.names]
@@ -45,10 +78,12 @@ class EtcdCluster:
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * members
         self.initial_cluster = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(self.names, self.peer_ports,
                                                                                        strict=True))
+        self.tls = TlsFiles.make(root / "tls", ["127.0.0.1", "localhost"]) if tls else None
+        self.scheme = "https" if tls else "http"
 
     @property
     def endpoints(self) -> list[str]:
-        return [f"http://127.0.0.1:{p}" for p in self.client_ports]
+        return [f"{self.scheme}://127.0.0.1:{p}" for p in self.client_ports]
 
     @property
     def hosts(self) -> str:
@@ -56,7 +91,18 @@ class EtcdCluster:
         return ",".join(f"127.0.0.1:{p}" for p in self.client_ports)
 
     def url(self, namespace: str = "/corral") -> str:
-        return f"etcd://{self.hosts}/{namespace.strip('/')}"
+        url = f"etcd://{self.hosts}/{namespace.strip('/')}"
+        if self.tls is not None:
+            url += f"?cacert={self.tls.ca}&cert={self.tls.client_cert}&key={self.tls.client_key}"
+        return url
+
+    def http(self) -> httpx.Client:
+        """A client of the members' own HTTP endpoints (/health), with the client certificate under TLS."""
+        if self.tls is None:
+            return httpx.Client(timeout=1)
+        ctx = ssl.create_default_context(cafile=str(self.tls.ca))
+        ctx.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
+        return httpx.Client(timeout=1, verify=ctx)
 
     def start(self, i: int) -> None:
         if self.procs[i] is not None and self.procs[i].poll() is None:
@@ -67,8 +113,10 @@ class EtcdCluster:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
         self.procs[i] = subprocess.Popen(
             [ETCD_BIN, "--name", name, "--data-dir", str(data / "data"),
-             "--listen-client-urls", f"http://127.0.0.1:{cport}",
-             "--advertise-client-urls", f"http://127.0.0.1:{cport}",
+             "--listen-client-urls", f"{self.scheme}://127.0.0.1:{cport}",
+             "--advertise-client-urls", f"{self.scheme}://127.0.0.1:{cport}",
+             *(["--cert-file", str(self.tls.server_cert), "--key-file", str(self.tls.server_key),
+                "--trusted-ca-file", str(self.tls.ca), "--client-cert-auth"] if self.tls else []),
              "--listen-peer-urls", f"http://127.0.0.1:{pport}",
              "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
              "--initial-cluster", self.initial_cluster, "--initial-cluster-token", self.root.name,
@@ -81,6 +129,10 @@ class EtcdCluster:
     def wait_healthy(self, indexes: list[int] | None = None, timeout: float = 30.0) -> None:
         """Until each member named (all by default) answers /health with a leader known."""
         deadline = time.monotonic() + timeout
+        with self.http() as http:
+            self._wait_healthy(http, indexes, deadline, timeout)
+
+    def _wait_healthy(self, http: httpx.Client, indexes: list[int] | None, deadline: float, timeout: float) -> None:
         for i in indexes if indexes is not None else range(len(self.names)):
             while True:
                 proc = self.procs[i]
@@ -88,7 +140,7 @@ class EtcdCluster:
                     log = (self.root / f"{self.names[i]}.log").read_text(errors="replace")[-2000:]
                     raise RuntimeError(f"etcd member {self.names[i]} exited:\n{log}")
                 try:
-                    if httpx.get(f"{self.endpoints[i]}/health", timeout=1).json().get("health") == "true":
+                    if http.get(f"{self.endpoints[i]}/health").json().get("health") == "true":
                         break
                 except (httpx.HTTPError, ValueError):
                     pass
@@ -124,10 +176,10 @@ class EtcdCluster:
 
 
 @contextlib.contextmanager
-def run_etcd(tmp_path: Path, members: int = 1) -> Iterator[EtcdCluster]:
+def run_etcd(tmp_path: Path, members: int = 1, tls: bool = False) -> Iterator[EtcdCluster]:
     """Start ``members`` etcd members (a fresh cluster), yield it, then kill them and remove their data."""
     for attempt in range(3):  # a free port can be taken by someone else before etcd binds it
-        cluster = EtcdCluster(tmp_path / f"etcd-{free_port()}", members)
+        cluster = EtcdCluster(tmp_path / f"etcd-{free_port()}", members, tls=tls)
         try:
             for i in range(members):
                 cluster.start(i)
@@ -148,6 +200,13 @@ def run_etcd(tmp_path: Path, members: int = 1) -> Iterator[EtcdCluster]:
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     """One etcd member for the session; tests keep apart by namespace (``etcd_namespace``)."""
     with run_etcd(tmp_path_factory.mktemp("etcd")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def etcd_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """One etcd member behind client TLS (client certificates required) for the session."""
+    with run_etcd(tmp_path_factory.mktemp("etcd-tls"), tls=True) as cluster:
         yield cluster
 
 

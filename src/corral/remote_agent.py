@@ -5,7 +5,8 @@ On first start it trades the join token for node credentials (``corral.link.join
 agent as `corral up` does in-process, over the HTTP link, under a heartbeat lease with
 self-fencing (``corral.node.lease``, ``corral.node.fence``), serves the node API (logs, exec,
 attach) to the servers with mutual TLS, and serves Corral's DNS at its virtual networks'
-gateways, fed through the link.
+gateways, fed through the link. With ``--metrics-listen`` it serves the families this process
+updates (image pulls, the network pool, ``process_*``) at ``GET /metrics`` for a scraper.
 
 Everything it makes on the machine is its own: data dir (images, runtime state, sandboxes),
 cgroup parent and network-namespace prefix, so several agents can share one machine.
@@ -16,9 +17,11 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+from wsgiref.simple_server import WSGIServer
 
 import uvicorn
-from pydantic import BaseModel, model_validator
+from prometheus_client import start_http_server
+from pydantic import BaseModel, field_validator, model_validator
 
 from corral.errors import InvalidRequest
 from corral.link.http import HttpLink
@@ -56,6 +59,21 @@ class AgentSettings(BaseModel):
     # Seconds a stopped agent asks its node to be left alone (its groups keep running) until it is back.
     restart_grace: float = RESTART_GRACE
     dns: bool = True
+    # HOST:PORT of a plain-HTTP /metrics of this process's own families (None: not served).
+    metrics_listen: str | None = None
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_listen(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            _, port = split_listen(value)
+        except ValueError:
+            port = 0
+        if not 0 < port < 65536:
+            raise ValueError(f"--metrics-listen {value!r} is not HOST:PORT with a port from 1 to 65535")
+        return value
 
     @model_validator(mode="after")
     def _timings(self) -> AgentSettings:
@@ -102,6 +120,7 @@ class RemoteAgent:
 
     def serve(self, ready: threading.Event | None = None) -> None:
         """Run until stopped (SIGTERM / Ctrl-C, or ``shutdown()``)."""
+        metrics = self._serve_metrics()  # first: a taken port must stop the agent before it starts anything
         install_plugin()
         cni_service = start_cni_service(self.settings.node)
         if self.settings.self_fencing:
@@ -129,7 +148,23 @@ class RemoteAgent:
             self.lease.hold(self.settings.restart_grace)  # the groups keep running while the agent restarts
             side_by_side(self.agent.stop, self.host.network.stop,
                          *[p.stop for p in (self.dns, cni_service) if p is not None])
+            if metrics is not None:
+                metrics.shutdown()
+                metrics.server_close()
             self.link.close()
+
+    def _serve_metrics(self) -> WSGIServer | None:
+        """prometheus-client's own server (a thread) for this process's registry: no TLS, no token, so for
+        loopback or a scrape network; the cluster-wide families come from the servers' /metrics."""
+        if self.settings.metrics_listen is None:
+            return None
+        host, port = split_listen(self.settings.metrics_listen)
+        try:
+            server, _ = start_http_server(port, addr=host)
+        except OSError as exc:
+            raise InvalidRequest(f"--metrics-listen {self.settings.metrics_listen}: cannot listen there "
+                                 f"({exc.strerror})") from None
+        return server
 
     def shutdown(self) -> None:
         if self.server is not None:

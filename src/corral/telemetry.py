@@ -6,7 +6,8 @@ consistent. They live in prometheus-client's default registry (with its process_
 usage and restarts, standby pools and NGroups).
 
 In the all-in-one (`corral up`) the node agent runs in the API's process, so its families (image pulls,
-network pool) are in the same registry. See docs/metrics.md for the list and a scrape config.
+network pool) are in the same registry; a cluster's `corral agent` serves them with ``--metrics-listen``.
+See docs/metrics.md for the list and a scrape config.
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ def gluster_volume(root: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFabric]:
-    """Three hosts, each an agent; two servers on a three-member etcd; a registry; a GlusterFS volume for shares."""
+    """Three hosts, each an agent; two servers on a three-member etcd (client TLS, client certificates); a registry;
+    a GlusterFS volume for shares."""
     root = tmp_path_factory.mktemp("cluster")
     fab = ClusterFabric(root)
     fab.hosts[0].zone, fab.hosts[1].zone, fab.hosts[2].zone = "z1", "z2", "z1"
@@ -64,7 +65,7 @@ def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFabric]:
         h.cpu, h.memory = 0.6, 6
     try:
         fab.build()
-        with run_etcd(root, members=3) as etcd, run_registry(root / "registry", host=UPLINK) as reg, \
+        with run_etcd(root, members=3, tls=True) as etcd, run_registry(root / "registry", host=UPLINK) as reg, \
                 gluster_volume(root) as shares:
             try:
                 fab.env["CORRAL_INSECURE_REGISTRIES"] = reg.host_port
@@ -378,6 +379,41 @@ def test_an_agent_restart_keeps_its_groups_running(fabric: ClusterFabric) -> Non
     delete_all(client)
 
 
+
+def test_an_agent_serves_its_own_metrics_to_a_scraper(fabric: ClusterFabric) -> None:
+    """`corral agent --metrics-listen`: what only the agent's process knows (its image pulls, its network pool)."""
+    client = fabric.client()
+    host = host_named(fabric, "ccl-h2")  # zone z2's only host
+    plain = list(host.extra)
+    fabric.stop_agent(host)
+    fabric.start_agent(host, extra=[*plain, "--metrics-listen", f"{host.ip}:9464"])
+    try:
+        absent = group(container("nopull", SLEEPER, image=img(fabric).replace("/busybox:", "/absent:")),
+                       restartPolicy="Always")
+        absent["zones"] = ["z2"]
+        put(client, RG, "nopull", absent, wait=False)  # its deployment fails: the image is nowhere
+
+        def scraped() -> dict[str, Any]:
+            try:  # the node stays Ready while its agent restarts: the agent may not listen yet
+                text = httpx.get(f"http://{host.ip}:9464/metrics", timeout=5).text
+            except httpx.ConnectError as exc:
+                raise AssertionError(f"the agent's /metrics: {exc}") from None
+            fams = {f.name: f for f in text_string_to_metric_families(text)}
+            failed = [s for s in fams["corral_image_pull_duration_seconds"].samples
+                      if s.name.endswith("_count") and s.labels["result"] == "failure" and s.value >= 1]
+            pool = [s for s in fams["corral_network_pool_ready_sandboxes"].samples if s.labels["node"] == host.name]
+            assert failed and pool, "no failed pull or no pool gauge of this node yet"
+            return fams
+
+        fams = eventually(scraped, what="the agent's /metrics")
+        assert "process_resident_memory_bytes" in {s.name for s in fams["process_resident_memory_bytes"].samples}
+        assert fabric.placement()["nopull"] == host.name
+    finally:
+        delete_all(client)
+        fabric.stop_agent(host)
+        fabric.start_agent(host, extra=plain)
+
+
 RUNS = "echo run >> /data/runs; sleep 3600"
 
 
@@ -506,7 +542,7 @@ def test_partition_fences_the_cut_host_and_nothing_runs_twice(fabric: ClusterFab
 
 # the control plane -------------------------------------------------------------------------------------------------
 def leader(fab: ClusterFabric) -> Server:
-    return fab.leader(fab.etcd.endpoints, "/ccl")  # type: ignore[attr-defined]
+    return fab.leader(fab.etcd.url("/ccl"))  # type: ignore[attr-defined]
 
 
 def stream_ops() -> list[tuple[str, int]]:

@@ -40,7 +40,7 @@ def fabric(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Itera
     root = tmp_path_factory.mktemp("corcluster")
     fab = ClusterFabric(root)
     namespace = f"/corcl{uuid.uuid4().hex[:8]}"
-    fab.leader_of = lambda: fab.leader(etcd.endpoints, namespace)  # type: ignore[attr-defined]
+    fab.leader_of = lambda: fab.leader(etcd.url(namespace))  # type: ignore[attr-defined]
     try:
         fab.build()
         with run_registry(root / "registry", host=UPLINK) as reg:

@@ -1,22 +1,25 @@
-"""The Store contract, run against both stores: SQLite (one server) and etcd (a real member).
+"""The Store contract, run against both stores: SQLite (one server) and etcd (a real member, and one
+behind client TLS).
 
 Each etcd case works in a namespace of its own on the session's etcd member (etcd_support.py).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from etcd_support import EtcdCluster
+from etcd_support import EtcdCluster, TlsFiles
 from pydantic import BaseModel
 
-from corral.errors import StoreRequestInvalid, VersionConflict
+from corral.errors import InvalidRequest, StoreRequestInvalid, StoreUnavailable, VersionConflict
 from corral.store.base import ABSENT, MAX_TXN_OPS, Compacted, Delete, Put, Store
 from corral.store.etcd import EtcdStore
+from corral.store.etcdclient import parse_endpoints
 from corral.store.open import open_store
 from corral.store.sqlite import SqliteStore
 from corral.store.update import update_record
@@ -24,13 +27,14 @@ from corral.store.update import update_record
 Opener = Callable[[], Store]
 
 
-@pytest.fixture(params=["sqlite", "etcd"])
+@pytest.fixture(params=["sqlite", "etcd", "etcd-tls"])
 def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
-    """Opens (another handle on) one fresh store; every handle is closed at the end."""
+    """Opens (another handle on) one fresh store; every handle is closed at the end. etcd-tls: a member
+    that asks for client certificates, reached over TLS (the store URL's cacert, cert, key)."""
     if request.param == "sqlite":
         url = f"sqlite://{tmp_path / 'store.db'}"
     else:
-        etcd: EtcdCluster = request.getfixturevalue("etcd")
+        etcd: EtcdCluster = request.getfixturevalue("etcd" if request.param == "etcd" else "etcd_tls")
         url = etcd.url(request.getfixturevalue("etcd_namespace"))
     opened: list[Store] = []
 
@@ -214,3 +218,44 @@ def test_etcd_window_falls_back_to_etcd_history(etcd: EtcdCluster, etcd_namespac
         assert seen == list(range(40))
     finally:
         s.close()
+
+
+def test_etcd_tls_says_what_is_wrong_with_the_clients_credentials(etcd_tls: EtcdCluster, etcd_namespace: str,
+                                                                   tmp_path: Path) -> None:
+    """A member that asks for client certificates: without one, or trusting another CA, the store says it is
+    TLS, at once (no retrying), and nothing is written."""
+    assert etcd_tls.tls is not None
+    base = f"etcd://{etcd_tls.hosts}{etcd_namespace}"
+    other = TlsFiles.make(tmp_path / "other", ["127.0.0.1"])
+    for url, why in ((f"{base}?cacert={etcd_tls.tls.ca}", "no client certificate"),
+                     (f"{base}?cacert={other.ca}&cert={etcd_tls.tls.client_cert}&key={etcd_tls.tls.client_key}",
+                      "the members' certificate is not from this CA"),
+                     (f"{base}?cacert={etcd_tls.tls.ca}&cert={other.client_cert}&key={other.client_key}",
+                      "a client certificate of another CA")):
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="TLS with etcd at https://127.0.0.1:.*cacert, cert and key"):
+            open_store(url)
+        assert time.monotonic() - t0 < 5, why  # not the 10 s of retries an unreachable cluster gets
+    s = open_store(etcd_tls.url(etcd_namespace))
+    try:
+        assert s.list("/") == []
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize(("query", "says"), [
+    ("?cacert={ca}&ca=x", "unknown option 'ca'"),
+    ("?cert={ca}&key={ca}", "need cacert=PATH"),
+    ("?cacert={ca}&cert={ca}", "needs both cert=PATH and key=PATH"),
+    ("?cacert={ca}&cacert={ca}", "give 'cacert' once"),
+    ("?cacert=", "give 'cacert' once"),
+    ("?cacert=/nonexistent/ca.pem", "cacert '/nonexistent/ca.pem' is not a readable file"),
+    ("?cacert={junk}", "cannot be used"),
+])
+def test_etcd_store_url_options_are_checked(tmp_path: Path, query: str, says: str) -> None:
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    ca = TlsFiles.make(tmp_path / "tls", ["127.0.0.1"]).ca
+    with pytest.raises(InvalidRequest, match=re.escape(says)):
+        open_store("etcd://127.0.0.1:1/ns" + query.format(ca=ca, junk=tmp_path / "junk.pem"))
+    with pytest.raises(InvalidRequest, match="http where the store URL asks for https"):
+        parse_endpoints("127.0.0.1:2,http://127.0.0.1:1", secure=True)

@@ -27,7 +27,8 @@ def _on_sigterm(shutdown: object) -> None:
 
 
 def server(
-    store: str = typer.Option(..., "--store", help="sqlite:///PATH (one server) or etcd://HOST:PORT[,HOST:PORT]."),
+    store: str = typer.Option(..., "--store", help="sqlite:///PATH (one server) or etcd://HOST:PORT[,HOST:PORT]"
+                              "[/NAMESPACE][?cacert=PATH&cert=PATH&key=PATH] (TLS: docs/etcd.md)."),
     listen: str = typer.Option("0.0.0.0:8443", "--listen", help="HOST:PORT of the API and of the agents' link."),
     data_dir: Path = typer.Option(Path("/var/lib/corral-server"), "--data-dir",
                                   help="This server's certificates and join-token file."),
@@ -97,6 +98,9 @@ def agent(
                                            "here so groups find their files on any node (docs/shares.md)."),
     metrics_interval: float = typer.Option(5.0, "--metrics-interval", min=0,
                                            help="Seconds between usage samples sent to the servers (0: none)."),
+    metrics_listen: str | None = typer.Option(None, "--metrics-listen",
+                                              help="HOST:PORT: serve this agent's own Prometheus families (image "
+                                                   "pulls, network pool) at plain-HTTP /metrics."),
     verbose: bool = typer.Option(False, "-v", "--verbose"),
 ) -> None:
     """Run this machine as a node of a cluster until stopped."""
@@ -113,7 +117,8 @@ def agent(
         settings = AgentSettings(node=node, servers=[s.strip() for s in server_urls.split(",") if s.strip()],
                                  join_token=join_token, listen=listen or f"{public_ip}:10250",
                                  heartbeat_interval=heartbeat, fence_after=fence_after, node_lease=node_lease,
-                                 self_fencing=self_fencing, restart_grace=restart_grace)
+                                 self_fencing=self_fencing, restart_grace=restart_grace,
+                                 metrics_listen=metrics_listen)
     except ValidationError as exc:
         raise InvalidRequest(nodeflags.settings_error(exc)) from None
     agent_proc = RemoteAgent(settings)

@@ -9,15 +9,27 @@ Watches are served from an in-memory window that one etcd watch keeps current (e
 from __future__ import annotations
 
 import json
+import ssl
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from corral.errors import InvalidRequest, StoreRequestInvalid, StoreUnavailable, VersionConflict
 from corral.store.base import ABSENT, Delete, Event, Op, Put, Record, check_expectation, check_txn
-from corral.store.etcdclient import EtcdClient, WriteOutcomeUnknown, b64, parse_endpoints, prefix_end, unb64
+from corral.store.etcdclient import (
+    EtcdClient,
+    WriteOutcomeUnknown,
+    b64,
+    parse_endpoints,
+    prefix_end,
+    tls_context,
+    unb64,
+)
 from corral.store.etcdwatch import MAX_EVENTS, EventWindow
 
 DEFAULT_NAMESPACE = "/corral"
 PAGE = 500  # keys per range request when listing
+TLS_OPTIONS = ("cacert", "cert", "key")  # the store URL's query: etcdctl's names for them
 ATTEMPTS = 3  # sends of a write whose outcome was unknown and which was certainly not applied
 
 
@@ -31,21 +43,36 @@ def _revision(answer: dict[str, Any]) -> int:
 
 class EtcdStore:
     def __init__(self, endpoints: list[str], namespace: str = DEFAULT_NAMESPACE, *,
-                 max_events: int = MAX_EVENTS, timeout: float = 5.0) -> None:
+                 max_events: int = MAX_EVENTS, timeout: float = 5.0, tls: ssl.SSLContext | None = None) -> None:
         namespace = "/" + namespace.strip("/")
         if namespace == "/":
             raise InvalidRequest("an etcd store needs a namespace other than '/' (default /corral)")
         self.namespace = namespace
         self._ns = namespace.encode()
-        self.client = EtcdClient(endpoints, timeout=timeout)
+        self.client = EtcdClient(endpoints, timeout=timeout, tls=tls)
         self._window = EventWindow(self.client, self._ns, self.revision(), max_events=max_events)
 
     @classmethod
     def from_url(cls, url: str) -> EtcdStore:
-        """``etcd://host:port[,host:port...][/namespace]``."""
-        rest = url.partition("://")[2]
+        """``etcd://host:port[,host:port...][/namespace][?cacert=PATH[&cert=PATH&key=PATH]]``.
+
+        ``cacert`` (the members' CA) turns TLS on; ``cert`` and ``key`` are the client certificate
+        etcd's ``--client-cert-auth`` asks for (the names are etcdctl's flags).
+        """
+        rest, _, query = url.partition("://")[2].partition("?")
         hosts, _, path = rest.partition("/")
-        return cls(parse_endpoints(hosts), path or DEFAULT_NAMESPACE)
+        opts = parse_qs(query, keep_blank_values=True) if query else {}
+        for name, values in opts.items():
+            if name not in TLS_OPTIONS:
+                raise InvalidRequest(f"etcd store URL: unknown option '{name}' (known: {', '.join(TLS_OPTIONS)})")
+            if len(values) != 1 or not values[0]:
+                raise InvalidRequest(f"etcd store URL: give '{name}' once, as {name}=PATH")
+        files = {name: Path(values[0]) for name, values in opts.items()}
+        if files and "cacert" not in files:
+            raise InvalidRequest("etcd store URL: cert= and key= need cacert=PATH (the members' CA), which turns "
+                                 "TLS on")
+        tls = tls_context(files["cacert"], files.get("cert"), files.get("key")) if files else None
+        return cls(parse_endpoints(hosts, secure=tls is not None), path or DEFAULT_NAMESPACE, tls=tls)
 
     def etcd_key(self, key: str) -> bytes:
         if not key.startswith("/"):

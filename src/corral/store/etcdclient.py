@@ -12,9 +12,11 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,24 +53,43 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\0"  # etcd: every key
 
 
-def parse_endpoints(hosts: str) -> list[str]:
-    """``host:port[,host:port...]`` -> base URLs."""
+def parse_endpoints(hosts: str, secure: bool = False) -> list[str]:
+    """``host:port[,host:port...]`` -> base URLs (``https://`` when ``secure``: the store URL names a CA)."""
+    want = "https" if secure else "http"
     out = []
     for part in hosts.split(","):
         part = part.strip()
         if not part:
             continue
         if "://" not in part:
-            part = "http://" + part
+            part = f"{want}://{part}"
         u = urlsplit(part)
-        if u.scheme != "http":
-            raise InvalidRequest(f"etcd endpoint '{part}': only plain http is supported yet (no TLS)")
+        if u.scheme != want:
+            raise InvalidRequest(f"etcd endpoint '{part}': {u.scheme} where the store URL asks for {want} "
+                                 "(https is chosen by giving cacert=..., see docs/etcd.md)")
         if not u.hostname or not u.port:
             raise InvalidRequest(f"etcd endpoint '{part}' needs a host and a port (HOST:PORT)")
         out.append(f"{u.scheme}://{u.netloc}")
     if not out:
         raise InvalidRequest("an etcd store URL names at least one endpoint: etcd://HOST:PORT[,HOST:PORT]")
     return out
+
+
+def tls_context(cacert: Path, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    """What the client trusts (the members' CA) and, for etcd's ``--client-cert-auth``, who it is."""
+    if (cert is None) != (key is None):
+        raise InvalidRequest("an etcd client certificate needs both cert=PATH and key=PATH in the store URL")
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    for what, path in (("cacert", cacert), ("cert", cert), ("key", key)):
+        if path is not None and not path.is_file():
+            raise InvalidRequest(f"etcd {what} '{path}' is not a readable file")
+    try:
+        ctx.load_verify_locations(cafile=str(cacert))
+        if cert is not None and key is not None:
+            ctx.load_cert_chain(str(cert), str(key))
+    except (ssl.SSLError, OSError) as exc:
+        raise InvalidRequest(f"etcd TLS files ({cacert}, {cert}, {key}) cannot be used: {exc}") from None
+    return ctx
 
 
 class WriteOutcomeUnknown(StoreUnavailable):
@@ -93,12 +114,33 @@ def _raise_for(err: dict[str, Any], endpoint: str) -> None:
     raise StoreUnavailable(f"etcd at {endpoint}: {msg}")
 
 
+# Alerts a member sends about our certificate (or none), and a member certificate we do not trust: set-up
+# errors, raised before the member read the request. A connection that merely broke (SSLEOFError and the
+# like, a member dying mid-answer) is not one of them: a write there stays of unknown outcome.
+_TLS_SETUP_REASONS = ("CERTIFICATE", "UNKNOWN_CA", "HANDSHAKE_FAILURE", "ACCESS_DENIED")
+
+
+def _raise_if_tls(exc: BaseException, endpoint: str) -> None:
+    """A TLS set-up failure (a CA that does not match, a client certificate the member refuses or lacks):
+    say so at once instead of retrying."""
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, ssl.SSLError):
+        seen = seen.__cause__ or seen.__context__
+    if not isinstance(seen, ssl.SSLError):
+        return
+    reason = str(getattr(seen, "reason", None) or "")
+    if isinstance(seen, ssl.SSLCertVerificationError) or any(r in reason for r in _TLS_SETUP_REASONS):
+        raise StoreUnavailable(f"TLS with etcd at {endpoint} failed ({reason or seen}): check the store URL's "
+                               "cacert, cert and key") from exc
+
+
 class EtcdClient:
     def __init__(self, endpoints: list[str], *, timeout: float = 5.0, connect_timeout: float = 1.0,
-                 retry_for: float = 10.0) -> None:
+                 retry_for: float = 10.0, tls: ssl.SSLContext | None = None) -> None:
         self.endpoints = endpoints
         self.timeout, self.connect_timeout, self.retry_for = timeout, connect_timeout, retry_for
-        self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        self.tls = tls
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=connect_timeout), verify=tls or True,
                                   limits=httpx.Limits(max_keepalive_connections=16, max_connections=64))
         self._current = 0  # the member that answered last
         self._lock = threading.Lock()
@@ -122,9 +164,11 @@ class EtcdClient:
                                     timeout=None if timeout is None else httpx.Timeout(timeout,
                                                                                        connect=self.connect_timeout))
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                _raise_if_tls(exc, endpoint)
                 failures.append(f"{endpoint}: {exc or type(exc).__name__}")
                 continue
             except httpx.TransportError as exc:
+                _raise_if_tls(exc, endpoint)
                 if not idempotent:
                     raise WriteOutcomeUnknown(
                         f"etcd at {endpoint} failed while answering a write ({exc or type(exc).__name__}); "
@@ -210,7 +254,7 @@ class EtcdClient:
             index = (self._current + attempt) % n
             try:
                 return WatchStream(self.endpoints[index], {"create_request": create},
-                                   connect_timeout=self.connect_timeout)
+                                   connect_timeout=self.connect_timeout, tls=self.tls)
             except OSError as exc:
                 failures.append(f"{self.endpoints[index]}: {exc}")
         raise StoreUnavailable("no etcd member accepted a watch: " + "; ".join(failures))
@@ -226,11 +270,15 @@ class WatchStream:
     nothing does (so the reader can check whether to stop). ``close`` may be called from any thread.
     """
 
-    def __init__(self, endpoint: str, body: dict[str, Any], *, connect_timeout: float, poll: float = 0.5) -> None:
+    def __init__(self, endpoint: str, body: dict[str, Any], *, connect_timeout: float, poll: float = 0.5,
+                 tls: ssl.SSLContext | None = None) -> None:
         u = urlsplit(endpoint)
         self.endpoint = endpoint
         self._sock = socket.create_connection((u.hostname, u.port), timeout=connect_timeout)
         try:
+            if u.scheme == "https":
+                # The handshake runs within the connect timeout; its failures are OSErrors (ssl.SSLError).
+                self._sock = (tls or ssl.create_default_context()).wrap_socket(self._sock, server_hostname=u.hostname)
             payload = json.dumps(body).encode()
             head = (f"POST /v3/watch HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n"
                     f"Content-Length: {len(payload)}\r\nGrpc-Metadata-hasleader: true\r\n\r\n")
@@ -307,7 +355,9 @@ class WatchStream:
         if not self._closed:
             self._closed = True
             try:
-                self._sock.shutdown(socket.SHUT_RDWR)
+                # The plain socket's shutdown, also under TLS: it wakes a reader blocked in another thread
+                # without tearing down the TLS object under it.
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
             except OSError:
                 pass
             self._sock.close()
