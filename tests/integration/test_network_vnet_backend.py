@@ -15,7 +15,7 @@ import pytest
 from corral.errors import Conflict
 from corral.net.vnet import netops, plugin
 from corral.net.vnet.config import VnetConf
-from corral.node.network import PortMapping, nsfiles
+from corral.node.network import PortMapping, nsfiles, vnet_backend
 from corral.node.network.claims import HostPortClaims
 from corral.node.network.vnet_backend import VnetNetworkConfig, VnetNetworkManager
 
@@ -52,12 +52,13 @@ def host(tmp_path: Path) -> Iterator[Path]:
         assert _cnt_netns() == before
 
 
-def make(tmp: Path, pool: int, second: bool = False, ports: HostPortClaims | None = None) -> VnetNetworkManager:
+def make(tmp: Path, pool: int, second: bool = False, ports: HostPortClaims | None = None,
+         max_sandboxes: int = 250) -> VnetNetworkManager:
     """The test network, or (``second``) another one on the same host."""
     name, bridge, subnet, block = (("cnt-vq", "cnt6", "10.199.144.0/20", "10.199.145.0/24") if second else
                                    ("cnt-vp", "cnt5", "10.199.128.0/20", "10.199.129.0/24"))
     conf = VnetConf.model_validate({
-        "name": name, "bridge": bridge, "dataDir": str(tmp / name / "data"),
+        "name": name, "bridge": bridge, "dataDir": str(tmp / name / "data"), "maxSandboxes": max_sandboxes,
         "ipam": {"subnet": subnet, "nodeBlock": block},
     })
     return VnetNetworkManager(VnetNetworkConfig(vnet=conf, state_dir=tmp / name / "state", netns_prefix="cnt-",
@@ -253,4 +254,39 @@ def test_concurrent_creates_with_pool(host: Path) -> None:
     for sid in made:
         mgr.delete(sid)
     mgr.teardown()
+    assert plugin.store(mgr.conf).allocations() == {}
+
+
+def test_a_full_node_gives_its_last_sandboxes_to_groups_not_to_the_pool(host: Path) -> None:
+    """At the node's sandbox limit, addresses the refill holds for slots it is building go to the groups that
+    come meanwhile: every create up to the limit succeeds, whenever it lands against the refill."""
+    mgr = make(host, pool=2, max_sandboxes=4)
+    errors: list[BaseException] = []
+    try:
+        for round_ in range(8):
+            assert mgr.wait_pool(30)
+            first = f"r{round_}a"
+            mgr.create(first, first)  # a take: the refill starts building its replacement after REFILL_QUIET
+            time.sleep(vnet_backend.REFILL_QUIET + 0.005 * round_)  # land on that build, earlier or later
+            rest = [f"r{round_}{c}" for c in "bcd"]
+
+            def one(sid: str) -> None:
+                try:
+                    mgr.create(sid, sid)
+                except BaseException as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=one, args=(sid,)) for sid in rest]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not errors, errors
+            assert {sb.id for sb in mgr.list()} == {first, *rest}
+            for sid in (first, *rest):
+                mgr.delete(sid)
+    finally:
+        for sb in mgr.list():  # what a failed round left: teardown refuses while sandboxes exist
+            mgr.delete(sb.id)
+        mgr.teardown()
     assert plugin.store(mgr.conf).allocations() == {}

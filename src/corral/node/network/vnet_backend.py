@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
-from corral.errors import Conflict, CorralError, InvalidRequest, NetworkError
+from corral.errors import Conflict, CorralError, InvalidRequest, NetworkCapacityExceeded, NetworkError
 from corral.net.vnet import firewall, netops, node, plugin
 from corral.net.vnet.config import VnetConf
 from corral.net.vnet.nsg import SecurityRule
@@ -66,6 +66,8 @@ class VnetNetworkManager:
         self._root.mkdir(parents=True, exist_ok=True)
         self._pool.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._slot_done = threading.Condition(self._lock)  # a slot the refill was building is ready or gone
+        self._building = 0  # slots the refill is building (each holds an address of the node's block)
         self._id_lock = SandboxLocks()
         self._ports = ports or HostPortClaims()
         self._ports.add_holdings(str(self._root), lambda: records.held_ports(self._root, _Record))
@@ -110,13 +112,19 @@ class VnetNetworkManager:
                 self._ports.claim(sandbox_id, [(p.host_port, p.protocol) for p in ports])
                 with self._lock:
                     slot = self._take_slot()
-                if slot is not None:
-                    self._last_take = time.monotonic()
-                    self._wake.set()
-                    sb = self._adopt(slot, sandbox_id, hostname, ports, dns)
-                else:
-                    sb = self._build(d, sandbox_id, sandbox_id, hostname, ports, dns)
-                return sb
+                if slot is None:
+                    try:
+                        return self._build(d, sandbox_id, sandbox_id, hostname, ports, dns)
+                    except NetworkCapacityExceeded:
+                        # The node is at its limit, perhaps only because the refill holds addresses for
+                        # slots it is building: those are for groups like this one.
+                        slot = self._slot_being_built()
+                        if slot is None:
+                            raise
+                        self._destroy(d, _load(d))
+                self._last_take = time.monotonic()
+                self._wake.set()
+                return self._adopt(slot, sandbox_id, hostname, ports, dns)
             except BaseException as exc:
                 try:
                     self._destroy(d, _load(d))
@@ -268,6 +276,19 @@ class VnetNetworkManager:
             self._wake.set()
         return None
 
+    def _slot_being_built(self, timeout: float = 30.0) -> str | None:
+        """Wait for a slot the refill is building (none: None at once) and take it when it is ready."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                slot = self._take_slot()
+                if slot is not None or self._building == 0:
+                    return slot
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._slot_done.wait(left)
+
     def _adopt(self, slot: str, sid: str, hostname: str, ports: builtins.list[PortMapping],
                dns: DnsSettings) -> Sandbox:
         """Take a standby slot for ``sid``: one rename hands over namespaces and address."""
@@ -304,16 +325,25 @@ class VnetNetworkManager:
                 continue
             slot = "pool-" + secrets.token_hex(4)
             d = self._pool / slot
+            with self._lock:
+                self._building += 1
+            built = False
             try:
                 self._build(d, slot, slot, slot, [], None)
-                with self._lock:
-                    self._ready.append(slot)
+                built = True
             except BaseException as exc:  # keep the agent alive; leave nothing half built
                 self.pool_errors.append(exc)
                 try:
                     self._destroy(d, _load(d))
                 except Exception as again:
                     self.pool_errors.append(again)
+            finally:
+                with self._lock:
+                    self._building -= 1
+                    if built:
+                        self._ready.append(slot)
+                    self._slot_done.notify_all()
+            if not built:
                 self._stop.wait(1.0)
 
     # ---- undoing -------------------------------------------------------------------
