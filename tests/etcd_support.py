@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
-import ssl
 import subprocess
 import time
 import uuid
@@ -33,6 +32,7 @@ import pytest
 from pydantic import BaseModel
 
 from corral import pki
+from corral.store.etcdclient import tls_context
 
 ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
 
@@ -100,9 +100,7 @@ class EtcdCluster:
         """A client of the members' own HTTP endpoints (/health), with the client certificate under TLS."""
         if self.tls is None:
             return httpx.Client(timeout=1)
-        ctx = ssl.create_default_context(cafile=str(self.tls.ca))
-        ctx.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
-        return httpx.Client(timeout=1, verify=ctx)
+        return httpx.Client(timeout=1, verify=tls_context(self.tls.ca, self.tls.client_cert, self.tls.client_key))
 
     def start(self, i: int) -> None:
         if self.procs[i] is not None and self.procs[i].poll() is None:

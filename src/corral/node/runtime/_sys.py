@@ -25,8 +25,8 @@ def detached_unified_prefix(create_runs: bool = False) -> list[str]:
     crun refuses hybrid cgroup hosts while cgroup2 holds a controller; hiding the unified
     mount in a throwaway namespace makes it use plain cgroup v1, without touching the
     host's mounts. Slave, not private: unmounts on the host (a deleted sandbox's netns
-    under the shared /var/run/netns) must reach this namespace, which the container keeps
-    for its life; otherwise it would pin other groups' namespaces.
+    under the shared /var/run/netns) must reach this namespace while it lives (as long as
+    the runtime process); otherwise it would pin other groups' namespaces.
 
     A prefix (util-linux ``unshare`` and ``umount``), not a ``preexec_fn``: that makes Python
     fork() the calling process instead of vfork()ing it, and for the node agent (hundreds of

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 RUNTIMES = ("crun", "runc", "runsc")
+# Runtimes conmon starts as `run --detach`: created and started in one process (see Runtime._conmon_runtime).
+# runc and runsc create, then `start` (runsc's sandbox gets its limits in between).
+STARTED_ON_CREATE = ("crun",)
 CMD_TIMEOUT = 60.0
 # How long after its start a container's init may take to install a SIGTERM handler (see stop).
 HANDLER_GRACE = 1.0
@@ -142,9 +145,7 @@ class Runtime:
         """The command conmon runs as its runtime (path, leading arguments), before its ``create ...``.
 
         crun's goes through a mount namespace without the cgroup2 mount (crun refuses hybrid
-        hosts otherwise) and turns ``create`` into ``run --detach``: the container is created and
-        started by one runtime process. runc and runsc create, and ``_start`` starts (runsc's
-        sandbox gets its limits in between).
+        hosts otherwise) and turns ``create`` into ``run --detach`` (``STARTED_ON_CREATE``).
         """
         if runtime == "crun":
             prefix = _sys.detached_unified_prefix(create_runs=True)
@@ -260,10 +261,10 @@ class Runtime:
         pid = conmon.spawn(argv, bundle, self._preexec(self.name, netns, creating=True))
         meta.pid = pid
         meta.pid_start = _sys.proc_start_time(pid)
-        if self.name != "crun":
+        if self.name not in STARTED_ON_CREATE:
             self._save_meta(cid, meta)
             return self._start(cid)
-        # conmon's runtime already started it (see _conmon_runtime). A crash before this write
+        # conmon's runtime already started it. A crash before this write
         # leaves a live pid without a start time: state() asks the runtime and records it.
         meta.started_at = datetime.now(UTC)
         self._save_meta(cid, meta)
