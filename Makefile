@@ -48,11 +48,15 @@ system-packages:
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-venv: $(VENV)/.installed $(VENV)/bin/corral-vnet-native
+venv: $(VENV)/.installed $(VENV)/bin/corral-vnet-native $(VENV)/bin/corral-crun-shim
 
 # The corral-vnet CNI executable's native fast path (src/corral/net/vnet/install.py says why).
 $(VENV)/bin/corral-vnet-native: src/corral/net/vnet/native_client.c $(VENV)/.installed
-	$(PY) -c 'from corral.net.vnet.install import build_native; build_native()'
+	$(PY) -m corral.native corral-vnet-native
+
+# How conmon runs crun (src/corral/node/runtime/crun_shim.c says why).
+$(VENV)/bin/corral-crun-shim: src/corral/node/runtime/crun_shim.c $(VENV)/.installed
+	$(PY) -m corral.native corral-crun-shim
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

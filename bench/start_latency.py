@@ -11,10 +11,12 @@ Rows:
                   Three node set-ups: virtual network with a standby pool of ready network
                   sandboxes (the default), the same without the pool, and the plain CNI bridge.
   crun run        raw `crun run --detach` of a bundle over the same image (overlay rootfs), no network
-                  (started through unshare + umount, as Corral starts crun: crun refuses hybrid cgroups).
+                  (behind the same prefix Corral starts crun behind, _sys.runtime_prefix: the native
+                  shim, or unshare + umount + sh without it; crun refuses hybrid cgroups).
   conmon + crun   Corral's runtime layer alone (node/runtime: conmon, which runs `crun run --detach`) on
                   the same bundle, no agent, no network: the floor of a container with a monitor that keeps
-                  its log and exit code, as every Corral container has.
+                  its log and exit code, as every Corral container has. Runtime.run, started cold: the
+                  agent instead launches conmon ahead and overlaps its start with the rootfs and spec.
   podman run      `podman run --rm --network bridge` of the same image, a command that exits at once
                   (Debian's podman with runc and cgroupfs).
 Prints p50/p95/p99 in milliseconds. Needs root. Everything it creates is removed at the end.
@@ -173,9 +175,9 @@ def crun_run(data_dir: Path, n: int, work: Path, cgroup_parent: str = "/corral-b
         (bundle / "config.json").write_text(json.dumps(spec))
         with open(cdir / "out", "wb") as log:
             t0 = time.perf_counter()
-            # Through the same unshare + umount prefix the agent uses (no preexec_fn: this process is
+            # Behind the same prefix the agent uses (no preexec_fn: this process is
             # vforked, not forked), so the baseline pays nothing for being started from Python.
-            subprocess.run([*_sys.detached_unified_prefix(), "crun", "run", "--detach", "--bundle", str(bundle),
+            subprocess.run([*_sys.runtime_prefix(), "crun", "run", "--detach", "--bundle", str(bundle),
                             cid], check=True, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
             return (time.perf_counter() - t0) * 1000
 

@@ -39,6 +39,7 @@ import corral.control.groups as groups  # noqa: E402
 import corral.link.local as local  # noqa: E402
 import corral.node.agent as agent  # noqa: E402
 import corral.node.host as host  # noqa: E402
+import corral.node.images.store as store  # noqa: E402
 import corral.node.network.vnet_backend as vnet_backend  # noqa: E402
 import corral.node.runtime.conmon as conmon  # noqa: E402
 import corral.node.worker as worker  # noqa: E402
@@ -58,7 +59,9 @@ STEPS: list[tuple[str, Any, str]] = [
     ("  network sandbox (standby pool take)", host.NodeHost, "ensure_sandbox"),
     ("    pool take: rename + records + hostname + /etc files", vnet_backend.VnetNetworkManager, "_adopt"),
     ("  container (rootfs mount, spec, runtime)", host.NodeHost, "run_container"),
-    ("    conmon + crun (create and start, one runtime process)", conmon, "spawn"),
+    ("    conmon started, its runtime held at the gate", conmon.Launch, "__init__"),
+    ("    rootfs mount (overlay), meanwhile", store.ImageStore, "mount_rootfs"),
+    ("    gate opened -> crun run (create and start) done", conmon.Launch, "go"),
     ("status write (Running)", local.LocalLink, "report"),
 ]
 

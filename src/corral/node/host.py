@@ -231,15 +231,19 @@ class NodeHost:
         self.remove_container(uid, cid)
         cdir = self._container_dir(uid, cid)
         cdir.mkdir(parents=True, exist_ok=True)
-        rootfs = self.images.mount_rootfs(image, cdir)
         log_path = self.log_path(uid, name, init)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        req = self._spec_request(uid, cid, props, image, sandbox, rootfs, hostname)
-        req.mounts.extend(mounts or [])
+        runtime = self.runtime_for(isolation)
+        # conmon first: its start overlaps with the rootfs mount and the spec below.
+        launched = runtime.launch(cid, log_path)
         try:
+            rootfs = self.images.mount_rootfs(image, cdir)
+            req = self._spec_request(uid, cid, props, image, sandbox, rootfs, hostname)
+            req.mounts.extend(mounts or [])
             spec = build_spec(req)
-            return self.runtime_for(isolation).run(cid, spec, log_path)
-        except Exception:
+            return runtime.run(cid, spec, log_path, launched=launched)
+        except BaseException:
+            if launched is not None:
+                launched.cancel()
             self.remove_container(uid, cid)
             raise
 

@@ -12,11 +12,11 @@ and finds Corral at the path it was installed from; only the slow path sets
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 import corral
+from corral import native
 from corral.fileio import atomic_write
 
 CNI_BIN_DIRS = (Path("/opt/cni/bin"),)
@@ -35,8 +35,11 @@ def launcher_text() -> str:
 FALLBACK_NAME = ".corral-vnet-python"  # the native client execs this, beside itself
 
 
+NATIVE = "corral-vnet-native"
+
+
 def native_binary() -> Path:
-    return Path(sys.prefix) / "bin" / "corral-vnet-native"
+    return native.path(NATIVE)
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -73,12 +76,4 @@ def install_plugin(bin_dirs: tuple[Path, ...] = CNI_BIN_DIRS) -> list[Path]:
 
 def build_native(out: Path | None = None) -> Path | None:
     """Compile ``native_client.c`` (None: no C compiler here)."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        return None
-    import subprocess
-
-    out = out or native_binary()
-    src = Path(__file__).with_name("native_client.c")
-    subprocess.run([cc, "-O2", "-Wall", "-o", str(out), str(src)], check=True)
-    return out
+    return native.build(NATIVE, out)

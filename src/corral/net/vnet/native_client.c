@@ -7,7 +7,7 @@
  * (no service, a service in other namespaces, a service that died mid-call)
  * execs the Python launcher installed beside this binary (FALLBACK_NAME), with
  * the same stdin, which does the work itself. Built by `make venv`
- * (install.py: build_native); without a C compiler the Python launcher is
+ * (corral/native.py); without a C compiler the Python launcher is
  * installed in its place.
  */
 #define _GNU_SOURCE

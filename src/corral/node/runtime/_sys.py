@@ -6,6 +6,9 @@ import ctypes
 import os
 import select
 import shutil
+from pathlib import Path
+
+from corral import native
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
@@ -19,8 +22,11 @@ def _check(ret: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def detached_unified_prefix(create_runs: bool = False) -> list[str]:
-    """A command prefix that runs the command in a mount namespace of its own without the cgroup2 mount.
+SHIM = "corral-crun-shim"
+
+
+def runtime_prefix(create_runs: bool = False, native_shim: bool = True) -> list[str]:
+    """The command prefix crun runs behind: a mount namespace of its own without the cgroup2 mount.
 
     crun refuses hybrid cgroup hosts while cgroup2 holds a controller; hiding the unified
     mount in a throwaway namespace makes it use plain cgroup v1, without touching the
@@ -28,15 +34,19 @@ def detached_unified_prefix(create_runs: bool = False) -> list[str]:
     under the shared /var/run/netns) must reach this namespace while it lives (as long as
     the runtime process); otherwise it would pin other groups' namespaces.
 
-    A prefix (util-linux ``unshare`` and ``umount``), not a ``preexec_fn``: that makes Python
-    fork() the calling process instead of vfork()ing it, and for the node agent (hundreds of
-    MB, dozens of threads) the page-table copy costs ~15 ms of CPU per container start, more
-    than these two small execs.
-
     ``create_runs``: the command's first ``create`` argument becomes ``run --detach``. conmon
     only knows ``<runtime> create`` (then the caller runs ``<runtime> start``); this way one
     runtime process creates and starts the container, which saves a whole ``crun start``.
+
+    The native shim (``crun_shim.c``, when ``make venv`` built it) does it in one exec and
+    also honours a start gate (``gated``); without it, util-linux ``unshare`` and ``umount``
+    and ``sh`` do, in four. A prefix, not a ``preexec_fn``: that makes Python fork() the
+    calling process instead of vfork()ing it, and for the node agent (hundreds of MB, dozens
+    of threads) the page-table copy costs ~15 ms of CPU per container start.
     """
+    shim = native.installed(SHIM) if native_shim else None
+    if shim is not None:
+        return [str(shim), "--create-runs"] if create_runs else [str(shim)]
     unshare = shutil.which("unshare") or "/usr/bin/unshare"
     script = f"umount -l {UNIFIED_CGROUP.decode()} 2>/dev/null; "
     if create_runs:
@@ -44,6 +54,11 @@ def detached_unified_prefix(create_runs: bool = False) -> list[str]:
         script += ('n=$#; s=; for a; do if [ -z "$s" ] && [ "$a" = create ]; then s=1; set -- "$@" run --detach; '
                    'else set -- "$@" "$a"; fi; done; shift "$n"; ')
     return [unshare, "--mount", "--propagation", "slave", "--", "/bin/sh", "-c", script + 'exec "$0" "$@"']
+
+
+def gated(prefix: list[str]) -> bool:
+    """Whether ``prefix`` waits for a start gate (CORRAL_GATE, a FIFO) before it runs anything."""
+    return bool(prefix) and Path(prefix[0]).name == SHIM
 
 
 def enter_netns(path: str) -> None:

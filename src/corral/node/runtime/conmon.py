@@ -47,48 +47,99 @@ def conmon_argv(
 
 
 def spawn(argv: list[str], bundle: Path, preexec: Callable[[], None] | None) -> int:
-    """Start conmon, which forks, detaches and runs `<runtime> create`; return the container pid.
+    """Start conmon, which forks, detaches and runs `<runtime> create`; return the container pid."""
+    return Launch(argv, bundle, preexec).go()
 
+
+class Launch:
+    """conmon, started; with a ``gate``, its runtime waits on that FIFO until ``go()``.
+
+    The gate lets the caller start conmon (its exec, and the runtime's prefix) first and
+    write the bundle meanwhile. The gate's writer is held here: a cancel, or this process
+    dying, closes it and the runtime gives up (exit 1), so a gated start never runs late.
     conmon reports the create result as JSON on the pipe named by _OCI_SYNCPIPE,
     including the runtime's error text, so nothing here waits on the container's stdio.
     """
-    r, w = os.pipe()
-    try:
-        with open(bundle / "conmon.err", "wb") as err:
-            env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "_OCI_SYNCPIPE": str(w)}
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=err,
-                    pass_fds=(w,),
-                    env=env,
-                    preexec_fn=preexec,
-                    start_new_session=True,  # our signals (e.g. ^C to the agent) must not reach it
-                    cwd=bundle,
-                )
-            except OSError as e:
-                raise RuntimeFailure(f"cannot start conmon ({argv[0]}): {e}") from e
-        os.close(w)
-        w = -1
-        proc.wait()  # the launching parent exits right after forking the monitor
-        msg = _read_sync(r)
-    finally:
-        os.close(r)
-        if w >= 0:
+
+    def __init__(self, argv: list[str], bundle: Path, preexec: Callable[[], None] | None,
+                 gate: Path | None = None) -> None:
+        self._argv = argv
+        self._bundle = bundle
+        self._gate = gate
+        self._gate_fd = -1
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+        if gate is not None:
+            os.mkfifo(gate, 0o600)
+            # Read-write: opening never blocks, and the FIFO keeps its data until the runtime reads it.
+            self._gate_fd = os.open(gate, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            env["CORRAL_GATE"] = str(gate)
+        self._sync_r, w = os.pipe()
+        try:
+            with open(bundle / "conmon.err", "wb") as err:
+                env["_OCI_SYNCPIPE"] = str(w)
+                try:
+                    self._proc = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=err,
+                        pass_fds=(w,),
+                        env=env,
+                        preexec_fn=preexec,
+                        start_new_session=True,  # our signals (e.g. ^C to the agent) must not reach it
+                        cwd=bundle,
+                    )
+                except OSError as e:
+                    raise RuntimeFailure(f"cannot start conmon ({argv[0]}): {e}") from e
+        except BaseException:
+            self._close()
+            raise
+        finally:
             os.close(w)
-    if msg is None:
-        detail = _tail(bundle / "conmon.err")
-        raise RuntimeFailure(
-            f"conmon exited without reporting the container's creation (exit {proc.returncode})"
-            + (f": {detail}" if detail else "")
-        )
-    pid = int(msg.get("data", -1))
-    if pid <= 0:
-        text = str(msg.get("message") or _tail(bundle / "conmon.err") or "unknown error")
-        raise RuntimeFailure(f"container create failed: {text.strip()}")
-    return pid
+
+    def go(self) -> int:
+        """Let the runtime run; wait for the create and return the container pid."""
+        try:
+            if self._gate_fd >= 0:
+                os.write(self._gate_fd, b"go\n")
+            self._proc.wait()  # the launching parent exits right after forking the monitor
+            msg = _read_sync(self._sync_r)
+        finally:
+            self._close()  # the gate's writer stays open until the runtime has read it
+        if msg is None:
+            detail = _tail(self._bundle / "conmon.err")
+            raise RuntimeFailure(
+                f"conmon exited without reporting the container's creation (exit {self._proc.returncode})"
+                + (f": {detail}" if detail else "")
+            )
+        pid = int(msg.get("data", -1))
+        if pid <= 0:
+            text = str(msg.get("message") or _tail(self._bundle / "conmon.err") or "unknown error")
+            raise RuntimeFailure(f"container create failed: {text.strip()}")
+        return pid
+
+    def cancel(self) -> None:
+        """The runtime never runs: close the gate and wait until conmon has given up. Idempotent."""
+        if self._sync_r < 0:
+            return
+        if self._gate_fd >= 0:
+            os.close(self._gate_fd)
+            self._gate_fd = -1
+        try:
+            self._proc.wait()
+            _read_sync(self._sync_r)  # conmon answers the failed create, then exits
+        except RuntimeFailure:
+            pass
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        for fd in (self._gate_fd, self._sync_r):
+            if fd >= 0:
+                os.close(fd)
+        self._gate_fd = self._sync_r = -1
+        if self._gate is not None:
+            self._gate.unlink(missing_ok=True)
 
 
 def _read_sync(fd: int) -> dict[str, object] | None:

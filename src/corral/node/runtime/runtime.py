@@ -104,6 +104,23 @@ class ExitWatcher:
         self.close()
 
 
+class Launched:
+    """A container's conmon, started by ``Runtime.launch``; its runtime waits for ``run``."""
+
+    def __init__(self, cid: str, log_path: Path, terminal: bool, launch: conmon.Launch) -> None:
+        self.cid = cid
+        self.log_path = log_path
+        self.terminal = terminal
+        self._launch = launch
+
+    def go(self) -> int:
+        return self._launch.go()
+
+    def cancel(self) -> None:
+        """The container is not started after all: conmon gives up; the bundle is the caller's."""
+        self._launch.cancel()
+
+
 class Runtime:
     def __init__(self, state_dir: Path, runtime: str = "crun") -> None:
         if runtime not in RUNTIMES:
@@ -148,7 +165,7 @@ class Runtime:
         hosts otherwise) and turns ``create`` into ``run --detach`` (``STARTED_ON_CREATE``).
         """
         if runtime == "crun":
-            prefix = _sys.detached_unified_prefix(create_runs=True)
+            prefix = _sys.runtime_prefix(create_runs=True)
             return prefix[0], [*prefix[1:], self.runtime_path, *self._global_args(runtime)]
         return self.runtime_path, self._global_args(runtime)
 
@@ -208,57 +225,101 @@ class Runtime:
 
     # ---- lifecycle ---------------------------------------------------------------
 
-    def run(self, cid: str, spec: dict[str, Any], log_path: Path, *, log_size_max: int | None = None) -> ContainerState:
+    def launch(self, cid: str, log_path: Path, *, terminal: bool = False,
+               log_size_max: int | None = None) -> Launched | None:
+        """Start ``cid``'s conmon now, its runtime held at a gate until ``run(..., launched=)``.
+
+        conmon's exec and the runtime's prefix (~5 ms) then overlap with the caller's
+        rootfs and spec. For a container that does not exist yet; None when this runtime
+        cannot wait at a gate (runc, runsc, or crun without the native shim): ``run`` then
+        starts conmon itself. The caller must ``run`` or ``cancel`` what it gets.
+        """
+        check_id(cid)
+        if not _sys.gated([self._conmon_runtime(self.name)[0]]):
+            return None
+        bundle = self.bundle(cid)
+        log_path = Path(log_path).absolute()
+        self._make_bundle(cid, bundle, log_path)
+        argv = self._conmon_argv(cid, bundle, log_path, terminal, log_size_max)
+        try:
+            return Launched(cid, log_path, terminal, conmon.Launch(argv, bundle, None, gate=bundle / "gate"))
+        except BaseException:
+            shutil.rmtree(bundle, ignore_errors=True)
+            raise
+
+    def run(self, cid: str, spec: dict[str, Any], log_path: Path, *, log_size_max: int | None = None,
+            launched: Launched | None = None) -> ContainerState:
         """Create and start ``cid``; returns once it runs. Re-running converges.
 
         ``log_size_max`` (bytes) makes conmon truncate the log when it grows past it.
+        ``launched``: its conmon, from ``launch`` (which took the log options).
 
         Already running: returned as is. Created but not started (a crash in
         between): started. Stopped or half-made: cleaned up and created afresh.
         """
         check_id(cid)
-        cur = self.state(cid)
-        if cur.status == "running":
-            return cur
-        if cur.status == "created" and self._meta(cid) is not None:
-            return self._start(cid)
-        if cur.status != "absent":
-            self.delete(cid)
+        if launched is None:
+            cur = self.state(cid)
+            if cur.status == "running":
+                return cur
+            if cur.status == "created" and self._meta(cid) is not None:
+                return self._start(cid)
+            if cur.status != "absent":
+                self.delete(cid)
+        elif launched.cid != cid or Path(log_path).absolute() != launched.log_path:
+            raise ValueError(f"launched for {launched.cid}, not {cid} with this log")
         bundle = self.bundle(cid)
         try:
-            return self._create_and_start(cid, spec, Path(log_path).absolute(), bundle, log_size_max)
+            return self._create_and_start(cid, spec, Path(log_path).absolute(), bundle, log_size_max, launched)
         except BaseException:
             # Leave nothing half-made behind; the error says what went wrong.
             try:
+                if launched is not None:
+                    launched.cancel()
                 self.delete(cid)
             except Exception:  # noqa: BLE001 - the original error matters more
                 pass
             raise
 
+    def _conmon_argv(self, cid: str, bundle: Path, log_path: Path, terminal: bool,
+                     log_size_max: int | None) -> list[str]:
+        runtime_path, runtime_args = self._conmon_runtime(self.name)
+        return conmon.conmon_argv(
+            cid=cid, runtime_path=runtime_path, runtime_args=runtime_args,
+            bundle=bundle, log_path=log_path, exits_dir=self.exits_dir, sock_dir=self.sock_dir,
+            terminal=terminal, log_size_max=log_size_max,
+        )  # fmt: skip
+
+    def _make_bundle(self, cid: str, bundle: Path, log_path: Path) -> None:
+        bundle.mkdir(parents=True)
+        (bundle / "persist").mkdir()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        (self.exits_dir / cid).unlink(missing_ok=True)
+
     def _create_and_start(
-        self, cid: str, spec: dict[str, Any], log_path: Path, bundle: Path, log_size_max: int | None
+        self, cid: str, spec: dict[str, Any], log_path: Path, bundle: Path, log_size_max: int | None,
+        launched: Launched | None = None,
     ) -> ContainerState:
         netns: str | None = None
         if self.name == "runsc":
             spec = json.loads(json.dumps(spec))  # private copy: adapted below
             netns = self._runsc_adapt(spec)
-        bundle.mkdir(parents=True)
-        (bundle / "persist").mkdir()
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        (self.exits_dir / cid).unlink(missing_ok=True)
+        if launched is None:
+            self._make_bundle(cid, bundle, log_path)
         atomic_write(bundle / "config.json", json.dumps(spec), durable=False)
         meta = _Meta(
             runtime=self.name, log_path=str(log_path), netns=netns, created_at=datetime.now(UTC),
             cgroup_path=(spec.get("linux") or {}).get("cgroupsPath"),
         )  # fmt: skip
         self._save_meta(cid, meta)
-        runtime_path, runtime_args = self._conmon_runtime(self.name)
-        argv = conmon.conmon_argv(
-            cid=cid, runtime_path=runtime_path, runtime_args=runtime_args,
-            bundle=bundle, log_path=log_path, exits_dir=self.exits_dir, sock_dir=self.sock_dir,
-            terminal=bool((spec.get("process") or {}).get("terminal")), log_size_max=log_size_max,
-        )  # fmt: skip
-        pid = conmon.spawn(argv, bundle, self._preexec(self.name, netns, creating=True))
+        if launched is not None:
+            if bool((spec.get("process") or {}).get("terminal")) != launched.terminal:
+                raise ValueError(f"{cid} was launched with terminal={launched.terminal}, its spec says otherwise")
+            pid = launched.go()
+        else:
+            terminal = bool((spec.get("process") or {}).get("terminal"))
+            argv = self._conmon_argv(cid, bundle, log_path, terminal, log_size_max)
+            pid = conmon.spawn(argv, bundle, self._preexec(self.name, netns, creating=True))
         meta.pid = pid
         meta.pid_start = _sys.proc_start_time(pid)
         if self.name not in STARTED_ON_CREATE:
