@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable
 
@@ -45,10 +46,23 @@ def run_api(app: object, host: str, port: int, ready: threading.Event | None = N
     server = uvicorn.Server(config)
     if on_server is not None:
         on_server(server)
-    if ready is not None:
-        def signal_ready() -> None:
-            while not server.started and not server.should_exit:
-                threading.Event().wait(0.02)
+    def started() -> None:
+        while not server.started and not server.should_exit:
+            threading.Event().wait(0.02)
+        settle_heap()
+        if ready is not None:
             ready.set()
-        threading.Thread(target=signal_ready, daemon=True).start()
+
+    threading.Thread(target=started, daemon=True).start()
     server.run()
+
+
+def settle_heap() -> None:
+    """Keep what start-up made (modules, the app, models: ~125k objects) out of the cyclic collector.
+
+    It lives as long as the process, yet every full collection walked it all with every thread
+    stopped (~80 ms here): a start or a request that met one took that much longer. Collected
+    first, so no start-up garbage is kept for ever.
+    """
+    gc.collect()
+    gc.freeze()
