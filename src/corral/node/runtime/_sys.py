@@ -25,7 +25,7 @@ def _check(ret: int, what: str) -> None:
 SHIM = "corral-crun-shim"
 
 
-def runtime_prefix(create_runs: bool = False, native_shim: bool = True) -> list[str]:
+def runtime_prefix(create_runs: bool = False) -> list[str]:
     """The command prefix crun runs behind: a mount namespace of its own without the cgroup2 mount.
 
     crun refuses hybrid cgroup hosts while cgroup2 holds a controller; hiding the unified
@@ -44,7 +44,7 @@ def runtime_prefix(create_runs: bool = False, native_shim: bool = True) -> list[
     calling process instead of vfork()ing it, and for the node agent (hundreds of MB, dozens
     of threads) the page-table copy costs ~15 ms of CPU per container start.
     """
-    shim = native.installed(SHIM) if native_shim else None
+    shim = native.installed(SHIM)
     if shim is not None:
         return [str(shim), "--create-runs"] if create_runs else [str(shim)]
     unshare = shutil.which("unshare") or "/usr/bin/unshare"

@@ -63,7 +63,6 @@ class Launch:
 
     def __init__(self, argv: list[str], bundle: Path, preexec: Callable[[], None] | None,
                  gate: Path | None = None) -> None:
-        self._argv = argv
         self._bundle = bundle
         self._gate = gate
         self._gate_fd = -1
