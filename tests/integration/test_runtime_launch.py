@@ -18,8 +18,9 @@ import pytest
 from runtime_support import NEEDS_CRUN, Containers, new_id
 
 from corral import native
+from corral.errors import RuntimeFailure
 from corral.node.logs import read_logs
-from corral.node.runtime import _sys
+from corral.node.runtime import _sys, cgroups
 from corral.node.runtime.runtime import Runtime
 
 pytestmark = [*NEEDS_CRUN, pytest.mark.skipif(native.installed(_sys.SHIM) is None,
@@ -66,6 +67,18 @@ def test_a_launched_container_starts_only_when_its_spec_is_given(box: Containers
     assert read_logs(log) == "from-the-late-spec\n"
     assert not (box.rt.bundle(cid) / "gate").exists()
     box.rt.delete(cid)
+
+
+def test_a_launched_start_that_crun_refuses_is_a_clear_error_and_leaves_nothing(box: Containers) -> None:
+    cid = new_id()
+    launched = box.rt.launch(cid, box.log(cid))
+    assert launched is not None
+    with pytest.raises(RuntimeFailure) as err:
+        box.rt.run(cid, box.spec(cid, ["/no/such/binary"]), box.log(cid), launched=launched)
+    assert "/no/such/binary" in err.value.message and "not found" in err.value.message
+    assert box.rt.state(cid).status == "absent"
+    assert cid not in box.rt.list_ids()
+    assert cgroups.cgroup_exists_anywhere(f"{box.cg_root}/{cid}") == []
 
 
 def test_a_cancelled_launch_never_runs_and_the_id_can_be_used_again(box: Containers) -> None:
