@@ -104,21 +104,14 @@ class ExitWatcher:
         self.close()
 
 
-class Launched:
-    """A container's conmon, started by ``Runtime.launch``; its runtime waits for ``run``."""
+class Launched(conmon.Launch):
+    """A container's conmon, started by ``Runtime.launch``: its runtime waits at the bundle's gate for ``run``."""
 
-    def __init__(self, cid: str, log_path: Path, terminal: bool, launch: conmon.Launch) -> None:
+    def __init__(self, cid: str, log_path: Path, terminal: bool, argv: list[str], bundle: Path) -> None:
+        super().__init__(argv, bundle, None, gate=bundle / "gate")
         self.cid = cid
         self.log_path = log_path
         self.terminal = terminal
-        self._launch = launch
-
-    def go(self) -> int:
-        return self._launch.go()
-
-    def cancel(self) -> None:
-        """The container is not started after all: conmon gives up; the bundle is the caller's."""
-        self._launch.cancel()
 
 
 class Runtime:
@@ -242,7 +235,7 @@ class Runtime:
         self._make_bundle(cid, bundle, log_path)
         argv = self._conmon_argv(cid, bundle, log_path, terminal, log_size_max)
         try:
-            return Launched(cid, log_path, terminal, conmon.Launch(argv, bundle, None, gate=bundle / "gate"))
+            return Launched(cid, log_path, terminal, argv, bundle)
         except BaseException:
             shutil.rmtree(bundle, ignore_errors=True)
             raise
