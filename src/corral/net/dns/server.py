@@ -101,13 +101,20 @@ class DnsServer:
     def _bind(self, host: str, port: int) -> int:
         resolver = _Resolver(self.index)
         quiet = DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data", logf=lambda _: None)
-        udp = _DnsLibServer(resolver, address=host, port=port, logger=quiet)
-        port = udp.server.server_address[1]  # the one picked for port 0
-        try:
-            tcp = _DnsLibServer(resolver, address=host, port=port, tcp=True, logger=quiet)
-        except OSError:
-            udp.server.server_close()
-            raise
+        # Port 0 picks a free UDP port; the same TCP port may be taken by someone else,
+        # so pick again rather than fail.
+        attempts = 20 if port == 0 else 1
+        for attempt in range(attempts):
+            udp = _DnsLibServer(resolver, address=host, port=port, logger=quiet)
+            picked = udp.server.server_address[1]
+            try:
+                tcp = _DnsLibServer(resolver, address=host, port=picked, tcp=True, logger=quiet)
+                break
+            except OSError:
+                udp.server.server_close()
+                if attempt == attempts - 1:
+                    raise
+        port = picked
         self._servers += [udp, tcp]
         udp.start_thread()
         tcp.start_thread()
