@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from corral.errors import InvalidRequest, NotFound, RuntimeFailure
 from corral.fileio import atomic_write
-from corral.node.runtime import _sys, cgroups, conmon
+from corral.node.runtime import _sys, cgroups, conmon, sealed
 from corral.node.runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO, Inotify
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ RUNTIMES = ("crun", "runc", "runsc")
 # Runtimes conmon starts as `run --detach`: created and started in one process (see Runtime._conmon_runtime).
 # runc and runsc create, then `start` (runsc's sandbox gets its limits in between).
 STARTED_ON_CREATE = ("crun",)
+# Runtimes run from a sealed in-memory copy, so they skip copying themselves per call (see sealed).
+SEALED = ("crun",)
 CMD_TIMEOUT = 60.0
 # How long after its start a container's init may take to install a SIGTERM handler (see stop).
 HANDLER_GRACE = 1.0
@@ -137,6 +139,11 @@ class Runtime:
         check_id(cid)
         return self.containers_dir / cid
 
+    def _exe(self, runtime: str) -> str:
+        """The path to exec ``runtime`` from: its sealed copy where it takes one, else its binary."""
+        path = self.runtime_path if runtime == self.name else (shutil.which(runtime) or runtime)
+        return sealed.exe_path(path) if runtime in SEALED else path
+
     def _global_args(self, runtime: str) -> list[str]:
         args = ["--root", str(self.oci_root / runtime)]
         if runtime == "runsc":
@@ -159,8 +166,8 @@ class Runtime:
         """
         if runtime == "crun":
             prefix = _sys.runtime_prefix(create_runs=True)
-            return prefix[0], [*prefix[1:], self.runtime_path, *self._global_args(runtime)]
-        return self.runtime_path, self._global_args(runtime)
+            return prefix[0], [*prefix[1:], self._exe(runtime), *self._global_args(runtime)]
+        return self._exe(runtime), self._global_args(runtime)
 
     def _oci(
         self,
@@ -172,8 +179,7 @@ class Runtime:
     ) -> subprocess.CompletedProcess[str]:
         """Run one OCI runtime verb for ``cid`` (the runtime the container was created with)."""
         runtime = meta.runtime if meta else self.name
-        path = self.runtime_path if runtime == self.name else (shutil.which(runtime) or runtime)
-        argv = [path, *self._global_args(runtime), *args]
+        argv = [self._exe(runtime), *self._global_args(runtime), *args]
         try:
             res = subprocess.run(
                 argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
@@ -192,8 +198,7 @@ class Runtime:
         meta = self._meta(cid)
         if meta is None:
             raise NotFound(f"container {cid} does not exist on this node")
-        path = self.runtime_path if meta.runtime == self.name else (shutil.which(meta.runtime) or meta.runtime)
-        argv = [path, *self._global_args(meta.runtime), *args]
+        argv = [self._exe(meta.runtime), *self._global_args(meta.runtime), *args]
         return argv, self._preexec(meta.runtime, meta.netns, creating=False)
 
     def _meta(self, cid: str) -> _Meta | None:
