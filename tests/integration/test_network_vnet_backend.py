@@ -206,6 +206,20 @@ def test_pool_crash_leftovers_never_leak(host: Path) -> None:
     owners = set(plugin.store(restarted.conf).allocations().values())
     assert owners == {f"{s}__eth0" for s in {r.name for r in (mgr.config.state_dir / "pool").iterdir()}} | {
         f"{sb.netns.removeprefix('cnt-')}__eth0"}
+    # A take cut short by a crash: the slot renamed to a sandbox, not yet rewritten for it.
+    filler = make(host, pool=1)
+    assert filler.wait_pool(30), filler.pool_errors
+    filler.stop_pool()
+    cut = filler._ready[0]
+    os.rename(mgr.config.state_dir / "pool" / cut, mgr.config.state_dir / "sandboxes" / "g2")
+    after = make(host, pool=0)
+    assert after.get("g2") is None and [s.id for s in after.list()] == ["g1"]
+    assert after.recover() == ["g2"]
+    assert f"{cut}__eth0" not in plugin.store(after.conf).allocations().values()
+    assert not nsfiles.is_pinned(nsfiles.netns_path(f"cnt-{cut}"))
+    g2 = after.create("g2", "g2")  # and the id can be used again
+    assert nsfiles.is_pinned(Path(g2.netns_path)) and after.get("g2") == g2
+    after.delete("g2")
     restarted.delete("g1")
     restarted.teardown()
     assert plugin.store(restarted.conf).allocations() == {}

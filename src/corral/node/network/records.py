@@ -62,13 +62,21 @@ def save(d: Path, rec: SandboxRecord) -> None:
     atomic_write(d / "state.json", rec.model_dump_json())
 
 
+def finished(d: Path, rec: SandboxRecord | None) -> Sandbox | None:
+    """The sandbox of ``rec``, loaded from ``d``, if it is finished: ready, and its own (a record
+    under another id is what a hand-over cut short left, e.g. a standby slot renamed to a sandbox)."""
+    if rec is None or rec.status != "ready" or rec.id != d.name:
+        return None
+    return rec.sandbox
+
+
 def ready(root: Path, model: type[SandboxRecord]) -> list[Sandbox]:
     """The whole sandboxes under ``root``, by id."""
     out = []
     for d in sorted(root.iterdir()) if root.exists() else []:
-        rec = load(d, model)
-        if rec is not None and rec.status == "ready" and rec.sandbox is not None:
-            out.append(rec.sandbox)
+        sb = finished(d, load(d, model))
+        if sb is not None:
+            out.append(sb)
     return out
 
 

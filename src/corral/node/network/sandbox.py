@@ -91,8 +91,9 @@ class NetworkManager:
         ports = list(port_mappings or [])
         with self._id_lock(sandbox_id):
             rec = self._load(sandbox_id)
-            if rec is not None and rec.status == "ready" and rec.sandbox and records.intact(rec.sandbox):
-                return rec.sandbox
+            sb = records.finished(self._dir(sandbox_id), rec)
+            if sb is not None and records.intact(sb):
+                return sb
             if rec is not None or nsfiles.netns_path(self._netns_name(sandbox_id)).exists():
                 # Left by a crash (half built, or netns/state out of step): undo, then rebuild.
                 self._destroy(sandbox_id, rec)
@@ -108,8 +109,7 @@ class NetworkManager:
                 self._ports.release(sandbox_id)
 
     def get(self, sandbox_id: str) -> Sandbox | None:
-        rec = self._load(sandbox_id)
-        return rec.sandbox if rec is not None and rec.status == "ready" else None
+        return records.finished(self._dir(sandbox_id), self._load(sandbox_id))
 
     def list(self) -> builtins.list[Sandbox]:
         return records.ready(self._root, _Record)
@@ -126,7 +126,7 @@ class NetworkManager:
         for d in sorted(self._root.iterdir()):
             with self._id_lock(d.name):
                 rec = self._load(d.name)
-                sb = rec.sandbox if rec is not None and rec.status == "ready" else None
+                sb = records.finished(d, rec)
                 if sb is None or not records.intact(sb):
                     self._destroy(d.name, rec)
                     undone.append(d.name)

@@ -102,29 +102,30 @@ class VnetNetworkManager:
         with self._id_lock(sandbox_id):
             d = self._root / sandbox_id
             rec = _load(d)
-            if rec is not None and rec.status == "ready" and rec.sandbox and records.intact(rec.sandbox):
+            sb = records.finished(d, rec)
+            if rec is not None and sb is not None and records.intact(sb):
                 if rec.port_mappings != ports:  # e.g. a Private group's ports, published by an older version
                     self._repoint(d, rec, ports)
-                return rec.sandbox
+                return sb
             if rec is not None or d.exists():
                 self._destroy(d, rec)
             try:
                 self._ports.claim(sandbox_id, [(p.host_port, p.protocol) for p in ports])
                 with self._lock:
-                    slot = self._take_slot()
-                if slot is None:
+                    taken = self._take_slot()
+                if taken is None:
                     try:
                         return self._build(d, sandbox_id, sandbox_id, hostname, ports, dns)
                     except NetworkCapacityExceeded:
                         # The node is at its limit, perhaps only because the refill holds addresses for
                         # slots it is building: those are for groups like this one.
-                        slot = self._slot_being_built()
-                        if slot is None:
+                        taken = self._slot_being_built()
+                        if taken is None:
                             raise
                         self._destroy(d, _load(d))
                 self._last_take = time.monotonic()
                 self._wake.set()
-                return self._adopt(slot, sandbox_id, hostname, ports, dns)
+                return self._adopt(*taken, sandbox_id, hostname, ports, dns)
             except BaseException as exc:
                 try:
                     self._destroy(d, _load(d))
@@ -148,8 +149,8 @@ class VnetNetworkManager:
             self._ports.release(rec.id)
 
     def get(self, sandbox_id: str) -> Sandbox | None:
-        rec = _load(self._root / sandbox_id)
-        return rec.sandbox if rec is not None and rec.status == "ready" else None
+        d = self._root / sandbox_id
+        return records.finished(d, _load(d))
 
     def list(self) -> builtins.list[Sandbox]:
         return records.ready(self._root, _Record)
@@ -166,7 +167,8 @@ class VnetNetworkManager:
         for d in sorted(self._root.iterdir()):
             with self._id_lock(d.name):
                 rec = _load(d)
-                if rec is None or rec.status != "ready" or rec.sandbox is None or not records.intact(rec.sandbox):
+                sb = records.finished(d, rec)
+                if sb is None or not records.intact(sb):
                     self._destroy(d, rec)
                     undone.append(d.name)
         with self._lock:
@@ -265,44 +267,46 @@ class VnetNetworkManager:
         records.save(d, rec)
         return sb
 
-    def _take_slot(self) -> str | None:
-        """A ready slot whose namespaces are still pinned (caller holds _lock); broken ones are dropped."""
+    def _take_slot(self) -> tuple[str, Sandbox] | None:
+        """A ready slot whose namespaces are still pinned, with its sandbox (caller holds _lock);
+        broken ones are dropped."""
         while self._ready:
             slot = self._ready.pop(0)
             rec = _load(self._pool / slot)
             if rec is not None and rec.sandbox is not None and records.intact(rec.sandbox):
-                return slot
+                return slot, rec.sandbox
             self._broken.append(slot)  # the refill thread destroys it outside the lock
             self._wake.set()
         return None
 
-    def _slot_being_built(self, timeout: float = 30.0) -> str | None:
+    def _slot_being_built(self, timeout: float = 30.0) -> tuple[str, Sandbox] | None:
         """Wait for a slot the refill is building (none: None at once) and take it when it is ready."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
-                slot = self._take_slot()
-                if slot is not None or self._building == 0:
-                    return slot
+                taken = self._take_slot()
+                if taken is not None or self._building == 0:
+                    return taken
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
                 self._slot_done.wait(left)
 
-    def _adopt(self, slot: str, sid: str, hostname: str, ports: builtins.list[PortMapping],
+    def _adopt(self, slot: str, pooled: Sandbox, sid: str, hostname: str, ports: builtins.list[PortMapping],
                dns: DnsSettings) -> Sandbox:
-        """Take a standby slot for ``sid``: one rename hands over namespaces and address."""
+        """Take a standby slot for ``sid``: one rename hands over namespaces and address.
+
+        No record is written before the hand-over is done: until then ``sid``'s directory
+        holds the slot's record, whose id is not its directory's, which makes it not whole
+        (``records.whole``): a crash in between leaves it for ``recover`` to undo.
+        """
         d = self._root / sid
         os.rename(self._pool / slot, d)
-        rec = _load(d)
-        if rec is None or rec.sandbox is None:
-            raise NetworkError(f"standby sandbox {slot} lost its state")
-        att_ip, gw, plen = rec.sandbox.ip, rec.sandbox.gateway, rec.sandbox.prefix_len
-        rec = _Record(id=sid, attachment=slot, netns=rec.netns, hostname=hostname, port_mappings=ports)
-        records.save(d, rec)
+        rec = _Record(id=sid, attachment=slot, netns=pooled.netns, hostname=hostname, port_mappings=ports)
         nsfiles.set_hostname(d / "uts", hostname or sid)
-        att = plugin.Attachment(container_id=slot, ifname=_IFNAME, netns="", ip=att_ip, prefix_len=plen,
-                                gateway=gw, host_veth="", mac="", host_mac="", bridge_mac="")
+        att = plugin.Attachment(container_id=slot, ifname=_IFNAME, netns="", ip=pooled.ip,
+                                prefix_len=pooled.prefix_len, gateway=pooled.gateway, host_veth="", mac="",
+                                host_mac="", bridge_mac="")
         return self._finish(d, rec, att, hostname, ports, dns)
 
     def _fill_loop(self) -> None:
