@@ -9,6 +9,26 @@ from pathlib import Path
 from typing import Any
 
 
+def write_fd(fd: int, data: bytes) -> None:
+    """All of ``data`` to ``fd`` (os.write may write less)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_new(path: Path, data: bytes | str, mode: int = 0o644) -> None:
+    """Write ``path`` in place (no temp file, no fsync), with exactly ``mode`` whatever the umask.
+
+    Only for files nobody reads until the caller has recorded them as done: a reader could see a partial one.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        write_fd(fd, data.encode() if isinstance(data, str) else data)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, data: bytes | str, mode: int = 0o644, durable: bool = True) -> None:
     """Write via a temp file (+ fsync when ``durable``) + rename, so readers never see a partial file.
 

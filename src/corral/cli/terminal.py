@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from corral.errors import CorralError
+from corral.fileio import write_fd
 
 
 class SessionFailed(CorralError):
@@ -74,12 +75,6 @@ def exit_code(conn: ClientConnection) -> int | None:
     return code if isinstance(code, int) else None
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def _frames(conn: ClientConnection) -> Iterator[bytes]:
     for msg in conn:
         yield msg.encode() if isinstance(msg, str) else msg
@@ -89,7 +84,7 @@ def stream_output(conn: ClientConnection, out_fd: int = 1) -> int | None:
     """Copy frames to ``out_fd`` until the server closes; the exit code it sent, if any."""
     try:
         for data in _frames(conn):
-            _write_all(out_fd, data)
+            write_fd(out_fd, data)
     except ConnectionClosed:
         pass  # closed abnormally: whatever close frame arrived still tells
     return exit_code(conn)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from corral.fileio import atomic_write
+from corral.fileio import write_new
 
 
 class DnsSettings(BaseModel):
@@ -75,8 +75,10 @@ def write_all(directory: Path, ip: str, hostname: str, dns: DnsSettings) -> tupl
     """Write (resolv.conf, hosts, hostname) under ``directory``; returns their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     r, h, n = directory / "resolv.conf", directory / "hosts", directory / "hostname"
-    # No fsync: a sandbox whose files a machine crash lost is rebuilt, not reused.
-    atomic_write(r, resolv_conf(dns), durable=False)
-    atomic_write(h, hosts(ip, hostname), durable=False)
-    atomic_write(n, hostname + "\n", durable=False)
+    # Written in place, no temp file, no fsync: no container reads them before the sandbox's
+    # record says it is finished, which is saved after them (a crash before that undoes the
+    # sandbox; a sandbox whose files a machine crash lost is rebuilt, not reused).
+    write_new(r, resolv_conf(dns))
+    write_new(h, hosts(ip, hostname))
+    write_new(n, hostname + "\n")
     return r, h, n

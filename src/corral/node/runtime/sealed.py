@@ -18,6 +18,8 @@ import logging
 import os
 import threading
 
+from corral.fileio import write_fd
+
 log = logging.getLogger(__name__)
 
 # What crun's and runc's cloned-binary check accepts as already safe (all four, exactly).
@@ -36,10 +38,7 @@ def _seal(path: str) -> int:
     fd = os.memfd_create(os.path.basename(path), os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         with open(path, "rb") as f:
-            data = f.read()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+            write_fd(fd, f.read())
         os.fchmod(fd, 0o555)
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
         return fd
