@@ -104,3 +104,21 @@ def test_follow_waits_for_file_to_appear(tmp_path: Path) -> None:
     finally:
         stop.set()
         t.join(5)
+
+
+def test_follow_waits_for_the_log_directory_to_appear(tmp_path: Path) -> None:
+    """A follow right after a create, before the node made the container's log directory."""
+    p = tmp_path / "logs" / "main.log"
+    stop = threading.Event()
+    out: list[str] = []
+    t = _collect(p, stop, out)
+    try:
+        time.sleep(0.1)
+        assert t.is_alive()
+        p.parent.mkdir()
+        p.write_text("2026-11-21T23:31:46.1+00:00 stdout F hello\n")
+        assert _wait_for(lambda: out == ["hello\n"])
+    finally:
+        stop.set()
+        t.join(5)
+    assert not t.is_alive()

@@ -8,6 +8,7 @@ the end of a line.
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -125,6 +126,11 @@ def follow_logs(
     its start. Ends when ``stop()`` returns True.
     """
     path = Path(path)
+    # Right after a create the node may not have made the container's log directory yet.
+    while not path.parent.is_dir():
+        if stop():
+            return
+        time.sleep(FOLLOW_WAKE / 5)
     with Inotify() as ino:
         ino.add_watch(path.parent, IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_MODIFY)
         f = None
