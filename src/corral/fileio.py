@@ -16,7 +16,7 @@ def write_fd(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_new(path: Path, data: bytes | str, mode: int = 0o644) -> None:
+def write_in_place(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     """Write ``path`` in place (no temp file, no fsync), with exactly ``mode`` whatever the umask.
 
     Only for files nobody reads until the caller has recorded them as done: a reader could see a partial one.

@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from corral.fileio import atomic_write, write_new
+from corral.fileio import atomic_write, write_in_place
 
 
 def test_write_new_replaces_content_with_exactly_its_mode_under_any_umask(tmp_path: Path) -> None:
@@ -14,7 +14,7 @@ def test_write_new_replaces_content_with_exactly_its_mode_under_any_umask(tmp_pa
     path.write_text("nameserver 10.0.0.1\n" * 100)  # longer than what replaces it
     old = os.umask(0o077)
     try:
-        write_new(path, "nameserver 10.1.0.1\n")
+        write_in_place(path, "nameserver 10.1.0.1\n")
         atomic_write(tmp_path / "state.json", "{}")
     finally:
         os.umask(old)

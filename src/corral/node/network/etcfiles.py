@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from corral.fileio import write_new
+from corral.fileio import write_in_place
 
 
 class DnsSettings(BaseModel):
@@ -78,7 +78,7 @@ def write_all(directory: Path, ip: str, hostname: str, dns: DnsSettings) -> tupl
     # Written in place, no temp file, no fsync: no container reads them before the sandbox's
     # record says it is finished, which is saved after them (a crash before that undoes the
     # sandbox; a sandbox whose files a machine crash lost is rebuilt, not reused).
-    write_new(r, resolv_conf(dns))
-    write_new(h, hosts(ip, hostname))
-    write_new(n, hostname + "\n")
+    write_in_place(r, resolv_conf(dns))
+    write_in_place(h, hosts(ip, hostname))
+    write_in_place(n, hostname + "\n")
     return r, h, n
