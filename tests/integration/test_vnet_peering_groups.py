@@ -6,6 +6,7 @@ on one port: a Private group claims no host port."""
 from __future__ import annotations
 
 import json
+import time
 
 import groups
 import pytest
@@ -26,6 +27,18 @@ def forwarded(client: Client, router: str) -> int:
     snmp = exec_sync(client, RG, router, router, "cat", "/proc/net/snmp")["stdout"]
     lines = [line.split() for line in snmp.splitlines() if line.startswith("Ip:")]
     return int(lines[1][lines[0].index("ForwDatagrams")])
+
+
+def through_router(client: Client, src: str, target: str, router: str, before: int, timeout: float = 15) -> bool:
+    """Whether ``src`` reaches ``target`` with the router forwarding it, retrying until ``timeout``: the
+    node applies the route table shortly after the API answers, and until then the talk goes direct."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if talks(client, src, target, expect=True) and forwarded(client, router) > before:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.3)
 
 
 def test_peering_and_route_table_verbs_on_running_groups(corral: CorralServer) -> None:
@@ -82,8 +95,7 @@ def test_peering_and_route_table_verbs_on_running_groups(corral: CorralServer) -
                      "--route-table", "cvn-rt")
         assert s["properties"]["routeTable"]["id"].endswith("/routeTables/cvn-rt")
         before = forwarded(client, "cvn-gr")
-        assert talks(client, "cvn-ga", ip_b, expect=True)
-        assert forwarded(client, "cvn-gr") > before  # through the router
+        assert through_router(client, "cvn-ga", ip_b, "cvn-gr", before)
 
         # The same route to None: dropped.
         cli(*route, "--next-hop-type", "None")
