@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from ports import free_port
 
 from corral.cli.client import Client
 from corral.config import ClientConfig
@@ -51,12 +51,6 @@ def trust(ca: Path | str | None) -> ssl.SSLContext:
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=check)
-
-
-def free_port(host: str = UPLINK) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _pids_mentioning(text: str) -> list[int]:
@@ -122,7 +116,7 @@ class Server:
     name: str
     root: Path
     store: str
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=lambda: free_port(UPLINK))
     proc: subprocess.Popen[bytes] | None = None
 
     @property

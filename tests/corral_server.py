@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -20,18 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from ports import free_port
 
 from corral.cli.client import Client
 from corral.config import ClientConfig
 
 VENV_BIN = Path(sys.executable).parent
 CORRAL = str(VENV_BIN / "corral")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # Several checkouts may run their tests on one machine at once: CORRAL_TEST_SLOT=N (1-9) moves the

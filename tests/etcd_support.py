@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -29,18 +28,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ports import free_port
 from pydantic import BaseModel
 
 from corral import pki
 from corral.store.etcdclient import tls_context
 
 ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class TlsFiles(BaseModel):

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -32,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from ports import free_port
 
 REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-PORT_RANGE = range(5100, 5200)
 
 
 @dataclass(frozen=True)
@@ -44,20 +43,6 @@ class RegistryInfo:
     root: Path  # storage, config.yml and registry.log live here
     users: dict[str, str]
     token_url: str | None = None  # the token server's realm when token_auth=True
-
-
-def _free_port(host: str = "127.0.0.1") -> int:
-    # Prefer the range set aside for registries; fall back to a port the OS picks.
-    for port in PORT_RANGE:
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _htpasswd(path: Path, users: dict[str, str]) -> None:
@@ -218,7 +203,7 @@ def run_registry(tmp_path: Path, users: dict[str, str] | None = None,
 def _run(tmp_path: Path, users: dict[str, str] | None, token: _TokenServer | None,
          host: str = "127.0.0.1") -> Iterator[RegistryInfo]:
     for _attempt in range(5):  # another process may grab the port between probe and bind
-        port = _free_port(host)
+        port = free_port(host)
         root = Path(tmp_path) / f"registry-{port}"
         root.mkdir(parents=True, exist_ok=True)
         (root / "config.yml").write_text(_config(root, port, users, token, host))

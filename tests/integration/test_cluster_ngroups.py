@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cluster import CORRAL, UPLINK, ClusterFabric, free_port
+from cluster import CORRAL, UPLINK, ClusterFabric
 from etcd_support import EtcdCluster
 from orchestration import (
     RequestLoop,
@@ -30,6 +30,7 @@ from orchestration import (
     steady,
     wait_until,
 )
+from ports import free_port
 from registry import run_registry
 
 RG = "corcluster"
@@ -80,7 +81,7 @@ def test_members_spread_over_fault_domains_and_the_frontend_balances_across_host
     client = fabric.client()
     page = "on-$(hostname)"
     put_profile(client, RG, "web", profile_body(page, image=fabric.image))  # type: ignore[attr-defined]
-    port = free_port()
+    port = free_port(UPLINK)
     put_lb(client, RG, "weblb", port)
     body = ngroup_body(client, RG, "web", 3, pools=[pool_id(client, RG, "weblb")])
     body["properties"]["placementProfile"] = {"faultDomainCount": 3}
@@ -114,7 +115,7 @@ def test_a_rollout_outlives_the_leader_with_no_failed_request(fabric: ClusterFab
     client = fabric.client(survivor)
     image = fabric.image  # type: ignore[attr-defined]
     put_profile(client, RG, "roll", profile_body("v1-$(hostname)", image=image))
-    port = free_port()
+    port = free_port(UPLINK)
     put_lb(client, RG, "rolllb", port)
     pools = [pool_id(client, RG, "rolllb")]
 
