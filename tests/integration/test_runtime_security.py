@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,6 +110,20 @@ def test_seccomp_blocks_dangerous_syscalls_even_with_capability(box: Containers)
     plain = box.run(["sleep", "1000"])
     code, out = sh(box, plain, "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t")
     assert code != 0
+
+
+def test_seccomp_denies_what_no_capability_guards(box: Containers) -> None:
+    """A user namespace needs no capability: only the profile stops it, in the container's own process
+    and in an exec, and an unconfined container may make one."""
+    cid = box.run(["sh", "-c", "unshare -U true; echo unshare=$?; exec sleep 1000"])
+    deadline = time.monotonic() + 15
+    while "unshare=" not in (logged := read_logs(box.log(cid))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "unshare=1" in logged and "Operation not permitted" in logged
+    code, out = sh(box, cid, "unshare -U true")
+    assert code != 0 and "Operation not permitted" in out
+    unconfined = box.run(["sleep", "1000"], security=SecurityContext(seccomp="unconfined"))
+    assert sh(box, unconfined, "unshare -U true") == (0, "")
 
 
 @pytest.mark.skipif(not shutil.which("runsc"), reason="runsc (gVisor) is not installed")
