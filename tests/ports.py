@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import socket
 
-RANGE = range(20000, 32000)  # ip_local_port_range starts at 32768
+RANGE = range(25000, 32000)  # ip_local_port_range starts at 32768; glusterd takes 24007
 _handed_out: set[tuple[str, int]] = set()
 
 
