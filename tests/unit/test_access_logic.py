@@ -4,7 +4,6 @@ diffing of group state, driven by a real SQLite store."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -121,27 +120,3 @@ def test_group_watch_sends_only_what_changed(tmp_path: Path) -> None:
 
 def test_sse_framing() -> None:
     assert sse("group", {"a": 1}, 7) == 'id: 7\nevent: group\ndata: {"a":1}\n\n'
-
-
-def test_a_log_stream_whose_source_fails_ends_instead_of_hanging() -> None:
-    """The response has started when the node's follow fails (a node gone, a file vanished): the client
-    gets the lines so far and the end of the stream, not an open connection waiting forever."""
-    from fastapi import FastAPI
-    from fastapi.responses import StreamingResponse
-    from fastapi.testclient import TestClient
-
-    from corral.api.access import _lines
-
-    def failing(stop: Callable[[], bool]) -> Iterator[str]:
-        yield "first line\n"
-        raise OSError("the log file went away")
-
-    app = FastAPI()
-
-    @app.get("/follow")
-    def follow() -> StreamingResponse:
-        return StreamingResponse(_lines(failing, lambda: False), media_type="text/plain")
-
-    with TestClient(app) as client, client.stream("GET", "/follow", timeout=10) as res:
-        assert res.status_code == 200
-        assert list(res.iter_text()) == ["first line\n"]

@@ -14,7 +14,6 @@ import asyncio
 import codecs
 import hmac
 import json
-import logging
 import re
 import secrets
 import shlex
@@ -44,8 +43,6 @@ from corral.link.protocol import NodeClient, PortStream, TerminalSession
 from corral.model.records import GroupRecord
 from corral.serving import stream_threads
 from corral.store.base import Store
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(dependencies=[Depends(api_version)])
 # Websockets carry no api-version nor bearer token: the one-time password authenticates them.
@@ -240,21 +237,16 @@ class _GroupEnded:
 
 
 async def _lines(make: Callable[[Callable[[], bool]], Iterator[str]], ended: Callable[[], bool]) -> AsyncIterator[str]:
-    """Drive a blocking line iterator in a thread; closing this generator (client gone) stops it.
-
-    An iterator that fails ends the stream: the response has started, so the status cannot say so any
-    more, and raising out of the body left the client waiting on an open connection."""
+    """Drive a blocking line iterator in a thread; closing this generator (client gone) stops it."""
     stopped = threading.Event()
+    it = make(lambda: stopped.is_set() or ended())
     try:
-        it = make(lambda: stopped.is_set() or ended())
         while True:
             # Abandoning is safe: once ``stopped`` is set the iterator ends by itself within its wake interval.
             line = await anyio.to_thread.run_sync(next, it, None, abandon_on_cancel=True, limiter=stream_threads())
             if line is None:
                 return
             yield line
-    except Exception:
-        log.exception("log stream failed; ending it")
     finally:
         stopped.set()
 
