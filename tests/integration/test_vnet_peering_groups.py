@@ -6,12 +6,12 @@ on one port: a Private group claims no host port."""
 from __future__ import annotations
 
 import json
-import time
 
 import groups
 import pytest
 from corral_server import CorralServer
 from groups import LISTEN, container, delete, exec_sync, get, group, private_ip, put
+from orchestration import wait_until
 
 from corral.cli.client import ApiError, Client
 
@@ -27,18 +27,6 @@ def forwarded(client: Client, router: str) -> int:
     snmp = exec_sync(client, RG, router, router, "cat", "/proc/net/snmp")["stdout"]
     lines = [line.split() for line in snmp.splitlines() if line.startswith("Ip:")]
     return int(lines[1][lines[0].index("ForwDatagrams")])
-
-
-def through_router(client: Client, src: str, target: str, router: str, before: int, timeout: float = 15) -> bool:
-    """Whether ``src`` reaches ``target`` with the router forwarding it, retrying until ``timeout``: the
-    node applies the route table shortly after the API answers, and until then the talk goes direct."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if talks(client, src, target, expect=True) and forwarded(client, router) > before:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.3)
 
 
 def test_peering_and_route_table_verbs_on_running_groups(corral: CorralServer) -> None:
@@ -95,7 +83,9 @@ def test_peering_and_route_table_verbs_on_running_groups(corral: CorralServer) -
                      "--route-table", "cvn-rt")
         assert s["properties"]["routeTable"]["id"].endswith("/routeTables/cvn-rt")
         before = forwarded(client, "cvn-gr")
-        assert through_router(client, "cvn-ga", ip_b, "cvn-gr", before)
+        # The node applies the route table shortly after the API answers: until then a talk goes direct.
+        wait_until("cvn-ga to reach cvn-gb through the router", lambda: talks(client, "cvn-ga", ip_b, expect=True)
+                   and forwarded(client, "cvn-gr") > before, timeout=15)
 
         # The same route to None: dropped.
         cli(*route, "--next-hop-type", "None")
