@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # so `tests.registry` imports under pytest
 
 from corral.errors import ImageError, RegistryAuthError  # noqa: E402
-from corral.node.images import overlay  # noqa: E402
+from corral.node.images import metadata, overlay  # noqa: E402
 from corral.node.images.build import LayerBuilder, build_base_image, build_image  # noqa: E402
 from corral.node.images.models import Image, ImageConfig, RegistryCredential  # noqa: E402
 from corral.node.images.store import ImageStore  # noqa: E402
@@ -263,6 +263,22 @@ def test_store_survives_restart_and_stray_temp_files(tmp_path: Path, base: Image
     assert not any(again.tmp.iterdir())
     assert again.layer_path(base.layers[0]).is_dir()
     shutil.rmtree(tmp_path / "store")
+
+
+def test_a_second_store_sees_what_another_changed(tmp_path: Path, base: Image, store: ImageStore,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each store keeps the parsed table while the file is unchanged (every container start looks up
+    # its image); a change made through another store, or another process, is seen at the next lookup.
+    monkeypatch.setattr(metadata, "_SETTLED_NS", 0)  # cache at once, not only once the file is 2 s old
+    reader = ImageStore(tmp_path / "store", mirrors={})
+    assert reader.get("corral/busybox") == base
+    assert reader.get("corral/busybox") == base  # from the kept table
+    build_image(store, "corral/busybox:two", [LayerBuilder().file("two", b"2").tar()], ImageConfig(cmd=["sh"]),
+                base=base)
+    assert reader.get("corral/busybox:two") is not None
+    store.remove("corral/busybox")
+    assert reader.get("corral/busybox") is None
+    assert [i.reference for i in reader.list()] == ["docker.io/corral/busybox:two"]
 
 
 def test_bearer_token_registry(store: ImageStore, base: Image, tmp_path: Path) -> None:
