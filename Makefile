@@ -48,7 +48,7 @@ system-packages:
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-venv: $(VENV)/.installed $(VENV)/bin/corral-vnet-native $(VENV)/bin/corral-crun-shim
+venv: $(VENV)/.installed $(VENV)/bin/corral-vnet-native $(VENV)/bin/corral-crun-shim $(VENV)/bin/corral-warm-init
 
 # The corral-vnet CNI executable's native fast path (src/corral/net/vnet/install.py says why).
 $(VENV)/bin/corral-vnet-native: src/corral/net/vnet/native_client.c $(VENV)/.installed
@@ -57,6 +57,10 @@ $(VENV)/bin/corral-vnet-native: src/corral/net/vnet/native_client.c $(VENV)/.ins
 # How conmon runs crun (src/corral/node/runtime/crun_shim.c says why).
 $(VENV)/bin/corral-crun-shim: src/corral/node/runtime/crun_shim.c $(VENV)/.installed
 	$(PY) -m corral.native corral-crun-shim
+
+# A warm container's first process (src/corral/node/runtime/warm_init.c says why).
+$(VENV)/bin/corral-warm-init: src/corral/node/runtime/warm_init.c $(VENV)/.installed
+	$(PY) -m corral.native corral-warm-init
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

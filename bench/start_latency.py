@@ -8,8 +8,11 @@ Rows:
                   says Running; the group is deleted before the next one. A second row for the
                   pool set-up polls GET every 2 ms instead, as a naive client would: the
                   polling itself costs the server CPU on a 2-core machine.
-                  Three node set-ups: virtual network with a standby pool of ready network
-                  sandboxes (the default), the same without the pool, and the plain CNI bridge.
+                  Four node set-ups: virtual network with a standby pool of ready network
+                  sandboxes (the default), the same with warm containers (`--warm-containers 2`:
+                  the group starts in a container the node started ahead), the same without
+                  either pool, and the plain CNI bridge. Starts are --gap seconds apart (the
+                  pools refill after 0.2 s without a take), as groups are created one by one.
   crun run        raw `crun run --detach` of a bundle over the same image (overlay rootfs), no network
                   (behind the same prefix Corral starts crun behind, _sys.runtime_prefix: the native
                   shim, or unshare + umount + sh without it; crun refuses hybrid cgroups).
@@ -108,12 +111,14 @@ class RunningWatch:
                 return at
 
 
-def corral_api(server: CorralServer, n: int, poll: bool = False) -> list[float]:
-    """Create-to-Running per group, seen on the event stream, or (``poll``) by GET every 2 ms."""
+def corral_api(server: CorralServer, n: int, poll: bool = False, gap: float = 0.4) -> list[float]:
+    """Create-to-Running per group, seen on the event stream, or (``poll``) by GET every 2 ms; ``gap``
+    seconds between one group's delete and the next PUT."""
     client = server.client()
     watch = None if poll else RunningWatch(server)
     out = []
     for i in range(n):
+        time.sleep(gap)
         name = f"lat-{'p' if poll else 'w'}-{i}"
         path = client.group_path("bench", name)
         t0 = time.perf_counter()
@@ -233,12 +238,14 @@ def podman_run(server: CorralServer, n: int, work: Path) -> list[float]:
 
 SETUPS = [
     ("corral API, vnet + standby pool", ["--network", "vnet", "--pool-size", "4"]),
+    ("corral API, vnet + pool + warm containers", ["--network", "vnet", "--pool-size", "4",
+                                                   "--warm-containers", "2"]),
     ("corral API, vnet, no pool", ["--network", "vnet", "--pool-size", "0"]),
     ("corral API, CNI bridge (std plugins)", ["--network", "bridge"]),
 ]
 
 
-def corral_rows(n: int, work: Path) -> list[tuple[str, list[float]]]:
+def corral_rows(n: int, work: Path, gap: float) -> list[tuple[str, list[float]]]:
     rows = []
     for i, (name, flags) in enumerate(SETUPS):
         server = CorralServer(work / f"corral-{i}", bridge="cbench0", subnet="10.69.0.0/16",
@@ -246,11 +253,11 @@ def corral_rows(n: int, work: Path) -> list[tuple[str, list[float]]]:
         try:
             server.build_base_image()
             server.start()
-            corral_api(server, 3)  # warm up imports, caches and the pool
+            corral_api(server, 3, gap=gap)  # warm up imports, caches and the pools
             time.sleep(1)
-            rows.append((name, corral_api(server, n)))
+            rows.append((name, corral_api(server, n, gap=gap)))
             if i == 0:
-                rows.append((name + ", polling", corral_api(server, n, poll=True)))
+                rows.append((name + ", polling", corral_api(server, n, poll=True, gap=gap)))
                 rows.append(("crun run --detach (no network)", crun_run(server.data_dir, n, work)))
                 rows.append(("conmon + crun, runtime layer alone", runtime_run(server.data_dir, n, work)))
                 launched = runtime_launched(server.data_dir, n, work)
@@ -265,10 +272,11 @@ def corral_rows(n: int, work: Path) -> list[tuple[str, list[float]]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=30, help="samples per row")
+    ap.add_argument("--gap", type=float, default=0.4, help="seconds between one group's delete and the next PUT")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="corral-bench-"))
     try:
-        rows = corral_rows(args.n, work)
+        rows = corral_rows(args.n, work, args.gap)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nstart latency, {args.n} samples each, ms (machine: {os.cpu_count()} cores)")
@@ -279,6 +287,15 @@ def main() -> None:
             continue
         print(f"{name:<45} {percentile(vals, .5):8.1f} {percentile(vals, .95):8.1f} "
               f"{percentile(vals, .99):8.1f} {statistics.mean(vals):8.1f}")
+    found = dict(rows)
+    crun, podman = found.get("crun run --detach (no network)"), found.get("podman run --rm, bridge network")
+    if crun:
+        print("\nratios to raw crun run (p50, p99); podman run p50 / this p50")
+        for name, vals in rows:
+            if name.startswith("corral API") and vals:
+                vs_podman = f"{percentile(podman, .5) / percentile(vals, .5):.1f}x" if podman else "-"
+                print(f"{name:<45} {percentile(vals, .5) / percentile(crun, .5):7.2f}x "
+                      f"{percentile(vals, .99) / percentile(crun, .99):7.2f}x {vs_podman:>8}")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import corral.node.host as host  # noqa: E402
 import corral.node.images.store as store  # noqa: E402
 import corral.node.network.vnet_backend as vnet_backend  # noqa: E402
 import corral.node.runtime.conmon as conmon  # noqa: E402
+import corral.node.runtime.runtime as runtime  # noqa: E402
 import corral.node.worker as worker  # noqa: E402
 from corral.allinone import AllInOne, UpSettings  # noqa: E402
 from corral.cli.client import Client  # noqa: E402
@@ -62,6 +63,8 @@ STEPS: list[tuple[str, Any, str]] = [
     ("    conmon started, its runtime held at the gate", conmon.Launch, "__init__"),
     ("    rootfs mount (overlay), meanwhile", store.ImageStore, "mount_rootfs"),
     ("    gate opened -> crun run (create and start) done", conmon.Launch, "go"),
+    ("    warm container instead: spec check, rootfs move, bind", host.NodeHost, "_run_warm"),
+    ("      bind: limits, spec, command -> exec'd", runtime.Runtime, "bind_warm"),
     ("status write (Running)", local.LocalLink, "report"),
 ]
 
@@ -95,13 +98,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=20, help="groups to time")
     ap.add_argument("--prefix", default="cbtr", help="bridge and cgroup prefix")
+    ap.add_argument("--warm-containers", type=int, default=0, help="the node's warm containers per image")
+    ap.add_argument("--gap", type=float, default=0.4, help="seconds between one group's delete and the next PUT "
+                                                          "(the pools refill after 0.2 s without a take)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="corral-bench-trace-", dir="/var/tmp"))
     data = work / "data"
     subprocess.run([CORRAL, "image", "build-base", "--data-dir", str(data)], check=True, capture_output=True)
     bridge, parent = f"{args.prefix}0"[:15], f"/{args.prefix}"
     node = NodeSettings(data_dir=data, bridge=bridge, subnet="10.64.0.0/16", cgroup_parent=parent, pool_size=4,
-                        cni_socket=None)
+                        cni_socket=None, warm_containers=args.warm_containers)
     settings = UpSettings(data_dir=data, listen="127.0.0.1:0", insecure_http=True, config_path=work / "client.json",
                           node=node, dns_listen=None)
     with socket.socket() as s:
@@ -135,6 +141,7 @@ def main() -> int:
             client.wait_operation(client.request("DELETE", path), timeout=60)
             while app.store.list("/status/"):
                 time.sleep(0.01)
+            time.sleep(args.gap)
         tracer.undo()
         crun = start_latency.crun_run(data, args.n, work, cgroup_parent=parent)  # node reset removes it
     finally:

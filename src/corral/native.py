@@ -16,7 +16,10 @@ _SRC = Path(__file__).parent
 SOURCES = {
     "corral-vnet-native": _SRC / "net" / "vnet" / "native_client.c",  # the corral-vnet CNI client
     "corral-crun-shim": _SRC / "node" / "runtime" / "crun_shim.c",  # how conmon runs crun
+    "corral-warm-init": _SRC / "node" / "runtime" / "warm_init.c",  # a warm container's first process
 }
+# Linked statically: it runs inside containers, whose images may carry another libc or none.
+STATIC = {"corral-warm-init"}
 
 
 def path(name: str) -> Path:
@@ -35,7 +38,8 @@ def build(name: str, out: Path | None = None) -> Path | None:
     if cc is None:
         return None
     out = out or path(name)
-    subprocess.run([cc, "-O2", "-Wall", "-o", str(out), str(SOURCES[name])], check=True)
+    static = ["-static"] if name in STATIC else []
+    subprocess.run([cc, "-O2", "-Wall", *static, "-o", str(out), str(SOURCES[name])], check=True)
     return out
 
 

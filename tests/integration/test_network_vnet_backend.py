@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.errors import Conflict
+from corral.errors import Conflict, NetworkError
 from corral.net.vnet import netops, plugin
 from corral.net.vnet.config import VnetConf
 from corral.node.network import PortMapping, nsfiles, vnet_backend
@@ -140,6 +140,32 @@ def test_pool_create_delete_and_no_leak(host: Path) -> None:
     assert not any(n.startswith("cnt-pool-") for n in sh("ip", "netns", "list").stdout.split())
     links = sh("ip", "netns", "exec", HOST, "ip", "-o", "link").stdout
     assert "cnt5" not in links and " cv" not in links
+
+
+def test_a_reserved_slot_becomes_the_sandbox_made_from_it_and_no_one_elses(host: Path) -> None:
+    mgr = make(host, pool=2)
+    assert mgr.wait_pool(30), mgr.pool_errors
+    reserved = mgr.reserve()
+    assert reserved is not None
+    slot, pooled = reserved
+    assert mgr.wait_pool(30)  # the pool makes another in its place
+    other = mgr.create("g0", "other")  # a plain create never gets the reserved slot
+    assert other.netns != pooled.netns
+    mgr.recover()  # nor does recovery destroy it
+    g1 = mgr.create("g1", "web-1", slot=slot)
+    assert (g1.netns, g1.ip) == (pooled.netns, pooled.ip)
+    assert sh("nsenter", f"--uts={g1.uts_path}", "hostname").stdout.strip() == "web-1"
+    with pytest.raises(NetworkError):
+        mgr.create("g2", "web-2", slot=slot)  # taken: no second sandbox from it
+    again = mgr.reserve()
+    assert again is not None
+    mgr.release(again[0])
+    mgr.release(again[0])
+    assert not any(n == again[1].netns for n in sh("ip", "netns", "list").stdout.split())
+    for sid in ("g0", "g1", "g2"):
+        mgr.delete(sid)
+    mgr.teardown()
+    assert plugin.store(mgr.conf).allocations() == {}
 
 
 def test_host_ports_in_process_and_conflict(host: Path) -> None:

@@ -170,6 +170,7 @@ def reset(
     for mode in ("vnet", "bridge"):  # what either network mode left
         host = build_host(NodeSettings(data_dir=data_dir, bridge=bridge, subnet=subnet, cgroup_parent=cgroup_parent,
                                        network=mode, netns_prefix=netns_prefix))
+        host.warm.recover()  # warm containers first: the rest is then groups' containers and pool slots
         found = host.group_uids_on_disk()
         for uid in sorted(found):
             host.teardown_group(uid)

@@ -17,6 +17,10 @@ CPU = typer.Option(None, "--cpu", help="CPU cores this node offers the scheduler
 MEMORY = typer.Option(None, "--memory", help="Memory GB this node offers the scheduler (default: all of the "
                                              "machine's).")
 
+WARM_CONTAINERS = typer.Option(0, "--warm-containers", min=0, max=16,
+                               help="Warm containers kept per recently started image: a group of one plain "
+                                    "container starts in one without waiting for crun (docs/performance.md).")
+
 
 SCHEDULING = typer.Option("spread", "--scheduling",
                           help="Placement: spread (the least allocated node) or binpack (the busiest that fits).")

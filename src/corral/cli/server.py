@@ -70,6 +70,7 @@ def agent(
     labels: list[str] = nodeflags.LABELS,
     cpu: float | None = nodeflags.CPU,
     memory: float | None = nodeflags.MEMORY,
+    warm_containers: int = nodeflags.WARM_CONTAINERS,
     data_dir: Path = typer.Option(Path("/var/lib/corral-agent"), "--data-dir", help="All of this node's state."),
     public_ip: str = typer.Option(..., "--public-ip", help="This machine's address: public ports, routes."),
     listen: str | None = typer.Option(None, "--listen", help="HOST:PORT of the node API (default PUBLIC_IP:10250)."),
@@ -111,6 +112,7 @@ def agent(
     try:
         node = NodeSettings(name=name, data_dir=data_dir, public_ip=public_ip, runtime=runtime,
                             cgroup_parent=cgroup_parent, netns_prefix=netns_prefix, pool_size=pool_size,
+                            warm_containers=warm_containers,
                             allow_privileged=allow_privileged, isolation=isolation, zone=zone,
                             labels=placement.pairs(labels, "--labels"), cpu=cpu, memory_gb=memory, dns_zone=dns_zone,
                             shares=shares, metrics_interval=metrics_interval)

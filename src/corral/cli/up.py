@@ -54,6 +54,7 @@ def up(
     labels: list[str] = nodeflags.LABELS,
     cpu: float | None = nodeflags.CPU,
     memory: float | None = nodeflags.MEMORY,
+    warm_containers: int = nodeflags.WARM_CONTAINERS,
 ) -> None:
     """Start Corral on this machine: API, control plane and node agent, until Ctrl-C."""
     from corral.allinone import AllInOne, UpSettings, install_signal_handlers
@@ -65,7 +66,7 @@ def up(
     try:
         node = NodeSettings(name=node_name, data_dir=data_dir, public_ip=public_ip, runtime=runtime,
                             bridge=bridge, subnet=subnet, cgroup_parent=cgroup_parent,
-                            network=network, pool_size=pool_size,
+                            network=network, pool_size=pool_size, warm_containers=warm_containers,
                             allow_privileged=allow_privileged, isolation=isolation,
                             cgroup_favordynmods=cgroup_favordynmods, metrics_interval=metrics_interval,
                             zone=zone, labels=placement.pairs(labels, "--labels"), cpu=cpu, memory_gb=memory)

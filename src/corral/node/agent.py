@@ -60,6 +60,7 @@ class NodeAgent:
         return self.lease.session if self.lease is not None else 0
 
     def start(self) -> None:
+        self.host.warm.start()  # first: it settles warm containers a previous agent bound, before workers look
         if self.lease is None:  # in the server's process: the link is always there
             self._register()
             self._resync(0)
@@ -81,6 +82,7 @@ class NodeAgent:
             workers = list(self.workers.values())
         for w in workers:
             w.stop()
+        self.host.warm.stop()
 
     def _register(self) -> None:
         self.info.lastHeartbeat = datetime.now(UTC)

@@ -67,7 +67,7 @@ def _exec_args(
         process["cwd"] = cwd
     proc_file = workdir / "process.json"
     proc_file.write_text(json.dumps(process))
-    return runtime.oci_command(cid, "exec", "--process", str(proc_file), *extra, cid)
+    return runtime.oci_command(cid, "exec", "--process", str(proc_file), *extra)
 
 
 def _kill_exec(pid_file: Path) -> None:

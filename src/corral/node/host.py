@@ -8,10 +8,12 @@ of groups deleted while the agent was down) can find all of it.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from corral.errors import RuntimeFailure
 from corral.model.group import ContainerProperties, GroupProperties, InitContainerProperties, IpAddress, Volume
@@ -23,10 +25,12 @@ from corral.node.network.backend import NodeNetwork
 from corral.node.network.etcfiles import DnsSettings
 from corral.node.network.records import PortMapping, Sandbox
 from corral.node.network.sysctls import apply as apply_sysctls
+from corral.node.runtime import warm
 from corral.node.runtime.cgroups import remove_cgroup
 from corral.node.runtime.runtime import ContainerState, Runtime
 from corral.node.runtime.spec import MountSpec, SecurityContext, SpecRequest, build_spec
 from corral.node.volumes.manager import VolumeManager, as_spec
+from corral.node.warm_pool import WarmEntry, WarmPool
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +107,22 @@ def volume_mounts(
     return out
 
 
+def warm_equivalent(cold: dict[str, Any], warm_spec: dict[str, Any]) -> bool:
+    """Whether a warm container made from ``warm_spec`` is the container ``cold`` would make, but for
+    what its bind sets: command, environment, working directory and cpu/memory/pids limits (and the
+    hostname, which the sandbox sets, and the cgroup's name)."""
+    def neutral(spec: dict[str, Any]) -> dict[str, Any]:
+        out = {**spec, "process": {k: v for k, v in spec["process"].items() if k not in ("args", "env", "cwd")},
+               "hostname": ""}
+        linux = {**spec["linux"], "cgroupsPath": ""}
+        linux["resources"] = {k: v for k, v in linux.get("resources", {}).items()
+                              if k not in ("cpu", "memory", "pids")}
+        out["linux"] = linux
+        return out
+
+    return neutral(cold) == neutral(warm_spec)
+
+
 class ExitDispatcher:
     """One inotify watch on conmon's exit directory for the whole node.
 
@@ -160,6 +180,7 @@ class NodeHost:
         isolation: str = "default",
         dns_zone: str = "corral.local",
         dns_enabled: bool = False,
+        warm_containers: int = 0,
     ) -> None:
         self.root = root
         self.images = images
@@ -176,6 +197,10 @@ class NodeHost:
         self._runtimes: dict[str, Runtime] = {runtime.name: runtime}
         self.exits = ExitDispatcher(runtime)
         (root / "groups").mkdir(parents=True, exist_ok=True)
+        self.warm = WarmPool(root / "warm", warm_containers, runtime, images, network, cgroup_parent,
+                             self._warm_spec)
+        self._bound: dict[str, WarmEntry] = {}  # group uid -> the warm container its new sandbox came with
+        self._bound_lock = threading.Lock()
 
     def runtime_for(self, isolation: str) -> Runtime:
         """The OCI runtime of an isolation level; all share one state dir, so any of them can manage any container."""
@@ -198,10 +223,25 @@ class NodeHost:
     # sandboxes -------------------------------------------------------------
     def ensure_sandbox(
         self, uid: str, hostname: str, ip: IpAddress | None, subnet_id: str | None = None,
-        dns: DnsSettings | None = None, sysctls: list[Sysctl] | None = None,
+        dns: DnsSettings | None = None, sysctls: list[Sysctl] | None = None, warm_image: str | None = None,
     ) -> Sandbox:
-        sandbox = self.network.create(uid, hostname=hostname, port_mappings=port_mappings(ip), dns=dns,
-                                      subnet_id=subnet_id)
+        """``warm_image``: the group's only container's image, when it may start warm (the worker says):
+        a new sandbox then comes with a warm container of that image, if the pool has one."""
+        entry = self._claim_warm(uid, warm_image) if warm_image and subnet_id is None else None
+        if entry is not None:
+            try:
+                sandbox = self.network.create_from(uid, entry.slot, hostname, port_mappings(ip), dns)
+            except BaseException:
+                self.warm.discard(entry)
+                raise
+            if sandbox.netns == entry.sandbox.netns:
+                with self._bound_lock:
+                    self._bound[uid] = entry
+            else:  # the slot was broken: the sandbox was built afresh, the warm container is not in it
+                self.warm.discard(entry)
+        else:
+            sandbox = self.network.create(uid, hostname=hostname, port_mappings=port_mappings(ip), dns=dns,
+                                          subnet_id=subnet_id)
         if sysctls:  # before any container starts (a router forwards from its first packet)
             apply_sysctls(sandbox.netns_path, sysctls)
         return sandbox
@@ -210,7 +250,21 @@ class NodeHost:
         """Where a group's resolver reaches Corral's DNS: its network's gateway (None: DNS is off)."""
         return self.network.gateway_for(subnet_id) if self.dns_enabled else None
 
+    def _claim_warm(self, uid: str, ref: str) -> WarmEntry | None:
+        if not self.warm.enabled or self.network.get(uid) is not None:
+            return None  # a sandbox made before keeps its containers as they are
+        image = self.images.get(ref)
+        return self.warm.claim(image) if image is not None else None
+
+    def _drop_bound(self, uid: str) -> None:
+        """A warm container a group's sandbox came with but none of its containers took: discarded."""
+        with self._bound_lock:
+            entry = self._bound.pop(uid, None)
+        if entry is not None:
+            self.warm.discard(entry)
+
     def remove_sandbox(self, uid: str) -> None:
+        self._drop_bound(uid)
         self.network.delete(uid)
 
     # containers ------------------------------------------------------------
@@ -230,8 +284,16 @@ class NodeHost:
         # A leftover of an earlier attempt (crash mid-start) would make crun refuse the id.
         self.remove_container(uid, cid)
         cdir = self._container_dir(uid, cid)
-        cdir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_path(uid, name, init)
+        with self._bound_lock:
+            entry = self._bound.pop(uid, None)
+        if entry is not None:
+            started = self._run_warm(entry, uid, cid, log_path, props, image, sandbox, hostname, init, mounts,
+                                     isolation)
+            if started is not None:
+                self.warm.want(image)
+                return started
+        cdir.mkdir(parents=True, exist_ok=True)
         runtime = self.runtime_for(isolation)
         # conmon first: its start overlaps with the rootfs mount and the spec below.
         launched = runtime.launch(cid, log_path)
@@ -240,12 +302,76 @@ class NodeHost:
             req = self._spec_request(uid, cid, props, image, sandbox, rootfs, hostname)
             req.mounts.extend(mounts or [])
             spec = build_spec(req)
-            return runtime.run(cid, spec, log_path, launched=launched)
+            started = runtime.run(cid, spec, log_path, launched=launched)
         except BaseException:
             if launched is not None:
                 launched.cancel()
             self.remove_container(uid, cid)
             raise
+        if not init and not mounts and isolation == "default" and runtime is self.runtime:
+            self.warm.want(image)
+        return started
+
+    def _run_warm(
+        self, entry: WarmEntry, uid: str, cid: str, log_path: Path,
+        props: ContainerProperties | InitContainerProperties,
+        image: Image, sandbox: Sandbox, hostname: str, init: bool, mounts: list[MountSpec] | None,
+        isolation: str,
+    ) -> ContainerState | None:
+        """Start ``cid`` in the warm container its sandbox came with; None (the warm one discarded) when
+        the spec it would get cold differs in anything but its command, environment and limits."""
+        cdir = self._container_dir(uid, cid)
+        rootfs = cdir / "merged"
+        req = self._spec_request(uid, cid, props, image, sandbox, rootfs, hostname)
+        req.mounts.extend(mounts or [])
+        spec = build_spec(req)
+        # The warm container was made in this sandbox's slot, whose paths moved with it: its spec, with
+        # today's paths, is this one.
+        made = self._warm_spec(entry.image, sandbox, rootfs, req.cgroup_path)
+        if (init or isolation != "default" or image.digest != entry.image.digest
+                or not warm_equivalent(spec, made)):
+            self.warm.discard(entry)
+            return None
+        process, resources = spec["process"], spec["linux"]["resources"]
+        try:
+            self.images.move_rootfs(entry.rootfs_dir, cdir)
+            self._link_log(entry.container.log_path, log_path)
+            return self.runtime.bind_warm(entry.container, cid, process["cwd"], process["args"], process["env"],
+                                          resources)
+        except BaseException:
+            entry.container.fifos.close()
+            self.remove_container(uid, cid)
+            self.warm.discard(entry)  # what the move and the bind left of it
+            raise
+
+    @staticmethod
+    def _link_log(warm_log: Path, log_path: Path) -> None:
+        """The container's log is the warm container's, whose conmon already writes it: one more name."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.unlink(missing_ok=True)
+        os.link(warm_log, log_path)
+
+    def _warm_spec(self, image: Image, sandbox: Sandbox, rootfs: Path, cgroup_path: str) -> dict[str, Any]:
+        """A warm container's spec: a cold start's (``_spec_request``) without a container's command,
+        environment or limits, which the bind brings."""
+        req = SpecRequest(rootfs=rootfs, args=list(warm.ARGS), cwd="/", cpu=0, cpu_limit=0, memory_bytes=0,
+                          **self._sandbox_fields(image, sandbox, sandbox.id, cgroup_path))
+        return build_spec(req)
+
+    @staticmethod
+    def _sandbox_fields(image: Image, sandbox: Sandbox, hostname: str, cgroup_path: str) -> dict[str, Any]:
+        """What a container's spec takes from its image and its group's sandbox."""
+        return {
+            "user": image.config.user,
+            "hostname": hostname,
+            "cgroup_path": cgroup_path,
+            "namespace_paths": {"network": sandbox.netns_path, "uts": sandbox.uts_path, "ipc": sandbox.ipc_path},
+            "mounts": [
+                MountSpec(source=sandbox.resolv_conf, destination="/etc/resolv.conf", read_only=True),
+                MountSpec(source=sandbox.hosts, destination="/etc/hosts", read_only=True),
+                MountSpec(source=sandbox.hostname_file, destination="/etc/hostname", read_only=True),
+            ],
+        }
 
     def _spec_request(
         self,
@@ -283,25 +409,16 @@ class NodeHost:
         else:  # init containers share the group's resources; bound them by a modest default
             cpu, cpu_limit, mem_limit = 1.0, 1.0, 1.0
             cwd = props.workingDir or cfg.working_dir or "/"
-        mounts = [
-            MountSpec(source=sandbox.resolv_conf, destination="/etc/resolv.conf", read_only=True),
-            MountSpec(source=sandbox.hosts, destination="/etc/hosts", read_only=True),
-            MountSpec(source=sandbox.hostname_file, destination="/etc/hostname", read_only=True),
-        ]
         return SpecRequest(
             rootfs=rootfs,
             args=args,
             env=[f"{k}={v}" for k, v in env.items()],
             cwd=cwd,
-            user=cfg.user,
-            hostname=hostname,
             cpu=cpu,
             cpu_limit=cpu_limit,
             memory_bytes=int(mem_limit * GIB),
-            cgroup_path=f"{self.cgroup_parent}/{uid}/{cid}",
-            namespace_paths={"network": sandbox.netns_path, "uts": sandbox.uts_path, "ipc": sandbox.ipc_path},
-            mounts=mounts,
             security=security_of(props.securityContext),
+            **self._sandbox_fields(image, sandbox, hostname, f"{self.cgroup_parent}/{uid}/{cid}"),
         )
 
     def container_state(self, cid: str) -> ContainerState:
@@ -340,6 +457,7 @@ class NodeHost:
 
     def teardown_group(self, uid: str) -> None:
         """Remove everything of a group: containers, rootfs mounts, sandbox, files. Idempotent."""
+        self._drop_bound(uid)
         for cid in self.containers_of(uid):
             self.stop_container(cid, timeout=5)
             self.remove_container(uid, cid)

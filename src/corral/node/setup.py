@@ -48,6 +48,9 @@ class NodeSettings(BaseModel):
     bridge: str = "corral0"  # bridge mode only
     subnet: str = "10.240.0.0/16"  # bridge mode: its range; vnet mode: the default virtual network's
     pool_size: int = 2  # ready network sandboxes kept per virtual network (vnet mode)
+    # Warm containers kept per recently started image (vnet mode, crun): started ahead, each becomes a
+    # container in well under the time crun takes (node/warm_pool.py). 0: none.
+    warm_containers: int = Field(default=0, ge=0, le=16)
     dns_zone: str = "corral.local"
     dns_enabled: bool = True
     cgroup_parent: str = "/corral"
@@ -161,7 +164,8 @@ def build_host(settings: NodeSettings, link: ControlPlaneLink | None = None,
                             shares=share_backend(settings.data_dir, settings.shares))
     return NodeHost(root, images, runtime, network, settings.public_ip, cgroup_parent=settings.cgroup_parent,
                     volumes=volumes, allow_privileged=settings.allow_privileged, isolation=settings.isolation,
-                    dns_zone=settings.dns_zone, dns_enabled=settings.dns_enabled)
+                    dns_zone=settings.dns_zone, dns_enabled=settings.dns_enabled,
+                    warm_containers=settings.warm_containers)
 
 
 def node_info(settings: NodeSettings, endpoint: str | None = None, lease_seconds: float | None = None) -> NodeInfo:

@@ -319,7 +319,7 @@ class GroupWorker:
             dns = dns_settings(props, group.meta.resourceGroup, self.host.dns_zone,
                                self.host.nameserver_for(subnet_id))
             sandbox = self.host.ensure_sandbox(self.uid, hostname, props.ipAddress, subnet_id=subnet_id, dns=dns,
-                                               sysctls=props.sysctls)
+                                               sysctls=props.sysctls, warm_image=self._warm_image(props))
         except CorralError as exc:
             self.status.provisioningError = exc.message
             record_event(self.status.events, "NetworkSetupFailed", exc.message, "Warning")
@@ -390,6 +390,15 @@ class GroupWorker:
         self._summarize(props)
         pending = [d for d in delays if d is not None]
         return min(pending) if pending else None
+
+    def _warm_image(self, props: GroupProperties) -> str | None:
+        """The image of a group that may start in a warm container: one container, nothing to mount,
+        no security context, default isolation (the host checks the rest against the spec)."""
+        if (len(props.containers) != 1 or props.initContainers or props.volumes
+                or isolation_of(props, self.host.isolation) != "default"):
+            return None
+        p = props.containers[0].properties
+        return p.image if p.securityContext is None and not p.volumeMounts else None
 
     def _prepare_volumes(self, props: GroupProperties) -> bool:
         want = json.dumps([v.model_dump(mode="json") for v in props.volumes or []], sort_keys=True)

@@ -376,6 +376,20 @@ class ImageStore:
             overlay.mount_overlay(lowers, upper, work, merged)
         return merged
 
+    def move_rootfs(self, container_dir: Path, new_dir: Path) -> Path:
+        """Move a mounted rootfs's container dir (a warm container's, to the container it became) with its
+        record; returns the new merged dir. The mount moves with its parent directory."""
+        container_dir, new_dir = Path(container_dir).absolute(), Path(new_dir).absolute()
+        old_record = self._record_path(container_dir)
+        with file_lock(self._gc_lock, shared=True):
+            record = json.loads(old_record.read_text())
+            record["container_dir"] = str(new_dir)
+            atomic_write_json(self._record_path(new_dir), record, durable=False)
+            new_dir.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(container_dir, new_dir)
+            old_record.unlink(missing_ok=True)
+        return new_dir / "merged"
+
     def unmount_rootfs(self, container_dir: Path) -> None:
         """Unmount container_dir/merged and delete upper/ and work/; idempotent."""
         container_dir = Path(container_dir).absolute()

@@ -70,6 +70,19 @@ class NetworkSet:
             return existing.create(sandbox_id, hostname, port_mappings, dns)
         return self.manager(subnet_id).create(sandbox_id, hostname, port_mappings, dns)
 
+    def reserve(self) -> tuple[str, Sandbox] | None:
+        """A ready slot of the default network, set aside (VnetNetworkManager.reserve)."""
+        return self.manager(None).reserve()
+
+    def release(self, slot: str) -> None:
+        self.manager(None).release(slot)
+
+    def create_from(self, sandbox_id: str, slot: str, hostname: str,
+                    port_mappings: builtins.list[PortMapping] | None = None,
+                    dns: DnsSettings | None = None) -> Sandbox:
+        """A new sandbox of the default network, made from reserved ``slot``."""
+        return self.manager(None).create(sandbox_id, hostname, port_mappings, dns, slot=slot)
+
     def get(self, sandbox_id: str) -> Sandbox | None:
         holder = self._holder(sandbox_id)
         return holder.get(sandbox_id) if holder else None

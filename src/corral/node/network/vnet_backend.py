@@ -72,6 +72,7 @@ class VnetNetworkManager:
         self._ports = ports or HostPortClaims()
         self._ports.add_holdings(str(self._root), lambda: records.held_ports(self._root, _Record))
         self._ready: builtins.list[str] = []  # slot ids ready to take
+        self._reserved: set[str] = set()  # ready slots set aside by reserve() (a warm container's)
         self._broken: builtins.list[str] = []  # pool slots found damaged, to destroy
         self._wake = threading.Event()
         self._last_take = 0.0  # monotonic time a create last took a ready slot
@@ -93,7 +94,9 @@ class VnetNetworkManager:
         hostname: str,
         port_mappings: builtins.list[PortMapping] | None = None,
         dns: DnsSettings | None = None,
+        slot: str | None = None,
     ) -> Sandbox:
+        """``slot``: a slot ``reserve`` gave out, to build the sandbox from (a new sandbox only)."""
         check_sandbox_id(sandbox_id)
         ports = list(port_mappings or [])
         dns = dns if dns is not None and dns.nameservers else DnsSettings(
@@ -112,7 +115,7 @@ class VnetNetworkManager:
             try:
                 self._ports.claim(sandbox_id, [(p.host_port, p.protocol) for p in ports])
                 with self._lock:
-                    taken = self._take_slot()
+                    taken = self._take_reserved(slot) if slot is not None else self._take_slot()
                 if taken is None:
                     try:
                         return self._build(d, sandbox_id, sandbox_id, hostname, ports, dns)
@@ -172,7 +175,7 @@ class VnetNetworkManager:
                     self._destroy(d, rec)
                     undone.append(d.name)
         with self._lock:
-            ready = set(self._ready)
+            ready = set(self._ready) | self._reserved
         for d in sorted(self._pool.iterdir()):
             if d.name not in ready:
                 self._destroy(d, _load(d))
@@ -277,6 +280,34 @@ class VnetNetworkManager:
                 return slot, rec.sandbox
             self._broken.append(slot)  # the refill thread destroys it outside the lock
             self._wake.set()
+        return None
+
+    def reserve(self) -> tuple[str, Sandbox] | None:
+        """Set a ready slot aside (None: none ready): ``create(..., slot=)`` takes it, ``release`` destroys it.
+        A warm container is built in it, so the group that takes the container gets the slot with it."""
+        with self._lock:
+            taken = self._take_slot()
+            if taken is not None:
+                self._reserved.add(taken[0])
+                self._wake.set()  # the refill builds a ready slot in its place
+            return taken
+
+    def release(self, slot: str) -> None:
+        """Destroy a reserved slot (idempotent)."""
+        with self._lock:
+            self._reserved.discard(slot)
+        self._destroy(self._pool / slot, _load(self._pool / slot))
+
+    def _take_reserved(self, slot: str) -> tuple[str, Sandbox] | None:
+        """Reserved ``slot``, taken for a sandbox (caller holds _lock); None (and destroyed later) if broken."""
+        if slot not in self._reserved:
+            raise NetworkError(f"pool slot {slot!r} is not reserved")
+        self._reserved.discard(slot)
+        rec = _load(self._pool / slot)
+        if rec is not None and rec.sandbox is not None and records.intact(rec.sandbox):
+            return slot, rec.sandbox
+        self._broken.append(slot)
+        self._wake.set()
         return None
 
     def _slot_being_built(self, timeout: float = 30.0) -> tuple[str, Sandbox] | None:

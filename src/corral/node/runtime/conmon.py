@@ -46,9 +46,11 @@ def conmon_argv(
     return argv
 
 
-def spawn(argv: list[str], bundle: Path, preexec: Callable[[], None] | None) -> int:
-    """Start conmon, which forks, detaches and runs `<runtime> create`; return the container pid."""
-    return Launch(argv, bundle, preexec).go()
+def spawn(argv: list[str], bundle: Path, preexec: Callable[[], None] | None,
+          env: dict[str, str] | None = None) -> int:
+    """Start conmon, which forks, detaches and runs `<runtime> create`; return the container pid.
+    ``env``: more environment for the runtime's prefix (the crun shim's warm-container fds)."""
+    return Launch(argv, bundle, preexec, env=env).go()
 
 
 class Launch:
@@ -62,11 +64,11 @@ class Launch:
     """
 
     def __init__(self, argv: list[str], bundle: Path, preexec: Callable[[], None] | None,
-                 gate: Path | None = None) -> None:
+                 gate: Path | None = None, env: dict[str, str] | None = None) -> None:
         self._bundle = bundle
         self._gate = gate
         self._gate_fd = -1
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **(env or {})}
         if gate is not None:
             os.mkfifo(gate, 0o600)
             # Read-write: opening never blocks, and the FIFO keeps its data until the runtime reads it.

@@ -10,6 +10,9 @@
  *    mount: crun refuses hybrid cgroup hosts while cgroup2 holds a controller.
  * 3. Execs CRUN ARG..., with the first "create" turned into "run --detach" under
  *    --create-runs (conmon only knows create; one crun process then starts it too).
+ *    When CORRAL_WARM_INIT names the warm init (node/runtime/warm.py), it is opened as
+ *    fd 3, the FIFOs CORRAL_WARM_COMMAND and CORRAL_WARM_STATUS as fds 4 and 5, and
+ *    crun is told to pass all three to the container (--preserve-fds 3).
  *
  * The same steps as the util-linux unshare + umount + sh prefix it replaces, in one
  * exec instead of four. Built by `make venv` (corral/native.py); without a C
@@ -27,6 +30,44 @@
 
 #define GATE_ENV "CORRAL_GATE"
 #define UNIFIED "/sys/fs/cgroup/unified"
+#define WARM_FDS 3
+
+/* The warm init's three fds (see the top); 1: set up, 0: not a warm container, -1: failed. */
+static int warm_fds(void) {
+    const char *init = getenv("CORRAL_WARM_INIT");
+    if (init == NULL || *init == '\0')
+        return 0;
+    const char *command = getenv("CORRAL_WARM_COMMAND"), *status = getenv("CORRAL_WARM_STATUS");
+    if (command == NULL || status == NULL)
+        return -1;
+    /* The agent holds the command FIFO's writer and the status FIFO's reader, so neither open blocks;
+     * opened in turn and moved high first, so no open lands on a target fd already placed. */
+    int fds[WARM_FDS];
+    const char *paths[WARM_FDS] = {init, command, status};
+    int modes[WARM_FDS] = {O_RDONLY, O_RDONLY, O_WRONLY};
+    for (int i = 0; i < WARM_FDS; i++) {
+        fds[i] = open(paths[i], modes[i] | O_NONBLOCK);
+        int high = fds[i] < 0 ? -1 : fcntl(fds[i], F_DUPFD, 10);
+        if (fds[i] >= 0)
+            close(fds[i]);
+        int flags = high < 0 ? -1 : fcntl(high, F_GETFL);
+        if (flags < 0 || fcntl(high, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+            fprintf(stderr, "corral-crun-shim: cannot open %s for the warm container: %s\n", paths[i],
+                    strerror(errno));
+            return -1;
+        }
+        fds[i] = high;
+    }
+    for (int i = 0; i < WARM_FDS; i++) {
+        if (dup2(fds[i], 3 + i) < 0)
+            return -1;
+        close(fds[i]);
+    }
+    unsetenv("CORRAL_WARM_INIT");
+    unsetenv("CORRAL_WARM_COMMAND");
+    unsetenv("CORRAL_WARM_STATUS");
+    return 1;
+}
 
 /* 0: go on; -1: cancelled (or no agent to say go). */
 static int wait_gate(void) {
@@ -80,7 +121,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     umount2(UNIFIED, MNT_DETACH); /* no such mount on unified or legacy hosts: nothing to hide */
-    char **out = calloc((size_t)argc + 2, sizeof *out);
+    int warm = warm_fds();
+    if (warm < 0)
+        return 1;
+    char **out = calloc((size_t)argc + 4, sizeof *out);
     if (out == NULL)
         return 1;
     int n = 0, rewritten = !create_runs;
@@ -88,6 +132,10 @@ int main(int argc, char **argv) {
         if (!rewritten && strcmp(argv[i], "create") == 0) {
             out[n++] = "run";
             out[n++] = "--detach";
+            if (warm) {
+                out[n++] = "--preserve-fds";
+                out[n++] = "3";
+            }
             rewritten = 1;
             continue;
         }

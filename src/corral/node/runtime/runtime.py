@@ -3,7 +3,9 @@
 On-disk layout under ``state_dir`` (everything a restarted agent needs to adopt containers):
 
     containers/<id>/   bundle: config.json, meta.json, pidfile, conmon.pid, persist/{exit,oom}
-    exits/<id>         conmon's exit-code file (its appearance is the exit event)
+                       (or a link to the warm bundle the container was bound to, see warm.py)
+    warm/<wid>/        bundles of warm containers: started ahead, waiting for a container's command
+    exits/<id>         conmon's exit-code file (its appearance is the exit event); <wid> for a warm one
     sock/              conmon attach-socket links
     oci/               the OCI runtime's --root (kept per state_dir so agents don't collide)
 """
@@ -27,7 +29,7 @@ from pydantic import BaseModel
 
 from corral.errors import InvalidRequest, NotFound, RuntimeFailure
 from corral.fileio import atomic_write
-from corral.node.runtime import _sys, cgroups, conmon, sealed
+from corral.node.runtime import _sys, cgroups, conmon, sealed, warm
 from corral.node.runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO, Inotify
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,10 @@ class _Meta(BaseModel):
     started_at: datetime | None = None
     pid: int | None = None
     pid_start: int | None = None
+    oci_id: str | None = None  # the runtime's and conmon's id, when not the container's (a warm container's)
+
+
+WARM_PREFIX = warm.PREFIX
 
 
 def check_id(cid: str) -> None:
@@ -80,7 +86,8 @@ class ExitWatcher:
     watcher is an optimisation, the on-disk state is the truth.
     """
 
-    def __init__(self, exits_dir: Path) -> None:
+    def __init__(self, exits_dir: Path, owner: Callable[[str], str | None] = lambda name: name) -> None:
+        self._owner = owner  # the container an exit file's name belongs to (None: no container's)
         self._ino = Inotify()
         # conmon writes "<id>.XXXXXX" and renames it to "<id>": only the rename names an exit.
         self._ino.add_watch(exits_dir, IN_MOVED_TO)
@@ -91,8 +98,9 @@ class ExitWatcher:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             seen: list[str] = []
             for _path, name, _mask in self._ino.wait(left):
-                if name and not name.startswith(".") and name not in seen:
-                    seen.append(name)
+                cid = self._owner(name) if name and not name.startswith(".") else None
+                if cid and cid not in seen:
+                    seen.append(cid)
             if seen or (deadline is not None and time.monotonic() >= deadline):
                 return seen
 
@@ -116,6 +124,19 @@ class Launched(conmon.Launch):
         self.terminal = terminal
 
 
+class WarmContainer:
+    """A warm container this runtime started (``Runtime.start_warm``), until bound or discarded."""
+
+    def __init__(self, wid: str, pid: int, pid_start: int | None, fifos: warm.WarmFifos, log_path: Path,
+                 cgroup_path: str) -> None:
+        self.wid = wid
+        self.pid = pid
+        self.pid_start = pid_start
+        self.fifos = fifos
+        self.log_path = log_path
+        self.cgroup_path = cgroup_path
+
+
 class Runtime:
     def __init__(self, state_dir: Path, runtime: str = "crun") -> None:
         if runtime not in RUNTIMES:
@@ -130,7 +151,8 @@ class Runtime:
         self.exits_dir = self.state_dir / "exits"
         self.sock_dir = self.state_dir / "sock"
         self.oci_root = self.state_dir / "oci"
-        for d in (self.containers_dir, self.exits_dir, self.sock_dir, self.oci_root):
+        self.warm_dir = self.state_dir / "warm"
+        for d in (self.containers_dir, self.exits_dir, self.sock_dir, self.oci_root, self.warm_dir):
             d.mkdir(parents=True, exist_ok=True)
 
     # ---- paths and small helpers -------------------------------------------------
@@ -138,6 +160,20 @@ class Runtime:
     def bundle(self, cid: str) -> Path:
         check_id(cid)
         return self.containers_dir / cid
+
+    def oci_id(self, cid: str, meta: _Meta | None = None) -> str:
+        """The id the OCI runtime and conmon know ``cid`` by: its own, or its warm container's."""
+        meta = meta or self._meta(cid)
+        return meta.oci_id if meta and meta.oci_id else cid
+
+    def owner_of(self, oci_id: str) -> str | None:
+        """The container an OCI id (an exit file's name) belongs to; None for a warm container not bound."""
+        if not oci_id.startswith(WARM_PREFIX):
+            return oci_id
+        try:
+            return (self.warm_dir / oci_id / "owner").read_text() or None
+        except OSError:
+            return None
 
     def _exe(self, runtime: str) -> str:
         """The path to exec ``runtime`` from: its sealed copy where it takes one, else its binary."""
@@ -194,18 +230,16 @@ class Runtime:
         return res
 
     def oci_command(self, cid: str, *args: str) -> tuple[list[str], Callable[[], None] | None]:
-        """argv and preexec_fn for a runtime verb on ``cid`` (used by exec/attach helpers)."""
+        """argv and preexec_fn for a runtime verb on ``cid`` (used by exec/attach helpers): ``args``,
+        then the runtime's id of the container."""
         meta = self._meta(cid)
         if meta is None:
             raise NotFound(f"container {cid} does not exist on this node")
-        argv = [self._exe(meta.runtime), *self._global_args(meta.runtime), *args]
+        argv = [self._exe(meta.runtime), *self._global_args(meta.runtime), *args, self.oci_id(cid, meta)]
         return argv, self._preexec(meta.runtime, meta.netns, creating=False)
 
     def _meta(self, cid: str) -> _Meta | None:
-        try:
-            return _Meta.model_validate_json((self.bundle(cid) / "meta.json").read_text())
-        except (OSError, ValueError):
-            return None
+        return self._meta_at(self.bundle(cid))
 
     def _save_meta(self, cid: str, meta: _Meta) -> None:
         atomic_write(self.bundle(cid) / "meta.json", meta.model_dump_json(), durable=False)
@@ -278,6 +312,123 @@ class Runtime:
             except Exception:  # noqa: BLE001 - the original error matters more
                 pass
             raise
+
+    # ---- warm containers (warm.py) -------------------------------------------------
+
+    def warm_capable(self) -> bool:
+        """Whether this runtime can start warm containers: crun behind the native shim, and the warm init."""
+        return (self.name == "crun" and warm.init_path() is not None
+                and _sys.gated([self._conmon_runtime(self.name)[0]]))
+
+    def start_warm(self, wid: str, spec: dict[str, Any]) -> WarmContainer:
+        """Start a warm container from ``spec`` (its process is the warm init's, see warm.ARGS)."""
+        if not wid.startswith(WARM_PREFIX) or not _ID_RE.match(wid):
+            raise ValueError(f"warm container ids look like {WARM_PREFIX}<hex>, not {wid!r}")
+        bundle = self.warm_dir / wid
+        log_path = bundle / "container.log"
+        self._make_bundle(wid, bundle, log_path)
+        fifos: warm.WarmFifos | None = None
+        try:
+            fifos = warm.WarmFifos(bundle)
+            atomic_write(bundle / "config.json", json.dumps(spec), durable=False)
+            cgroup_path = str((spec.get("linux") or {}).get("cgroupsPath") or "")
+            meta = _Meta(runtime=self.name, log_path=str(log_path), cgroup_path=cgroup_path or None,
+                         created_at=datetime.now(UTC), oci_id=wid)
+            atomic_write(bundle / "meta.json", meta.model_dump_json(), durable=False)
+            argv = self._conmon_argv(wid, bundle, log_path, False, None)
+            pid = conmon.spawn(argv, bundle, None, env=fifos.env())
+            meta.pid, meta.pid_start = pid, _sys.proc_start_time(pid)
+            atomic_write(bundle / "meta.json", meta.model_dump_json(), durable=False)
+            return WarmContainer(wid, pid, meta.pid_start, fifos, log_path, cgroup_path)
+        except BaseException:
+            if fifos is not None:
+                fifos.close()
+            self.discard_warm(wid)
+            raise
+
+    def bind_warm(self, w: WarmContainer, cid: str, cwd: str, args: list[str], env: list[str],
+                  resources: dict[str, Any]) -> ContainerState:
+        """Make warm container ``w`` container ``cid``: its limits, then its command. Raises RuntimeFailure
+        (and leaves ``cid`` for the caller to delete) when the command cannot start."""
+        check_id(cid)
+        bundle = self.warm_dir / w.wid
+        link = self.bundle(cid)
+        command = warm.encode(cwd, args, env)
+        # The owner first, then the link: from the link on, the warm container is cid's (recover_warm).
+        (bundle / "owner").write_text(cid)
+        os.symlink(os.path.relpath(bundle, link.parent), link)
+        try:
+            cgroups.write_limits(w.cgroup_path, resources)
+        except OSError as e:
+            w.fifos.close()
+            raise RuntimeFailure(f"cannot apply the resource limits of {cid}: {e}") from e
+        spec = self._config_at(bundle) or {}
+        spec.setdefault("process", {}).update(args=args, env=env, cwd=cwd)
+        spec.setdefault("linux", {})["resources"] = {**spec["linux"].get("resources", {}), **resources}
+        atomic_write(bundle / "config.json", json.dumps(spec), durable=False)  # what exec and inspection read
+        w.fifos.deliver(command)
+        meta = self._meta(cid)
+        if meta is None:
+            raise RuntimeFailure(f"warm container {w.wid} lost its metadata")
+        meta.started_at = datetime.now(UTC)
+        self._save_meta(cid, meta)
+        return ContainerState(id=cid, status="running", pid=w.pid, started_at=meta.started_at)
+
+    def warm_waiting(self, w: WarmContainer) -> bool:
+        """Whether ``w``'s init is alive and still waits for a command."""
+        init = warm.init_path()
+        if init is None or not _sys.pid_alive(w.pid, w.pid_start):
+            return False
+        try:
+            return Path(os.readlink(f"/proc/{w.pid}/exe")) == init.resolve()
+        except OSError:
+            return False
+
+    def discard_warm(self, wid: str) -> None:
+        """Remove a warm container that is no container's (idempotent); nothing of a user's ran in it."""
+        bundle = self.warm_dir / wid
+        if bundle.is_dir():
+            self._delete_at(wid, bundle, wid, self._meta_at(bundle))
+
+    def warm_ids(self) -> list[str]:
+        try:
+            return sorted(p.name for p in self.warm_dir.iterdir() if p.name.startswith(WARM_PREFIX))
+        except FileNotFoundError:
+            return []
+
+    def recover_warm(self) -> None:
+        """After a restart: warm containers no container owns are discarded (their command FIFO's writer
+        died with the agent); one bound whose init never exec'd its command is deleted, so its container
+        starts afresh; one that did is recorded as started. Nothing runs twice."""
+        init = warm.init_path()
+        for wid in self.warm_ids():
+            bundle = self.warm_dir / wid
+            owner = self.owner_of(wid)
+            link = self.containers_dir / owner if owner else None
+            if link is None or not link.is_symlink() or link.resolve() != bundle.resolve():
+                self.discard_warm(wid)
+                continue
+            assert owner is not None
+            meta = self._meta_at(bundle)
+            if meta is None or meta.started_at is not None:
+                continue
+            pid = meta.pid
+            if pid and _sys.pid_alive(pid, meta.pid_start):
+                try:
+                    exe = Path(os.readlink(f"/proc/{pid}/exe"))
+                except OSError:
+                    exe = None
+                if exe is not None and (init is None or exe != init.resolve()):
+                    meta.started_at = datetime.now(UTC)  # it exec'd its command before the agent died
+                    self._save_meta(owner, meta)
+                    continue
+            self.delete(owner)
+
+    def _meta_at(self, bundle: Path) -> _Meta | None:
+        try:
+            return _Meta.model_validate_json((bundle / "meta.json").read_text())
+        except (OSError, ValueError):
+            return None
 
     def _conmon_argv(self, cid: str, bundle: Path, log_path: Path, terminal: bool,
                      log_size_max: int | None) -> list[str]:
@@ -364,7 +515,7 @@ class Runtime:
             # Here rather than after create, so a run() resumed after a crash applies them too.
             resources = ((self._config(cid) or {}).get("linux") or {}).get("resources") or {}
             self._limit_sandbox(cid, meta.cgroup_path, resources, meta.pid)
-        res = self._oci(cid, "start", cid, meta=meta, check=False)
+        res = self._oci(cid, "start", self.oci_id(cid, meta), meta=meta, check=False)
         # A crash right after a successful start leaves it started but unrecorded: that is fine too.
         if res.returncode != 0 and self._oci_status(cid, meta) != "running":
             detail = res.stderr.strip() or res.stdout.strip()
@@ -375,7 +526,7 @@ class Runtime:
 
     def _oci_status(self, cid: str, meta: _Meta | None) -> str | None:
         """The runtime's own view (``<runtime> state``); spawns a process, so only for rare cases."""
-        res = self._oci(cid, "state", cid, meta=meta, check=False)
+        res = self._oci(cid, "state", self.oci_id(cid, meta), meta=meta, check=False)
         if res.returncode != 0:
             return None
         try:
@@ -397,7 +548,9 @@ class Runtime:
         pid = meta.pid if meta and meta.pid else self._read_int(bundle / "pidfile")
         pid_start = meta.pid_start if meta else None
         if pid and _sys.pid_alive(pid, pid_start):
-            if started is None and meta is not None and self._oci_status(cid, meta) == "running":
+            # A warm container's start is recorded when bound (recover_warm settles a crash in between).
+            if (started is None and meta is not None and meta.oci_id is None
+                    and self._oci_status(cid, meta) == "running"):
                 # Started, but the agent died before recording it: record it now.
                 meta.started_at = started = datetime.now(UTC)
                 self._save_meta(cid, meta)
@@ -416,7 +569,7 @@ class Runtime:
         return ContainerState(id=cid, status="stopped", started_at=started)
 
     def _exited_state(self, cid: str, started: datetime | None, meta: _Meta | None) -> ContainerState | None:
-        exit_file = self.exits_dir / cid
+        exit_file = self.exits_dir / self.oci_id(cid, meta)
         code = self._read_int(exit_file)
         if code is None:
             return None
@@ -438,7 +591,7 @@ class Runtime:
 
     def wait_exit(self, cid: str, timeout: float | None = None) -> bool:
         """Block until ``cid`` has exited (True) or ``timeout`` passes (False). inotify, not polling."""
-        exit_file = self.exits_dir / cid
+        exit_file = self.exits_dir / self.oci_id(cid)
         deadline = None if timeout is None else time.monotonic() + timeout
         with Inotify() as ino:
             ino.add_watch(self.exits_dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE)
@@ -455,7 +608,7 @@ class Runtime:
                 ino.wait(0.5 if left is None else min(left, 0.5))
 
     def exit_watcher(self) -> ExitWatcher:
-        return ExitWatcher(self.exits_dir)
+        return ExitWatcher(self.exits_dir, self.owner_of)
 
     def kill(self, cid: str, signal: int = _signal.SIGTERM) -> None:
         """Send ``signal`` to the container's init; a no-op if it is not running."""
@@ -464,7 +617,8 @@ class Runtime:
             raise NotFound(f"container {cid} does not exist on this node")
         if st.status not in ("running", "created"):
             return
-        res = self._oci(cid, "kill", cid, str(int(signal)), meta=self._meta(cid), check=False)
+        meta = self._meta(cid)
+        res = self._oci(cid, "kill", self.oci_id(cid, meta), str(int(signal)), meta=meta, check=False)
         if res.returncode != 0 and self.state(cid).status in ("running", "created"):
             raise RuntimeFailure(f"{self.name} kill {cid} failed: {res.stderr.strip()}")
 
@@ -498,18 +652,23 @@ class Runtime:
     def delete(self, cid: str) -> None:
         """Remove every trace of ``cid``: process, runtime state, conmon, cgroups, bundle. Idempotent."""
         bundle = self.bundle(cid)
-        if not bundle.exists() and not any((self.oci_root / r / cid).exists() for r in RUNTIMES):
+        if not bundle.exists() and not bundle.is_symlink() and not any(
+                (self.oci_root / r / cid).exists() for r in RUNTIMES):
             # Never created here (the bundle is written before the runtime is asked to create):
             # spare the runtime call, which costs a process on every container start.
             return
         meta = self._meta(cid)
-        cgroup_path = meta.cgroup_path if meta else self._cgroup_from_config(cid)
+        self._delete_at(cid, bundle, self.oci_id(cid, meta), meta)
+
+    def _delete_at(self, cid: str, bundle: Path, oid: str, meta: _Meta | None) -> None:
+        """``delete`` of the container whose bundle is ``bundle`` and whose runtime id is ``oid``."""
+        cgroup_path = meta.cgroup_path if meta else self._cgroup_from_config(bundle)
         pid = meta.pid if meta and meta.pid else self._read_int(bundle / "pidfile")
         pid_start = meta.pid_start if meta else None
         problems: list[str] = []
         if pid and _sys.pid_alive(pid, pid_start):
             try:
-                self._oci(cid, "kill", cid, "KILL", meta=meta, check=False)
+                self._oci(cid, "kill", oid, "KILL", meta=meta, check=False)
             except RuntimeFailure as e:
                 problems.append(e.message)
             if not _sys.wait_pid_exit(pid, 5.0) and _sys.pid_alive(pid, pid_start):
@@ -524,11 +683,11 @@ class Runtime:
             raise RuntimeFailure(f"container {cid} (pid {pid}) survived SIGKILL; delete again later")
         try:
             # Failure here is tolerated: the state is gone or will be cleaned by a re-run.
-            self._oci(cid, "delete", "--force", cid, meta=meta, check=False)
+            self._oci(cid, "delete", "--force", oid, meta=meta, check=False)
         except RuntimeFailure as e:
             problems.append(e.message)
-        cpid = self._conmon_pid(cid)
-        if cpid and _sys.pid_alive(cpid) and self._is_conmon(cpid, cid):
+        cpid = self._read_int(bundle / "conmon.pid")
+        if cpid and _sys.pid_alive(cpid) and self._is_conmon(cpid, oid):
             if not _sys.wait_pid_exit(cpid, 2.0):
                 try:
                     os.kill(cpid, _signal.SIGKILL)
@@ -542,15 +701,19 @@ class Runtime:
                 cgroups.remove_cgroup(cgroup_path)
             except OSError as e:
                 raise RuntimeFailure(f"cannot remove cgroup {cgroup_path} of {cid}: {e}; delete again later") from e
-        (self.exits_dir / cid).unlink(missing_ok=True)
-        sock = self.sock_dir / cid
+        (self.exits_dir / oid).unlink(missing_ok=True)
+        sock = self.sock_dir / oid
         if sock.is_symlink() or sock.is_file():
             sock.unlink(missing_ok=True)
         elif sock.is_dir():
             shutil.rmtree(sock, ignore_errors=True)
-        shutil.rmtree(bundle, ignore_errors=True)
+        if bundle.is_symlink():  # bound to a warm container: its bundle first, then the link to it
+            shutil.rmtree(self.warm_dir / oid, ignore_errors=True)
+            bundle.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(bundle, ignore_errors=True)
         if meta and meta.runtime == "runsc":
-            shutil.rmtree(self.oci_root / "runsc" / cid, ignore_errors=True)
+            shutil.rmtree(self.oci_root / "runsc" / oid, ignore_errors=True)
 
     @staticmethod
     def _is_conmon(pid: int, cid: str) -> bool:
@@ -561,14 +724,18 @@ class Runtime:
         return bool(cmd) and cmd[0].endswith(b"conmon") and cid.encode() in cmd
 
     def _config(self, cid: str) -> dict[str, Any] | None:
+        return self._config_at(self.bundle(cid))
+
+    @staticmethod
+    def _config_at(bundle: Path) -> dict[str, Any] | None:
         try:
-            cfg = json.loads((self.bundle(cid) / "config.json").read_text())
+            cfg = json.loads((bundle / "config.json").read_text())
         except (OSError, ValueError):
             return None
         return cfg if isinstance(cfg, dict) else None
 
-    def _cgroup_from_config(self, cid: str) -> str | None:
-        return ((self._config(cid) or {}).get("linux") or {}).get("cgroupsPath")
+    def _cgroup_from_config(self, bundle: Path) -> str | None:
+        return ((self._config_at(bundle) or {}).get("linux") or {}).get("cgroupsPath")
 
     def list_ids(self) -> list[str]:
         """Containers this runtime has on disk, running or not (for adoption after a restart)."""
@@ -621,4 +788,4 @@ class Runtime:
             except OSError as e:
                 raise RuntimeFailure(f"cannot update the limits of {cid}: {e}") from e
             return
-        self._oci(cid, "update", "--resources", str(path), cid, meta=meta)
+        self._oci(cid, "update", "--resources", str(path), self.oci_id(cid, meta), meta=meta)
