@@ -56,13 +56,14 @@ def test_a_bound_warm_container_runs_the_containers_command_with_its_environment
                           ["PATH=/bin:/usr/bin", "GREETING=hello"], _limits())
     assert st.status == "running" and st.pid == w.pid and st.started_at is not None
     assert box.rt.state(cid).status == "running" and box.rt.list_ids() == [cid]
+    cmdline = Path(f"/proc/{w.pid}/cmdline")
     deadline = time.monotonic() + 10
-    while "hello" not in read_logs(box.rt.log_path(cid)) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while cmdline.read_bytes() != b"sleep\x003600\x00" and time.monotonic() < deadline:
+        time.sleep(0.02)  # the shell's exec comes after its output
+    assert cmdline.read_bytes() == b"sleep\x003600\x00"
     out = read_logs(box.rt.log_path(cid))
     assert out.startswith("hello from /tmp\n")
     assert "corral-warm-init" not in out  # nothing of the init is in the container's file system
-    assert Path(f"/proc/{w.pid}/cmdline").read_bytes() == b"sleep\x003600\x00"
     # The container's limits, where the kernel enforces them.
     cg = box.rt.cgroup_path(cid)
     assert Path(f"/sys/fs/cgroup/memory{cg}/memory.limit_in_bytes").read_text().strip() == str(48 << 20)

@@ -229,9 +229,12 @@ class NodeHost:
         a new sandbox then comes with a warm container of that image, if the pool has one."""
         entry = self._claim_warm(uid, warm_image) if warm_image and subnet_id is None else None
         if entry is not None:
+            slot, entry.slot = entry.slot, None  # from here on the slot is the group's (or, broken, gone)
+            assert slot is not None
             try:
-                sandbox = self.network.create_from(uid, entry.slot, hostname, port_mappings(ip), dns)
+                sandbox = self.network.create_from(uid, slot, hostname, port_mappings(ip), dns)
             except BaseException:
+                entry.slot = slot  # not made (a failed create undoes its sandbox): the slot is freed too
                 self.warm.discard(entry)
                 raise
             if sandbox.netns == entry.sandbox.netns:

@@ -39,7 +39,7 @@ class WarmEntry:
     def __init__(self, image: Image, slot: str, sandbox: Sandbox, container: WarmContainer,
                  rootfs_dir: Path) -> None:
         self.image = image
-        self.slot = slot
+        self.slot: str | None = slot  # None once the slot is a group's sandbox (no longer the pool's to free)
         self.sandbox = sandbox
         self.container = container
         self.rootfs_dir = rootfs_dir
@@ -158,7 +158,9 @@ class WarmPool:
             self._images.unmount_rootfs(entry.rootfs_dir)
             shutil.rmtree(entry.rootfs_dir, ignore_errors=True)
         finally:
-            self._network.release(entry.slot)
+            if entry.slot is not None:
+                self._network.release(entry.slot)
+                entry.slot = None
 
     # ---- filling ----------------------------------------------------------------------
 
