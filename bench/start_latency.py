@@ -11,8 +11,7 @@ Rows:
                   Four node set-ups: virtual network with a standby pool of ready network
                   sandboxes (the default), the same with warm containers (`--warm-containers 2`:
                   the group starts in a container the node started ahead), the same without
-                  either pool, and the plain CNI bridge. Starts are --gap seconds apart (the
-                  pools refill after 0.2 s without a take), as groups are created one by one.
+                  either pool, and the plain CNI bridge.
   crun run        raw `crun run --detach` of a bundle over the same image (overlay rootfs), no network
                   (behind the same prefix Corral starts crun behind, _sys.runtime_prefix: the native
                   shim, or unshare + umount + sh without it; crun refuses hybrid cgroups).
@@ -24,6 +23,8 @@ Rows:
                   Running; only with the native crun shim, which waits at the gate.
   podman run      `podman run --rm --network bridge` of the same image, a command that exits at once
                   (Debian's podman with runc and cgroupfs).
+Every row's starts are --gap seconds apart (default 0.4: the pools refill after 0.2 s without a
+take), baselines included, so each start finds the same idle machine.
 Prints p50/p95/p99 in milliseconds. Needs root. Everything it creates is removed at the end.
 """
 
@@ -60,6 +61,9 @@ from corral.node.runtime.runtime import Runtime  # noqa: E402
 from corral.node.runtime.spec import SpecRequest, build_spec  # noqa: E402
 
 IMAGE = "corral/busybox:latest"
+# Seconds between one start's clean-up and the next start, in every row (set by --gap): the pools
+# refill after 0.2 s without a take, and every row, baselines too, starts from the same idle machine.
+GAP = 0.4
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -111,14 +115,13 @@ class RunningWatch:
                 return at
 
 
-def corral_api(server: CorralServer, n: int, poll: bool = False, gap: float = 0.4) -> list[float]:
-    """Create-to-Running per group, seen on the event stream, or (``poll``) by GET every 2 ms; ``gap``
-    seconds between one group's delete and the next PUT."""
+def corral_api(server: CorralServer, n: int, poll: bool = False) -> list[float]:
+    """Create-to-Running per group, seen on the event stream, or (``poll``) by GET every 2 ms."""
     client = server.client()
     watch = None if poll else RunningWatch(server)
     out = []
     for i in range(n):
-        time.sleep(gap)
+        time.sleep(GAP)
         name = f"lat-{'p' if poll else 'w'}-{i}"
         path = client.group_path("bench", name)
         t0 = time.perf_counter()
@@ -155,7 +158,9 @@ def timed_starts(data_dir: Path, n: int, work: Path, cgroup_parent: str, tag: st
         cid = f"bench-{tag}-{os.getpid()}-{i}"
         cdir = work / cid
         cdir.mkdir()
-        out.append(start(cid, bench_spec(store, cid, cdir, cgroup_parent), cdir))
+        spec = bench_spec(store, cid, cdir, cgroup_parent)
+        time.sleep(GAP)
+        out.append(start(cid, spec, cdir))
         remove(cid)
         store.unmount_rootfs(cdir)
     return out
@@ -227,6 +232,7 @@ def podman_run(server: CorralServer, n: int, work: Path) -> list[float]:
     out = []
     try:
         for _ in range(n):
+            time.sleep(GAP)
             t0 = time.perf_counter()
             subprocess.run([*base, "run", "--rm", "--network", "bridge", ref, "true"], env=env, check=True,
                            capture_output=True)
@@ -245,7 +251,7 @@ SETUPS = [
 ]
 
 
-def corral_rows(n: int, work: Path, gap: float) -> list[tuple[str, list[float]]]:
+def corral_rows(n: int, work: Path) -> list[tuple[str, list[float]]]:
     rows = []
     for i, (name, flags) in enumerate(SETUPS):
         server = CorralServer(work / f"corral-{i}", bridge="cbench0", subnet="10.69.0.0/16",
@@ -253,11 +259,11 @@ def corral_rows(n: int, work: Path, gap: float) -> list[tuple[str, list[float]]]
         try:
             server.build_base_image()
             server.start()
-            corral_api(server, 3, gap=gap)  # warm up imports, caches and the pools
+            corral_api(server, 3)  # warm up imports, caches and the pools
             time.sleep(1)
-            rows.append((name, corral_api(server, n, gap=gap)))
+            rows.append((name, corral_api(server, n)))
             if i == 0:
-                rows.append((name + ", polling", corral_api(server, n, poll=True, gap=gap)))
+                rows.append((name + ", polling", corral_api(server, n, poll=True)))
                 rows.append(("crun run --detach (no network)", crun_run(server.data_dir, n, work)))
                 rows.append(("conmon + crun, runtime layer alone", runtime_run(server.data_dir, n, work)))
                 launched = runtime_launched(server.data_dir, n, work)
@@ -272,11 +278,12 @@ def corral_rows(n: int, work: Path, gap: float) -> list[tuple[str, list[float]]]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=30, help="samples per row")
-    ap.add_argument("--gap", type=float, default=0.4, help="seconds between one group's delete and the next PUT")
+    ap.add_argument("--gap", type=float, default=GAP, help="seconds between one start's clean-up and the next")
     args = ap.parse_args()
+    globals()["GAP"] = args.gap
     work = Path(tempfile.mkdtemp(prefix="corral-bench-"))
     try:
-        rows = corral_rows(args.n, work, args.gap)
+        rows = corral_rows(args.n, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nstart latency, {args.n} samples each, ms (machine: {os.cpu_count()} cores)")

@@ -99,9 +99,11 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=20, help="groups to time")
     ap.add_argument("--prefix", default="cbtr", help="bridge and cgroup prefix")
     ap.add_argument("--warm-containers", type=int, default=0, help="the node's warm containers per image")
-    ap.add_argument("--gap", type=float, default=0.4, help="seconds between one group's delete and the next PUT "
-                                                          "(the pools refill after 0.2 s without a take)")
+    ap.add_argument("--gap", type=float, default=start_latency.GAP,
+                    help="seconds between one start's clean-up and the next, baseline included "
+                         "(the pools refill after 0.2 s without a take)")
     args = ap.parse_args()
+    start_latency.GAP = args.gap
     work = Path(tempfile.mkdtemp(prefix="corral-bench-trace-", dir="/var/tmp"))
     data = work / "data"
     subprocess.run([CORRAL, "image", "build-base", "--data-dir", str(data)], check=True, capture_output=True)
