@@ -276,11 +276,12 @@ def corral_rows(n: int, work: Path) -> list[tuple[str, list[float]]]:
 
 
 def main() -> None:
+    global GAP
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=30, help="samples per row")
     ap.add_argument("--gap", type=float, default=GAP, help="seconds between one start's clean-up and the next")
     args = ap.parse_args()
-    globals()["GAP"] = args.gap
+    GAP = args.gap
     work = Path(tempfile.mkdtemp(prefix="corral-bench-"))
     try:
         rows = corral_rows(args.n, work)

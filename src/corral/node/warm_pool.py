@@ -18,6 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +34,15 @@ IMAGES = 2  # distinct images kept warm: the most recently started ones
 REFILL_QUIET = 0.2  # seconds without a take before the pool builds again (as the network pool)
 
 
+@dataclass
 class WarmEntry:
     """One warm container: its slot, its sandbox, its runtime handle and its rootfs directory."""
 
-    def __init__(self, image: Image, slot: str, sandbox: Sandbox, container: WarmContainer,
-                 rootfs_dir: Path) -> None:
-        self.image = image
-        self.slot: str | None = slot  # None once the slot is a group's sandbox (no longer the pool's to free)
-        self.sandbox = sandbox
-        self.container = container
-        self.rootfs_dir = rootfs_dir
+    image: Image
+    slot: str | None  # None once the slot is a group's sandbox (no longer the pool's to free)
+    sandbox: Sandbox
+    container: WarmContainer
+    rootfs_dir: Path
 
 
 class WarmPool:

@@ -21,6 +21,7 @@ import signal as _signal
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -69,8 +70,6 @@ class _Meta(BaseModel):
     pid_start: int | None = None
     oci_id: str | None = None  # the runtime's and conmon's id, when not the container's (a warm container's)
 
-
-WARM_PREFIX = warm.PREFIX
 
 
 def check_id(cid: str) -> None:
@@ -124,17 +123,16 @@ class Launched(conmon.Launch):
         self.terminal = terminal
 
 
+@dataclass
 class WarmContainer:
     """A warm container this runtime started (``Runtime.start_warm``), until bound or discarded."""
 
-    def __init__(self, wid: str, pid: int, pid_start: int | None, fifos: warm.WarmFifos, log_path: Path,
-                 cgroup_path: str) -> None:
-        self.wid = wid
-        self.pid = pid
-        self.pid_start = pid_start
-        self.fifos = fifos
-        self.log_path = log_path
-        self.cgroup_path = cgroup_path
+    wid: str
+    pid: int
+    pid_start: int | None
+    fifos: warm.WarmFifos
+    log_path: Path
+    cgroup_path: str
 
 
 class Runtime:
@@ -168,7 +166,7 @@ class Runtime:
 
     def owner_of(self, oci_id: str) -> str | None:
         """The container an OCI id (an exit file's name) belongs to; None for a warm container not bound."""
-        if not oci_id.startswith(WARM_PREFIX):
+        if not oci_id.startswith(warm.PREFIX):
             return oci_id
         try:
             return (self.warm_dir / oci_id / "owner").read_text() or None
@@ -242,7 +240,11 @@ class Runtime:
         return self._meta_at(self.bundle(cid))
 
     def _save_meta(self, cid: str, meta: _Meta) -> None:
-        atomic_write(self.bundle(cid) / "meta.json", meta.model_dump_json(), durable=False)
+        self._save_meta_at(self.bundle(cid), meta)
+
+    @staticmethod
+    def _save_meta_at(bundle: Path, meta: _Meta) -> None:
+        atomic_write(bundle / "meta.json", meta.model_dump_json(), durable=False)
 
     @staticmethod
     def _read_int(path: Path) -> int | None:
@@ -322,8 +324,8 @@ class Runtime:
 
     def start_warm(self, wid: str, spec: dict[str, Any]) -> WarmContainer:
         """Start a warm container from ``spec`` (its process is the warm init's, see warm.ARGS)."""
-        if not wid.startswith(WARM_PREFIX) or not _ID_RE.match(wid):
-            raise ValueError(f"warm container ids look like {WARM_PREFIX}<hex>, not {wid!r}")
+        if not wid.startswith(warm.PREFIX) or not _ID_RE.match(wid):
+            raise ValueError(f"warm container ids look like {warm.PREFIX}<hex>, not {wid!r}")
         bundle = self.warm_dir / wid
         log_path = bundle / "container.log"
         self._make_bundle(wid, bundle, log_path)
@@ -334,11 +336,11 @@ class Runtime:
             cgroup_path = str((spec.get("linux") or {}).get("cgroupsPath") or "")
             meta = _Meta(runtime=self.name, log_path=str(log_path), cgroup_path=cgroup_path or None,
                          created_at=datetime.now(UTC), oci_id=wid)
-            atomic_write(bundle / "meta.json", meta.model_dump_json(), durable=False)
+            self._save_meta_at(bundle, meta)
             argv = self._conmon_argv(wid, bundle, log_path, False, None)
             pid = conmon.spawn(argv, bundle, None, env=fifos.env())
             meta.pid, meta.pid_start = pid, _sys.proc_start_time(pid)
-            atomic_write(bundle / "meta.json", meta.model_dump_json(), durable=False)
+            self._save_meta_at(bundle, meta)
             return WarmContainer(wid, pid, meta.pid_start, fifos, log_path, cgroup_path)
         except BaseException:
             if fifos is not None:
@@ -376,13 +378,19 @@ class Runtime:
 
     def warm_waiting(self, w: WarmContainer) -> bool:
         """Whether ``w``'s init is alive and still waits for a command."""
+        return self._runs_warm_init(w.pid, w.pid_start) is True
+
+    @staticmethod
+    def _runs_warm_init(pid: int, pid_start: int | None) -> bool | None:
+        """Whether process ``pid`` is still the warm init (not yet its container's command); None: gone."""
+        if not _sys.pid_alive(pid, pid_start):
+            return None
         init = warm.init_path()
-        if init is None or not _sys.pid_alive(w.pid, w.pid_start):
-            return False
         try:
-            return Path(os.readlink(f"/proc/{w.pid}/exe")) == init.resolve()
+            exe = Path(os.readlink(f"/proc/{pid}/exe"))
         except OSError:
-            return False
+            return None
+        return init is not None and exe == init.resolve()
 
     def discard_warm(self, wid: str) -> None:
         """Remove a warm container that is no container's (idempotent); nothing of a user's ran in it."""
@@ -392,7 +400,7 @@ class Runtime:
 
     def warm_ids(self) -> list[str]:
         try:
-            return sorted(p.name for p in self.warm_dir.iterdir() if p.name.startswith(WARM_PREFIX))
+            return sorted(p.name for p in self.warm_dir.iterdir() if p.name.startswith(warm.PREFIX))
         except FileNotFoundError:
             return []
 
@@ -400,7 +408,6 @@ class Runtime:
         """After a restart: warm containers no container owns are discarded (their command FIFO's writer
         died with the agent); one bound whose init never exec'd its command is deleted, so its container
         starts afresh; one that did is recorded as started. Nothing runs twice."""
-        init = warm.init_path()
         for wid in self.warm_ids():
             bundle = self.warm_dir / wid
             owner = self.owner_of(wid)
@@ -412,16 +419,10 @@ class Runtime:
             meta = self._meta_at(bundle)
             if meta is None or meta.started_at is not None:
                 continue
-            pid = meta.pid
-            if pid and _sys.pid_alive(pid, meta.pid_start):
-                try:
-                    exe = Path(os.readlink(f"/proc/{pid}/exe"))
-                except OSError:
-                    exe = None
-                if exe is not None and (init is None or exe != init.resolve()):
-                    meta.started_at = datetime.now(UTC)  # it exec'd its command before the agent died
-                    self._save_meta(owner, meta)
-                    continue
+            if meta.pid and self._runs_warm_init(meta.pid, meta.pid_start) is False:
+                meta.started_at = datetime.now(UTC)  # it exec'd its command before the agent died
+                self._save_meta(owner, meta)
+                continue
             self.delete(owner)
 
     def _meta_at(self, bundle: Path) -> _Meta | None:
